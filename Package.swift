@@ -1,0 +1,97 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Optimisation for hot C kernels even in debug builds (tests run debug builds).
+let kernelCFlags: [CSetting] = [.unsafeFlags(["-O3", "-fno-math-errno"])]
+
+let package = Package(
+    name: "dreamsr",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "dreamsr", targets: ["dreamsr"]),
+        .executable(name: "dreamsr-mock-kafka", targets: ["dreamsr-mock-kafka"]),
+        .executable(name: "dreamsr-bench", targets: ["dreamsr-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/apple/swift-async-algorithms", from: "1.0.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+    ],
+    targets: [
+        // MARK: C libraries and kernels
+        .target(name: "CKernels", cSettings: kernelCFlags),
+        .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CVips", pkgConfig: "vips", providers: [.apt(["libvips-dev"])]),
+        .target(name: "CVipsShim", dependencies: ["CVips"]),
+        .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka", providers: [.apt(["librdkafka-dev"])]),
+
+        // MARK: Engine (no I/O, no vips, no kafka)
+        .target(name: "Tensor", dependencies: ["CKernels", "COpenBLAS"]),
+        .target(name: "Checkpoints", dependencies: ["Tensor"]),
+        .target(name: "Tokenizers"),
+        .target(name: "Models", dependencies: ["Tensor", "Checkpoints"]),
+        .target(name: "Raster", dependencies: ["CKernels"]),
+        .target(name: "Upscaling", dependencies: [
+            "Raster", "Tensor", "Models", "Checkpoints", "Tokenizers",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        // MARK: Imaging (the only module that talks to libvips)
+        .target(name: "Imaging", dependencies: ["CVipsShim", "Raster"]),
+
+        // MARK: Service
+        .target(name: "Jobs"),
+        .target(name: "PipelineRuntime", dependencies: [
+            "Jobs",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
+        ]),
+        .target(name: "WatchFolderConnector", dependencies: [
+            "Jobs", "PipelineRuntime",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        .target(name: "KafkaConnector", dependencies: [
+            "Jobs", "PipelineRuntime", "CRdKafka",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
+        .target(name: "DreamsrApp", dependencies: [
+            "Imaging", "Upscaling", "Jobs", "PipelineRuntime", "WatchFolderConnector", "KafkaConnector",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Yams", package: "Yams"),
+        ]),
+        .executableTarget(name: "dreamsr", dependencies: [
+            "DreamsrApp",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "dreamsr-mock-kafka", dependencies: ["CRdKafka"]),
+        .executableTarget(name: "dreamsr-bench", dependencies: [
+            "DreamsrApp",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "Benchmarks/dreamsr-bench"),
+
+        // MARK: Test support and tests
+        .target(name: "DreamsrTestKit", dependencies: ["Jobs", "PipelineRuntime", "Raster", "Tensor"]),
+        .testTarget(name: "TensorTests", dependencies: ["Tensor", "CKernels", "DreamsrTestKit"]),
+        .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Tensor", "DreamsrTestKit"]),
+        .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Checkpoints", "Tensor", "DreamsrTestKit"]),
+        .testTarget(name: "RasterTests", dependencies: ["Raster"]),
+        .testTarget(name: "ImagingTests", dependencies: ["Imaging", "Raster", "DreamsrTestKit"]),
+        .testTarget(name: "UpscalingTests", dependencies: ["Upscaling", "Raster", "Models", "Tensor", "DreamsrTestKit"]),
+        .testTarget(name: "PipelineRuntimeTests", dependencies: ["PipelineRuntime", "Jobs", "DreamsrTestKit"]),
+        .testTarget(name: "WatchFolderConnectorTests", dependencies: ["WatchFolderConnector", "PipelineRuntime", "Jobs", "DreamsrTestKit"]),
+        .testTarget(name: "KafkaConnectorTests", dependencies: ["KafkaConnector", "PipelineRuntime", "Jobs", "DreamsrTestKit"]),
+        .testTarget(name: "DreamsrAppTests", dependencies: ["DreamsrApp", "DreamsrTestKit"]),
+    ]
+)

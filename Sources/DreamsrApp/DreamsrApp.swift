@@ -1,0 +1,1 @@
+// DreamsrApp module; see the module's files.

@@ -1,0 +1,1 @@
+// DreamsrTestKit module; see the module's files.

@@ -1,0 +1,1 @@
+// KafkaConnector module; see the module's files.

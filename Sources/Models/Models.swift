@@ -1,0 +1,1 @@
+// Models module; see the module's files.

@@ -1,0 +1,1 @@
+// PipelineRuntime module; see the module's files.

@@ -1,0 +1,1 @@
+// Raster module; see the module's files.

@@ -1,0 +1,98 @@
+import CKernels
+
+/// A dense float32 tensor in row-major order (NCHW for images, [tokens, features] for sequences).
+///
+/// `Tensor` is a reference type over one 64-byte aligned buffer: ops that produce new values allocate new tensors,
+/// `reshaped` shares the buffer. It is `@unchecked Sendable` because ownership is handed between compute lanes, never
+/// mutated from two threads at once (the lanes serialise work).
+public final class Tensor: @unchecked Sendable {
+    public let shape: [Int]
+    public let count: Int
+    public let data: UnsafeMutablePointer<Float>
+    /// Keeps the owner of `data` alive for views (another tensor's buffer, a memory-mapped file).
+    private let owner: AnyObject?
+    private let ownsBuffer: Bool
+
+    /// A zero-filled tensor.
+    public init(zeros shape: [Int]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        self.shape = shape
+        self.count = shape.reduce(1, *)
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 4, alignment: 64)
+        raw.initializeMemory(as: Float.self, repeating: 0, count: max(count, 1))
+        self.data = raw.assumingMemoryBound(to: Float.self)
+        self.owner = nil
+        self.ownsBuffer = true
+    }
+
+    /// A tensor holding a copy of `values` (count must match the shape).
+    public convenience init(shape: [Int], values: [Float]) {
+        self.init(zeros: shape)
+        precondition(values.count == count, "\(values.count) values for shape \(shape)")
+        values.withUnsafeBufferPointer { src in
+            data.update(from: src.baseAddress!, count: count)
+        }
+    }
+
+    /// A tensor whose values are produced by `body(index)`.
+    public convenience init(shape: [Int], generator body: (Int) -> Float) {
+        self.init(zeros: shape)
+        for i in 0..<count { data[i] = body(i) }
+    }
+
+    /// A view over memory owned by `owner` (no copy). The caller guarantees `pointer` holds `shape` floats.
+    public init(viewing pointer: UnsafeMutablePointer<Float>, shape: [Int], owner: AnyObject) {
+        self.shape = shape
+        self.count = shape.reduce(1, *)
+        self.data = pointer
+        self.owner = owner
+        self.ownsBuffer = false
+    }
+
+    deinit {
+        if ownsBuffer { UnsafeMutableRawPointer(data).deallocate() }
+    }
+
+    public var rank: Int { shape.count }
+
+    /// Same buffer, new shape.
+    public func reshaped(_ newShape: [Int]) -> Tensor {
+        precondition(newShape.reduce(1, *) == count, "cannot reshape \(shape) to \(newShape)")
+        return Tensor(viewing: data, shape: newShape, owner: self)
+    }
+
+    /// A deep copy.
+    public func copy() -> Tensor {
+        let t = Tensor(zeros: shape)
+        t.data.update(from: data, count: count)
+        return t
+    }
+
+    public var buffer: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: data, count: count) }
+
+    public func toArray() -> [Float] { Array(UnsafeBufferPointer(start: data, count: count)) }
+
+    public subscript(flat index: Int) -> Float {
+        get { data[index] }
+        set { data[index] = newValue }
+    }
+
+    /// Largest absolute value (0 for an empty tensor).
+    public func maxAbs() -> Float {
+        var m: Float = 0
+        for i in 0..<count { m = max(m, abs(data[i])) }
+        return m
+    }
+
+    /// Largest absolute elementwise difference to `other` (shapes must match).
+    public func maxAbsDifference(_ other: Tensor) -> Float {
+        precondition(shape == other.shape, "shape \(shape) vs \(other.shape)")
+        var m: Float = 0
+        for i in 0..<count { m = max(m, abs(data[i] - other.data[i])) }
+        return m
+    }
+}
+
+extension Tensor: CustomStringConvertible {
+    public var description: String { "Tensor\(shape)" }
+}

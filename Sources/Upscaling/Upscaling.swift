@@ -1,0 +1,1 @@
+// Upscaling module; see the module's files.

@@ -1,0 +1,1 @@
+// WatchFolderConnector module; see the module's files.
