@@ -36,7 +36,7 @@ let package = Package(
         .target(name: "Models", dependencies: ["Tensor", "Checkpoints"]),
         .target(name: "Raster", dependencies: ["CKernels"]),
         .target(name: "Upscaling", dependencies: [
-            "Raster", "Tensor", "Models", "Checkpoints", "Tokenizers",
+            "Raster", "Tensor", "Models", "Checkpoints", "Tokenizers", "Captioning",
             .product(name: "Logging", package: "swift-log"),
         ]),
 
@@ -45,6 +45,7 @@ let package = Package(
 
         // MARK: Service
         .target(name: "Jobs"),
+        .target(name: "Captioning", dependencies: [.product(name: "Logging", package: "swift-log")]),
         .target(name: "PipelineRuntime", dependencies: [
             "Jobs",
             .product(name: "Logging", package: "swift-log"),
@@ -85,6 +86,7 @@ let package = Package(
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "CKernels", "DreamsrTestKit"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Tensor", "DreamsrTestKit"]),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"]),
+        .testTarget(name: "CaptioningTests", dependencies: ["Captioning"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Checkpoints", "Tensor", "DreamsrTestKit"]),
         .testTarget(name: "RasterTests", dependencies: ["Raster"]),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "Raster", "DreamsrTestKit"]),

@@ -52,4 +52,9 @@ void ck_bf16_to_f32_scalar(float *dst, const uint16_t *src, size_t n);
 #ifdef __cplusplus
 }
 #endif
+
+/* Kernel families, one header each. */
+#include "ck_conv.h"
+#include "ck_transformer.h"
+#include "ck_image.h"
 #endif
