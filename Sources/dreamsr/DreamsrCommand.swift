@@ -1,1 +1,13 @@
-print("placeholder")
+import ArgumentParser
+
+/// The `dreamsr` command line. Each subcommand lives in its own file; wiring lives in DreamsrApp.
+@main
+struct DreamsrCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dreamsr",
+        abstract: "Ultra-high-resolution image super-resolution: one-shot CLI and streaming daemon.",
+        subcommands: [
+            // Each subcommand registers itself here (one line each).
+        ]
+    )
+}
