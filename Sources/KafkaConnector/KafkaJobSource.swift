@@ -397,6 +397,11 @@ final class SourceCore: @unchecked Sendable {
                                      origin: origin)
             var outcome = await processor.process(request)
             if let downloaded { try? FileManager.default.removeItem(atPath: downloaded) }
+            if Self.isAbandoned(outcome) {
+                // The pipeline stopped before the job ended: leave the message for redelivery (never store it).
+                logger.info("job abandoned by the pipeline; left for redelivery", metadata: ["id": "\(id)"])
+                return false
+            }
             if outcome.status == .ok, let path = outcome.output, !FileManager.default.fileExists(atPath: path) {
                 outcome.status = .error
                 outcome.errorStage = outcome.errorStage ?? "write"
@@ -423,7 +428,15 @@ final class SourceCore: @unchecked Sendable {
         }
     }
 
+    /// An outcome the pipeline marks as abandoned (it stopped before the job ended; PipelineRuntime's
+    /// `PipelineNotes.abandoned` note): not a failure of the input.
+    static func isAbandoned(_ outcome: JobOutcome) -> Bool {
+        outcome.status == .error && outcome.notes.contains { $0.hasPrefix("abandoned") }
+    }
+
+    /// Waits before the next attempt. False when the job should end unfinished instead (shutdown, cancellation).
     private func backoff(_ tp: TopicPartition, _ offset: Int64, _ attempt: Int) async -> Bool {
+        if state.withLock({ $0.stopping }) { return false }
         onEvent?(.retrying(tp, offset: offset, attempt: attempt + 1))
         do {
             try await Task.sleep(for: configuration.retry.delay(afterAttempt: attempt))
