@@ -64,6 +64,12 @@ public struct KafkaConnectorConfiguration: Sendable, Equatable {
     public var allowAbsoluteOutputPaths: Bool = false
     /// Jobs processed concurrently (default 4). When full, the partitions are paused (backpressure).
     public var maxInFlight: Int = 4
+    /// Messages consumed ahead of the processor (waiting for a free slot) before the partitions are paused; they
+    /// resume when the buffer is half empty, so fetching overlaps work (librdkafka 2.0.2 takes up to ~1 s to deliver
+    /// again after a resume). Default: max(16, 4 x maxInFlight).
+    /// Buffered messages are not committed: a crash redelivers them.
+    public var maxBuffered: Int?
+    var effectiveMaxBuffered: Int { maxBuffered ?? max(16, 4 * maxInFlight) }
     /// Largest accepted message value (default 1 MiB); larger ones are dead-lettered.
     public var maxMessageBytes: Int = 1 << 20
     public var retry = RetryPolicy()
@@ -113,6 +119,7 @@ public struct KafkaConnectorConfiguration: Sendable, Equatable {
         }
         if groupID.isEmpty { throw fail("group_id", "must not be empty") }
         if maxInFlight < 1 || maxInFlight > 4096 { throw fail("max_in_flight", "\(maxInFlight) not in 1...4096") }
+        if let maxBuffered, maxBuffered < 1 { throw fail("max_buffered", "\(maxBuffered) < 1") }
         if maxMessageBytes < 64 { throw fail("max_message_bytes", "\(maxMessageBytes) < 64") }
         if retry.maxAttempts < 1 { throw fail("retry.max_attempts", "\(retry.maxAttempts) < 1") }
         if retry.initialBackoff < .zero || retry.maxBackoff < retry.initialBackoff {
@@ -144,6 +151,8 @@ public struct KafkaConnectorConfiguration: Sendable, Equatable {
             "enable.partition.eof": "false",
             // Keep the prefetch small: paused partitions drop it anyway.
             "queued.max.messages.kbytes": "1024",
+            "fetch.wait.max.ms": "100",
+            "fetch.error.backoff.ms": "50",
         ]
         props.merge(clientProperties) { _, new in new }
         return props

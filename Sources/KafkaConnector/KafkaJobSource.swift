@@ -160,12 +160,13 @@ final class SourceCore: @unchecked Sendable {
         }
     }
 
-    /// Pause every owned partition when the local buffer is full or we are stopping; resume when it is empty.
+    /// Pause every owned partition when the local buffer is full (all `maxInFlight` slots busy and `maxBuffered`
+    /// messages waiting) or we are stopping; resume when the buffer is half empty.
     private func syncPauseState() {
-        let capacity = configuration.maxInFlight
+        let limit = configuration.effectiveMaxBuffered
         let (toPause, toResume) = state.withLock { s -> ([TopicPartition], [TopicPartition]) in
-            let wantPaused = s.stopping || s.pending.count >= capacity
-            let wantResumed = !s.stopping && s.pending.isEmpty
+            let wantPaused = s.stopping || s.pending.count >= limit
+            let wantResumed = !s.stopping && s.pending.count <= limit / 2
             var pause: [TopicPartition] = []
             var resume: [TopicPartition] = []
             for tp in s.owned.keys {
