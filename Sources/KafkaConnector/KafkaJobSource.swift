@@ -87,6 +87,7 @@ public final class KafkaJobSource: Service, Sendable {
         }
         await producer.close(flushTimeoutMs: 10_000)
         await BlockingQueue.run { consumer.closeAndDestroy() }
+        core.consumer = nil  // breaks the core <-> rebalance-callback cycle
         logger.info("kafka source stopped")
         onEvent?(.stopped)
     }

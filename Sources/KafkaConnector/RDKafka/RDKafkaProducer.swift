@@ -59,39 +59,37 @@ final class RDKafkaProducer: @unchecked Sendable {
     func send(topic: String, key: [UInt8]?, value: [UInt8], headers: [KafkaHeader],
               partition: Int32? = nil) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let token: UInt? = state.withLock { state in
-                if state.closed { return nil }
-                return callbacks.deliveries.withLock { deliveries in
+            // Under the state lock, so close() can never destroy the handle between the check and the produce call
+            // (rd_kafka_producev does not block: a full queue returns QUEUE_FULL, a retriable error).
+            let failure: KafkaConnectorError? = state.withLock { state in
+                if state.closed { return KafkaConnectorError(.closed, "producer is closed") }
+                let token = callbacks.deliveries.withLock { deliveries in
                     let token = deliveries.next
                     deliveries.next &+= 1
                     deliveries.waiting[token] = continuation
                     return token
                 }
-            }
-            guard let token else {
-                continuation.resume(throwing: KafkaConnectorError(.closed, "producer is closed"))
-                return
-            }
-            let hdrs: OpaquePointer? = headers.isEmpty ? nil : rd_kafka_headers_new(headers.count)
-            for header in headers {
-                if let value = header.value {
-                    _ = value.withUnsafeBytes { rd_kafka_header_add(hdrs, header.name, -1, $0.baseAddress, $0.count) }
-                } else {
-                    rd_kafka_header_add(hdrs, header.name, -1, nil, 0)
+                let hdrs: OpaquePointer? = headers.isEmpty ? nil : rd_kafka_headers_new(headers.count)
+                for header in headers {
+                    if let value = header.value {
+                        _ = value.withUnsafeBytes { rd_kafka_header_add(hdrs, header.name, -1, $0.baseAddress, $0.count) }
+                    } else {
+                        rd_kafka_header_add(hdrs, header.name, -1, nil, 0)
+                    }
                 }
-            }
-            let err = value.withUnsafeBytes { valueBytes in
-                (key ?? []).withUnsafeBytes { keyBytes in
-                    dreamsr_rdk_produce(handle, topic, partition ?? RD_KAFKA_PARTITION_UA, valueBytes.baseAddress, valueBytes.count,
-                                        key == nil ? nil : keyBytes.baseAddress, key == nil ? 0 : keyBytes.count,
-                                        hdrs, UnsafeMutableRawPointer(bitPattern: token))
+                let err = value.withUnsafeBytes { valueBytes in
+                    (key ?? []).withUnsafeBytes { keyBytes in
+                        dreamsr_rdk_produce(handle, topic, partition ?? RD_KAFKA_PARTITION_UA, valueBytes.baseAddress,
+                                            valueBytes.count, key == nil ? nil : keyBytes.baseAddress,
+                                            key == nil ? 0 : keyBytes.count, hdrs, UnsafeMutableRawPointer(bitPattern: token))
+                    }
                 }
-            }
-            if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+                guard err != RD_KAFKA_RESP_ERR_NO_ERROR else { return nil }
                 if let hdrs { rd_kafka_headers_destroy(hdrs) }
-                let waiting = callbacks.deliveries.withLock { $0.waiting.removeValue(forKey: token) }
-                waiting?.resume(throwing: KafkaConnectorError.rdkafka(err, .delivery, "produce to '\(topic)'"))
+                _ = callbacks.deliveries.withLock { $0.waiting.removeValue(forKey: token) }
+                return KafkaConnectorError.rdkafka(err, .delivery, "produce to '\(topic)'")
             }
+            if let failure { continuation.resume(throwing: failure) }
         }
     }
 
