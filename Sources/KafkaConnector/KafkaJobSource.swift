@@ -51,6 +51,8 @@ public final class KafkaJobSource: Service, Sendable {
                                            logger: logger.with("kafka.client", "consumer"),
                                            rebalance: { [core] event in core.rebalanced(event) })
             core.consumer = consumer
+            producer.onFatalError { [core] reason in core.fail(reason) }
+            consumer.onFatalError { [core] reason in core.fail(reason) }
             try consumer.subscribe([configuration.inputTopic])
         } catch {
             await producer.close(flushTimeoutMs: 1_000)
@@ -90,6 +92,9 @@ public final class KafkaJobSource: Service, Sendable {
         core.consumer = nil  // breaks the core <-> rebalance-callback cycle
         logger.info("kafka source stopped")
         onEvent?(.stopped)
+        if let reason = core.fatalReason {
+            throw KafkaConnectorError(.client, "librdkafka fatal error: \(reason)")
+        }
     }
 }
 
@@ -126,6 +131,7 @@ final class SourceCore: @unchecked Sendable {
         var drainWaiter: CheckedContinuation<Bool, Never>?
         var jobs: [UInt64: Task<Void, Never>] = [:]
         var nextJob: UInt64 = 1
+        var fatalReason: String?
     }
 
     let configuration: KafkaConnectorConfiguration
@@ -304,6 +310,14 @@ final class SourceCore: @unchecked Sendable {
             if resumeNow { continuation.resume() }
         }
     }
+
+    /// A fatal client error: stop like a graceful shutdown, then `run()` throws.
+    func fail(_ reason: String) {
+        state.withLock { if $0.fatalReason == nil { $0.fatalReason = reason } }
+        requestStop()
+    }
+
+    var fatalReason: String? { state.withLock { $0.fatalReason } }
 
     func requestStop() {
         let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in

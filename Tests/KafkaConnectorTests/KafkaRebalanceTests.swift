@@ -118,3 +118,41 @@ import Testing
         #expect(process.terminationReason == .exit && process.terminationStatus == 0)
     }
 }
+
+@Suite struct ProducerTests {
+    @Test(.timeLimit(.minutes(1)))
+    func deliveryReportsAndFatalErrors() async throws {
+        let topic = "prod-\(UUID().uuidString.prefix(8))"
+        try sharedCluster.createTopic(topic, partitions: 1)
+        let producer = try RDKafkaProducer(properties: KafkaConnectorConfiguration(
+            bootstrapServers: sharedCluster.bootstrapServers, inputTopic: "unused").producerProperties,
+                                           logger: testLogger("producer"))
+        // An acknowledged send returns; the message is on the broker with its headers.
+        try await producer.send(topic: topic, key: Array("k".utf8), value: Array("v".utf8),
+                                headers: [KafkaHeader("h", "x"), KafkaHeader("empty", nil)])
+        let read = try await KafkaTools.read(bootstrap: sharedCluster.bootstrapServers, topic: topic, partitions: 1,
+                                             count: 1)
+        #expect(read.first?.value == Array("v".utf8))
+        #expect(read.first?.headers == [KafkaHeader("h", "x"), KafkaHeader("empty", nil)])
+
+        // A fatal error reaches the handler once, and later sends fail without retry.
+        let reason: String = await withCheckedContinuation { continuation in
+            producer.onFatalError { continuation.resume(returning: $0) }
+            producer.injectFatalErrorForTesting("test fatal")
+        }
+        #expect(reason.contains("test fatal"))
+        do {
+            try await producer.send(topic: topic, key: nil, value: [1], headers: [])
+            Issue.record("send after a fatal error must fail")
+        } catch let error as KafkaConnectorError {
+            #expect(!error.isRetriable)
+        }
+        await producer.close(flushTimeoutMs: 1_000)
+        do {
+            try await producer.send(topic: topic, key: nil, value: [1], headers: [])
+            Issue.record("send after close must fail")
+        } catch let error as KafkaConnectorError {
+            #expect(error.code == .closed)
+        }
+    }
+}

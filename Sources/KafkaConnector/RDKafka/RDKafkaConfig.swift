@@ -12,11 +12,16 @@ enum RDKafkaConfig {
             let result = rd_kafka_conf_set(conf, key, value, &errstr, errstr.count)
             if result != RD_KAFKA_CONF_OK {
                 rd_kafka_conf_destroy(conf)
-                let reason = String(decoding: errstr.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-                throw KafkaConnectorError(.configuration, "librdkafka property '\(key)'='\(value)': \(reason)")
+                throw KafkaConnectorError(.configuration,
+                                          "librdkafka property '\(key)'='\(value)': \(string(errstr))")
             }
         }
         return conf
+    }
+
+    /// A NUL-terminated C buffer as a String.
+    static func string(_ buffer: [CChar]) -> String {
+        String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }
 
@@ -28,6 +33,8 @@ final class RDKafkaCallbacks: @unchecked Sendable {
     let deliveries = Locked<(next: UInt, waiting: [UInt: CheckedContinuation<Void, any Error>])>((1, [:]))
     /// Consumer: called on the poll thread during `rd_kafka_consumer_poll`.
     var rebalance: (@Sendable (RebalanceEvent) -> Void)?
+    /// Called once with the reason when librdkafka reports a fatal error (the client cannot continue).
+    let fatal = Locked<(reported: Bool, handler: (@Sendable (String) -> Void)?)>((false, nil))
 
     init(logger: Logger) { self.logger = logger }
 
@@ -53,7 +60,15 @@ final class RDKafkaCallbacks: @unchecked Sendable {
             let text = reason.map { String(cString: $0) } ?? ""
             let errorCode = rd_kafka_resp_err_t(err)
             if errorCode == RD_KAFKA_RESP_ERR__FATAL {
-                callbacks.logger.critical("librdkafka fatal error: \(text)")
+                var detail = [CChar](repeating: 0, count: 512)
+                let original = rk.map { rd_kafka_fatal_error($0, &detail, detail.count) } ?? errorCode
+                let reason = "\(String(cString: rd_kafka_err2name(original))): \(RDKafkaConfig.string(detail))"
+                callbacks.logger.critical("librdkafka fatal error: \(reason)")
+                let handler = callbacks.fatal.withLock { f -> (@Sendable (String) -> Void)? in
+                    defer { f.reported = true }
+                    return f.reported ? nil : f.handler
+                }
+                handler?(reason)
             } else {
                 callbacks.logger.warning("librdkafka error: \(text)",
                                          metadata: ["code": "\(String(cString: rd_kafka_err2name(errorCode)))"])

@@ -107,6 +107,11 @@ final class RDKafkaConsumer: @unchecked Sendable {
         self.callbacks = callbacks
     }
 
+    /// Called once if librdkafka reports a fatal error.
+    func onFatalError(_ handler: @escaping @Sendable (String) -> Void) {
+        callbacks.fatal.withLock { $0.handler = handler }
+    }
+
     func subscribe(_ topics: [String]) throws(KafkaConnectorError) {
         let list = rd_kafka_topic_partition_list_new(Int32(topics.count))!
         defer { rd_kafka_topic_partition_list_destroy(list) }

@@ -93,6 +93,16 @@ final class RDKafkaProducer: @unchecked Sendable {
         }
     }
 
+    /// Called once if librdkafka reports a fatal error (e.g. the idempotent producer lost its guarantees).
+    func onFatalError(_ handler: @escaping @Sendable (String) -> Void) {
+        callbacks.fatal.withLock { $0.handler = handler }
+    }
+
+    /// Test hook: makes librdkafka raise a fatal error on this producer (rd_kafka_test_fatal_error).
+    func injectFatalErrorForTesting(_ reason: String) {
+        _ = rd_kafka_test_fatal_error(handle, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER, reason)
+    }
+
     /// Flush, stop polling, purge anything left (its waiters get a purge error), destroy. Idempotent.
     func close(flushTimeoutMs: Int32) async {
         let proceed = state.withLock { state -> Bool in
