@@ -5,7 +5,9 @@ import CKernels
 public enum TileWeighting: Sendable, Equatable {
     /// Every pixel of every tile weighs the same (MultiDiffusion's average).
     case uniform
-    /// Linear ramp over `ramp` units at edges shared with a neighbour; full weight at the image border.
+    /// At edges shared with a neighbour: zero weight over the outer quarter of `ramp` units (where a model's padding
+    /// effects live), then a linear ramp up to full weight at `ramp` units from the edge. Full weight at the image
+    /// border. Requires neighbours to overlap by at least `ramp` units (TileGrid guarantees its requested overlap).
     case feather(ramp: Int)
     /// Gaussian profile (Mixture of Diffusers: exp(-(i - mid)^2 / size^2 / 0.02)), positive everywhere.
     case gaussian
@@ -16,13 +18,15 @@ public enum TileWeighting: Sendable, Equatable {
         case .uniform:
             return [Float](repeating: 1, count: size)
         case .feather(let ramp):
-            let r = Float(max(ramp, 1))
+            let margin = Float(max(ramp, 1) / 4)
+            let r = Float(max(ramp, 1)) - margin
             let leftInterior = start > 0
             let rightInterior = start + size < length
+            func edge(_ d: Int) -> Float { max(0, min(1, (Float(d) + 0.5 - margin) / r)) }
             return (0..<size).map { i in
                 var w: Float = 1
-                if leftInterior { w = min(w, (Float(i) + 0.5) / r) }
-                if rightInterior { w = min(w, (Float(size - i) - 0.5) / r) }
+                if leftInterior { w = min(w, edge(i)) }
+                if rightInterior { w = min(w, edge(size - 1 - i)) }
                 return w
             }
         case .gaussian:

@@ -34,8 +34,11 @@ final class GridBlenderTests: XCTestCase {
     func testFeatherWeightsFadeAtSharedEdgesOnly() {
         let p = TileWeighting.feather(ramp: 8).profile(start: 0, size: 32, length: 100)
         XCTAssertEqual(p[0], 1, "image border keeps full weight")
-        XCTAssertLessThan(p[31], 0.1, "shared edge fades out")
-        XCTAssertTrue(p.allSatisfy { $0 > 0 })
+        XCTAssertEqual(p[31], 0, "the outer quarter of the ramp at a shared edge is ignored")
+        XCTAssertEqual(p[30], 0)
+        XCTAssertGreaterThan(p[29], 0)
+        XCTAssertLessThan(p[29], 0.2, "then the weight ramps up")
+        XCTAssertEqual(p[20], 1)
         let g = TileWeighting.gaussian.profile(start: 10, size: 64, length: 100)
         XCTAssertTrue(g.allSatisfy { $0 > 0 })
         XCTAssertGreaterThan(g[32], g[0])
