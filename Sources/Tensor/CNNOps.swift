@@ -79,3 +79,20 @@ extension Tensor {
         return (shape[1], shape[2], shape[3])
     }
 }
+
+/// Ops on the 16-channel-block layout `[blocks, H, W, 16]` ("P16") used by `WinogradConv3x3`.
+extension Tensor {
+    /// Nearest-neighbour 2x upsampling of a P16 tensor `[blocks, H, W, 16]` to `[blocks, 2H, 2W, 16]`.
+    public func upsampledNearest2xPacked16() -> Tensor {
+        precondition(rank == 4 && shape[3] == 16, "P16 tensor expected, got \(shape)")
+        let out = Tensor(zeros: [shape[0], shape[1] * 2, shape[2] * 2, 16])
+        ck_upsample_nearest2x(out.data, data, shape[0], shape[1], shape[2], 16)
+        return out
+    }
+
+    /// The first `blocks` channel blocks of a P16 tensor, as a view (no copy).
+    public func packed16Prefix(blocks: Int) -> Tensor {
+        precondition(rank == 4 && shape[3] == 16 && blocks <= shape[0], "P16 prefix \(blocks) of \(shape)")
+        return Tensor(viewing: data, shape: [blocks, shape[1], shape[2], 16], owner: self)
+    }
+}
