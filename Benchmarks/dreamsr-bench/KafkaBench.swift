@@ -77,10 +77,9 @@ struct KafkaBench: AsyncParsableCommand {
         var sync: Bool
         func process(_ request: JobRequest) async -> JobOutcome {
             guard case .file(let path) = request.source, let data = FileManager.default.contents(atPath: path),
-                  let folder = request.output else {
+                  let target = request.output else {
                 return JobOutcome(id: request.id, status: .error, errorStage: "read", errorMessage: "unreadable")
             }
-            let target = (folder as NSString).appendingPathComponent("\(request.id.rawValue).png")
             let temp = target + ".tmp"
             let fd = open(temp, O_CREAT | O_WRONLY | O_TRUNC, 0o644)
             _ = data.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }

@@ -59,6 +59,8 @@ public struct KafkaConnectorConfiguration: Sendable, Equatable {
     public var deadLetterTopic: String
     /// Folder outputs go to when a message names no output (nil: the pipeline's own default).
     public var outputDirectory: String?
+    /// Output format when a message names none (default png); also the extension of derived output names.
+    public var defaultFormat: String = "png"
     /// When false (default), a message's `output` must be a relative path without `..`; it is resolved under
     /// `outputDirectory`.
     public var allowAbsoluteOutputPaths: Bool = false
@@ -119,6 +121,9 @@ public struct KafkaConnectorConfiguration: Sendable, Equatable {
         }
         if groupID.isEmpty { throw fail("group_id", "must not be empty") }
         if maxInFlight < 1 || maxInFlight > 4096 { throw fail("max_in_flight", "\(maxInFlight) not in 1...4096") }
+        if !InputMessage.formats.contains(defaultFormat.lowercased()) {
+            throw fail("default_format", "'\(defaultFormat)' is not one of \(InputMessage.formats.sorted())")
+        }
         if let maxBuffered, maxBuffered < 1 { throw fail("max_buffered", "\(maxBuffered) < 1") }
         if maxMessageBytes < 64 { throw fail("max_message_bytes", "\(maxMessageBytes) < 64") }
         if retry.maxAttempts < 1 { throw fail("retry.max_attempts", "\(retry.maxAttempts) < 1") }

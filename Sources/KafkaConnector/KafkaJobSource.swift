@@ -368,15 +368,17 @@ final class SourceCore: @unchecked Sendable {
         let tp = message.topicPartition
         let input: InputMessage
         let source: JobSource
-        let output: String?
+        let output: String
+        let format: String
         var id = InputMessage.jobID(nil, topic: message.topic, partition: message.partition, offset: message.offset)
         do {
             input = try InputMessage.parse(message.value, maxBytes: configuration.maxMessageBytes)
             id = InputMessage.jobID(input.id, topic: message.topic, partition: message.partition,
                                     offset: message.offset)
             source = try InputMessage.jobSource(input.source)
-            output = try InputMessage.outputLocation(input.output, outputDirectory: configuration.outputDirectory,
-                                                     allowAbsolute: configuration.allowAbsoluteOutputPaths)
+            (output, format) = try InputMessage.outputLocation(
+                input.output, id: id, format: input.format, outputDirectory: configuration.outputDirectory,
+                defaultFormat: configuration.defaultFormat, allowAbsolute: configuration.allowAbsoluteOutputPaths)
         } catch {
             if let readable = InputMessage.lenientID(message.value) { id = JobID(readable) }
             return await deadLetter(message, id: id, stage: "parse", error: error, attempts: 1)
@@ -408,8 +410,10 @@ final class SourceCore: @unchecked Sendable {
                 let error = KafkaConnectorError(.source, "source file '\(localPath)' does not exist or is unreadable")
                 return await deadLetter(message, id: id, stage: "source", error: error, attempts: attempt)
             }
+            try? FileManager.default.createDirectory(atPath: (output as NSString).deletingLastPathComponent,
+                                                     withIntermediateDirectories: true)
             let request = JobRequest(id: id, source: .file(localPath), output: output, prompt: input.prompt,
-                                     scale: input.scale, format: input.format, pipeline: input.pipeline,
+                                     scale: input.scale, format: format, pipeline: input.pipeline,
                                      origin: origin)
             var outcome = await processor.process(request)
             if let downloaded { try? FileManager.default.removeItem(atPath: downloaded) }

@@ -118,25 +118,50 @@ public struct InputMessage: Sendable, Equatable, Decodable {
         return .file(source)
     }
 
-    /// The output path or folder handed to the pipeline. Relative `output` values resolve under `outputDirectory`;
-    /// `..` components are refused; absolute ones only when allowed.
-    public static func outputLocation(_ output: String?, outputDirectory: String?,
-                                      allowAbsolute: Bool) throws(KafkaConnectorError) -> String? {
-        guard let output, !output.isEmpty else { return outputDirectory }
-        if output.split(separator: "/").contains("..") {
-            throw KafkaConnectorError(.invalidMessage, "field 'output': '..' is not allowed")
-        }
-        if output.hasPrefix("/") {
-            guard allowAbsolute else {
-                throw KafkaConnectorError(.invalidMessage,
-                                          "field 'output': absolute paths are not allowed (kafka.allow_absolute_output)")
+    /// The output file and format handed to the pipeline. The file is `<folder>/<id>.<format>` unless `output`
+    /// names a file: the folder is `output` when it ends in `/` or is an existing folder, else `outputDirectory`.
+    /// Relative paths resolve under `outputDirectory`; `..` components are refused; absolute paths only when
+    /// allowed. The format is the message's, else the file's extension, else `defaultFormat`.
+    public static func outputLocation(_ output: String?, id: JobID, format: String?, outputDirectory: String?,
+                                      defaultFormat: String,
+                                      allowAbsolute: Bool) throws(KafkaConnectorError) -> (path: String, format: String) {
+        var folder: String
+        var fileName: String?
+        if let output, !output.isEmpty {
+            if output.split(separator: "/").contains("..") {
+                throw KafkaConnectorError(.invalidMessage, "field 'output': '..' is not allowed")
             }
-            return output
+            var resolved: String
+            if output.hasPrefix("/") {
+                guard allowAbsolute else {
+                    throw KafkaConnectorError(.invalidMessage,
+                                              "field 'output': absolute paths are not allowed (kafka.allow_absolute_output)")
+                }
+                resolved = output
+            } else {
+                guard let outputDirectory else {
+                    throw KafkaConnectorError(.invalidMessage, "field 'output': relative path needs kafka.output_dir")
+                }
+                resolved = (outputDirectory as NSString).appendingPathComponent(output)
+            }
+            var isDirectory: ObjCBool = false
+            if output.hasSuffix("/")
+                || (FileManager.default.fileExists(atPath: resolved, isDirectory: &isDirectory) && isDirectory.boolValue) {
+                folder = resolved
+            } else {
+                folder = (resolved as NSString).deletingLastPathComponent
+                fileName = (resolved as NSString).lastPathComponent
+            }
+        } else {
+            guard let outputDirectory else {
+                throw KafkaConnectorError(.invalidMessage, "no 'output' in the message and no kafka.output_dir configured")
+            }
+            folder = outputDirectory
         }
-        guard let outputDirectory else {
-            throw KafkaConnectorError(.invalidMessage, "field 'output': relative path needs kafka.output_dir")
-        }
-        return (outputDirectory as NSString).appendingPathComponent(output)
+        let fileExtension = fileName.map { ($0 as NSString).pathExtension.lowercased() } ?? ""
+        let chosen = (format ?? (formats.contains(fileExtension) ? fileExtension : defaultFormat)).lowercased()
+        let name = fileName ?? "\(id.rawValue).\(chosen == "jpeg" ? "jpg" : chosen == "tiff" ? "tif" : chosen)"
+        return ((folder as NSString).appendingPathComponent(name), chosen)
     }
 }
 

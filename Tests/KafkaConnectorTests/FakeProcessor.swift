@@ -50,10 +50,12 @@ final class FakeProcessor: JobProcessor, @unchecked Sendable {
             return JobOutcome(id: request.id, status: .error, errorStage: "upscale",
                               errorMessage: "transient failure \(calls)", retriable: true)
         }
-        guard let folder = request.output else {
+        // Like the real pipeline: `output` is the file to write.
+        guard let target = request.output else {
             return JobOutcome(id: request.id, status: .error, errorStage: "write", errorMessage: "no output")
         }
-        let target = (folder as NSString).appendingPathComponent("\(request.id.rawValue).\(request.format ?? "png")")
+        try? FileManager.default.createDirectory(atPath: (target as NSString).deletingLastPathComponent,
+                                                 withIntermediateDirectories: true)
         let temp = target + ".tmp-\(UUID().uuidString)"
         let fd = open(temp, O_CREAT | O_WRONLY | O_TRUNC, 0o644)
         let body = Array("UPSCALED:".utf8) + Array(input)

@@ -72,17 +72,25 @@ import Testing
     }
 
     @Test func outputLocations() throws {
-        #expect(try InputMessage.outputLocation(nil, outputDirectory: "/out", allowAbsolute: false) == "/out")
-        #expect(try InputMessage.outputLocation("sub/x.png", outputDirectory: "/out", allowAbsolute: false)
-                == "/out/sub/x.png")
-        #expect(throws: KafkaConnectorError.self) {
-            try InputMessage.outputLocation("../x.png", outputDirectory: "/out", allowAbsolute: false)
+        func location(_ output: String?, format: String? = nil, allowAbsolute: Bool = false) throws -> String {
+            let l = try InputMessage.outputLocation(output, id: JobID("a-1"), format: format, outputDirectory: "/out",
+                                                    defaultFormat: "png", allowAbsolute: allowAbsolute)
+            return "\(l.path)|\(l.format)"
         }
+        #expect(try location(nil) == "/out/a-1.png|png")
+        #expect(try location(nil, format: "jpeg") == "/out/a-1.jpg|jpeg")
+        #expect(try location("sub/x.webp") == "/out/sub/x.webp|webp")
+        #expect(try location("sub/") == "/out/sub/a-1.png|png")
+        #expect(try location("sub/x.out", format: "tiff") == "/out/sub/x.out|tiff")
+        #expect(try location("/tmp/x.png", allowAbsolute: true) == "/tmp/x.png|png")
+        let tmp = FileManager.default.temporaryDirectory.path
+        #expect(try location(tmp, allowAbsolute: true) == "\(tmp)/a-1.png|png")  // an existing folder
+        #expect(throws: KafkaConnectorError.self) { try location("../x.png") }
+        #expect(throws: KafkaConnectorError.self) { try location("/etc/x.png") }
         #expect(throws: KafkaConnectorError.self) {
-            try InputMessage.outputLocation("/etc/x.png", outputDirectory: "/out", allowAbsolute: false)
+            try InputMessage.outputLocation(nil, id: JobID("a"), format: nil, outputDirectory: nil, defaultFormat: "png",
+                                            allowAbsolute: false)
         }
-        #expect(try InputMessage.outputLocation("/tmp/x.png", outputDirectory: "/out", allowAbsolute: true)
-                == "/tmp/x.png")
     }
 
     @Test func jobIDFallsBackToTopicPartitionOffset() {
