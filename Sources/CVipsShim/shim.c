@@ -102,7 +102,7 @@ static VipsImage *dsr_open_source(VipsSource *source, char *err, size_t errlen) 
     VipsImage *image = vips_image_new_from_source(source, "", "access", VIPS_ACCESS_SEQUENTIAL, "fail_on",
                                                   VIPS_FAIL_ON_TRUNCATED, NULL);
     g_object_unref(source); /* the image keeps its own reference */
-    if (!image) dsr_set_error(err, errlen, "cannot read the image header");
+    if (!image) dsr_set_error(err, errlen, "the loader gave no details (damaged or truncated header?)");
     return image;
 }
 
@@ -418,7 +418,8 @@ int dsr_encode_file(const float *color, const float *alpha, int width, int heigh
         rc = vips_pngsave(image, path, "compression", 6, "bitdepth", e.depth16 ? 16 : 8, NULL);
         break;
     case DSR_FORMAT_JPEG:
-        rc = vips_jpegsave(image, path, "Q", quality, "optimize_coding", TRUE, NULL);
+        /* No optimize_coding: libjpeg would buffer every DCT coefficient of the image (~290 MB at 8000x6000). */
+        rc = vips_jpegsave(image, path, "Q", quality, NULL);
         break;
     case DSR_FORMAT_WEBP:
         rc = vips_webpsave(image, path, "Q", quality, NULL);

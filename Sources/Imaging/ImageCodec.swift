@@ -165,7 +165,7 @@ public enum ImageCodec {
 
     static func fileTooLarge(bytes: Int, limits: ImageLimits, path: String) -> ImagingError {
         ImagingError(.fileTooLarge,
-                     "file is \(mib(bytes)) MiB, over the \(mib(limits.maxFileBytes)) MiB limit "
+                     "file is \(byteSize(bytes)), over the \(byteSize(limits.maxFileBytes)) limit "
                          + "(raise it with \(limits.fileSizeLimitHint))", path: path)
     }
 
@@ -352,9 +352,12 @@ public enum ImageCodec {
     }
 }
 
-private func mib(_ bytes: Int) -> String {
-    let v = Double(bytes) / Double(1 << 20)
-    return v == v.rounded() ? String(Int(v)) : String(format: "%.1f", v)
+/// "300 bytes", "12.5 KiB", "256 MiB", "1.5 MiB".
+private func byteSize(_ bytes: Int) -> String {
+    func short(_ v: Double) -> String { v == v.rounded() ? String(Int(v)) : String(format: "%.1f", v) }
+    if bytes < 1024 { return "\(bytes) bytes" }
+    if bytes < 1 << 20 { return "\(short(Double(bytes) / 1024)) KiB" }
+    return "\(short(Double(bytes) / Double(1 << 20))) MiB"
 }
 
 private func megapixels(_ pixels: Int) -> String {

@@ -169,6 +169,32 @@ final class DecodeTests: XCTestCase {
         XCTAssertEqual(try ImageCodec.probe(path: back, limits: .default).bands, 1)
     }
 
+    func testGreyWithAlphaAnd16BitGreyPNG() throws {
+        let grey = S.makeColor(width: 16, height: 4) { x, _ in let v = Float(40_000 + x) / 65535; return (v, v, v) }
+        let alpha = S.makePlane(width: 16, height: 4) { x, _ in Float(x) / 15 }
+        let file = path("grey16a.png")
+        try ImageCodec.encode(color: grey, alpha: alpha, bitDepth: 16, grey: true, format: .png, quality: 90, to: file)
+        let header = try ImageCodec.probe(path: file, limits: .default)
+        XCTAssertEqual(header.bands, 2)
+        XCTAssertEqual(header.bitDepth, 16)
+        XCTAssertTrue(header.isGrey)
+        XCTAssertTrue(header.hasAlpha)
+        let decoded = try ImageCodec.decode(path: file, limits: .default)
+        XCTAssertTrue(decoded.isGrey)
+        XCTAssertEqual(decoded.bitDepth, 16)
+        for x in 0..<16 {
+            XCTAssertEqual(decoded.color[1, 1, x], grey[0, 1, x], accuracy: 0.5 / 65535 + 1e-7, "grey at \(x)")
+            XCTAssertEqual(decoded.alpha![0, 1, x], alpha[0, 1, x], accuracy: 0.5 / 65535 + 1e-7, "alpha at \(x)")
+        }
+        // 8-bit grey TIFF also works.
+        let tif = path("grey8.tif")
+        try ImageCodec.encode(color: grey, alpha: nil, bitDepth: 8, grey: true, format: .tiff, quality: 90, to: tif)
+        let t = try ImageCodec.decode(path: tif, limits: .default)
+        XCTAssertTrue(t.isGrey)
+        XCTAssertEqual(t.bitDepth, 8)
+        XCTAssertEqual(t.color[0, 0, 3], grey[0, 0, 3], accuracy: 0.5 / 255 + 1e-6)
+    }
+
     func testCMYKJPEGDecodesToSensibleRGB() throws {
         let file = S.fixture("cmyk-quads-16x24.jpg")
         let header = try ImageCodec.probe(path: file, limits: .default)
