@@ -6,6 +6,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,18 @@ static void dsr_set_error(char *err, size_t errlen, const char *fallback) {
     }
 }
 
+/* MARK: warnings */
+
+static _Atomic(dsr_warning_fn) dsr_warning_handler = NULL;
+
+static void dsr_glog(const gchar *domain, GLogLevelFlags level, const gchar *message, gpointer data) {
+    dsr_warning_fn fn = atomic_load(&dsr_warning_handler);
+    if (fn) fn(domain ? domain : "", message ? message : "");
+    else g_log_default_handler(domain, level, message, data);
+}
+
+void dsr_set_warning_handler(dsr_warning_fn fn) { atomic_store(&dsr_warning_handler, fn); }
+
 /* MARK: init */
 
 static pthread_once_t dsr_once = PTHREAD_ONCE_INIT;
@@ -47,6 +60,7 @@ static void dsr_do_init(void) {
     vips_cache_set_max_files(0);
     /* Refuse loaders libvips marks as unsafe for untrusted input (pdf, svg, fits, matlab, ...). */
     vips_block_untrusted_set(TRUE);
+    g_log_set_handler("VIPS", G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO, dsr_glog, NULL);
 }
 
 int dsr_vips_init(const char *argv0, char *err, size_t errlen) {

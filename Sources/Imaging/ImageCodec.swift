@@ -26,6 +26,15 @@ public enum ImageCodec {
         }
     }
 
+    /// Routes libvips warnings (for example "error in tile 0 x 40" while a truncated file is decoded, or "heifload:
+    /// ignoring nclx profile") to `handler` instead of stderr; `nil` restores printing to stderr. The handler is
+    /// called from libvips worker threads. The errors themselves always arrive as `ImagingError`s.
+    public static func setWarningHandler(_ handler: (@Sendable (String) -> Void)?) {
+        try? initialize()
+        VipsWarnings.shared.set(handler)
+        dsr_set_warning_handler(handler == nil ? nil : vipsWarningTrampoline)
+    }
+
     /// The libvips version, e.g. "8.14.1".
     public static var vipsVersion: String {
         try? initialize()
@@ -350,6 +359,31 @@ public enum ImageCodec {
             vipsMemoryHighwaterBytes: ok ? Int(dsr_vips_tracked_mem_highwater()) : 0,
             vipsOpenFiles: ok ? Int(dsr_vips_tracked_files()) : 0)
     }
+}
+
+/// Holds the Swift warning handler the C trampoline forwards to.
+final class VipsWarnings: @unchecked Sendable {
+    static let shared = VipsWarnings()
+    private let lock = NSLock()
+    private var handler: (@Sendable (String) -> Void)?
+
+    func set(_ handler: (@Sendable (String) -> Void)?) {
+        lock.lock()
+        self.handler = handler
+        lock.unlock()
+    }
+
+    func emit(_ message: String) {
+        lock.lock()
+        let h = handler
+        lock.unlock()
+        h?(message)
+    }
+}
+
+private let vipsWarningTrampoline: @convention(c) (UnsafePointer<CChar>?, UnsafePointer<CChar>?) -> Void = {
+    _, message in
+    VipsWarnings.shared.emit(message.map { String(cString: $0) } ?? "")
 }
 
 /// "300 bytes", "12.5 KiB", "256 MiB", "1.5 MiB".

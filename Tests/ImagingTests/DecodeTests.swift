@@ -8,13 +8,16 @@ import XCTest
 final class DecodeTests: XCTestCase {
     typealias S = ImagingTestSupport
     var dir = ""
+    var warnings = WarningLog()
 
     override func setUpWithError() throws {
         try ImageCodec.initialize()
         dir = try S.makeTempDir()
+        warnings = WarningLog.install()
     }
 
     override func tearDownWithError() throws {
+        ImageCodec.setWarningHandler(nil)
         try? FileManager.default.removeItem(atPath: dir)
     }
 

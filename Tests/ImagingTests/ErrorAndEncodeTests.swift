@@ -8,13 +8,16 @@ import XCTest
 final class ErrorAndEncodeTests: XCTestCase {
     typealias S = ImagingTestSupport
     var dir = ""
+    var warnings = WarningLog()
 
     override func setUpWithError() throws {
         try ImageCodec.initialize()
         dir = try S.makeTempDir()
+        warnings = WarningLog.install()
     }
 
     override func tearDownWithError() throws {
+        ImageCodec.setWarningHandler(nil)
         try? FileManager.default.removeItem(atPath: dir)
     }
 
@@ -36,6 +39,8 @@ final class ErrorAndEncodeTests: XCTestCase {
         let cut = try write(bytes.prefix(bytes.count / 2), "cut.jpg")
         let error = assertImagingError(.corrupt) { try ImageCodec.decode(path: cut, limits: .default) }
         XCTAssertEqual(error?.path, cut)
+        XCTAssertTrue(error?.message.contains("Premature end") ?? false, "\(String(describing: error))")
+        XCTAssertFalse(warnings.all.isEmpty, "libvips's own warnings reach the handler, not stderr")
         assertImagingError(.corrupt) { try ImageCodec.decode(data: bytes.prefix(bytes.count / 2), limits: .default) }
     }
 
@@ -272,6 +277,23 @@ final class ErrorAndEncodeTests: XCTestCase {
         XCTAssertLessThan(e.pixels.min()!, 0)
         XCTAssertGreaterThan(e.pixels.min()!, -0.15)
         assertImagingError(.encodeFailed) { try ImageCodec.resize(ramp, width: 0, height: 4) }
+    }
+
+    func testNoFilesOrPixelBuffersLeakAfterSuccessAndFailure() throws {
+        for (i, format) in ImageFormat.allCases.enumerated() {
+            let file = path("leak\(i).\(format.fileExtension)")
+            try ImageCodec.encode(color: S.noise(width: 96, height: 64), alpha: PlanarImage(width: 96, height: 64,
+                                  channels: 1, fill: 0.5), bitDepth: 8, grey: false, format: format, quality: 90,
+                                  to: file)
+            _ = try ImageCodec.decode(path: file, limits: .default)
+            let bytes = try Data(contentsOf: URL(fileURLWithPath: file))
+            let cut = try write(bytes.prefix(bytes.count / 2), "leak-cut\(i).\(format.fileExtension)")
+            _ = try? ImageCodec.decode(path: cut, limits: .default)
+            _ = try? ImageCodec.decode(data: bytes.prefix(bytes.count / 2), limits: .default)
+        }
+        let health = ImageCodec.health
+        XCTAssertEqual(health.vipsOpenFiles, 0, "every vips image released, files closed")
+        XCTAssertLessThan(health.vipsMemoryBytes, 64 << 10, "no pixel buffers held after the calls returned")
     }
 
     // MARK: Health

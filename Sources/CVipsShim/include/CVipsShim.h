@@ -15,6 +15,11 @@
 /* Once per process (pthread_once): vips_init, operation cache off, untrusted loaders blocked. Returns the cached
  * result on later calls. */
 int dsr_vips_init(const char *argv0, char *err, size_t errlen);
+/* libvips warnings (g_log domain "VIPS", e.g. "error in tile", "ignoring nclx profile") go to `fn` instead of stderr
+ * once set; NULL restores GLib's default handler. `fn` is called from libvips worker threads. */
+typedef void (*dsr_warning_fn)(const char *domain, const char *message);
+void dsr_set_warning_handler(dsr_warning_fn fn);
+
 /* "8.14.1" */
 const char *dsr_vips_version_string(void);
 size_t dsr_vips_tracked_mem(void);
