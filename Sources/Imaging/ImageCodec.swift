@@ -79,7 +79,8 @@ public enum ImageCodec {
             try checkLoader(String(cString: loaderC), path: label)
             var err = [CChar](repeating: 0, count: 1024)
             guard let ptr = dsr_open_buffer(base, raw.count, &err, err.count) else {
-                throw ImagingError(.corrupt, "cannot read the image header: \(cMessage(err))", path: label)
+                let detail = cMessage(err)
+                throw ImagingError(classify(detail), "cannot read the image header: \(detail)", path: label)
             }
             // The buffer must outlive the vips image: everything happens inside withUnsafeBytes.
             let image = OpenedImage(ptr)
@@ -165,7 +166,8 @@ public enum ImageCodec {
         try checkLoader(String(cString: loaderC), path: path)
         var err = [CChar](repeating: 0, count: 1024)
         guard let ptr = dsr_open_file(path, &err, err.count) else {
-            throw ImagingError(.corrupt, "cannot read the image header: \(cMessage(err))", path: path)
+            let detail = cMessage(err)
+            throw ImagingError(classify(detail), "cannot read the image header: \(detail)", path: path)
         }
         let image = OpenedImage(ptr)
         try checkPixels(image.header, limits: limits, path: path)
@@ -194,6 +196,15 @@ public enum ImageCodec {
         }
     }
 
+    /// A loader failure is `corrupt` unless libvips says the feature is unsupported (e.g. a HEIF codec without a
+    /// decoder plugin, an exotic TIFF compression) or memory ran out.
+    static func classify(_ vipsMessage: String) -> ImagingError.Code {
+        let m = vipsMessage.lowercased()
+        if m.contains("out of memory") || m.contains("cannot allocate") { return .outOfMemory }
+        if m.contains("unsupported") || m.contains("not supported") { return .unsupportedFormat }
+        return .corrupt
+    }
+
     static func decodePixels(_ image: OpenedImage, path: String) throws -> DecodedImage {
         let header = image.header
         let w = header.width, h = header.height
@@ -215,7 +226,8 @@ public enum ImageCodec {
             colorCount = 3 * plane
         }
         if rc != 0 {
-            throw ImagingError(.corrupt, "cannot decode \(header.format) pixels: \(cMessage(err))", path: path)
+            let detail = cMessage(err)
+            throw ImagingError(classify(detail), "cannot decode \(header.format) pixels: \(detail)", path: path)
         }
         return DecodedImage(
             color: PlanarImage(width: w, height: h, channels: 3, pixels: color),

@@ -172,6 +172,23 @@ final class ErrorAndEncodeTests: XCTestCase {
         }
     }
 
+    func testGreyEncodeEveryFormat() throws {
+        let grey = S.makeColor(width: 24, height: 8) { x, _ in let v = Float(x) / 23; return (v, v, v) }
+        for format in ImageFormat.allCases {
+            let file = path("grey.\(format.fileExtension)")
+            try ImageCodec.encode(color: grey, alpha: nil, bitDepth: 8, grey: true, format: format, quality: 95,
+                                  to: file)
+            let back = try ImageCodec.decode(path: file, limits: .default)
+            // WebP has no grey mode: it comes back as RGB with equal channels.
+            XCTAssertEqual(back.isGrey, format != .webp, "\(format)")
+            for x in stride(from: 0, to: 24, by: 4) {
+                XCTAssertEqual(back.color[0, 4, x], Float(x) / 23, accuracy: format == .png || format == .tiff
+                                   ? 0.5 / 255 + 1e-6 : 0.04, "\(format) at \(x)")
+                XCTAssertEqual(back.color[1, 4, x], back.color[0, 4, x], accuracy: 0.02, "\(format) channels equal")
+            }
+        }
+    }
+
     func testJPEGFlattensAlphaOntoWhite() throws {
         let color = S.makeColor(width: 16, height: 16) { _, _ in (0, 0, 0) }
         let alpha = S.makePlane(width: 16, height: 16) { x, _ in x < 8 ? 1 : 0 }
