@@ -275,6 +275,29 @@ final class DecodeTests: XCTestCase {
         assertColor(S.pixel(decoded.color, 12, 6), (0, 1, 0), tol: 0.01, "green")
     }
 
+    func testUnusualEncodingsOfOneColour() throws {
+        // All hold sRGB (200, 30, 10); see tools/make_imaging_fixtures.sh.
+        let want: (Float, Float, Float) = (200 / 255, 30 / 255, 10 / 255)
+        let cases: [(file: String, format: String, depth: Int, tol: Float)] = [
+            // sRGB -> CMYK -> sRGB through libvips's print profile: this saturated red is outside the CMYK gamut, so it
+            // comes back desaturated (libvips's own CLI gives the same 211, 57, 50).
+            ("flat-cmyk16.tif", "tiff", 16, 0.2),
+            ("flat-lab-float.tif", "tiff", 16, 0.01),
+            ("flat-scrgb-float.tif", "tiff", 16, 0.01),
+            ("flat-palette.png", "png", 8, 0.01),
+            ("flat.heic", "heif", 8, 0.03),
+        ]
+        for c in cases {
+            let decoded = try ImageCodec.decode(path: S.fixture(c.file), limits: .default)
+            XCTAssertEqual(decoded.sourceFormat, c.format, c.file)
+            XCTAssertEqual(decoded.bitDepth, c.depth, c.file)
+            XCTAssertFalse(decoded.isGrey, c.file)
+            XCTAssertNil(decoded.alpha, c.file)
+            XCTAssertEqual(decoded.color.width, 8, c.file)
+            assertColor(S.pixel(decoded.color, 3, 3), want, tol: c.tol, c.file)
+        }
+    }
+
     func testConcurrentDecodesAgree() throws {
         let file = path("noise.png")
         try ImageCodec.encode(color: S.noise(width: 96, height: 64), alpha: nil, bitDepth: 8, grey: false,
