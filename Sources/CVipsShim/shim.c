@@ -400,10 +400,15 @@ static VipsImage *dsr_planar_source(dsr_encode_ctx *e, int width, int height) {
     return image;
 }
 
-int dsr_encode_file(const float *color, const float *alpha, int width, int height, int depth16, int grey, int format,
-                    int quality, const char *path, char *err, size_t errlen) {
+/* Encode to `path`, or to a g_malloc'd buffer (*out_buf, *out_len) when path is NULL. */
+static int dsr_encode(const float *color, const float *alpha, int width, int height, int depth16, int grey, int format,
+                      int quality, const char *path, void **out_buf, size_t *out_len, char *err, size_t errlen) {
     if (width <= 0 || height <= 0 || !color) {
         snprintf(err, errlen, "cannot encode an empty image (%dx%d)", width, height);
+        return -1;
+    }
+    if (format < DSR_FORMAT_PNG || format > DSR_FORMAT_TIFF) {
+        snprintf(err, errlen, "unknown output format %d", format);
         return -1;
     }
     const size_t plane = (size_t)width * height;
@@ -426,26 +431,30 @@ int dsr_encode_file(const float *color, const float *alpha, int width, int heigh
         dsr_set_error(err, errlen, "cannot build the output image");
         return -1;
     }
-    int rc;
-    switch (format) {
-    case DSR_FORMAT_PNG:
-        rc = vips_pngsave(image, path, "compression", 6, "bitdepth", e.depth16 ? 16 : 8, NULL);
-        break;
-    case DSR_FORMAT_JPEG:
-        /* No optimize_coding: libjpeg would buffer every DCT coefficient of the image (~290 MB at 8000x6000). */
-        rc = vips_jpegsave(image, path, "Q", quality, NULL);
-        break;
-    case DSR_FORMAT_WEBP:
-        rc = vips_webpsave(image, path, "Q", quality, NULL);
-        break;
-    case DSR_FORMAT_TIFF:
-        rc = vips_tiffsave(image, path, "compression", VIPS_FOREIGN_TIFF_COMPRESSION_DEFLATE, "predictor",
-                           VIPS_FOREIGN_TIFF_PREDICTOR_HORIZONTAL, NULL);
-        break;
-    default:
-        snprintf(err, errlen, "unknown output format %d", format);
-        g_object_unref(image);
-        return -1;
+    const int bitdepth = e.depth16 ? 16 : 8;
+    const int deflate = VIPS_FOREIGN_TIFF_COMPRESSION_DEFLATE, horizontal = VIPS_FOREIGN_TIFF_PREDICTOR_HORIZONTAL;
+    int rc = -1;
+    /* JPEG: no optimize_coding, or libjpeg buffers every DCT coefficient of the image (~290 MB at 8000x6000). */
+    if (path) {
+        switch (format) {
+        case DSR_FORMAT_PNG: rc = vips_pngsave(image, path, "compression", 6, "bitdepth", bitdepth, NULL); break;
+        case DSR_FORMAT_JPEG: rc = vips_jpegsave(image, path, "Q", quality, NULL); break;
+        case DSR_FORMAT_WEBP: rc = vips_webpsave(image, path, "Q", quality, NULL); break;
+        case DSR_FORMAT_TIFF:
+            rc = vips_tiffsave(image, path, "compression", deflate, "predictor", horizontal, NULL);
+            break;
+        }
+    } else {
+        switch (format) {
+        case DSR_FORMAT_PNG:
+            rc = vips_pngsave_buffer(image, out_buf, out_len, "compression", 6, "bitdepth", bitdepth, NULL);
+            break;
+        case DSR_FORMAT_JPEG: rc = vips_jpegsave_buffer(image, out_buf, out_len, "Q", quality, NULL); break;
+        case DSR_FORMAT_WEBP: rc = vips_webpsave_buffer(image, out_buf, out_len, "Q", quality, NULL); break;
+        case DSR_FORMAT_TIFF:
+            rc = vips_tiffsave_buffer(image, out_buf, out_len, "compression", deflate, "predictor", horizontal, NULL);
+            break;
+        }
     }
     g_object_unref(image);
     if (rc != 0) {
@@ -454,6 +463,21 @@ int dsr_encode_file(const float *color, const float *alpha, int width, int heigh
     }
     return 0;
 }
+
+int dsr_encode_file(const float *color, const float *alpha, int width, int height, int depth16, int grey, int format,
+                    int quality, const char *path, char *err, size_t errlen) {
+    return dsr_encode(color, alpha, width, height, depth16, grey, format, quality, path, NULL, NULL, err, errlen);
+}
+
+int dsr_encode_buffer(const float *color, const float *alpha, int width, int height, int depth16, int grey,
+                      int format, int quality, void **out_buf, size_t *out_len, char *err, size_t errlen) {
+    *out_buf = NULL;
+    *out_len = 0;
+    return dsr_encode(color, alpha, width, height, depth16, grey, format, quality, NULL, out_buf, out_len, err,
+                      errlen);
+}
+
+void dsr_free_buffer(void *buf) { g_free(buf); }
 
 /* MARK: Lanczos3 resize */
 

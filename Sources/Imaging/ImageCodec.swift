@@ -62,15 +62,27 @@ public enum ImageCodec {
         return try decodePixels(image, path: path)
     }
 
+    /// Header of an encoded image held in memory, with the limits checked (no pixels decoded).
+    public static func probe(data: Data, limits: ImageLimits = .default) throws -> ImageHeader {
+        try withOpenedBuffer(data, limits: limits) { image, _ in image.header }
+    }
+
     /// Decodes an encoded image held in memory (same rules as `decode(path:)`).
     public static func decode(data: Data, limits: ImageLimits = .default) throws -> DecodedImage {
+        try withOpenedBuffer(data, limits: limits) { image, label in try decodePixels(image, path: label) }
+    }
+
+    /// Size and format checks, header read and pixel limit for a buffer; `body` runs while the bytes are pinned
+    /// (a vips image made from memory must not outlive them).
+    static func withOpenedBuffer<R>(_ data: Data, limits: ImageLimits,
+                                    _ body: (OpenedImage, String) throws -> R) throws -> R {
         try initialize()
         let label = "<\(data.count) bytes in memory>"
         if data.count > limits.maxFileBytes {
             throw fileTooLarge(bytes: data.count, limits: limits, path: label)
         }
         if data.isEmpty { throw ImagingError(.corrupt, "image data is empty (0 bytes)", path: label) }
-        return try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> DecodedImage in
+        return try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> R in
             let base = raw.baseAddress!
             guard let loaderC = dsr_find_loader_buffer(base, raw.count) else {
                 throw ImagingError(.unsupportedFormat,
@@ -82,10 +94,9 @@ public enum ImageCodec {
                 let detail = cMessage(err)
                 throw ImagingError(classify(detail), "cannot read the image header: \(detail)", path: label)
             }
-            // The buffer must outlive the vips image: everything happens inside withUnsafeBytes.
             let image = OpenedImage(ptr)
             try checkPixels(image.header, limits: limits, path: label)
-            return try decodePixels(image, path: label)
+            return try body(image, label)
         }
     }
 
@@ -249,19 +260,7 @@ public enum ImageCodec {
     public static func encode(color: PlanarImage, alpha: PlanarImage?, bitDepth: Int, grey: Bool,
                               format: ImageFormat, quality: Int, to path: String) throws {
         try initialize()
-        guard color.channels == 3 else {
-            throw ImagingError(.encodeFailed, "colour image has \(color.channels) channels, expected 3", path: path)
-        }
-        guard color.width > 0, color.height > 0 else {
-            throw ImagingError(.encodeFailed, "cannot encode an empty \(color.width)x\(color.height) image", path: path)
-        }
-        if let alpha {
-            guard alpha.channels == 1, alpha.width == color.width, alpha.height == color.height else {
-                throw ImagingError(.encodeFailed,
-                                   "alpha is \(alpha.width)x\(alpha.height)x\(alpha.channels), expected "
-                                       + "\(color.width)x\(color.height)x1", path: path)
-            }
-        }
+        try validateForEncode(color: color, alpha: alpha, path: path)
         let url = URL(fileURLWithPath: path)
         let directory = url.deletingLastPathComponent().path
         var st = stat()
@@ -276,22 +275,9 @@ public enum ImageCodec {
         let temp = url.deletingLastPathComponent().appendingPathComponent(".\(base).\(tag).dreamsr-tmp").path
 
         var err = [CChar](repeating: 0, count: 1024)
-        let depth16: Int32 = bitDepth > 8 ? 1 : 0
-        let fmt: Int32 = switch format {
-        case .png: Int32(DSR_FORMAT_PNG)
-        case .jpeg: Int32(DSR_FORMAT_JPEG)
-        case .webp: Int32(DSR_FORMAT_WEBP)
-        case .tiff: Int32(DSR_FORMAT_TIFF)
-        }
-        let rc = color.pixels.withUnsafeBufferPointer { c -> Int32 in
-            if let alpha {
-                return alpha.pixels.withUnsafeBufferPointer { a in
-                    dsr_encode_file(c.baseAddress, a.baseAddress, Int32(color.width), Int32(color.height), depth16,
-                                    grey ? 1 : 0, fmt, Int32(quality), temp, &err, err.count)
-                }
-            }
-            return dsr_encode_file(c.baseAddress, nil, Int32(color.width), Int32(color.height), depth16,
-                                   grey ? 1 : 0, fmt, Int32(quality), temp, &err, err.count)
+        let rc = withPlanes(color, alpha) { c, a in
+            dsr_encode_file(c, a, Int32(color.width), Int32(color.height), bitDepth > 8 ? 1 : 0, grey ? 1 : 0,
+                            format.shimCode, Int32(quality), temp, &err, err.count)
         }
         if rc != 0 {
             unlink(temp)
@@ -309,6 +295,50 @@ public enum ImageCodec {
         }
         // Make the rename durable; a failure here does not undo a complete file, so it is not an error.
         try? fsyncPath(directory, what: "output folder")
+    }
+
+    /// Encodes into memory (for sinks that publish bytes rather than files). Same options as `encode(...to:)`.
+    public static func encodeToData(color: PlanarImage, alpha: PlanarImage?, bitDepth: Int, grey: Bool,
+                                    format: ImageFormat, quality: Int) throws -> Data {
+        try initialize()
+        try validateForEncode(color: color, alpha: alpha, path: nil)
+        var err = [CChar](repeating: 0, count: 1024)
+        var buffer: UnsafeMutableRawPointer? = nil
+        var length = 0
+        let rc = withPlanes(color, alpha) { c, a in
+            dsr_encode_buffer(c, a, Int32(color.width), Int32(color.height), bitDepth > 8 ? 1 : 0, grey ? 1 : 0,
+                              format.shimCode, Int32(quality), &buffer, &length, &err, err.count)
+        }
+        defer { dsr_free_buffer(buffer) }
+        guard rc == 0, let buffer else {
+            throw ImagingError(.encodeFailed, "cannot encode \(format.rawValue): \(cMessage(err))")
+        }
+        return Data(bytes: buffer, count: length)
+    }
+
+    static func validateForEncode(color: PlanarImage, alpha: PlanarImage?, path: String?) throws {
+        guard color.channels == 3 else {
+            throw ImagingError(.encodeFailed, "colour image has \(color.channels) channels, expected 3", path: path)
+        }
+        guard color.width > 0, color.height > 0 else {
+            throw ImagingError(.encodeFailed, "cannot encode an empty \(color.width)x\(color.height) image", path: path)
+        }
+        if let alpha {
+            guard alpha.channels == 1, alpha.width == color.width, alpha.height == color.height else {
+                throw ImagingError(.encodeFailed,
+                                   "alpha is \(alpha.width)x\(alpha.height)x\(alpha.channels), expected "
+                                       + "\(color.width)x\(color.height)x1", path: path)
+            }
+        }
+    }
+
+    /// Pointers to the colour planes and the optional alpha plane for the duration of `body`.
+    static func withPlanes<R>(_ color: PlanarImage, _ alpha: PlanarImage?,
+                              _ body: (UnsafePointer<Float>?, UnsafePointer<Float>?) -> R) -> R {
+        color.pixels.withUnsafeBufferPointer { c in
+            guard let alpha else { return body(c.baseAddress, nil) }
+            return alpha.pixels.withUnsafeBufferPointer { a in body(c.baseAddress, a.baseAddress) }
+        }
     }
 
     static func fsyncPath(_ path: String, what: String) throws {

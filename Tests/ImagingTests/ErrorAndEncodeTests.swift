@@ -172,6 +172,28 @@ final class ErrorAndEncodeTests: XCTestCase {
         }
     }
 
+    func testEncodeToDataMatchesFileEncodingAndDecodesFromMemory() throws {
+        let color = S.noise(width: 33, height: 17)
+        let alpha = S.makePlane(width: 33, height: 17) { x, _ in Float(x) / 32 }
+        for format in ImageFormat.allCases {
+            let a = format.supportsAlpha ? alpha : nil
+            let data = try ImageCodec.encodeToData(color: color, alpha: a, bitDepth: 16, grey: false, format: format,
+                                                   quality: 80)
+            let file = path("mem.\(format.fileExtension)")
+            try ImageCodec.encode(color: color, alpha: a, bitDepth: 16, grey: false, format: format, quality: 80,
+                                  to: file)
+            let header = try ImageCodec.probe(data: data, limits: .default)
+            XCTAssertEqual(header.width, 33, "\(format)")
+            XCTAssertEqual(header.bitDepth, format.supports16Bit ? 16 : 8, "\(format)")
+            XCTAssertEqual(header.hasAlpha, format.supportsAlpha, "\(format)")
+            let fromData = try ImageCodec.decode(data: data, limits: .default)
+            let fromFile = try ImageCodec.decode(path: file, limits: .default)
+            XCTAssertEqual(fromData.color, fromFile.color, "\(format): same encoder either way")
+            XCTAssertEqual(fromData.alpha, fromFile.alpha, "\(format)")
+        }
+        assertImagingError(.unsupportedFormat) { try ImageCodec.probe(data: Data("GIF? no".utf8), limits: .default) }
+    }
+
     func testGreyEncodeEveryFormat() throws {
         let grey = S.makeColor(width: 24, height: 8) { x, _ in let v = Float(x) / 23; return (v, v, v) }
         for format in ImageFormat.allCases {

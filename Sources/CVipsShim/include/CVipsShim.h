@@ -70,6 +70,11 @@ enum { DSR_FORMAT_PNG = 0, DSR_FORMAT_JPEG = 1, DSR_FORMAT_WEBP = 2, DSR_FORMAT_
 int dsr_encode_file(const float *color, const float *alpha, int width, int height, int depth16, int grey, int format,
                     int quality, const char *path, char *err, size_t errlen);
 
+/* Same, into memory: on success *out_buf holds *out_len bytes, to be freed with dsr_free_buffer. */
+int dsr_encode_buffer(const float *color, const float *alpha, int width, int height, int depth16, int grey,
+                      int format, int quality, void **out_buf, size_t *out_len, char *err, size_t errlen);
+void dsr_free_buffer(void *buf);
+
 /* Lanczos3 resample of `channels` planes (src: channels*sh*sw, dst: channels*dh*dw). Pure C, exact output size,
  * antialiased when shrinking. Returns -1 when memory for the intermediate buffer cannot be allocated. */
 int dsr_resize_lanczos3(const float *src, int sw, int sh, int channels, float *dst, int dw, int dh);
