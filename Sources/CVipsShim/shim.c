@@ -218,7 +218,13 @@ typedef struct {
         }                                                                                                              \
     }
 
-static int dsr_decode_write(VipsRegion *region, VipsRect *area, void *arg) {
+/* Called by vips_sink from its worker threads, each with a region already computed for a different area: the
+ * conversion (and the first touch of the output pages) runs in parallel. Areas are disjoint, so are the writes. */
+static int dsr_decode_write(VipsRegion *region, void *seq, void *arg, void *unused, gboolean *stop) {
+    (void)seq;
+    (void)unused;
+    (void)stop;
+    const VipsRect *area = &region->valid;
     dsr_decode_ctx *c = (dsr_decode_ctx *)arg;
     float *restrict r = c->planes[0], *restrict g = c->planes[1], *restrict b = c->planes[2];
     float *restrict a = c->alpha;
@@ -319,7 +325,7 @@ int dsr_decode(VipsImage *image, const dsr_header *h, float *color, float *alpha
     case 8: c.i0 = (sw - 1) * ow; c.ax = -ow; c.ay = 1; break;
     default: c.i0 = 0; c.ax = 1; c.ay = ow; break;
     }
-    if (vips_sink_disc(x, dsr_decode_write, &c) != 0) goto fail;
+    if (vips_sink(x, NULL, dsr_decode_write, NULL, &c, NULL) != 0) goto fail;
     g_object_unref(x);
     if (alpha && c.alpha_band < 0) {
         for (size_t i = 0, n = (size_t)out_w * out_h; i < n; i++) alpha[i] = 1.0f;
