@@ -22,6 +22,7 @@ struct ImagingBench: ParsableCommand {
     @Option(help: "JPEG/WebP quality.") var quality = 90
     @Option(help: "Scratch folder (files of a few hundred MB are written).") var scratch = NSTemporaryDirectory()
     @Option(help: "The libvips CLI used as the baseline.") var vips = "vips"
+    @Flag(help: "Keep the scratch files (to rerun a decode by hand).") var keep = false
 
     func run() throws {
         let formatList = try formats.split(separator: ",").map { name -> ImageFormat in
@@ -33,7 +34,7 @@ struct ImagingBench: ParsableCommand {
         try ImageCodec.initialize()
         let dir = URL(fileURLWithPath: scratch).appendingPathComponent("dreamsr-imaging-bench-\(getpid())")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: dir) }
+        defer { if !keep { try? FileManager.default.removeItem(at: dir) } }
 
         let color = Self.photoLike(width: width, height: height)
         let planeMB = Double(color.pixels.count * 4) / 1_048_576
