@@ -236,6 +236,7 @@ public enum ImageCodec {
             }
             colorCount = 3 * plane
         }
+        withExtendedLifetime(image) {}  // the vips image stays referenced until dsr_decode has returned
         if rc != 0 {
             let detail = cMessage(err)
             throw ImagingError(classify(detail), "cannot decode \(header.format) pixels: \(detail)", path: path)
