@@ -58,4 +58,16 @@ vips colourspace "$tmp/flat.v" "$out/flat-scrgb-float.tif" scrgb
 vips pngsave "$tmp/flat.v" "$out/flat-palette.png" --palette
 vips heifsave "$tmp/flat.v" "$out/flat.heic" --compression hevc --Q 95
 
+# Two-frame GIF, 8x6 per frame: frame 1 red, frame 2 green. The CLI cannot set metadata, so page-height is written
+# into the .v file's XML extension with vipsedit before gifsave.
+vips black "$tmp/g0.v" 8 6 --bands 3
+vips linear "$tmp/g0.v" "$tmp/gred.v" "1 1 1" "255 0 0" --uchar
+vips linear "$tmp/g0.v" "$tmp/ggreen.v" "1 1 1" "0 255 0" --uchar
+vips arrayjoin "$tmp/gred.v $tmp/ggreen.v" "$tmp/anim.v" --across 1
+vipsheader -f getext "$tmp/anim.v" \
+    | sed 's|<meta>|<meta><field type="gint" name="page-height">6</field><field type="gint" name="n-pages">2</field>|' \
+    > "$tmp/anim.xml"
+vipsedit --setext "$tmp/anim.v" < "$tmp/anim.xml"
+vips gifsave "$tmp/anim.v" "$out/anim-red-green-8x6.gif"
+
 ls -l "$out"

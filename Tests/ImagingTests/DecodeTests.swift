@@ -275,6 +275,22 @@ final class DecodeTests: XCTestCase {
         assertColor(S.pixel(decoded.color, 12, 6), (0, 1, 0), tol: 0.01, "green")
     }
 
+    func testAnimatedGIFDecodesFirstFrameAndCountsEveryFrameAgainstTheLimit() throws {
+        let file = S.fixture("anim-red-green-8x6.gif")
+        let header = try ImageCodec.probe(path: file, limits: .default)
+        XCTAssertEqual(header.pages, 2)
+        XCTAssertEqual(header.height, 6, "one frame high")
+        let decoded = try ImageCodec.decode(path: file, limits: .default)
+        XCTAssertEqual(decoded.color.height, 6)
+        assertColor(S.pixel(decoded.color, 4, 3), (1, 0, 0), tol: 0.01, "first frame is the red one")
+        // 8 x 6 x 2 pages = 96 pixels.
+        XCTAssertNoThrow(try ImageCodec.probe(path: file, limits: ImageLimits(maxPixels: 96)))
+        let error = assertImagingError(.tooManyPixels) {
+            try ImageCodec.probe(path: file, limits: ImageLimits(maxPixels: 95))
+        }
+        XCTAssertTrue(error?.message.contains("x 2 pages") ?? false, "\(String(describing: error))")
+    }
+
     func testUnusualEncodingsOfOneColour() throws {
         // All hold sRGB (200, 30, 10); see tools/make_imaging_fixtures.sh.
         let want: (Float, Float, Float) = (200 / 255, 30 / 255, 10 / 255)
