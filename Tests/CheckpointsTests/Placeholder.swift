@@ -1,1 +1,1 @@
-// Tests for this module.
+// Checkpoints tests

@@ -1,1 +1,1 @@
-// Tests for this module.
+// Tensor tests
