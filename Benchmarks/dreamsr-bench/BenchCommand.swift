@@ -9,6 +9,7 @@ struct BenchCommand: AsyncParsableCommand {
         subcommands: [
             // Each benchmark registers itself here (one line each).
             ImagingBench.self,
+            FluxBlocksBench.self,
         ]
     )
 }
