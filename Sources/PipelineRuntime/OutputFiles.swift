@@ -12,7 +12,8 @@ public enum OutputFiles {
         return dir + "/." + url.lastPathComponent + marker + String(getpid())
     }
 
+    /// True for this naming rule and for the image codec's own temporaries (`.NAME.<hex>.dreamsr-tmp`).
     public static func isTemporary(_ fileName: String) -> Bool {
-        fileName.hasPrefix(".") && fileName.contains(marker)
+        fileName.hasPrefix(".") && (fileName.contains(marker) || fileName.hasSuffix(".dreamsr-tmp"))
     }
 }
