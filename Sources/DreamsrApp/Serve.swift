@@ -1,0 +1,58 @@
+import Foundation
+import Logging
+import Metrics
+import Prometheus
+
+/// What `dreamsr serve` was given on the command line.
+public struct ServeOptions: Sendable {
+    public var configPath: String?
+    public var watch: String?
+    public var output: String?
+    public var metricsAddress: String?
+    public init(configPath: String? = nil, watch: String? = nil, output: String? = nil, metricsAddress: String? = nil) {
+        self.configPath = configPath
+        self.watch = watch
+        self.output = output
+        self.metricsAddress = metricsAddress
+    }
+}
+
+/// Loads the configuration for `dreamsr serve`: a config file, or the quick start (`--watch IN --output OUT`).
+public func loadServeConfig(_ options: ServeOptions,
+                            environment: [String: String] = ProcessInfo.processInfo.environment) throws -> DaemonConfig {
+    if let path = options.configPath {
+        guard options.watch == nil && options.output == nil else {
+            throw ConfigError(file: path, key: "", problem: "--watch/--output are for the quick start without a config file; put watch folders under sources.watch instead")
+        }
+        var config = try DaemonConfig.load(path: path, env: environment)
+        if let m = options.metricsAddress { config.metricsAddress = m }
+        return config
+    }
+    guard let watch = options.watch, let output = options.output else {
+        throw ConfigError(file: "<command line>", key: "", problem: "give --config FILE, or --watch IN_DIR --output OUT_DIR for the quick start")
+    }
+    return try DaemonConfig.quickStart(watch: watch, output: output, metricsAddress: options.metricsAddress, env: environment)
+}
+
+/// Runs the daemon until SIGTERM/SIGINT (graceful) and returns. Logging and metrics are bootstrapped here, once
+/// per process.
+public func runDaemon(config: DaemonConfig, factory: any PipelineFactory = ImagePipelineFactory()) async throws {
+    let level = config.logLevel
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = level
+        return handler
+    }
+    let logger = Logger(label: "dreamsr")
+    let registry = PrometheusCollectorRegistry()
+    MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+    logger.info("starting", metadata: [
+        "config": "\(config.file)", "pipeline": "\(config.pipeline.name)",
+        "stages": "\(config.pipeline.stages.map(\.kind.rawValue).joined(separator: " -> "))",
+        "models_dir": "\(config.modelsDirectory)", "metrics": "\(config.metricsAddress ?? "off")",
+        "pid": "\(ProcessInfo.processInfo.processIdentifier)",
+    ])
+    let daemon = try buildServiceGroup(config: config, logger: logger, factory: factory, registry: registry)
+    try await daemon.group.run()
+    logger.info("stopped")
+}
