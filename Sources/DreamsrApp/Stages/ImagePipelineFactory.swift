@@ -30,7 +30,7 @@ public struct ImagePipelineFactory: PipelineFactory {
         self.loadRestorer = loadRestorer
     }
 
-    public static let defaultRestorerLoader: RestorerLoader = { dir in try RealESRGANTileRestorer(modelDirectory: dir) }
+    public static let defaultRestorerLoader: RestorerLoader = { dir in try RealESRGANRestorer(modelPath: dir) }
 
     public func healthProblem() -> String? {
         let h = ImageCodec.health
@@ -121,25 +121,26 @@ public struct ImagePipelineFactory: PipelineFactory {
         return Stage(def.runtime, prepare: prepare) { ctx in
             guard let decoded = ctx.payload.decoded else { throw PipelineError.stageFailed("restore: no decoded image") }
             let lane = pool.take()
-            var chosen = upscalers.current[lane]
+            let base = upscalers.current[lane]
             // Raster's TileGrid requires overlap < the image side (it traps otherwise, main @ b03de5c): shrink the
             // overlap for images smaller than it; they are a single tile on that axis anyway.
             let side = min(decoded.width, decoded.height)
-            if chosen.overlap >= side {
-                chosen = try TiledUpscaler(restorer: chosen.restorer, tileSize: chosen.tileSize,
-                                           overlap: max(0, side - 1))
-            }
-            let upscaler = chosen
+            let overlap = base.overlap >= side ? max(0, side - 1) : base.overlap
+            // The one-shot CLI's ImageUpscaler does the restore step (model scale, optional resampling), so the CLI
+            // and the daemon produce the same pixels.
+            let upscaler = try ImageUpscaler(restorer: base.restorer,
+                                             options: UpscaleOptions(tileSize: base.tileSize, overlap: overlap))
             let flag = ctx.cancellation
             do {
                 ctx.payload.restored = try await pool.lanes[lane].run {
-                    try upscaler.upscale(decoded.color, isCancelled: { flag.isCancelled })
+                    try upscaler.restore(decoded, isCancelled: { flag.isCancelled })
                 }
-            } catch let e as UpscalingError {
-                if e.code == .cancelled { throw CancellationError() }
-                throw PipelineError(e.code == .invalidInput ? .badInput : .stageFailed, e.message)
+            } catch {
+                if flag.isCancelled { throw CancellationError() }
+                let message = (error as? StageError)?.message ?? "\(error)"
+                throw PipelineError(.stageFailed, message, isRetriable: (error as? StageError)?.retriable ?? false)
             }
-            ctx.notes.append("restore: \(upscaler.restorer.name) x\(upscaler.scale)")
+            ctx.notes.append("restore: \(base.restorer.name) x\(base.scale)")
         }
     }
 
