@@ -38,7 +38,14 @@ struct DaemonBench: AsyncParsableCommand {
                                   to: staging + String(format: "/img%04d.png", i))
         }
 
-        // Daemon run (first, so peak RSS is the daemon's own).
+        // Baseline before the daemon run (the machine may be shared: measure it before and after, use the mean).
+        let restoreDef = try DaemonConfig.quickStart(watch: input, output: output, metricsAddress: nil, env: [:]).pipeline.stage(.restore)!
+        let modelDir = models + "/" + restoreDef.model!
+        let sources = try fm.contentsOfDirectory(atPath: staging).sorted().map { try ImageCodec.decode(path: staging + "/" + $0).color }
+        let baselineBefore = try baselineLoop(sources, modelDir: modelDir, tile: restoreDef.tileSize, overlap: restoreDef.tileOverlap)
+        let rssBeforeMiB = Double(vmHWMKiB()) / 1024
+
+        // Daemon run.
         var logger = Logger(label: "bench")
         logger.logLevel = .warning
         var config = try DaemonConfig.quickStart(watch: input, output: output, metricsAddress: nil,
@@ -75,27 +82,30 @@ struct DaemonBench: AsyncParsableCommand {
         let decodeInDaemon = metricSum(metrics, stage: "decode")
         let encodeInDaemon = metricSum(metrics, stage: "encode")
 
-        // Baseline: the bare model loop on the same images, decoded up front.
-        let decoded = try fm.contentsOfDirectory(atPath: input + "/done").sorted().map {
-            try ImageCodec.decode(path: input + "/done/" + $0).color
-        }
-        let restoreDef = config.pipeline.stage(.restore)!
-        let restorer = try ImagePipelineFactory.defaultRestorerLoader(models + "/" + restoreDef.model!)
-        let upscaler = try TiledUpscaler(restorer: restorer, tileSize: restoreDef.tileSize, overlap: restoreDef.tileOverlap)
-        let b0 = ContinuousClock.now
-        for img in decoded { _ = try upscaler.upscale(img) }
-        let baseline = ContinuousClock.now - b0
-
+        let baselineAfter = try baselineLoop(sources, modelDir: modelDir, tile: restoreDef.tileSize, overlap: restoreDef.tileOverlap)
+        let baseline = (baselineBefore + baselineAfter) / 2
         let w = wall.seconds, b = baseline.seconds
         print("dreamsr-bench daemon: \(count) images of \(size)x\(size) -> \(size * 4)x\(size * 4), pipeline \(config.pipeline.name)")
         print("  completed ok \(stats.completed), failed \(stats.failed), abandoned \(stats.abandoned)")
         print(String(format: "  daemon wall        %8.3f s   throughput %.2f images/s", w, Double(count) / w))
         print(String(format: "  stage sums         decode %.3f s, restore %.3f s, encode %.3f s", decodeInDaemon, restoreInDaemon, encodeInDaemon))
-        print(String(format: "  baseline (bare model loop, same images) %8.3f s   %.2f images/s", b, Double(decoded.count) / b))
-        print(String(format: "  peak RSS (daemon run) %.1f MiB", peakRSSMiB))
+        print(String(format: "  baseline (bare model loop, same images) before %.3f s, after %.3f s, mean %.3f s   %.2f images/s",
+                     baselineBefore.seconds, baselineAfter.seconds, b, Double(sources.count) / b))
+        print(String(format: "  peak RSS: after baseline %.1f MiB, after daemon run %.1f MiB (process high-water mark)", rssBeforeMiB, peakRSSMiB))
         print(String(format: "  overhead vs baseline model time:      %+.2f %%  (daemon wall / baseline = %.4f)", (w / b - 1) * 100, w / b))
         print(String(format: "  overhead vs in-daemon model time:     %+.2f %%  (daemon wall / restore-stage sum = %.4f)",
                      (w / restoreInDaemon - 1) * 100, w / restoreInDaemon))
+    }
+
+    /// The model alone: one restorer, the same tiler settings, images already decoded, no files, no channels.
+    private func baselineLoop(_ images: [PlanarImage], modelDir: String, tile: Int, overlap: Int) throws -> Duration {
+        let restorer = try ImagePipelineFactory.defaultRestorerLoader(modelDir)
+        let t0 = ContinuousClock.now
+        for img in images {
+            let o = min(overlap, max(0, min(img.width, img.height) - 1))
+            _ = try TiledUpscaler(restorer: restorer, tileSize: tile, overlap: o).upscale(img)
+        }
+        return ContinuousClock.now - t0
     }
 
     private func metricSum(_ text: String, stage: String) -> Double {

@@ -36,7 +36,11 @@ public func loadServeConfig(_ options: ServeOptions,
 
 /// Runs the daemon until SIGTERM/SIGINT (graceful) and returns. Logging and metrics are bootstrapped here, once
 /// per process.
-public func runDaemon(config: DaemonConfig, factory: any PipelineFactory = ImagePipelineFactory()) async throws {
+///
+/// `extraSources` is the seam for other connectors (Kafka): each builder gets the pipeline's `JobProcessor` and
+/// returns its source `Service`, which the group runs after the watch folders.
+public func runDaemon(config: DaemonConfig, factory: any PipelineFactory = ImagePipelineFactory(),
+                      extraSources: [SourceBuilder] = []) async throws {
     let level = config.logLevel
     LoggingSystem.bootstrap { label in
         var handler = StreamLogHandler.standardError(label: label)
@@ -52,7 +56,8 @@ public func runDaemon(config: DaemonConfig, factory: any PipelineFactory = Image
         "models_dir": "\(config.modelsDirectory)", "metrics": "\(config.metricsAddress ?? "off")",
         "pid": "\(ProcessInfo.processInfo.processIdentifier)",
     ])
-    let daemon = try buildServiceGroup(config: config, logger: logger, factory: factory, registry: registry)
+    let daemon = try buildServiceGroup(config: config, logger: logger, factory: factory, registry: registry,
+                                       extraSources: extraSources)
     try await daemon.group.run()
     logger.info("stopped")
 }

@@ -293,9 +293,7 @@ public final class Pipeline<Payload: Sendable>: JobProcessor, Service, Sendable 
             let elapsed = ContinuousClock.now - t0
             envelope.stageSeconds[stage.name] = elapsed.seconds
             stageTimers[index].recordNanoseconds(elapsed.nanoseconds)
-            if let pe = error as? PipelineError, pe.code == .abandoned || (error is CancellationError) {
-                finish(envelope, abandonedOutcome(request, stage: stage.name, stageSeconds: envelope.stageSeconds))
-            } else if error is CancellationError {
+            if error is CancellationError || (error as? PipelineError)?.code == .abandoned {
                 finish(envelope, abandonedOutcome(request, stage: stage.name, stageSeconds: envelope.stageSeconds))
             } else {
                 finish(envelope, failureOutcome(envelope, stage: stage.name, error: error))

@@ -1,5 +1,6 @@
 import DreamsrApp
 import Foundation
+import Metrics
 import Testing
 
 @Suite struct ConfigTests {
@@ -108,5 +109,38 @@ import Testing
         #expect(c.pipeline.name == "realesrgan")
         #expect(c.watchFolders.count == 1 && c.watchFolders[0].directory.hasSuffix("/in"))
         #expect(c.metricsAddress == "127.0.0.1:0")
+    }
+}
+
+@Suite struct StageWiringTests {
+    @Test func stagesTheDaemonCannotRunAreRefusedNotFaked() throws {
+        let def = try PipelineDefinition.parse(yaml: """
+            name: dreamsr-full
+            stages:
+              - stage: decode
+              - stage: restore
+                model: realesrgan-x4plus
+              - stage: texture
+                model: flux1-dev
+              - stage: blend
+              - stage: encode
+            """, file: "dreamsr-full.yaml")
+        let config = try DaemonConfig.quickStart(watch: "/tmp/i", output: "/tmp/o", metricsAddress: nil, env: [:])
+        do {
+            _ = try ImagePipelineFactory().makePipeline(def, config: config, logger: .init(label: "t"),
+                                                        metricsFactory: NOOPMetricsHandler.instance)
+            Issue.record("a texture stage was wired although the daemon has no texture engine")
+        } catch let e as ConfigError {
+            #expect(e.file == "dreamsr-full.yaml")
+            #expect(e.problem.contains("'texture'"))
+        }
+    }
+
+    @Test func theDefaultPipelineWiresExactlyTheListedStages() throws {
+        let config = try DaemonConfig.quickStart(watch: "/tmp/i", output: "/tmp/o", metricsAddress: nil, env: [:])
+        let handle = try ImagePipelineFactory().makePipeline(config.pipeline, config: config, logger: .init(label: "t"),
+                                                             metricsFactory: NOOPMetricsHandler.instance)
+        #expect(handle.stats().queueDepths.keys.sorted() == ["decode", "encode", "restore"])
+        #expect(handle.lifecycle() == .created)
     }
 }

@@ -128,8 +128,12 @@ public struct ImagePipelineFactory: PipelineFactory {
             let overlap = base.overlap >= side ? max(0, side - 1) : base.overlap
             // The one-shot CLI's ImageUpscaler does the restore step (model scale, optional resampling), so the CLI
             // and the daemon produce the same pixels.
+            let scale = ctx.request.scale.map(Double.init)
+            if let scale, !(scale > 0 && scale <= Double(base.scale)) {
+                throw PipelineError.badInput("scale \(Int(scale)) is not supported: 1...\(base.scale) (the model's scale)")
+            }
             let upscaler = try ImageUpscaler(restorer: base.restorer,
-                                             options: UpscaleOptions(tileSize: base.tileSize, overlap: overlap))
+                                             options: UpscaleOptions(scale: scale, tileSize: base.tileSize, overlap: overlap))
             let flag = ctx.cancellation
             do {
                 ctx.payload.restored = try await pool.lanes[lane].run {
