@@ -127,6 +127,7 @@ private func isFinal(_ e: WatchFolderSource.Event) -> Bool {
         }
         let joined = messages.joined(separator: "|")
         #expect(joined.contains("WATCHDOG=1"))
+        #expect(joined.contains("EXTEND_TIMEOUT_USEC="))
         let stopping = try #require(messages.firstIndex { $0.contains("STOPPING=1") })
         // READY comes from a task racing shutdown here; when it was sent, it came before STOPPING.
         if let ready = messages.firstIndex(where: { $0.contains("READY=1") }) { #expect(ready < stopping) }

@@ -49,7 +49,7 @@ public struct SystemdNotifier: Sendable {
     }
 }
 
-/// Tells systemd about the daemon's life: `STATUS=` while models load, `READY=1` once the pipeline is ready,
+/// Tells systemd about the daemon's life: `STATUS=` and `EXTEND_TIMEOUT_USEC=` while models load, `READY=1` once the pipeline is ready,
 /// `WATCHDOG=1` every half `WatchdogSec`, `STOPPING=1` when graceful shutdown starts. It is the last service of the
 /// group, so it is the first to hear of shutdown.
 public final class SystemdService: Service, Sendable {
@@ -70,8 +70,17 @@ public final class SystemdService: Service, Sendable {
         notifier.notify("STATUS=loading models")
         await withTaskCancellationOrGracefulShutdownHandler {
             // Not awaited at shutdown: readiness may never come (shutdown during model loading).
+            // While models load, keep extending systemd's start timeout (large weights can take minutes).
+            let extend = Task {
+                while !Task.isCancelled {
+                    self.notifier.notify("EXTEND_TIMEOUT_USEC=30000000")
+                    try? await Task.sleep(for: .seconds(10))
+                }
+            }
             let ready = Task {
-                if await self.waitUntilReady() && !Task.isCancelled {
+                let ok = await self.waitUntilReady()
+                extend.cancel()
+                if ok && !Task.isCancelled {
                     self.notifier.notify("READY=1\nSTATUS=ready")
                     self.logger.info("ready", metadata: ["sd_notify": "\(self.notifier.isEnabled)"])
                 }
@@ -85,6 +94,7 @@ public final class SystemdService: Service, Sendable {
             }
             try? await gracefulShutdown()
             ready.cancel()
+            extend.cancel()
             dog.cancel()
         } onCancelOrGracefulShutdown: {
             self.notifier.notify("STOPPING=1\nSTATUS=stopping: finishing in-flight jobs")
