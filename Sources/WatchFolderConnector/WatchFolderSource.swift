@@ -34,6 +34,8 @@ public final class WatchFolderSource: Service, Sendable {
         case done(String)
         case failed(String)
         case leftForRetry(String)
+        /// Graceful shutdown began: no more files are taken.
+        case stopping
         case stopped
     }
     private let onEvent: (@Sendable (Event) -> Void)?
@@ -96,6 +98,7 @@ public final class WatchFolderSource: Service, Sendable {
                 }
             } onGracefulShutdown: {
                 self.state.withLock { $0.stopping = true }
+                self.onEvent?(.stopping)
                 self.wake()
             }
             state.withLock { $0.stopping = true }

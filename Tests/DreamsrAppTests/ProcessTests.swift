@@ -122,7 +122,18 @@ func visibleOutputsAreComplete(_ out: String) -> Bool {
     }
 }
 
-func freePort() -> UInt16 { UInt16.random(in: 20000...60000) }
+/// The port the daemon bound (it is started with port 0), read from its log line "HTTP status endpoint listening".
+func boundPort(log: String) async throws -> UInt16 {
+    var port: UInt16?
+    try await Daemon.waitUntil("the status endpoint to listen", log: log) {
+        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        guard let line = text.split(separator: "\n").first(where: { $0.contains("HTTP status endpoint listening") }),
+              let range = line.range(of: "address=127.0.0.1:") else { return false }
+        port = UInt16(line[range.upperBound...].prefix { $0.isNumber })
+        return port != nil
+    }
+    return port!
+}
 
 func writeConfig(_ root: String, dir: String, out: String, grace: Double, port: UInt16) throws -> String {
     let path = root + "/dreamsr.yaml"
@@ -149,10 +160,10 @@ func writeConfig(_ root: String, dir: String, out: String, grace: Double, port: 
     @Test func quickStartWatchFolderEndToEndWithRealModel() async throws {
         let root = try tempDir(), dir = root + "/in", out = root + "/out"
         try writeInputs(dir)
-        let port = freePort()
         let log = root + "/log"
-        let p = try Daemon.start(["serve", "--watch", dir, "--output", out, "--metrics", "127.0.0.1:\(port)"], log: log)
+        let p = try Daemon.start(["serve", "--watch", dir, "--output", out, "--metrics", "127.0.0.1:0"], log: log)
         defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        let port = try await boundPort(log: log)
         try await Daemon.waitUntil("12 inputs finished", log: log) { finished(dir) == 12 }
         let ready = try httpGet(port: port, path: "/ready")
         #expect(ready.status == 200)
@@ -169,7 +180,7 @@ func writeConfig(_ root: String, dir: String, out: String, grace: Double, port: 
     @Test func sigtermDuringTheRunThenRestartReachesTheSameState() async throws {
         let root = try tempDir(), dir = root + "/in", out = root + "/out"
         try writeInputs(dir)
-        let port = freePort()
+        let port: UInt16 = 0
         // A short grace period: jobs still running at SIGTERM are abandoned and must stay for the restart.
         let config = try writeConfig(root, dir: dir, out: out, grace: 0.3, port: port)
         let log = root + "/log1"
@@ -199,8 +210,7 @@ func writeConfig(_ root: String, dir: String, out: String, grace: Double, port: 
     @Test func sigkillDuringProcessingThenRestartProcessesEverythingExactlyOnce() async throws {
         let root = try tempDir(), dir = root + "/in", out = root + "/out"
         try writeInputs(dir)
-        let port = freePort()
-        let config = try writeConfig(root, dir: dir, out: out, grace: 5, port: port)
+        let config = try writeConfig(root, dir: dir, out: out, grace: 5, port: 0)
         let p = try Daemon.start(["serve", "--config", config], log: root + "/log1")
         defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
         try await Daemon.waitUntil("first outputs", log: root + "/log1") { listing(dir + "/done").count >= 2 }
@@ -231,13 +241,12 @@ func writeConfig(_ root: String, dir: String, out: String, grace: Double, port: 
 
     @Test func healthAndReadyBeforeAndAfterTheModelLoads() async throws {
         let root = try tempDir()
-        let port = freePort()
         let log = root + "/log"
-        let p = try Daemon.start(["serve", "--watch", root + "/in", "--output", root + "/out", "--metrics", "127.0.0.1:\(port)"],
+        let p = try Daemon.start(["serve", "--watch", root + "/in", "--output", root + "/out", "--metrics", "127.0.0.1:0"],
                                  log: log)
         defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
         // The endpoint answers before the model is in memory; /ready turns 200 only once it is.
-        try await Daemon.waitUntil("status endpoint", log: log) { (try? httpGet(port: port, path: "/health")) != nil }
+        let port = try await boundPort(log: log)
         let health = try httpGet(port: port, path: "/health")
         #expect(health.status == 200)
         let logText = { (try? String(contentsOfFile: log, encoding: .utf8)) ?? "" }

@@ -147,6 +147,7 @@ private func withSource(_ config: WatchFolderConfig, processor: any JobProcessor
             // maxConcurrentJobs = 3: three are claimed and block in the processor.
             await processor.events.waitFor(count: 3)
             await group.triggerGracefulShutdown()
+            await events.waitFor { $0 == .stopping }
             gate.openAll()
             try await tasks.waitForAll()
         }
