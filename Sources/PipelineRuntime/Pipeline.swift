@@ -346,7 +346,7 @@ public final class Pipeline<Payload: Sendable>: JobProcessor, Service, Sendable 
             } onCancel: { flag.cancel() }
         }
         if ContinuousClock.now >= deadline {
-            throw PipelineError(.timeout, "job deadline (\(configuration.jobTimeout!)) passed before stage '\(stage.name)' started", isRetriable: true)
+            throw PipelineError(.timeout, "job timeout of \(configuration.jobTimeout!) expired before stage '\(stage.name)' started", isRetriable: true)
         }
         return try await withThrowingTaskGroup(of: Race.self) { group in
             group.addTask {
