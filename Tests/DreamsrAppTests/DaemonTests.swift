@@ -9,6 +9,7 @@ import PipelineRuntime
 import ServiceLifecycle
 import Testing
 import WatchFolderConnector
+import Jobs
 
 private func value(_ samples: [String: Double], _ name: String, _ labels: [String] = []) -> Double? {
     samples.first { key, _ in
@@ -138,6 +139,38 @@ private func isFinal(_ e: WatchFolderSource.Event) -> Bool {
         config.watchFolders = []
         #expect(throws: ConfigError.self) {
             try buildServiceGroup(config: config, logger: Logger(label: "t"), factory: FakeFactory(), environment: [:])
+        }
+    }
+}
+
+@Suite struct SourceSeamTests {
+    /// The seam other connectors (Kafka) use: a `SourceBuilder` gets the pipeline's processor and returns a Service.
+    @Test func extraSourcesFeedThePipelineAndRoutingRefusesUnknownPipelines() async throws {
+        let dir = try tempDir()
+        var config = try DaemonConfig.quickStart(watch: dir + "/in", output: dir + "/out", metricsAddress: nil, env: [:])
+        config.watchFolders = []
+        FileManager.default.createFile(atPath: dir + "/a.png", contents: Data("image".utf8))
+        let made = Locked<InMemorySource?>(nil)
+        let requests = [
+            JobRequest(id: JobID("a"), source: .file(dir + "/a.png"), output: dir + "/a-out.png"),
+            JobRequest(id: JobID("b"), source: .file(dir + "/a.png"), output: dir + "/b-out.png", pipeline: "dreamsr-full"),
+        ]
+        let daemon = try buildServiceGroup(config: config, logger: Logger(label: "t"), factory: FakeFactory(),
+                                           extraSources: [{ processor, _ in
+                                               let s = InMemorySource(requests: requests, processor: processor)
+                                               made.withLock { $0 = s }
+                                               return s
+                                           }], environment: [:])
+        let source = try #require(made.current)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await daemon.group.run() }
+            let outcomes = await source.outcomes.waitFor(count: 2)
+            let a = try #require(outcomes.first { $0.id.rawValue == "a" })
+            let b = try #require(outcomes.first { $0.id.rawValue == "b" })
+            #expect(a.status == .ok && a.output == dir + "/a-out.png")
+            #expect(b.status == .error && b.errorStage == "admission" && b.errorMessage?.contains("not loaded") == true)
+            await daemon.group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
         }
     }
 }
