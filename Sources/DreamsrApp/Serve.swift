@@ -61,3 +61,27 @@ public func runDaemon(config: DaemonConfig, factory: any PipelineFactory = Image
     try await daemon.group.run()
     logger.info("stopped")
 }
+
+/// `dreamsr serve --check`: wires the pipeline (without loading weights), checks the model folders exist and
+/// returns a summary; throws `ConfigError` naming the problem.
+public func checkServeConfig(_ config: DaemonConfig, factory: any PipelineFactory = ImagePipelineFactory()) throws -> String {
+    _ = try factory.makePipeline(config.pipeline, config: config, logger: Logger(label: "check"),
+                                 metricsFactory: NOOPMetricsHandler.instance)
+    for (i, stage) in config.pipeline.stages.enumerated() {
+        guard let model = stage.model else { continue }
+        let dir = DaemonConfig.absolute(model, base: config.modelsDirectory)
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
+            throw ConfigError(file: config.pipeline.file, key: "stages.\(i).model",
+                              problem: "model folder \(dir) does not exist (models_dir is \(config.modelsDirectory); scripts/fetch-models.sh fetches the Real-ESRGAN weights)")
+        }
+    }
+    var lines = ["configuration OK: \(config.file)"]
+    lines.append("  pipeline \(config.pipeline.name) (\(config.pipeline.file)): "
+                 + config.pipeline.stages.map { "\($0.kind.rawValue)x\($0.runtime.concurrency)" }.joined(separator: " -> "))
+    lines.append("  capacity \(config.pipeline.capacity.items) jobs, \(config.pipeline.capacity.megapixels) MP in flight")
+    lines.append("  models_dir \(config.modelsDirectory)")
+    lines.append("  metrics \(config.metricsAddress ?? "off"), grace \(config.gracePeriod)")
+    for w in config.watchFolders { lines.append("  watch \(w.directory) -> \(w.outputDirectory) (\(w.outputFormat))") }
+    return lines.joined(separator: "\n")
+}

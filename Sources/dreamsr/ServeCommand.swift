@@ -27,6 +27,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Address for /health, /ready and /metrics, e.g. 127.0.0.1:9464.")
     var metrics: String?
 
+    @Flag(help: "Only validate the configuration (and that the model files exist), print a summary, and exit.")
+    var check = false
+
     func run() async throws {
         let cfg: DaemonConfig
         do {
@@ -34,6 +37,15 @@ struct ServeCommand: AsyncParsableCommand {
         } catch let error as ConfigError {
             FileHandle.standardError.write(Data("dreamsr serve: invalid configuration: \(error)\n".utf8))
             throw ExitCode(78) // EX_CONFIG
+        }
+        if check {
+            do {
+                print(try checkServeConfig(cfg))
+                return
+            } catch let error as ConfigError {
+                FileHandle.standardError.write(Data("dreamsr serve: invalid configuration: \(error)\n".utf8))
+                throw ExitCode(78)
+            }
         }
         do {
             try await runDaemon(config: cfg)

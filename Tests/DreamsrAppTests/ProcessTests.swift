@@ -237,6 +237,16 @@ func writeConfig(_ root: String, dir: String, out: String, grace: Double, port: 
         #expect(status == 78)
         let text = try String(contentsOfFile: log, encoding: .utf8)
         #expect(text.contains(path) && text.contains("shutdown.grace_secs") && text.contains("unknown key"))
+
+        // --check validates a good file (and the model folder) without starting.
+        let good = try writeConfig(root, dir: root + "/in", out: root + "/out", grace: 1, port: 0)
+        let checked = try Daemon.start(["serve", "--config", good, "--check"], log: root + "/check")
+        #expect(try await Daemon.waitForExit(checked) == 0)
+        #expect(try String(contentsOfFile: root + "/check", encoding: .utf8).contains("configuration OK"))
+        let noModels = try Daemon.start(["serve", "--config", good, "--check"], log: root + "/check2",
+                                        env: ["DREAMSR_MODELS_DIR": root + "/nowhere"])
+        #expect(try await Daemon.waitForExit(noModels) == 78)
+        #expect(try String(contentsOfFile: root + "/check2", encoding: .utf8).contains("stages.1.model"))
     }
 
     @Test func healthAndReadyBeforeAndAfterTheModelLoads() async throws {
