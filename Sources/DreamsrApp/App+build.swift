@@ -104,6 +104,7 @@ func statusHandler(pipeline: PipelineHandle, factory: any PipelineFactory,
                 ? HTTPResponse(status: 200, body: "ready\n")
                 : HTTPResponse(status: 503, body: "not ready: \(describe(state))\n")
         case "/metrics":
+            for (name, value) in factory.scrapeGauges() { registry.makeGauge(name: name).set(value) }
             return HTTPResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8",
                                 body: registry.emitToString())
         default:

@@ -30,6 +30,12 @@ public protocol PipelineFactory: Sendable {
                       metricsFactory: any MetricsFactory) throws -> PipelineHandle
     /// Exercises the image codec for `/health` (e.g. a real encode/decode round trip); returns a problem or nil.
     func healthProblem() -> String?
+    /// Gauges read at each `/metrics` scrape (e.g. libvips tracked memory), by metric name.
+    func scrapeGauges() -> [String: Double]
+}
+
+extension PipelineFactory {
+    public func scrapeGauges() -> [String: Double] { [:] }
 }
 
 /// Routes a request to the loaded pipeline; a request naming another pipeline fails with a clear message.

@@ -172,6 +172,7 @@ func writeConfig(_ root: String, dir: String, out: String, grace: Double, port: 
         #expect(samples.first { $0.key.contains("dreamsr_jobs_total") && $0.key.contains("\"ok\"") }?.value == 9)
         #expect(samples.first { $0.key.contains("dreamsr_jobs_total") && $0.key.contains("\"error\"") }?.value == 3)
         #expect(samples.keys.contains { $0.hasPrefix("dreamsr_model_load_seconds") })
+        #expect(samples["dreamsr_vips_memory_bytes"] != nil)
         kill(p.processIdentifier, SIGTERM)
         #expect(try await Daemon.waitForExit(p) == 0)
         try expectFinalState(dir, out)

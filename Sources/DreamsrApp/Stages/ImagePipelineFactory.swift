@@ -32,6 +32,10 @@ public struct ImagePipelineFactory: PipelineFactory {
 
     public static let defaultRestorerLoader: RestorerLoader = { dir in try RealESRGANRestorer(modelPath: dir) }
 
+    public func scrapeGauges() -> [String: Double] {
+        ["dreamsr_vips_memory_bytes": Double(ImageCodec.vipsMemoryBytes)]
+    }
+
     public func healthProblem() -> String? {
         let h = ImageCodec.health
         return h.ok ? nil : h.message
