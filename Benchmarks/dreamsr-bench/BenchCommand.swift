@@ -10,6 +10,7 @@ struct BenchCommand: AsyncParsableCommand {
             // Each benchmark registers itself here (one line each).
             ImagingBench.self,
             FluxBlocksBench.self,
+            DaemonBench.self,
         ]
     )
 }

@@ -10,6 +10,7 @@ struct DreamsrCommand: AsyncParsableCommand {
             // Each subcommand registers itself here (one line each).
             UpscaleCommand.self,
             ForwardCommand.self,
+            ServeCommand.self,
         ]
     )
 }
