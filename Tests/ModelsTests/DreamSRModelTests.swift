@@ -1,0 +1,102 @@
+import Checkpoints
+import Foundation
+import Tensor
+import XCTest
+@testable import Models
+
+/// Parity of the Swift DreamSR model with tools/dreamsr_reference.py (fixtures by tools/make_dreamsr_fixtures.py).
+final class DreamSRModelTests: XCTestCase {
+    static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Fixtures/dreamsr")
+
+    static func loadModel() throws -> DreamSRModel {
+        let flux = try FluxTransformer.load(from: CheckpointSet(url: fixtures.appendingPathComponent("flux-tiny.safetensors")))
+        return try DreamSRModel.load(checkpoint: fixtures.appendingPathComponent("dreamsr-tiny.safetensors"), flux: flux)
+    }
+
+    static func tensors(_ name: String) throws -> [String: Tensor] {
+        let f = try SafeTensorsFile(url: fixtures.appendingPathComponent(name))
+        var out: [String: Tensor] = [:]
+        for n in f.header.names { out[n] = try f.tensor(named: n) }
+        return out
+    }
+
+    static func inputs(_ t: [String: Tensor], hidden: Tensor, timestep: [Float]) -> DreamSRInputs {
+        DreamSRInputs(hiddenStates: hidden, condLatents: t["cond_latents"]!, encoderHiddenStates: t["encoder_hidden_states"]!,
+                      pooledProjections: t["pooled_projections"]!, localEncoderHiddenStates: t["local_encoder_hidden_states"]!,
+                      localPooledProjections: t["local_pooled_projections"]!, timestep: timestep,
+                      guidance: t["guidance"]!.toArray(), imgIds: t["img_ids"]!, txtIds: t["txt_ids"]!,
+                      localTxtIds: t["local_txt_ids"]!)
+    }
+
+    /// max |a − b| / (max b − min b).
+    static func relError(_ a: Tensor, _ b: Tensor) -> Float {
+        let v = b.toArray()
+        let range = (v.max() ?? 0) - (v.min() ?? 0)
+        return a.maxAbsDifference(b) / max(range, 1e-12)
+    }
+
+    func testConfigFromCheckpointMetadata() throws {
+        let m = try Self.loadModel()
+        XCTAssertEqual(m.config.controlnetDepth, 2)
+        XCTAssertEqual(m.config.loraRank, 4)
+        XCTAssertEqual(m.config.loraScale, 2)
+        XCTAssertEqual(m.config.patchSize, 128)
+        XCTAssertEqual(m.controlnet.blocks.count, 2)
+        // LoRA on every listed Linear: 10 canonical linears per main double block, 3 per single block.
+        XCTAssertEqual(m.mainLoRA.adapters.count, 2 * 10 + 2 * 3)
+        XCTAssertEqual(m.controlnetLoRA.adapters.count, 2 * 10)
+        XCTAssertEqual(m.mainLoRA.adapter(for: "double_blocks.1.img_attn.qkv")?.parts.count, 3)
+        XCTAssertEqual(m.mainLoRA.adapter(for: "single_blocks.0.linear1")?.parts.map(\.outputOffset), [0, 64, 128, 192])
+    }
+
+    func testStepMatchesReference() throws {
+        let m = try Self.loadModel()
+        let t = try Self.tensors("step.safetensors")
+        let v = try m.velocity(Self.inputs(t, hidden: t["hidden_states"]!, timestep: t["timestep"]!.toArray()), lora: false)
+        XCTAssertEqual(v.shape, t["sample"]!.shape)
+        XCTAssertLessThanOrEqual(Self.relError(v, t["sample"]!), 1e-3)
+        // The DreamSR parts matter (the fixture is not plain FLUX).
+        XCTAssertGreaterThan(v.maxAbsDifference(t["flux_sample"]!), 1e-2)
+    }
+
+    func testRestoreMatchesReference() throws {
+        let m = try Self.loadModel()
+        let t = try Self.tensors("restore.safetensors")
+        let (v, z) = try m.restore(Self.inputs(t, hidden: t["cond_latents"]!, timestep: []))
+        XCTAssertLessThanOrEqual(Self.relError(v, t["sample"]!), 1e-3)
+        XCTAssertLessThanOrEqual(Self.relError(z, t["z_dr"]!), 1e-3)
+        // LoRA on differs from LoRA off.
+        var i = Self.inputs(t, hidden: t["cond_latents"]!, timestep: [1, 1])
+        i.timestep = [1, 1]
+        let off = try m.velocity(i, lora: false)
+        XCTAssertGreaterThan(off.maxAbsDifference(v), 1e-2)
+    }
+
+    func testZeroInitialisedPartsReproducePlainFlux() throws {
+        let m = try Self.loadModel().zeroingOutputLayers()
+        let t = try Self.tensors("step.safetensors")
+        let inp = Self.inputs(t, hidden: t["hidden_states"]!, timestep: t["timestep"]!.toArray())
+        let plain = try m.velocity(inp, lora: false, useControlNet: false)
+        for lora in [false, true] {
+            let v = try m.velocity(inp, lora: lora)
+            XCTAssertEqual(v.maxAbsDifference(plain), 0, "zero-init DreamSR (lora \(lora)) must equal plain FLUX exactly")
+        }
+        XCTAssertLessThanOrEqual(Self.relError(plain, t["flux_sample"]!), 1e-3)
+    }
+
+    func testRejectsCheckpointWithoutConfigAndBadDepth() throws {
+        let flux = try FluxTransformer.load(from: CheckpointSet(url: Self.fixtures.appendingPathComponent("flux-tiny.safetensors")))
+        XCTAssertThrowsError(try DreamSRModel.load(checkpoint: Self.fixtures.appendingPathComponent("step.safetensors"), flux: flux)) {
+            XCTAssertTrue("\($0)".contains("dreamsr_config"), "\($0)")
+        }
+        var cfg = DreamSRConfig()
+        cfg.controlnetDepth = 3
+        cfg.patchSize = 128
+        cfg.patchOverlap = 32
+        XCTAssertThrowsError(try DreamSRModel.load(checkpoint: Self.fixtures.appendingPathComponent("dreamsr-tiny.safetensors"),
+                                                   flux: flux, configOverride: cfg)) {
+            XCTAssertTrue("\($0)".contains("controlnet_depth"), "\($0)")
+        }
+    }
+}
