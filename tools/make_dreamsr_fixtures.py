@@ -13,7 +13,8 @@ exact reference for an engine that widens them to float32):
 - run.safetensors            whole 1 + 16 run on a 24x36 latent (2x3 patches of 16 latent, overlap 4, gaussian):
                              `z_lq`, `noise` [16,24,36], `encoder_hidden_states` [T,D], `pooled_projections` [P],
                              `local_encoder_hidden_states` [6,T2,D], `local_pooled_projections` [6,P]; outputs `z_dr`,
-                             `z_out`, `sigmas` [17], `grid_ys`, `grid_xs`; plus `z_out_uniform` (uniform weighting).
+                             `z_out`, `sigmas` [17], `grid_ys`, `grid_xs`; plus `z_out_uniform` (uniform weighting) and
+                             `z_out_global_ids` (rope_ids "global": ids offset by the patch position / 2).
 """
 from __future__ import annotations
 
@@ -170,8 +171,11 @@ def main():
         assert len(res.grid[0]) == 2 and len(res.grid[1]) == 3, res.grid
         cfg_u = R.DreamSRConfig(**{**R.asdict(cfg), "patch_weighting": "uniform"})
         res_u = R.run_dreamsr(flux, cn, loras, cfg_u, run_in["z_lq"], run_in["noise"], gp, lps)
+        cfg_g = R.DreamSRConfig(**{**R.asdict(cfg), "rope_ids": "global"})
+        res_g = R.run_dreamsr(flux, cn, loras, cfg_g, run_in["z_lq"], run_in["noise"], gp, lps)
+        assert (res_g.z_out - res.z_out).abs().max().item() > 1e-3, "global RoPE ids have no visible effect"
         save_file({**{k: v_.contiguous() for k, v_ in run_in.items()}, "z_dr": res.z_dr, "z_out": res.z_out,
-                   "z_out_uniform": res_u.z_out, "sigmas": torch.tensor(res.sigmas, dtype=torch.float64).float(),
+                   "z_out_uniform": res_u.z_out, "z_out_global_ids": res_g.z_out, "sigmas": torch.tensor(res.sigmas, dtype=torch.float64).float(),
                    "grid_ys": torch.tensor(res.grid[0], dtype=torch.int32),
                    "grid_xs": torch.tensor(res.grid[1], dtype=torch.int32)},
                   str(out / "run.safetensors"),

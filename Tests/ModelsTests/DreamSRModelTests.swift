@@ -100,3 +100,64 @@ final class DreamSRModelTests: XCTestCase {
         }
     }
 }
+
+/// A Kohya-style LoRA file (BFL names, fused qkv / linear1, `.alpha`) must act like the peft one it was made from.
+final class DreamSRKohyaLoRATests: XCTestCase {
+    func testKohyaLoRAEqualsPeftLoRA() throws {
+        let fx = DreamSRModelTests.fixtures
+        let src = try SafeTensorsFile(url: fx.appendingPathComponent("dreamsr-tiny.safetensors"))
+        let r = 4
+        var out: [(String, Tensor)] = []
+        for n in src.header.names where !(n.hasPrefix("transformer.") && n.contains(".lora_")) {
+            out.append((n, try src.tensor(named: n)))
+        }
+        func get(_ n: String) throws -> Tensor { try src.tensor(named: n) }
+        /// Fuses parts (peft A [r, in], B [o, r]) into down [k·r, in] and block-diagonal up [Σo, k·r].
+        func fuse(_ mods: [String], prefix: String, kohya: String) throws {
+            let a = try mods.map { try get("transformer.\(prefix)\($0).lora_A.weight") }
+            let b = try mods.map { try get("transformer.\(prefix)\($0).lora_B.weight") }
+            let inF = a[0].shape[1], k = mods.count
+            let outs = b.map { $0.shape[0] }, total = outs.reduce(0, +)
+            let down = Tensor(zeros: [k * r, inF]), up = Tensor(zeros: [total, k * r])
+            var row = 0
+            for j in 0..<k {
+                (down.data + j * r * inF).update(from: a[j].data, count: r * inF)
+                for o in 0..<outs[j] { for q in 0..<r { up.data[(row + o) * k * r + j * r + q] = b[j].data[o * r + q] } }
+                row += outs[j]
+            }
+            out.append(("lora_unet_\(kohya).lora_down.weight", down))
+            out.append(("lora_unet_\(kohya).lora_up.weight", up))
+            // peft scale is alpha / rank = 2 for every part; Kohya scale = alpha / (k·r).
+            out.append(("lora_unet_\(kohya).alpha", Tensor(shape: [], values: [Float(2 * k * r)])))
+        }
+        for i in 0..<2 {
+            let p = "transformer_blocks.\(i)."
+            let k = "double_blocks_\(i)_"
+            try fuse(["norm1.linear"], prefix: p, kohya: k + "img_mod_lin")
+            try fuse(["norm1_context.linear"], prefix: p, kohya: k + "txt_mod_lin")
+            try fuse(["attn.to_q", "attn.to_k", "attn.to_v"], prefix: p, kohya: k + "img_attn_qkv")
+            try fuse(["attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"], prefix: p, kohya: k + "txt_attn_qkv")
+            try fuse(["attn.to_out.0"], prefix: p, kohya: k + "img_attn_proj")
+            try fuse(["attn.to_add_out"], prefix: p, kohya: k + "txt_attn_proj")
+            try fuse(["ff.net.0.proj"], prefix: p, kohya: k + "img_mlp_0")
+            try fuse(["ff.net.2"], prefix: p, kohya: k + "img_mlp_2")
+            try fuse(["ff_context.net.0.proj"], prefix: p, kohya: k + "txt_mlp_0")
+            try fuse(["ff_context.net.2"], prefix: p, kohya: k + "txt_mlp_2")
+            let s = "single_transformer_blocks.\(i)."
+            try fuse(["norm.linear"], prefix: s, kohya: "single_blocks_\(i)_modulation_lin")
+            try fuse(["attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"], prefix: s, kohya: "single_blocks_\(i)_linear1")
+            try fuse(["proj_out"], prefix: s, kohya: "single_blocks_\(i)_linear2")
+        }
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("dreamsr-kohya-\(getpid()).safetensors")
+        defer { try? FileManager.default.removeItem(at: url) }
+        try SafeTensorsWriter.write(tensors: out, metadata: src.metadata, to: url)
+
+        let flux = try FluxTransformer.load(from: CheckpointSet(url: fx.appendingPathComponent("flux-tiny.safetensors")))
+        let kohya = try DreamSRModel.load(checkpoint: url, flux: flux)
+        XCTAssertEqual(kohya.mainLoRA.adapters.count, 26)
+        XCTAssertEqual(kohya.mainLoRA.adapter(for: "single_blocks.1.linear1")?.parts.count, 1)
+        let t = try DreamSRModelTests.tensors("restore.safetensors")
+        let (v, _) = try kohya.restore(DreamSRModelTests.inputs(t, hidden: t["cond_latents"]!, timestep: []))
+        XCTAssertLessThanOrEqual(DreamSRModelTests.relError(v, t["sample"]!), 1e-3)
+    }
+}

@@ -53,9 +53,12 @@ final class DreamSRSamplerTests: XCTestCase {
             DreamSRPromptEncoding(states: Self.slice(t["local_encoder_hidden_states"]!, $0),
                                   pooled: Self.slice(t["local_pooled_projections"]!, $0))
         }
-        for (weighting, expected) in [(DreamSRConfig.Weighting.gaussian, "z_out"), (.uniform, "z_out_uniform")] {
+        let cases: [(DreamSRConfig.Weighting, DreamSRConfig.RopeIds, String)] = [
+            (.gaussian, .patch, "z_out"), (.uniform, .patch, "z_out_uniform"), (.gaussian, .global, "z_out_global_ids")]
+        for (weighting, ropeIds, expected) in cases {
             var cfg = model.config
             cfg.patchWeighting = weighting
+            cfg.ropeIds = ropeIds
             let plan = try DreamSRPatchPlan(latentWidth: 36, latentHeight: 24, config: cfg)
             XCTAssertEqual(plan.grid.ys, t["grid_ys"]!.toArray().map { Int($0) })
             XCTAssertEqual(plan.grid.xs, t["grid_xs"]!.toArray().map { Int($0) })
@@ -67,7 +70,7 @@ final class DreamSRSamplerTests: XCTestCase {
                 .run(zLQ: z, noise: noise, denoiser: den) { _, _ in steps += 1 }
             XCTAssertEqual(steps, 17)
             XCTAssertEqual(res.sigmas.map { Float($0) }, t["sigmas"]!.toArray())
-            if weighting == .gaussian {  // the fixture's z_dr is the gaussian run's
+            if expected == "z_out" {  // the fixture's z_dr is the gaussian, per-patch-ids run's
                 XCTAssertLessThanOrEqual(Self.relError(res.zDR, t["z_dr"]!), 1e-3, "z_dr")
             }
             XCTAssertLessThanOrEqual(Self.relError(res.zOut, t[expected]!), 1e-3, "\(expected)")
