@@ -8,7 +8,8 @@ exact reference for an engine that widens them to float32):
 - dreamsr-tiny.safetensors   DreamSR checkpoint in our format (metadata `dreamsr_config`), random NON-zero weights
                              everywhere (incl. fc2, to_out, controlnet_x_embedder, lora_B).
 - step.safetensors           `dreamsr-step` contract inputs + `sample`; also `flux_sample` = plain FLUX on the same
-                             inputs, which a model with fc2 = to_out = 0 (and any LoRA) must reproduce exactly.
+                             inputs, which a model with fc2 = to_out = 0 (and any LoRA) must reproduce exactly, and
+                             `sample_interval_depth1`: the checkpoint cut to ControlNet depth 1 with "interval" injection.
 - restore.safetensors        `dreamsr-restore` contract inputs + `sample` and `z_dr`.
 - run.safetensors            whole 1 + 16 run on a 24x36 latent (2x3 patches of 16 latent, overlap 4, gaussian):
                              `z_lq`, `noise` [16,24,36], `encoder_hidden_states` [T,D], `pooled_projections` [P],
@@ -142,8 +143,13 @@ def main():
                 img_ids=step_in["img_ids"], txt_ids=step_in["txt_ids"], guidance=step_in["guidance"]).sample
         assert (d - flux_sample).abs().max().item() < 1e-5
         assert (sample - flux_sample).abs().max().item() > 1e-2, "DreamSR parts have no visible effect"
+        # "interval" injection with a depth-1 ControlNet (its block 0 = this model's; layer 0 feeds both main blocks).
+        cfg_i = R.DreamSRConfig(**{**R.asdict(cfg), "controlnet_depth": 1, "injection": "interval"})
+        with R.lora_enabled(loras, False):
+            sample_interval = R.dreamsr_forward(flux, cn, cfg_i, **step_in)
+        assert (sample_interval - sample).abs().max().item() > 1e-2
         save_file({**{k: v.contiguous() for k, v in step_in.items()}, "sample": sample,
-                   "flux_sample": flux_sample}, str(out / "step.safetensors"),
+                   "flux_sample": flux_sample, "sample_interval_depth1": sample_interval}, str(out / "step.safetensors"),
                   metadata={"component": "dreamsr-step"})
 
         # (b2) dreamsr-restore, LoRA on, x_t = z_lq, t = restore_t.

@@ -161,3 +161,26 @@ final class DreamSRKohyaLoRATests: XCTestCase {
         XCTAssertLessThanOrEqual(DreamSRModelTests.relError(v, t["sample"]!), 1e-3)
     }
 }
+
+final class DreamSRInjectionTests: XCTestCase {
+    /// The fixture checkpoint cut to ControlNet depth 1 with "interval" injection (layer 0 feeds both main blocks).
+    func testIntervalInjectionMatchesReference() throws {
+        let fx = DreamSRModelTests.fixtures
+        let src = try SafeTensorsFile(url: fx.appendingPathComponent("dreamsr-tiny.safetensors"))
+        let layer1 = ["controlnet.transformer_blocks.1.", "controlnet.controlnet_img_mlps.1.", "controlnet.context_attn.1."]
+        var out: [(String, Tensor)] = []
+        for n in src.header.names where !layer1.contains(where: { n.hasPrefix($0) }) { out.append((n, try src.tensor(named: n))) }
+        var cfg = try DreamSRConfig(jsonString: src.metadata[DreamSRConfig.metadataKey]!)
+        cfg.controlnetDepth = 1
+        cfg.injection = .interval
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("dreamsr-interval-\(getpid()).safetensors")
+        defer { try? FileManager.default.removeItem(at: url) }
+        try SafeTensorsWriter.write(tensors: out, metadata: [DreamSRConfig.metadataKey: cfg.jsonString()], to: url)
+        let flux = try FluxTransformer.load(from: CheckpointSet(url: fx.appendingPathComponent("flux-tiny.safetensors")))
+        let m = try DreamSRModel.load(checkpoint: url, flux: flux)
+        XCTAssertEqual(m.config.injection, .interval)
+        let t = try DreamSRModelTests.tensors("step.safetensors")
+        let v = try m.velocity(DreamSRModelTests.inputs(t, hidden: t["hidden_states"]!, timestep: t["timestep"]!.toArray()), lora: false)
+        XCTAssertLessThanOrEqual(DreamSRModelTests.relError(v, t["sample_interval_depth1"]!), 1e-3)
+    }
+}
