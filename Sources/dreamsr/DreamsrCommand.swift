@@ -9,6 +9,7 @@ struct DreamsrCommand: AsyncParsableCommand {
         subcommands: [
             // Each subcommand registers itself here (one line each).
             ForwardCommand.self,
+            UpscaleCommand.self,
         ]
     )
 }
