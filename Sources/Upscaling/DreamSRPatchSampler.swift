@@ -197,6 +197,22 @@ public struct DreamSRPatchSampler: Sendable {
     }
 }
 
+extension DreamSRPatchSampler {
+    /// Plans the patches of `zLQ` `[16, H, W]`, runs `mode` (restoration pass when it has one, then the texture stage)
+    /// and returns the latents. `localPrompts`: one per patch of `DreamSRPatchPlan(...).count`, row-major.
+    public static func run(model: DreamSRModel, zLQ: Tensor, noise: Tensor, globalPrompt: DreamSRPromptEncoding,
+                           localPrompts: [DreamSRPromptEncoding], mode: DreamSRMode = .dualBranch, steps: Int? = nil,
+                           batchSize: Int = 4, onStep: ((Int, Int) -> Void)? = nil) throws -> DreamSRSampleResult {
+        guard zLQ.rank == 3 else { throw UpscalingError(.invalidInput, "z_lq must be [C, H, W], got \(zLQ.shape)") }
+        let cfg = mode.samplerConfig(model.config, steps: steps)
+        let plan = try DreamSRPatchPlan(channels: zLQ.shape[0], latentWidth: zLQ.shape[2], latentHeight: zLQ.shape[1], config: cfg)
+        let denoiser = try DreamSRModelDenoiser(model: model, plan: plan, zLQ: zLQ, globalPrompt: globalPrompt,
+                                                localPrompts: localPrompts, mode: mode)
+        return try DreamSRPatchSampler(config: cfg, plan: plan, batchSize: batchSize)
+            .run(zLQ: zLQ, noise: noise, denoiser: denoiser, restore: mode.restores, onStep: onStep)
+    }
+}
+
 /// One prompt's encodings: T5 states `[T, Dtxt]` and CLIP pooled `[Dpool]`.
 public struct DreamSRPromptEncoding: @unchecked Sendable {
     public let states: Tensor
@@ -208,26 +224,55 @@ public struct DreamSRPromptEncoding: @unchecked Sendable {
     }
 }
 
+/// The paper's dual-branch model and its ablations (dreamsr-architecture "Ablation modes").
+public enum DreamSRMode: String, Sendable, CaseIterable {
+    /// ControlNet on with each patch's local prompt, main network on the global prompt, restoration pass + texture.
+    case dualBranch = "dual-branch"
+    /// ControlNet off, main network on the global prompt.
+    case singleBranchGlobal = "single-branch-global"
+    /// ControlNet off, main network on each patch's local prompt.
+    case singleBranchLocal = "single-branch-local"
+    /// No restoration pass (no LoRA): the texture stage starts from z_lq at sigma 1 (pure noise) with N steps.
+    case withoutLoRA = "without-lora"
+
+    public var usesControlNet: Bool { self == .dualBranch || self == .withoutLoRA }
+    public var restores: Bool { self != .withoutLoRA }
+
+    /// The sampler config of this mode: `withoutLoRA` starts at sigma 1 with `steps` steps (default 20).
+    public func samplerConfig(_ base: DreamSRConfig, steps: Int? = nil) -> DreamSRConfig {
+        var c = base
+        if self == .withoutLoRA {
+            c.textureT = 1
+            c.textureSteps = steps ?? 20
+            if case .explicit = c.schedule { c.schedule = .shifted }
+        } else if let steps {
+            c.textureSteps = steps
+        }
+        return c
+    }
+}
+
 /// The DreamSR model as a patch denoiser: the main network gets the global prompt, the ControlNet each patch's local
-/// prompt and LR latent tokens. Those inputs do not change across steps and are built once per patch.
+/// prompt and LR latent tokens (packed once per patch: they do not change across steps; prompt encodings are
+/// computed once per prompt by the caller). The ControlNet's input embedders are recomputed per step on purpose:
+/// they are ~0.03 % of a step and caching them would cost ~19 MB per 512 px patch.
 public final class DreamSRModelDenoiser: DreamSRPatchDenoiser, @unchecked Sendable {
     public let model: DreamSRModel
     public let plan: DreamSRPatchPlan
-    /// `false`: the single-branch ablations (no ControlNet).
-    public let useControlNet: Bool
+    public let mode: DreamSRMode
     private let condTokens: Tensor
     private let global: DreamSRPromptEncoding
     private let locals: [DreamSRPromptEncoding]
 
     /// `zLQ` `[C, H, W]` (unpadded); `localPrompts` one per patch, row-major.
     public init(model: DreamSRModel, plan: DreamSRPatchPlan, zLQ: Tensor, globalPrompt: DreamSRPromptEncoding,
-                localPrompts: [DreamSRPromptEncoding], useControlNet: Bool = true) throws {
+                localPrompts: [DreamSRPromptEncoding], mode: DreamSRMode = .dualBranch) throws {
         guard localPrompts.count == plan.count else {
             throw UpscalingError(.invalidInput, "\(localPrompts.count) local prompts for \(plan.count) patches")
         }
         self.model = model
         self.plan = plan
-        self.useControlNet = useControlNet
+        self.mode = mode
         condTokens = plan.tokens(of: try plan.pad(zLQ), patches: Array(0..<plan.count))
         global = globalPrompt
         locals = localPrompts
@@ -242,12 +287,15 @@ public final class DreamSRModelDenoiser: DreamSRPatchDenoiser, @unchecked Sendab
 
     public func velocities(x: Tensor, patches: [Int], sigma: Float, pass: DreamSRPass) throws -> Tensor {
         let cfg = model.config
-        // One call per group of patches sharing image ids and local prompt length.
+        let mainPrompt: (Int) -> DreamSRPromptEncoding = mode == .singleBranchLocal ? { self.locals[$0] } : { _ in self.global }
+        // One call per group of patches sharing image ids and prompt lengths.
         var groups: [[Int]] = []
         if cfg.ropeIds == .patch {
-            var byLen: [Int: [Int]] = [:]
-            for (b, idx) in patches.enumerated() { byLen[locals[idx].states.shape[0], default: []].append(b) }
-            groups = byLen.keys.sorted().map { byLen[$0]! }
+            var byLen: [[Int]: [Int]] = [:]
+            for (b, idx) in patches.enumerated() {
+                byLen[[locals[idx].states.shape[0], mainPrompt(idx).states.shape[0]], default: []].append(b)
+            }
+            groups = byLen.keys.sorted { $0.lexicographicallyPrecedes($1) }.map { byLen[$0]! }
         } else {
             groups = patches.indices.map { [$0] }
         }
@@ -261,20 +309,44 @@ public final class DreamSRModelDenoiser: DreamSRPatchDenoiser, @unchecked Sendab
                 (xs.data + j * per).update(from: x.data + b * per, count: per)
                 (cs.data + j * per).update(from: condTokens.data + idxs[j] * per, count: per)
             }
-            let t2 = locals[idxs[0]].states.shape[0]
+            let t = mainPrompt(idxs[0]).states.shape[0], t2 = locals[idxs[0]].states.shape[0]
             let inp = DreamSRInputs(
                 hiddenStates: xs, condLatents: cs,
-                encoderHiddenStates: stack([Tensor](repeating: global.states, count: g.count)),
-                pooledProjections: stack([Tensor](repeating: global.pooled, count: g.count)),
+                encoderHiddenStates: stack(idxs.map { mainPrompt($0).states }),
+                pooledProjections: stack(idxs.map { mainPrompt($0).pooled }),
                 localEncoderHiddenStates: stack(idxs.map { locals[$0].states }),
                 localPooledProjections: stack(idxs.map { locals[$0].pooled }),
                 timestep: [Float](repeating: sigma, count: g.count),
                 guidance: [Float](repeating: Float(cfg.guidance), count: g.count),
                 imgIds: plan.imageIds(patch: idxs[0], ropeIds: cfg.ropeIds),
-                txtIds: Tensor(zeros: [global.states.shape[0], 3]), localTxtIds: Tensor(zeros: [t2, 3]))
-            let v = try model.velocity(inp, lora: pass == .restore, useControlNet: useControlNet)
+                txtIds: Tensor(zeros: [t, 3]), localTxtIds: Tensor(zeros: [t2, 3]))
+            let v = try model.velocity(inp, lora: pass == .restore, useControlNet: mode.usesControlNet)
             for (j, b) in g.enumerated() { (out.data + b * per).update(from: v.data + j * per, count: per) }
         }
         return out
+    }
+}
+
+/// Seeded standard-normal noise (SplitMix64 + Box-Muller), reproducible across runs and platforms.
+public struct DreamSRNoise {
+    public static func gaussian(shape: [Int], seed: UInt64) -> Tensor {
+        var state = seed &+ 0x9E37_79B9_7F4A_7C15
+        func next() -> UInt64 {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        func uniform() -> Double { (Double(next() >> 11) + 0.5) / Double(1 << 53) }
+        let t = Tensor(zeros: shape)
+        var i = 0
+        while i < t.count {
+            let r = (-2 * log(uniform())).squareRoot(), a = 2 * Double.pi * uniform()
+            t.data[i] = Float(r * cos(a))
+            if i + 1 < t.count { t.data[i + 1] = Float(r * sin(a)) }
+            i += 2
+        }
+        return t
     }
 }

@@ -178,3 +178,76 @@ final class DreamSRSamplerTests: XCTestCase {
         for (a, b) in zip(mine, g) { XCTAssertEqual(a, b, accuracy: 1e-6 * max(1, b)) }
     }
 }
+
+/// Records the passes and sigmas it is asked for.
+private final class SpyDenoiser: DreamSRPatchDenoiser {
+    var calls: [(DreamSRPass, Float, Int)] = []
+    func velocities(x: Tensor, patches: [Int], sigma: Float, pass: DreamSRPass) throws -> Tensor {
+        calls.append((pass, sigma, patches.count))
+        return try PointwiseDenoiser().velocities(x: x, patches: patches, sigma: sigma, pass: pass)
+    }
+}
+
+final class DreamSRModeTests: XCTestCase {
+    private func prompts(_ t: [String: Tensor]) -> (DreamSRPromptEncoding, [DreamSRPromptEncoding]) {
+        let g = DreamSRPromptEncoding(states: t["encoder_hidden_states"]!, pooled: t["pooled_projections"]!)
+        let l = (0..<6).map {
+            DreamSRPromptEncoding(states: DreamSRSamplerTests.slice(t["local_encoder_hidden_states"]!, $0),
+                                  pooled: DreamSRSamplerTests.slice(t["local_pooled_projections"]!, $0))
+        }
+        return (g, l)
+    }
+
+    func testSingleBranchModes() throws {
+        let t = try DreamSRSamplerTests.tensors("run.safetensors")
+        var model = try DreamSRSamplerTests.loadModel()
+        var cfg = model.config
+        cfg.textureSteps = 3
+        model = DreamSRModel(flux: model.flux, controlnet: model.controlnet, config: cfg, mainLoRA: model.mainLoRA,
+                             controlnetLoRA: model.controlnetLoRA)
+        let (g, l) = prompts(t)
+        let z = t["z_lq"]!, n = t["noise"]!
+        let global = try DreamSRPatchSampler.run(model: model, zLQ: z, noise: n, globalPrompt: g, localPrompts: l,
+                                                 mode: .singleBranchGlobal)
+        // local prompts all equal to the global one: single-branch-local == single-branch-global
+        let same = try DreamSRPatchSampler.run(model: model, zLQ: z, noise: n, globalPrompt: g,
+                                               localPrompts: [DreamSRPromptEncoding](repeating: g, count: 6), mode: .singleBranchLocal)
+        XCTAssertEqual(same.zOut.maxAbsDifference(global.zOut), 0)
+        let local = try DreamSRPatchSampler.run(model: model, zLQ: z, noise: n, globalPrompt: g, localPrompts: l, mode: .singleBranchLocal)
+        XCTAssertGreaterThan(local.zOut.maxAbsDifference(global.zOut), 1e-3)
+        // with the DreamSR output layers zeroed, dual-branch == single-branch-global exactly
+        let zeroed = model.zeroingOutputLayers()
+        let dual0 = try DreamSRPatchSampler.run(model: zeroed, zLQ: z, noise: n, globalPrompt: g, localPrompts: l)
+        let single0 = try DreamSRPatchSampler.run(model: zeroed, zLQ: z, noise: n, globalPrompt: g, localPrompts: l,
+                                                  mode: .singleBranchGlobal)
+        XCTAssertEqual(dual0.zOut.maxAbsDifference(single0.zOut), 0)
+        let dual = try DreamSRPatchSampler.run(model: model, zLQ: z, noise: n, globalPrompt: g, localPrompts: l)
+        XCTAssertGreaterThan(dual.zOut.maxAbsDifference(global.zOut), 1e-3)
+    }
+
+    func testWithoutLoRAStartsFromNoiseAtSigmaOne() throws {
+        let cfg = DreamSRMode.withoutLoRA.samplerConfig({ var c = DreamSRConfig(); c.patchSize = 128; c.patchOverlap = 32; return c }(), steps: 5)
+        let plan = try DreamSRPatchPlan(latentWidth: 36, latentHeight: 24, config: cfg)
+        let spy = SpyDenoiser()
+        let z = DreamSRSamplerTests.latent(16, 24, 36, seed: 7), noise = DreamSRNoise.gaussian(shape: [16, 24, 36], seed: 1)
+        let res = try DreamSRPatchSampler(config: cfg, plan: plan, batchSize: 4).run(zLQ: z, noise: noise, denoiser: spy,
+                                                                                    restore: DreamSRMode.withoutLoRA.restores)
+        XCTAssertFalse(spy.calls.contains { $0.0 == .restore })
+        XCTAssertEqual(spy.calls.filter { $0.0 == .texture }.count, 5 * 2)  // 6 patches in batches of 4 -> 2 calls per step
+        XCTAssertEqual(spy.calls.first?.1, 1)
+        XCTAssertEqual(res.sigmas.count, 6)
+        XCTAssertEqual(res.zDR.toArray(), z.toArray())
+    }
+
+    func testSeededNoise() {
+        let a = DreamSRNoise.gaussian(shape: [16, 32, 32], seed: 42), b = DreamSRNoise.gaussian(shape: [16, 32, 32], seed: 42)
+        let c = DreamSRNoise.gaussian(shape: [16, 32, 32], seed: 43)
+        XCTAssertEqual(a.toArray(), b.toArray())
+        XCTAssertGreaterThan(a.maxAbsDifference(c), 1)
+        let v = a.toArray().map(Double.init)
+        let mean = v.reduce(0, +) / Double(v.count)
+        let sd = (v.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(v.count)).squareRoot()
+        XCTAssertEqual(mean, 0, accuracy: 0.03)
+        XCTAssertEqual(sd, 1, accuracy: 0.03)
+    }
+}
