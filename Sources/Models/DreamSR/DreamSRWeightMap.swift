@@ -14,7 +14,7 @@ import Tensor
 public enum DreamSRWeightMap {
     public static let controlnetPrefix = "controlnet."
 
-    /// diffusers module → (canonical linear within the block, which row block of it: 0, 1, 2, 3 × hidden).
+    /// diffusers module of a ControlNet double block → (canonical linear, which row block of it: 0, 1, 2 × hidden).
     public static let doubleBlockLoRA: [(String, String, Int)] = [
         ("norm1.linear", "img_mod.lin", 0), ("norm1_context.linear", "txt_mod.lin", 0),
         ("attn.to_q", "img_attn.qkv", 0), ("attn.to_k", "img_attn.qkv", 1), ("attn.to_v", "img_attn.qkv", 2),
@@ -23,11 +23,6 @@ public enum DreamSRWeightMap {
         ("attn.to_add_out", "txt_attn.proj", 0), ("ff.net.0.proj", "img_mlp.0", 0), ("ff.net.2", "img_mlp.2", 0),
         ("ff_context.net.0.proj", "txt_mlp.0", 0), ("ff_context.net.2", "txt_mlp.2", 0),
     ]
-    public static let singleBlockLoRA: [(String, String, Int)] = [
-        ("norm.linear", "modulation.lin", 0), ("attn.to_q", "linear1", 0), ("attn.to_k", "linear1", 1),
-        ("attn.to_v", "linear1", 2), ("proj_mlp", "linear1", 3), ("proj_out", "linear2", 0),
-    ]
-
     /// Canonical-name sources of the ControlNet's embedders and `depth` double blocks.
     public static func controlnetRecipes(depth: Int, guidance: Bool) -> [String: FluxWeightRecipe] {
         var r = FluxWeightMap.diffusersEmbedders(sourcePrefix: controlnetPrefix, guidance: guidance)
@@ -79,64 +74,33 @@ public enum DreamSRWeightMap {
         return Linear(name: canonical ?? name, weight: .resident(w), bias: b)
     }
 
-    /// LoRA adapters of the main network (keyed by canonical linear name) and of the ControlNet blocks, from
-    /// diffusers/peft keys or (main network only) Kohya keys. `scale` = lora_alpha / lora_rank for peft keys; Kohya
-    /// modules use their own `.alpha` / rank.
+    /// LoRA adapters of the main network (keyed by canonical linear name, read by `FluxLoRA` from diffusers/peft keys
+    /// `transformer.*` or Kohya keys `lora_unet_*`) and of the ControlNet blocks (`controlnet.transformer_blocks.*`).
+    /// peft keys without `.alpha` get `scale` = lora_alpha / lora_rank of the DreamSR config; Kohya modules carry
+    /// their own `.alpha` (scale alpha / rank).
     public static func loadLoRA(_ set: CheckpointSet, flux c: FluxConfig, depth: Int, scale: Float,
                                 used: inout Set<String>) throws -> (main: DreamSRLoRA, controlnet: DreamSRLoRA) {
         let d = c.hiddenSize
-        var main: [String: [LoRAAdapter.Part]] = [:]
+        let names = set.names
+        let hasKohya = names.contains { $0.hasPrefix("lora_unet_") }
+        let main = try FluxLoRA.load(set, config: c, prefix: "transformer.", multiplier: hasKohya ? 1 : scale)
+        // FluxLoRA rejects any unknown key under these prefixes, so all of them are consumed.
+        for n in names where n.hasPrefix("transformer.") || n.hasPrefix("lora_unet_") { used.insert(n) }
+
         var cn: [String: [LoRAAdapter.Part]] = [:]
-        func peft(_ source: String, canonical: String, block: Int, into dict: inout [String: [LoRAAdapter.Part]]) throws {
-            let a = source + ".lora_A.weight", b = source + ".lora_B.weight"
-            guard set[a] != nil || set[b] != nil else { return }
-            let down = try tensor(set, a, used: &used), up = try tensor(set, b, used: &used)
-            guard down.rank == 2, up.rank == 2, down.shape[0] == up.shape[1] else {
-                throw CheckpointError(.shapeMismatch, "LoRA '\(source)': lora_A \(down.shape) / lora_B \(up.shape) do not chain")
-            }
-            dict[canonical, default: []].append(.init(outputOffset: block * d, down: down, up: up, scale: scale))
-        }
-        for i in 0..<c.depth {
-            for (m, canon, blk) in doubleBlockLoRA {
-                try peft("transformer.transformer_blocks.\(i).\(m)", canonical: "double_blocks.\(i).\(canon)", block: blk, into: &main)
-            }
-        }
-        for i in 0..<c.depthSingle {
-            for (m, canon, blk) in singleBlockLoRA {
-                try peft("transformer.single_transformer_blocks.\(i).\(m)", canonical: "single_blocks.\(i).\(canon)", block: blk, into: &main)
-            }
-        }
         for l in 0..<depth {
             for (m, canon, blk) in doubleBlockLoRA {
-                try peft("controlnet.transformer_blocks.\(l).\(m)", canonical: "double_blocks.\(l).\(canon)", block: blk, into: &cn)
+                let source = controlnetPrefix + "transformer_blocks.\(l).\(m)"
+                let a = source + ".lora_A.weight", b = source + ".lora_B.weight"
+                guard set[a] != nil || set[b] != nil else { continue }
+                let down = try tensor(set, a, used: &used), up = try tensor(set, b, used: &used)
+                guard down.rank == 2, up.rank == 2, down.shape[0] == up.shape[1] else {
+                    throw CheckpointError(.shapeMismatch, "LoRA '\(source)': lora_A \(down.shape) / lora_B \(up.shape) do not chain")
+                }
+                cn["double_blocks.\(l).\(canon)", default: []].append(.init(outputOffset: blk * d, down: down, up: up, scale: scale))
             }
         }
-        // Kohya (BFL names): lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight, fused layers as a whole.
-        var canonicalLinears: [String] = []
-        for i in 0..<c.depth {
-            for s in ["img", "txt"] {
-                for n in ["mod.lin", "attn.qkv", "attn.proj", "mlp.0", "mlp.2"] { canonicalLinears.append("double_blocks.\(i).\(s)_\(n)") }
-            }
-        }
-        for i in 0..<c.depthSingle {
-            for n in ["modulation.lin", "linear1", "linear2"] { canonicalLinears.append("single_blocks.\(i).\(n)") }
-        }
-        for canon in canonicalLinears {
-            let k = "lora_unet_" + canon.replacingOccurrences(of: ".", with: "_")
-            guard set[k + ".lora_down.weight"] != nil else { continue }
-            let down = try tensor(set, k + ".lora_down.weight", used: &used)
-            let up = try tensor(set, k + ".lora_up.weight", used: &used)
-            guard down.rank == 2, up.rank == 2, down.shape[0] == up.shape[1] else {
-                throw CheckpointError(.shapeMismatch, "Kohya LoRA '\(k)': down \(down.shape) / up \(up.shape) do not chain")
-            }
-            var s = Float(1)
-            if set[k + ".alpha"] != nil {
-                s = try tensor(set, k + ".alpha", used: &used).data[0] / Float(down.shape[0])
-            }
-            main[canon, default: []].append(.init(outputOffset: 0, down: down, up: up, scale: s))
-        }
-        return (DreamSRLoRA(adapters: main.mapValues { LoRAAdapter(parts: $0) }),
-                DreamSRLoRA(adapters: cn.mapValues { LoRAAdapter(parts: $0) }))
+        return (DreamSRLoRA(adapters: main.adapters), DreamSRLoRA(adapters: cn.mapValues { LoRAAdapter(parts: $0) }))
     }
 }
 
