@@ -11,6 +11,7 @@ struct BenchCommand: AsyncParsableCommand {
             ImagingBench.self,
             FluxBlocksBench.self,
             DaemonBench.self,
+            DreamSRStepBench.self,
         ]
     )
 }
