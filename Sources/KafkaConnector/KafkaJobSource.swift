@@ -1,6 +1,7 @@
 import Foundation
 import Jobs
 import Logging
+import PipelineRuntime
 import ServiceLifecycle
 
 /// Observable events of the source (for tests, metrics and logs). Delivered synchronously from the thread where
@@ -448,11 +449,8 @@ final class SourceCore: @unchecked Sendable {
         }
     }
 
-    /// An outcome the pipeline marks as abandoned (it stopped before the job ended; PipelineRuntime's
-    /// `PipelineNotes.abandoned` note): not a failure of the input.
-    static func isAbandoned(_ outcome: JobOutcome) -> Bool {
-        outcome.status == .error && outcome.notes.contains { $0.hasPrefix("abandoned") }
-    }
+    /// An outcome the pipeline marks as abandoned (it stopped before the job ended): not a failure of the input.
+    static func isAbandoned(_ outcome: JobOutcome) -> Bool { outcome.isAbandoned }
 
     /// Waits before the next attempt. False when the job should end unfinished instead (shutdown, cancellation).
     private func backoff(_ tp: TopicPartition, _ offset: Int64, _ attempt: Int) async -> Bool {

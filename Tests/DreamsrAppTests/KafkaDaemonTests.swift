@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import DreamsrApp
 import Foundation
 import Imaging
 import KafkaConnector
@@ -233,5 +234,60 @@ enum KafkaDaemon {
         let dlq = try await KafkaTools.read(bootstrap: s.bootstrap, topic: s.topic + ".dlq", partitions: 1, count: 1_000,
                                             timeout: .seconds(3))
         #expect(Set(dlq.map { String(decoding: $0.key ?? [], as: UTF8.self) }) == Set((0..<4).map { "bad\($0)" }))
+    }
+}
+
+@Suite struct KafkaConfigTests {
+    @Test func kafkaSectionParsesWithDefaultsAndOverrides() throws {
+        let yaml = """
+        sources:
+          kafka:
+            bootstrap: b1:9092,b2:9092
+            topic: images
+            output_dir: out
+            max_in_flight: 6
+            retry: {max_attempts: 5, initial_backoff_seconds: 0.25}
+            http: {allow_private: true}
+            client_properties:
+              security.protocol: SASL_SSL
+        """
+        let config = try DaemonConfig.parse(yaml: yaml, file: "/etc/dreamsr/d.yaml", baseDirectory: "/etc/dreamsr",
+                                            env: ["DREAMSR_SOURCES_KAFKA_GROUP_ID": "g2"])
+        let k = try #require(config.kafka)
+        #expect(k.bootstrapServers == "b1:9092,b2:9092" && k.inputTopic == "images")
+        #expect(k.groupID == "g2")
+        #expect(k.resultsTopic == "images.results" && k.deadLetterTopic == "images.dlq")
+        #expect(k.outputDirectory == "/etc/dreamsr/out")
+        #expect(k.maxInFlight == 6 && k.retry.maxAttempts == 5 && k.retry.initialBackoff == .milliseconds(250))
+        #expect(k.http.allowPrivateAddresses)
+        #expect(k.consumerProperties["security.protocol"] == "SASL_SSL")
+        #expect(k.consumerProperties["enable.auto.offset.store"] == "false")
+    }
+
+    @Test func kafkaSectionErrorsNameTheKey() {
+        func problem(_ yaml: String) -> String {
+            do {
+                _ = try DaemonConfig.parse(yaml: yaml, file: "d.yaml", baseDirectory: "/")
+                return "no error"
+            } catch {
+                return "\(error)"
+            }
+        }
+        #expect(problem("sources:\n  kafka:\n    topic: t\n").contains("bootstrap"))
+        #expect(problem("sources:\n  kafka:\n    bootstrap: b:1\n    topic: t\n    max_inflight: 3\n").contains("max_inflight"))
+        #expect(problem("sources:\n  kafka:\n    bootstrap: b:1\n    topic: t\n    max_in_flight: 0\n").contains("max_in_flight"))
+        #expect(problem("sources:\n  kafka:\n    bootstrap: b:1\n    topic: 'bad topic'\n").contains("topic"))
+    }
+
+    @Test func quickStartFlags() throws {
+        let config = try loadServeConfig(ServeOptions(output: "/srv/out", kafka: "localhost:9092", topic: "jobs"),
+                                         environment: [:])
+        let k = try #require(config.kafka)
+        #expect(k.groupID == "dreamsr" && k.resultsTopic == "jobs.results" && k.deadLetterTopic == "jobs.dlq")
+        #expect(k.outputDirectory == "/srv/out")
+        #expect(config.watchFolders.isEmpty)
+        #expect(throws: (any Error).self) {
+            try loadServeConfig(ServeOptions(kafka: "localhost:9092", topic: "jobs"), environment: [:])
+        }
     }
 }

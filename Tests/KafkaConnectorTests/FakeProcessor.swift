@@ -1,5 +1,6 @@
 import Foundation
 import Jobs
+import PipelineRuntime
 @testable import KafkaConnector
 
 /// A JobProcessor for tests: "upscales" by writing `UPSCALED:<input bytes>` to `<output>/<id>.<format>` atomically
@@ -13,16 +14,19 @@ final class FakeProcessor: JobProcessor, @unchecked Sendable {
         var outputs: [String] = []
     }
 
-    let stats = Locked(Stats())
+    let stats = KafkaConnector.Locked(Stats())
     let delay: Duration
     let flakyFailures: Int
     /// Jobs whose id is here never finish until cancelled (to test abandon on shutdown).
     let hangIDs: Set<String>
+    /// Jobs whose id is here end with the pipeline's "abandoned" outcome (as when the pipeline shuts down).
+    let abandonIDs: Set<String>
 
-    init(delay: Duration = .zero, flakyFailures: Int = 2, hangIDs: Set<String> = []) {
+    init(delay: Duration = .zero, flakyFailures: Int = 2, hangIDs: Set<String> = [], abandonIDs: Set<String> = []) {
         self.delay = delay
         self.flakyFailures = flakyFailures
         self.hangIDs = hangIDs
+        self.abandonIDs = abandonIDs
     }
 
     func process(_ request: JobRequest) async -> JobOutcome {
@@ -37,6 +41,11 @@ final class FakeProcessor: JobProcessor, @unchecked Sendable {
             while !Task.isCancelled { try? await Task.sleep(for: .milliseconds(50)) }
             return JobOutcome(id: request.id, status: .error, errorStage: "upscale", errorMessage: "cancelled",
                               retriable: true)
+        }
+        if abandonIDs.contains(request.id.rawValue) {
+            return JobOutcome(id: request.id, status: .error, errorStage: "upscale",
+                              errorMessage: "pipeline stopped before the job finished", retriable: true,
+                              notes: [PipelineNotes.abandoned])
         }
         if delay > .zero { try? await Task.sleep(for: delay) }
         guard case .file(let path) = request.source, let input = FileManager.default.contents(atPath: path) else {
@@ -71,7 +80,7 @@ final class FakeProcessor: JobProcessor, @unchecked Sendable {
 
 /// Collects source events; tests wait on conditions over them (with a deadline) instead of sleeping.
 final class EventLog: @unchecked Sendable {
-    private let state = Locked<(events: [KafkaSourceEvent], waiters: [(condition: ([KafkaSourceEvent]) -> Bool, continuation: CheckedContinuation<Bool, Never>)])>(([], []))
+    private let state = KafkaConnector.Locked<(events: [KafkaSourceEvent], waiters: [(condition: ([KafkaSourceEvent]) -> Bool, continuation: CheckedContinuation<Bool, Never>)])>(([], []))
 
     var handler: @Sendable (KafkaSourceEvent) -> Void {
         { [self] event in

@@ -237,12 +237,16 @@ func deadLetters(_ events: [KafkaSourceEvent]) -> Int {
         var configuration = f.configuration(maxInFlight: 2)
         configuration.drainTimeout = .milliseconds(500)
 
-        // Run 1: r-3 (offset 3) never finishes; shutdown abandons it.
+        // Run 1: r-3 (offset 3) never finishes; shutdown abandons it. The pipeline abandons r-6: left for
+        // redelivery, neither retried nor dead-lettered.
         let first = EventLog()
-        let reached = try await f.run(configuration, processor: FakeProcessor(hangIDs: ["r-3"]), events: first) {
-            okResults($0) == 9
+        let processor1 = FakeProcessor(hangIDs: ["r-3"], abandonIDs: ["r-6"])
+        let reached = try await f.run(configuration, processor: processor1, events: first) {
+            okResults($0) == 8
         }
         #expect(reached)
+        #expect(deadLetters(first.events) == 0)
+        #expect(processor1.stats.withLock { $0.calls["r-6"] } == 1)
         #expect(first.events.contains { if case .offsetStored(_, 3) = $0 { return true } else { return false } })
         #expect(!first.events.contains { if case .offsetStored(_, let o) = $0 { return o > 3 } else { return false } })
         let (committed1, _) = try await f.committedEqualsWatermarks()
