@@ -3,7 +3,8 @@ import Foundation
 import Logging
 
 /// librdkafka's in-process mock cluster (Kafka protocol on localhost ports), for tests and local runs.
-/// `dreamsr-mock-kafka` runs the same thing as a separate process.
+/// `dreamsr-mock-kafka` runs the same thing as a separate process. Keep the object alive while clients use it
+/// (`withExtendedLifetime` in release builds): its deinit destroys the brokers.
 public final class MockKafkaCluster: @unchecked Sendable {
     private let client: OpaquePointer
     private let cluster: OpaquePointer
