@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Baseline for `dreamsr-bench realesrgan`: times the PyPI `ncnn` wheel (CPU) on Real-ESRGAN x4plus.
 
-Prints one JSON line: {"ncnn_version", "threads", "size", "fp32_s": best seconds, "fp16_s": best seconds or null}.
+Prints one JSON line: {"ncnn_version", "threads", "size", "fp32_s", "fp32_cpu_s", "fp16_s", "fp16_cpu_s"}: best wall / CPU seconds.
 The input is the same deterministic pattern the Swift bench uses. Needs numpy + ncnn (python3 -m pip install ncnn).
 """
 import argparse
@@ -34,20 +34,24 @@ def time_net(param, binf, x, threads, runs, fp16):
     net.load_param(param)
     net.load_model(binf)
     best = None
+    best_cpu = None
     out = None
     for i in range(runs + 1):  # first run is warm-up (ncnn transforms weights lazily)
         t = time.perf_counter()
+        c = time.process_time()
         ex = net.create_extractor()
         mat = ncnn.Mat(x)  # x stays referenced: ncnn.Mat does not copy
         ex.input("data", mat)
         ret, o = ex.extract("output")
         dt = time.perf_counter() - t
+        dc = time.process_time() - c
         if ret != 0:
             sys.exit(f"ncnn extract failed ({ret})")
         out = np.array(o)
         if i > 0:
             best = dt if best is None else min(best, dt)
-    return best, out
+            best_cpu = dc if best_cpu is None else min(best_cpu, dc)
+    return best, best_cpu, out
 
 
 def main():
@@ -61,12 +65,12 @@ def main():
     ap.add_argument("--save-output", help="write the fp32 output as raw float32 CHW here")
     a = ap.parse_args()
     x = make_input(a.size)
-    fp32, out = time_net(a.param, a.bin, x, a.threads, a.runs, fp16=False)
+    fp32, fp32_cpu, out = time_net(a.param, a.bin, x, a.threads, a.runs, fp16=False)
     if a.save_output:
         out.astype("<f4").tofile(a.save_output)
-    fp16 = None if a.no_fp16 else time_net(a.param, a.bin, x, a.threads, a.runs, fp16=True)[0]
+    fp16, fp16_cpu = (None, None) if a.no_fp16 else time_net(a.param, a.bin, x, a.threads, a.runs, fp16=True)[:2]
     print(json.dumps({"ncnn_version": getattr(ncnn, "__version__", "?"), "threads": a.threads, "size": a.size,
-                      "fp32_s": fp32, "fp16_s": fp16}))
+                      "fp32_s": fp32, "fp32_cpu_s": fp32_cpu, "fp16_s": fp16, "fp16_cpu_s": fp16_cpu}))
 
 
 if __name__ == "__main__":
