@@ -25,10 +25,10 @@ struct RealESRGANBench: AsyncParsableCommand {
         print("Real-ESRGAN x4plus \(size)x\(size) -> \(size * 4)x\(size * 4), threads \(threads), "
               + "OpenBLAS core \(BLASRuntime.coreName), kernels \(KernelISA.active)")
         let lane = ComputeLane(label: "bench")
-        let size = self.size, runs = self.runs
+        let size = self.size, runs = self.runs, threads = self.threads
         let (loadS, oursS, oursCPU, output) = try await lane.run { () -> (Double, Double, Double, Tensor) in
             let t0 = DispatchTime.now()
-            let net = try RealESRGAN(paramPath: paramPath, binPath: binPath)
+            let net = try RealESRGAN(paramPath: paramPath, binPath: binPath, threads: threads)
             let load = Self.seconds(since: t0)
             // same deterministic pattern as the baseline script
             let input = Tensor(shape: [1, 3, size, size]) { Float(($0 * 7919) % 1000) / 1000 }

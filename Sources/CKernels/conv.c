@@ -322,13 +322,14 @@ CK_TARGET_AVX512 static void wino_in_avx512(float *v, const float *src, size_t h
     const size_t tiles_x = (w + 3) / 4;
     const size_t plane = h * w * 16;
     float patch[6 * 6 * 16] __attribute__((aligned(64)));
-    for (size_t ty = ty0; ty < ty0 + tile_rows; ty++) {
-        for (size_t tx = 0; tx < tiles_x; tx++) {
-            const long y0 = (long)ty * 4 - 1, x0 = (long)tx * 4 - 1;
-            const int interior = y0 >= 0 && x0 >= 0 && y0 + 6 <= (long)h && x0 + 6 <= (long)w;
-            const size_t tt = (ty - ty0) * tiles_x + tx;
-            for (size_t cb = cb0; cb < cb1; cb++) {
-                const float *s = src + cb * plane;
+    /* channel block outermost: each block's 6 source rows stream through the cache once */
+    for (size_t cb = cb0; cb < cb1; cb++) {
+        const float *s = src + cb * plane;
+        for (size_t ty = ty0; ty < ty0 + tile_rows; ty++) {
+            for (size_t tx = 0; tx < tiles_x; tx++) {
+                const long y0 = (long)ty * 4 - 1, x0 = (long)tx * 4 - 1;
+                const int interior = y0 >= 0 && x0 >= 0 && y0 + 6 <= (long)h && x0 + 6 <= (long)w;
+                const size_t tt = (ty - ty0) * tiles_x + tx;
                 float *vp = v + tt * ldv + cb * 16;
                 if (interior) {
                     wino_in_patch_avx512(vp, s + ((size_t)y0 * w + (size_t)x0) * 16, w * 16, xs);
@@ -586,7 +587,8 @@ void ck_wino43_conv_p16(float *dst, const float *src, const float *u, const floa
     for (size_t ty = ty0; ty < ty1; ty += rows_per_batch) {
         size_t rows = ty1 - ty < rows_per_batch ? ty1 - ty : rows_per_batch;
         size_t tiles = rows * tiles_x;
-        size_t vs = tiles * cin_pad, ms = tiles * cout_pad;
+        /* +16 floats per slice: 36 slices a multiple of 4 KiB apart would share one L1 set (conflict misses) */
+        size_t vs = tiles * cin_pad + 16, ms = tiles * cout_pad + 16;
         ck_wino43_input_p16(v, src, h, w, ty, rows, 0, cin_pad / 16, cin_pad, vs);
         for (size_t xi = 0; xi < 36; xi++)
             ck_sgemm_n16(m + xi * ms, v + xi * vs, u + xi * cin_pad * cout_pad, tiles, cout_pad, cin_pad, cin_pad,

@@ -91,7 +91,8 @@ public final class WinogradConv3x3: Sendable {
         let rowsPerBatch = max(1, min(tilesY, scratch.maxTilesPerBatch / tilesX))
         let batchTiles = rowsPerBatch * tilesX
         let parts = min(workers?.count ?? 1, tilesY)
-        let buffers = scratch.reserve(slots: parts, v: 36 * batchTiles * cinPad, m: 36 * batchTiles * coutPad)
+        let buffers = scratch.reserve(slots: parts, v: 36 * (batchTiles * cinPad + 16),
+                                      m: 36 * (batchTiles * coutPad + 16))
         var leaky: Int32 = 0
         var slope: Float = 0
         switch activation {
