@@ -69,9 +69,10 @@ public final class RealESRGAN: Sendable {
     public let paramPath: String
     public let binPath: String
     /// Number of RRDB blocks (23 for x4plus).
-    public var blockCount: Int { graph.body.count }
+    public var blockCount: Int { coefficients.count }
 
-    let graph: RRDBNetGraph
+    /// Residual coefficients per RRDB: (per dense block (conv, input), (blocks, input)); weights live in the convs.
+    private let coefficients: [(blocks: [(conv: Float, input: Float)], rrdb: (blocks: Float, input: Float))]
     private let convFirst: WinogradConv3x3
     private let body: [[[WinogradConv3x3]]]
     private let convBody: WinogradConv3x3
@@ -107,7 +108,9 @@ public final class RealESRGAN: Sendable {
         func w(_ c: RRDBConv) -> WinogradConv3x3 {
             WinogradConv3x3(weight: c.weight, bias: c.bias, activation: c.activation)
         }
-        graph = g
+        coefficients = g.body.map { rrdb in
+            (rrdb.blocks.map { ($0.coeffConv, $0.coeffInput) }, (rrdb.coeffBlocks, rrdb.coeffInput))
+        }
         featureBlocks = nf / 16
         growthBlocks = gc / 16
         convFirst = w(g.convFirst)
@@ -150,7 +153,7 @@ public final class RealESRGAN: Sendable {
         var b = Tensor(zeros: [denseBlocks, h, w, 16])
         let rrdbIn = Tensor(zeros: [nfB, h, w, 16])
         a.data.update(from: feat.data, count: nfB * plane)
-        for (r, rrdb) in graph.body.enumerated() {
+        for (r, rrdb) in coefficients.enumerated() {
             rrdbIn.data.update(from: a.data, count: nfB * plane)
             for (k, block) in rrdb.blocks.enumerated() {
                 let convs = body[r][k]
@@ -161,10 +164,10 @@ public final class RealESRGAN: Sendable {
                     offset += gcB
                 }
                 convs[4].forward(input: a.data, height: h, width: w, output: b.data,
-                                 residual: (UnsafePointer(a.data), block.coeffConv, block.coeffInput), scratch: scratch, workers: workers)
+                                 residual: (UnsafePointer(a.data), block.conv, block.input), scratch: scratch, workers: workers)
                 swap(&a, &b)
             }
-            a.packed16Prefix(blocks: nfB).axpby(rrdbIn, a: rrdb.coeffBlocks, b: rrdb.coeffInput)
+            a.packed16Prefix(blocks: nfB).axpby(rrdbIn, a: rrdb.rrdb.blocks, b: rrdb.rrdb.input)
         }
         let out = Tensor(zeros: [nfB, h, w, 16])
         convBody.forward(input: a.data, height: h, width: w, output: out.data,
