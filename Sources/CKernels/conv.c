@@ -597,3 +597,5 @@ void ck_wino43_conv_p16(float *dst, const float *src, const float *u, const floa
                              beta);
     }
 }
+
+size_t ck_atomic_fetch_add(size_t *p, size_t v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }

@@ -81,7 +81,7 @@ public final class WinogradConv3x3: Sendable {
 
     /// Convolves a P16 image (`input` holds at least `inBlocks` blocks of `h*w*16` floats) into the P16 `output`
     /// (`outBlocks` blocks). With `residual`, writes `alpha*conv + beta*residual` (residual may alias output).
-    /// With `workers`, tile rows are split across its threads.
+    /// With `workers`, batches of tile rows are shared out across its threads.
     public func forward(input: UnsafePointer<Float>, height h: Int, width w: Int,
                         output: UnsafeMutablePointer<Float>,
                         residual: (pointer: UnsafePointer<Float>, alpha: Float, beta: Float)? = nil,
@@ -90,7 +90,7 @@ public final class WinogradConv3x3: Sendable {
         let tilesX = (w + 3) / 4, tilesY = (h + 3) / 4
         let rowsPerBatch = max(1, min(tilesY, scratch.maxTilesPerBatch / tilesX))
         let batchTiles = rowsPerBatch * tilesX
-        let parts = min(workers?.count ?? 1, tilesY)
+        let parts = min(workers?.count ?? 1, (tilesY + rowsPerBatch - 1) / rowsPerBatch)
         let buffers = scratch.reserve(slots: parts, v: 36 * (batchTiles * cinPad + 16),
                                       m: 36 * (batchTiles * coutPad + 16))
         var leaky: Int32 = 0
@@ -102,11 +102,21 @@ public final class WinogradConv3x3: Sendable {
         }
         let u = self.u.data, bias = self.bias.data
         let res = residual?.pointer, alpha = residual?.alpha ?? 1, beta = residual?.beta ?? 0
+        // Work is handed out in batches of tile rows from a shared counter, so a thread that gets descheduled
+        // (busy machine) does not hold the others back; each thread uses its own scratch slot.
+        let chunks = (tilesY + rowsPerBatch - 1) / rowsPerBatch
+        let counter = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+        counter.initialize(to: 0)
+        defer { counter.deallocate() }
         let body = { (i: Int) in
             guard i < parts else { return }
-            let ty0 = tilesY * i / parts, ty1 = tilesY * (i + 1) / parts
-            ck_wino43_conv_p16(output, input, u, bias, h, w, cinPad, coutPad, ty0, ty1, batchTiles,
-                               buffers[i].v, buffers[i].m, leaky, slope, res, alpha, beta)
+            while true {
+                let c = ck_atomic_fetch_add(counter, 1)
+                if c >= chunks { break }
+                let ty0 = c * rowsPerBatch, ty1 = min(tilesY, ty0 + rowsPerBatch)
+                ck_wino43_conv_p16(output, input, u, bias, h, w, cinPad, coutPad, ty0, ty1, batchTiles,
+                                   buffers[i].v, buffers[i].m, leaky, slope, res, alpha, beta)
+            }
         }
         if let workers, parts > 1 { workers.run(body) } else { body(0) }
     }

@@ -69,6 +69,9 @@ void ck_wino43_conv_p16(float *dst, const float *src, const float *u, const floa
                         size_t cin_pad, size_t cout_pad, size_t ty0, size_t ty1, size_t batch_tiles, float *v,
                         float *m, int leaky, float slope, const float *res, float alpha, float beta);
 
+/* Atomically adds `v` to *p and returns the previous value (work distribution across worker threads). */
+size_t ck_atomic_fetch_add(size_t *p, size_t v);
+
 #ifdef __cplusplus
 }
 #endif
