@@ -35,8 +35,8 @@ struct TinyRRDBNet {
             for v in w { u32(v.bitPattern) }
         }
         for v in b { u32(v.bitPattern) }
-        return Conv2D(weight: Tensor(shape: [cout, cin, 3, 3], values: w), bias: Tensor(shape: [cout], values: b),
-                      samePadding: true, activation: leaky ? .leakyReLU(slope: 0.2) : .none)
+        return Conv2D.same(weight: Tensor(shape: [cout, cin, 3, 3], values: w), bias: Tensor(shape: [cout], values: b),
+                           activation: leaky ? .leakyReLU(slope: 0.2) : .none)
     }
 
     /// Writes the files and returns a reference forward function.

@@ -47,7 +47,7 @@ struct ConvTests {
         let b = randomTensor([7], seed: 3)
         let ref = naiveConv(x, w, b, stride: 1, pad: 1)
         ref.leakyReLU(slope: 0.2)
-        let conv = Conv2D(weight: w, bias: b, samePadding: true, activation: .leakyReLU(slope: 0.2))
+        let conv = Conv2D.same(weight: w, bias: b, activation: .leakyReLU(slope: 0.2))
         let y = conv(x)
         #expect(y.shape == [1, 7, 9, 11])
         #expect(y.maxAbsDifference(ref) < 1e-4)
@@ -81,7 +81,7 @@ struct ConvTests {
             let x = randomTensor([1, 20, h, w], seed: UInt64(h * 100 + w))
             let wt = randomTensor([35, 20, 3, 3], seed: 9)
             let b = randomTensor([35], seed: 10)
-            let ref = Conv2D(weight: wt, bias: b, samePadding: true, activation: .leakyReLU(slope: 0.2))(x)
+            let ref = Conv2D.same(weight: wt, bias: b, activation: .leakyReLU(slope: 0.2))(x)
             let wino = WinogradConv3x3(weight: wt, bias: b, activation: .leakyReLU(slope: 0.2))
             // tiny batches force several GEMM batches
             let y = wino(x.packed16(), scratch: ConvScratch(maxTilesPerBatch: 3)).unpacked16(channels: 35)
@@ -108,7 +108,7 @@ struct ConvTests {
     func winogradResidual() {
         let x = randomTensor([1, 16, 6, 7], seed: 11)
         let wt = randomTensor([16, 16, 3, 3], seed: 12)
-        let ref = Conv2D(weight: wt, bias: nil, samePadding: true)(x)
+        let ref = Conv2D.same(weight: wt, bias: nil)(x)
         ref.axpby(x, a: 0.2, b: 1.0)
         let p = x.packed16()
         let out = p.copy()

@@ -142,7 +142,8 @@ public final class RealESRGAN: Sendable {
     }
 
     /// conv_first, the RRDB body, conv_body and the trunk residual; returns P16 `[nf/16, H, W, 16]`.
-    private func runTrunk(_ input: Tensor, height h: Int, width w: Int, scratch: ConvScratch, workers: ParallelWorkers) -> Tensor {
+    private func runTrunk(_ input: Tensor, height h: Int, width w: Int, scratch: ConvScratch,
+                          workers: ParallelWorkers) -> Tensor {
         let plane = h * w * 16
         let nfB = featureBlocks, gcB = growthBlocks
         let denseBlocks = nfB + 4 * gcB
@@ -164,7 +165,8 @@ public final class RealESRGAN: Sendable {
                     offset += gcB
                 }
                 convs[4].forward(input: a.data, height: h, width: w, output: b.data,
-                                 residual: (UnsafePointer(a.data), block.conv, block.input), scratch: scratch, workers: workers)
+                                 residual: (UnsafePointer(a.data), block.conv, block.input),
+                                 scratch: scratch, workers: workers)
                 swap(&a, &b)
             }
             a.packed16Prefix(blocks: nfB).axpby(rrdbIn, a: rrdb.rrdb.blocks, b: rrdb.rrdb.input)
@@ -175,22 +177,27 @@ public final class RealESRGAN: Sendable {
         return out
     }
 
-    private func runUpsampler(_ trunk: Tensor, height h: Int, width w: Int, scratch: ConvScratch, workers: ParallelWorkers) -> Tensor {
+    private func runUpsampler(_ trunk: Tensor, height h: Int, width w: Int, scratch: ConvScratch,
+                              workers: ParallelWorkers) -> Tensor {
         let nfB = featureBlocks
         var hr: Tensor
         do {
             let up1 = trunk.upsampledNearest2xPacked16()
             let c1 = Tensor(zeros: [nfB, 2 * h, 2 * w, 16])
-            convUp1.forward(input: up1.data, height: 2 * h, width: 2 * w, output: c1.data, scratch: scratch, workers: workers)
+            convUp1.forward(input: up1.data, height: 2 * h, width: 2 * w, output: c1.data,
+                            scratch: scratch, workers: workers)
             hr = c1.upsampledNearest2xPacked16()
         }
         do {
             let c2 = Tensor(zeros: [nfB, 4 * h, 4 * w, 16])
-            convUp2.forward(input: hr.data, height: 4 * h, width: 4 * w, output: c2.data, scratch: scratch, workers: workers)
-            convHR.forward(input: c2.data, height: 4 * h, width: 4 * w, output: hr.data, scratch: scratch, workers: workers)
+            convUp2.forward(input: hr.data, height: 4 * h, width: 4 * w, output: c2.data,
+                            scratch: scratch, workers: workers)
+            convHR.forward(input: c2.data, height: 4 * h, width: 4 * w, output: hr.data,
+                           scratch: scratch, workers: workers)
         }
         let out = Tensor(zeros: [1, 4 * h, 4 * w, 16])
-        convLast.forward(input: hr.data, height: 4 * h, width: 4 * w, output: out.data, scratch: scratch, workers: workers)
+        convLast.forward(input: hr.data, height: 4 * h, width: 4 * w, output: out.data,
+                         scratch: scratch, workers: workers)
         return out.unpacked16(channels: 3)
     }
 }
