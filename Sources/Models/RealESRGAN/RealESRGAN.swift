@@ -177,27 +177,42 @@ public final class RealESRGAN: Sendable {
         return out
     }
 
+    /// Output rows per band of the 4x stage (conv_up2, conv_hr, conv_last run band by band with a halo, so their
+    /// buffers stay small whatever the tile size).
+    static let bandRows = 64
+    /// Rows of context above/below a band: three 3x3 convs plus the nearest-2x alignment.
+    static let bandHalo = 4
+
     private func runUpsampler(_ trunk: Tensor, height h: Int, width w: Int, scratch: ConvScratch,
                               workers: ParallelWorkers) -> Tensor {
         let nfB = featureBlocks
-        var hr: Tensor
+        let c1 = Tensor(zeros: [nfB, 2 * h, 2 * w, 16])
         do {
             let up1 = trunk.upsampledNearest2xPacked16()
-            let c1 = Tensor(zeros: [nfB, 2 * h, 2 * w, 16])
             convUp1.forward(input: up1.data, height: 2 * h, width: 2 * w, output: c1.data,
                             scratch: scratch, workers: workers)
-            hr = c1.upsampledNearest2xPacked16()
         }
-        do {
-            let c2 = Tensor(zeros: [nfB, 4 * h, 4 * w, 16])
-            convUp2.forward(input: hr.data, height: 4 * h, width: 4 * w, output: c2.data,
-                            scratch: scratch, workers: workers)
-            convHR.forward(input: c2.data, height: 4 * h, width: 4 * w, output: hr.data,
-                           scratch: scratch, workers: workers)
+        let outH = 4 * h, outW = 4 * w
+        let out = Tensor(zeros: [1, 3, outH, outW])
+        let maxRows = min(outH, Self.bandRows + 2 * Self.bandHalo)
+        let u = Tensor(zeros: [nfB, maxRows, outW, 16])
+        let c2 = Tensor(zeros: [nfB, maxRows, outW, 16])
+        let o = Tensor(zeros: [1, maxRows, outW, 16])
+        var y0 = 0
+        while y0 < outH {
+            let y1 = min(outH, y0 + Self.bandRows)
+            let a = max(0, y0 - Self.bandHalo), b = min(outH, y1 + Self.bandHalo)  // even: outH, band, halo are
+            let rows = b - a
+            c1.upsampleNearest2xPacked16(outputRows: a..<b, into: u)
+            convUp2.forward(input: u.data, height: rows, width: outW, output: c2.data, scratch: scratch,
+                            workers: workers)
+            convHR.forward(input: c2.data, height: rows, width: outW, output: u.data, scratch: scratch,
+                           workers: workers)
+            convLast.forward(input: u.data, height: rows, width: outW, output: o.data, scratch: scratch,
+                             workers: workers)
+            o.unpack16Rows((y0 - a)..<(y1 - a), channels: 3, into: out, destinationRow: y0)
+            y0 = y1
         }
-        let out = Tensor(zeros: [1, 4 * h, 4 * w, 16])
-        convLast.forward(input: hr.data, height: 4 * h, width: 4 * w, output: out.data,
-                         scratch: scratch, workers: workers)
-        return out.unpacked16(channels: 3)
+        return out
     }
 }
