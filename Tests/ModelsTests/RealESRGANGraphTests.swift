@@ -183,3 +183,24 @@ struct RealESRGANGraphTests {
         #expect(throws: RealESRGANError.self) { try model.forward(Tensor(zeros: [3, 8, 8])) }
     }
 }
+
+@Suite("Real-ESRGAN model location")
+struct RealESRGANLocateTests {
+    @Test("a folder, its parent models folder, or the .param path itself are accepted")
+    func explicitForms() throws {
+        var tiny = TinyRRDBNet()
+        let (param, bin, _) = tiny.build(blocks: 1)
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("dreamsr-models-\(UUID().uuidString)")
+        let dir = root.appendingPathComponent(RealESRGAN.modelFolderName)
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: root) }
+        let p = dir.appendingPathComponent(RealESRGAN.paramFileName).path
+        let b = dir.appendingPathComponent(RealESRGAN.binFileName).path
+        try param.write(toFile: p, atomically: true, encoding: .utf8)
+        try bin.write(to: URL(fileURLWithPath: b))
+        #expect(try RealESRGAN.locateModel(explicit: dir.path) == (p, b))
+        #expect(try RealESRGAN.locateModel(explicit: root.path) == (p, b))
+        #expect(try RealESRGAN.locateModel(explicit: p) == (p, b))
+        #expect(try RealESRGAN(modelPath: root.path, threads: 2).threads == 2)
+    }
+}
