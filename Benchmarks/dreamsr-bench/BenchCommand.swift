@@ -9,6 +9,10 @@ struct BenchCommand: AsyncParsableCommand {
         subcommands: [
             // Each benchmark registers itself here (one line each).
             RealESRGANBench.self,
+            ImagingBench.self,
+            FluxBlocksBench.self,
+            DaemonBench.self,
+            DreamSRStepBench.self,
         ]
     )
 }

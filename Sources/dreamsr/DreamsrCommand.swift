@@ -9,6 +9,8 @@ struct DreamsrCommand: AsyncParsableCommand {
         subcommands: [
             // Each subcommand registers itself here (one line each).
             UpscaleCommand.self,
+            ForwardCommand.self,
+            ServeCommand.self,
         ]
     )
 }
