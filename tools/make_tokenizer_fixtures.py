@@ -6,6 +6,8 @@ References (run with /work/refenv/bin/python, which has transformers + tokenizer
         loads FLUX's tokenizer/), max_length 77, truncation, no padding.
   t5:   tokenizers.Tokenizer.from_file(models/tokenizers/t5/tokenizer.json) (the file's own normalizer,
         pre-tokenizer, model and post-processor), truncation at 512, no padding.
+  t5_sp: transformers.T5TokenizerFast.from_pretrained(models/tokenizers/t5): transformers >= 5 rebuilds the pipeline
+        (Precompiled + WhitespaceSplit + Metaspace, SentencePiece-like whitespace), truncation at 512.
 Data comes from scripts/fetch-tokenizers.sh (run it first).
 Usage: tools/make_tokenizer_fixtures.py [TOKENIZER_DIR] [OUT_JSON]
 """
@@ -20,7 +22,7 @@ OUT = sys.argv[2] if len(sys.argv) > 2 else os.path.join(ROOT, "Tests", "Fixture
 
 import tokenizers  # noqa: E402
 import transformers  # noqa: E402
-from transformers import CLIPTokenizer  # noqa: E402
+from transformers import CLIPTokenizer, T5TokenizerFast  # noqa: E402
 
 HAND = [
     "",
@@ -168,11 +170,13 @@ def main():
     clip = CLIPTokenizer.from_pretrained(os.path.join(TOK_DIR, "clip"))
     t5 = tokenizers.Tokenizer.from_file(os.path.join(TOK_DIR, "t5", "tokenizer.json"))
     t5.enable_truncation(512)
+    t5_sp = T5TokenizerFast.from_pretrained(os.path.join(TOK_DIR, "t5"))
 
     cases = []
     for t in texts:
         c = clip(t, max_length=77, truncation=True, padding=False)["input_ids"]
-        cases.append({"text": t, "clip": c, "t5": t5.encode(t).ids})
+        sp = t5_sp(t, max_length=512, truncation=True)["input_ids"]
+        cases.append({"text": t, "clip": c, "t5": t5.encode(t).ids, "t5_sp": sp})
     # Sanity: the long ones really hit the limits.
     assert max(len(c["clip"]) for c in cases) == 77 and max(len(c["t5"]) for c in cases) == 512
 
@@ -182,6 +186,7 @@ def main():
         "tokenizers": tokenizers.__version__,
         "clip_reference": "transformers.CLIPTokenizer.from_pretrained(clip/ vocab.json+merges.txt), max_length=77, truncation=True",
         "t5_reference": "tokenizers.Tokenizer.from_file(t5/tokenizer.json), truncation 512",
+        "t5_sp_reference": "transformers.T5TokenizerFast.from_pretrained(t5/) (transformers>=5 pipeline), truncation 512",
         "cases": cases,
     }
     os.makedirs(os.path.dirname(OUT), exist_ok=True)

@@ -12,6 +12,17 @@ import Foundation
 public final class T5Tokenizer: Sendable {
     public static let defaultMaxLength = 512
 
+    /// How whitespace is pre-tokenised.
+    public enum WhitespaceMode: String, Sendable, CaseIterable {
+        /// Exactly what the file says (HF `tokenizers`, and transformers 4.x `T5TokenizerFast` loading the file):
+        /// for T5 `Replace(" {2,}", " ")` + `Metaspace`, so trailing whitespace becomes a lone "▁" token.
+        case asFile = "file"
+        /// What transformers ≥ 5 `T5Tokenizer` builds from the same file, and what SentencePiece itself does:
+        /// `Replace` normalizers dropped, `WhitespaceSplit` then `Metaspace(prepend always, split)`, so leading,
+        /// trailing and repeated whitespace vanish. The `Precompiled` charsmap is kept.
+        case sentencePiece = "sentencepiece"
+    }
+
     public let maxLength: Int
     public let padID: Int
     public let unkID: Int
@@ -112,7 +123,8 @@ public final class T5Tokenizer: Sendable {
     // MARK: Loading
 
     /// Loads `tokenizer.json` from a file path, or from a directory holding it directly or in `tokenizer_2/`.
-    public static func load(from path: String, maxLength: Int = defaultMaxLength) throws -> T5Tokenizer {
+    public static func load(from path: String, maxLength: Int = defaultMaxLength,
+                            whitespace: WhitespaceMode = .asFile) throws -> T5Tokenizer {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw TokenizerError(.fileNotFound, "\(path): no such file or directory (run scripts/fetch-tokenizers.sh)")
@@ -128,10 +140,12 @@ public final class T5Tokenizer: Sendable {
             }
             file = found
         }
-        return try T5Tokenizer(tokenizerJSON: try readFile(file), source: file, maxLength: maxLength)
+        return try T5Tokenizer(tokenizerJSON: try readFile(file), source: file, maxLength: maxLength,
+                               whitespace: whitespace)
     }
 
-    public init(tokenizerJSON data: Data, source: String = "tokenizer.json", maxLength: Int = defaultMaxLength) throws {
+    public init(tokenizerJSON data: Data, source: String = "tokenizer.json", maxLength: Int = defaultMaxLength,
+                whitespace: WhitespaceMode = .asFile) throws {
         func bad(_ what: String) -> TokenizerError { TokenizerError(.malformedFile, "\(source): \(what)") }
         guard let root = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
             throw bad("not a JSON object")
@@ -178,8 +192,21 @@ public final class T5Tokenizer: Sendable {
         }
         added = AddedTokenMatcher(addedTokens)
 
-        normalizers = try Self.parseNormalizer(root["normalizer"], source: source)
-        preTokenizers = try Self.parsePreTokenizer(root["pre_tokenizer"], source: source)
+        let fileNormalizers = try Self.parseNormalizer(root["normalizer"], source: source)
+        let filePreTokenizers = try Self.parsePreTokenizer(root["pre_tokenizer"], source: source)
+        switch whitespace {
+        case .asFile:
+            normalizers = fileNormalizers
+            preTokenizers = filePreTokenizers
+        case .sentencePiece:
+            normalizers = fileNormalizers.filter {
+                if case .replace = $0 { return false }
+                return true
+            }
+            var replacement: Character = "\u{2581}"
+            for case .metaspace(let r, _, _) in filePreTokenizers { replacement = r }
+            preTokenizers = [.whitespaceSplit, .metaspace(replacement: replacement, prepend: .always, split: true)]
+        }
 
         // Post-processor: which special ids go before/after the sequence.
         var prefix: [Int] = [], suffix: [Int] = []

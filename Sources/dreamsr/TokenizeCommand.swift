@@ -27,6 +27,9 @@ struct TokenizeCommand: ParsableCommand {
     @Option(help: "Maximum length including specials (default: 77 for clip, 512 for t5).")
     var maxLength: Int?
 
+    @Option(help: "t5 whitespace handling: file (HF tokenizers, exactly the file) or sentencepiece (transformers >= 5).")
+    var whitespace: String = T5Tokenizer.WhitespaceMode.asFile.rawValue
+
     @Flag(help: "Pad every line to the maximum length (49407 for clip, 0 for t5), as FLUX does.")
     var pad = false
 
@@ -40,7 +43,12 @@ struct TokenizeCommand: ParsableCommand {
             let tok = try CLIPTokenizer.load(from: tokenizer, maxLength: maxLength ?? CLIPTokenizer.defaultMaxLength)
             lines = texts.map { pad ? tok.encodePadded($0) : tok.encode($0) }
         case .t5:
-            let tok = try T5Tokenizer.load(from: tokenizer, maxLength: maxLength ?? T5Tokenizer.defaultMaxLength)
+            guard let mode = T5Tokenizer.WhitespaceMode(rawValue: whitespace) else {
+                throw ValidationError("--whitespace must be one of: "
+                    + T5Tokenizer.WhitespaceMode.allCases.map(\.rawValue).joined(separator: ", "))
+            }
+            let tok = try T5Tokenizer.load(from: tokenizer, maxLength: maxLength ?? T5Tokenizer.defaultMaxLength,
+                                           whitespace: mode)
             lines = texts.map { pad ? tok.encodePadded($0) : tok.encode($0) }
         }
         for ids in lines {

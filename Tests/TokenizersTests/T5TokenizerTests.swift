@@ -18,6 +18,21 @@ import Testing
         #expect(mismatches == 0, "\(mismatches) of \(TokenizerFixtures.cases.count) T5 strings differ")
     }
 
+    @Test func sentencePieceWhitespaceModeMatchesTransformers5() throws {
+        _ = try TokenizerFixtures.requireData("t5/tokenizer.json")
+        let tok = try #require(TokenizerFixtures.t5SentencePiece)
+        var mismatches = 0
+        for c in TokenizerFixtures.cases {
+            let ids = tok.encode(c.text)
+            if ids != c.t5_sp {
+                mismatches += 1
+                if mismatches <= 5 { Issue.record("T5 (sp) \(c.text.debugDescription): got \(ids), want \(c.t5_sp)") }
+            }
+        }
+        #expect(mismatches == 0, "\(mismatches) of \(TokenizerFixtures.cases.count) T5 strings differ")
+        #expect(tok.encode("a cat  ") == tok.encode("  a   cat"))
+    }
+
     @Test func specialsPaddingAndTruncation() throws {
         _ = try TokenizerFixtures.requireData("t5/tokenizer.json")
         let tok = try #require(TokenizerFixtures.t5)

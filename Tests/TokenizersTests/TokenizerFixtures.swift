@@ -19,6 +19,7 @@ enum TokenizerFixtures {
         let text: String
         let clip: [Int]
         let t5: [Int]
+        let t5_sp: [Int]
     }
 
     struct Document: Decodable {
@@ -47,4 +48,6 @@ enum TokenizerFixtures {
     static let clipFromGzip: CLIPTokenizer? = try? CLIPTokenizer.load(
         bpeFile: dataDir.appendingPathComponent("clip/bpe_simple_vocab_16e6.txt.gz").path)
     static let t5: T5Tokenizer? = try? T5Tokenizer.load(from: dataDir.appendingPathComponent("t5/tokenizer.json").path)
+    static let t5SentencePiece: T5Tokenizer? = try? T5Tokenizer.load(
+        from: dataDir.appendingPathComponent("t5/tokenizer.json").path, whitespace: .sentencePiece)
 }
