@@ -82,7 +82,8 @@ let package = Package(
         ], path: "Benchmarks/dreamsr-bench"),
 
         // MARK: Test support and tests
-        .target(name: "DreamsrTestKit", dependencies: ["Jobs", "PipelineRuntime", "Raster", "Tensor"]),
+        .target(name: "DreamsrTestKit", dependencies: ["Jobs", "PipelineRuntime", "Raster", "Tensor",
+                                                     .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "CKernels", "DreamsrTestKit"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Tensor", "DreamsrTestKit"]),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"]),

@@ -44,4 +44,30 @@ vips jpegsave "$tmp/p3.v" "$out/p3-quads-16x24.jpg" --Q 95
 vips heifsave "$tmp/quads.v" "$out/quads-16x24.avif" --compression av1 --bitdepth 8 --Q 90
 vips gifsave "$tmp/quads.v" "$out/quads-16x24.gif"
 
+# Unusual encodings of one flat colour, sRGB (200, 30, 10), 8x6: 16-bit CMYK TIFF, float CIELAB TIFF, float scRGB
+# TIFF, palette PNG, HEIC (HEVC). Decoding each must give back about that colour.
+vips black "$tmp/f0.v" 8 6 --bands 3
+vips linear "$tmp/f0.v" "$tmp/flat.v" "1 1 1" "200 30 10" --uchar
+vips colourspace "$tmp/flat.v" "$tmp/fcmyk.v" cmyk
+vips linear "$tmp/fcmyk.v" "$tmp/fcmyk16f.v" 257 0
+vips cast "$tmp/fcmyk16f.v" "$tmp/fcmyk16.v" ushort
+vips copy "$tmp/fcmyk16.v" "$tmp/fcmyk16i.v" --interpretation cmyk
+vips tiffsave "$tmp/fcmyk16i.v" "$out/flat-cmyk16.tif" --strip
+vips colourspace "$tmp/flat.v" "$out/flat-lab-float.tif" lab
+vips colourspace "$tmp/flat.v" "$out/flat-scrgb-float.tif" scrgb
+vips pngsave "$tmp/flat.v" "$out/flat-palette.png" --palette
+vips heifsave "$tmp/flat.v" "$out/flat.heic" --compression hevc --Q 95
+
+# Two-frame GIF, 8x6 per frame: frame 1 red, frame 2 green. The CLI cannot set metadata, so page-height is written
+# into the .v file's XML extension with vipsedit before gifsave.
+vips black "$tmp/g0.v" 8 6 --bands 3
+vips linear "$tmp/g0.v" "$tmp/gred.v" "1 1 1" "255 0 0" --uchar
+vips linear "$tmp/g0.v" "$tmp/ggreen.v" "1 1 1" "0 255 0" --uchar
+vips arrayjoin "$tmp/gred.v $tmp/ggreen.v" "$tmp/anim.v" --across 1
+vipsheader -f getext "$tmp/anim.v" \
+    | sed 's|<meta>|<meta><field type="gint" name="page-height">6</field><field type="gint" name="n-pages">2</field>|' \
+    > "$tmp/anim.xml"
+vipsedit --setext "$tmp/anim.v" < "$tmp/anim.xml"
+vips gifsave "$tmp/anim.v" "$out/anim-red-green-8x6.gif"
+
 ls -l "$out"

@@ -6,6 +6,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,18 @@ static void dsr_set_error(char *err, size_t errlen, const char *fallback) {
     }
 }
 
+/* MARK: warnings */
+
+static _Atomic(dsr_warning_fn) dsr_warning_handler = NULL;
+
+static void dsr_glog(const gchar *domain, GLogLevelFlags level, const gchar *message, gpointer data) {
+    dsr_warning_fn fn = atomic_load(&dsr_warning_handler);
+    if (fn) fn(domain ? domain : "", message ? message : "");
+    else g_log_default_handler(domain, level, message, data);
+}
+
+void dsr_set_warning_handler(dsr_warning_fn fn) { atomic_store(&dsr_warning_handler, fn); }
+
 /* MARK: init */
 
 static pthread_once_t dsr_once = PTHREAD_ONCE_INIT;
@@ -47,6 +60,7 @@ static void dsr_do_init(void) {
     vips_cache_set_max_files(0);
     /* Refuse loaders libvips marks as unsafe for untrusted input (pdf, svg, fits, matlab, ...). */
     vips_block_untrusted_set(TRUE);
+    g_log_set_handler("VIPS", G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO, dsr_glog, NULL);
 }
 
 int dsr_vips_init(const char *argv0, char *err, size_t errlen) {
@@ -102,7 +116,7 @@ static VipsImage *dsr_open_source(VipsSource *source, char *err, size_t errlen) 
     VipsImage *image = vips_image_new_from_source(source, "", "access", VIPS_ACCESS_SEQUENTIAL, "fail_on",
                                                   VIPS_FAIL_ON_TRUNCATED, NULL);
     g_object_unref(source); /* the image keeps its own reference */
-    if (!image) dsr_set_error(err, errlen, "cannot read the image header");
+    if (!image) dsr_set_error(err, errlen, "the loader gave no details (damaged or truncated header?)");
     return image;
 }
 
@@ -204,7 +218,13 @@ typedef struct {
         }                                                                                                              \
     }
 
-static int dsr_decode_write(VipsRegion *region, VipsRect *area, void *arg) {
+/* Called by vips_sink from its worker threads, each with a region already computed for a different area: the
+ * conversion (and the first touch of the output pages) runs in parallel. Areas are disjoint, so are the writes. */
+static int dsr_decode_write(VipsRegion *region, void *seq, void *arg, void *unused, gboolean *stop) {
+    (void)seq;
+    (void)unused;
+    (void)stop;
+    const VipsRect *area = &region->valid;
     dsr_decode_ctx *c = (dsr_decode_ctx *)arg;
     float *restrict r = c->planes[0], *restrict g = c->planes[1], *restrict b = c->planes[2];
     float *restrict a = c->alpha;
@@ -305,7 +325,7 @@ int dsr_decode(VipsImage *image, const dsr_header *h, float *color, float *alpha
     case 8: c.i0 = (sw - 1) * ow; c.ax = -ow; c.ay = 1; break;
     default: c.i0 = 0; c.ax = 1; c.ay = ow; break;
     }
-    if (vips_sink_disc(x, dsr_decode_write, &c) != 0) goto fail;
+    if (vips_sink(x, NULL, dsr_decode_write, NULL, &c, NULL) != 0) goto fail;
     g_object_unref(x);
     if (alpha && c.alpha_band < 0) {
         for (size_t i = 0, n = (size_t)out_w * out_h; i < n; i++) alpha[i] = 1.0f;
@@ -386,10 +406,15 @@ static VipsImage *dsr_planar_source(dsr_encode_ctx *e, int width, int height) {
     return image;
 }
 
-int dsr_encode_file(const float *color, const float *alpha, int width, int height, int depth16, int grey, int format,
-                    int quality, const char *path, char *err, size_t errlen) {
+/* Encode to `path`, or to a g_malloc'd buffer (*out_buf, *out_len) when path is NULL. */
+static int dsr_encode(const float *color, const float *alpha, int width, int height, int depth16, int grey, int format,
+                      int quality, const char *path, void **out_buf, size_t *out_len, char *err, size_t errlen) {
     if (width <= 0 || height <= 0 || !color) {
         snprintf(err, errlen, "cannot encode an empty image (%dx%d)", width, height);
+        return -1;
+    }
+    if (format < DSR_FORMAT_PNG || format > DSR_FORMAT_TIFF) {
+        snprintf(err, errlen, "unknown output format %d", format);
         return -1;
     }
     const size_t plane = (size_t)width * height;
@@ -412,25 +437,30 @@ int dsr_encode_file(const float *color, const float *alpha, int width, int heigh
         dsr_set_error(err, errlen, "cannot build the output image");
         return -1;
     }
-    int rc;
-    switch (format) {
-    case DSR_FORMAT_PNG:
-        rc = vips_pngsave(image, path, "compression", 6, "bitdepth", e.depth16 ? 16 : 8, NULL);
-        break;
-    case DSR_FORMAT_JPEG:
-        rc = vips_jpegsave(image, path, "Q", quality, "optimize_coding", TRUE, NULL);
-        break;
-    case DSR_FORMAT_WEBP:
-        rc = vips_webpsave(image, path, "Q", quality, NULL);
-        break;
-    case DSR_FORMAT_TIFF:
-        rc = vips_tiffsave(image, path, "compression", VIPS_FOREIGN_TIFF_COMPRESSION_DEFLATE, "predictor",
-                           VIPS_FOREIGN_TIFF_PREDICTOR_HORIZONTAL, NULL);
-        break;
-    default:
-        snprintf(err, errlen, "unknown output format %d", format);
-        g_object_unref(image);
-        return -1;
+    const int bitdepth = e.depth16 ? 16 : 8;
+    const int deflate = VIPS_FOREIGN_TIFF_COMPRESSION_DEFLATE, horizontal = VIPS_FOREIGN_TIFF_PREDICTOR_HORIZONTAL;
+    int rc = -1;
+    /* JPEG: no optimize_coding, or libjpeg buffers every DCT coefficient of the image (~290 MB at 8000x6000). */
+    if (path) {
+        switch (format) {
+        case DSR_FORMAT_PNG: rc = vips_pngsave(image, path, "compression", 6, "bitdepth", bitdepth, NULL); break;
+        case DSR_FORMAT_JPEG: rc = vips_jpegsave(image, path, "Q", quality, NULL); break;
+        case DSR_FORMAT_WEBP: rc = vips_webpsave(image, path, "Q", quality, NULL); break;
+        case DSR_FORMAT_TIFF:
+            rc = vips_tiffsave(image, path, "compression", deflate, "predictor", horizontal, NULL);
+            break;
+        }
+    } else {
+        switch (format) {
+        case DSR_FORMAT_PNG:
+            rc = vips_pngsave_buffer(image, out_buf, out_len, "compression", 6, "bitdepth", bitdepth, NULL);
+            break;
+        case DSR_FORMAT_JPEG: rc = vips_jpegsave_buffer(image, out_buf, out_len, "Q", quality, NULL); break;
+        case DSR_FORMAT_WEBP: rc = vips_webpsave_buffer(image, out_buf, out_len, "Q", quality, NULL); break;
+        case DSR_FORMAT_TIFF:
+            rc = vips_tiffsave_buffer(image, out_buf, out_len, "compression", deflate, "predictor", horizontal, NULL);
+            break;
+        }
     }
     g_object_unref(image);
     if (rc != 0) {
@@ -439,6 +469,21 @@ int dsr_encode_file(const float *color, const float *alpha, int width, int heigh
     }
     return 0;
 }
+
+int dsr_encode_file(const float *color, const float *alpha, int width, int height, int depth16, int grey, int format,
+                    int quality, const char *path, char *err, size_t errlen) {
+    return dsr_encode(color, alpha, width, height, depth16, grey, format, quality, path, NULL, NULL, err, errlen);
+}
+
+int dsr_encode_buffer(const float *color, const float *alpha, int width, int height, int depth16, int grey,
+                      int format, int quality, void **out_buf, size_t *out_len, char *err, size_t errlen) {
+    *out_buf = NULL;
+    *out_len = 0;
+    return dsr_encode(color, alpha, width, height, depth16, grey, format, quality, NULL, out_buf, out_len, err,
+                      errlen);
+}
+
+void dsr_free_buffer(void *buf) { g_free(buf); }
 
 /* MARK: Lanczos3 resize */
 

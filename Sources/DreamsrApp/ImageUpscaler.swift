@@ -10,15 +10,19 @@ public struct UpscaleOptions: Sendable {
     public var scale: Double?
     public var tileSize: Int
     public var overlap: Int
+    /// Extra input pixels of context around each tile (kept out of the output), against long-range border effects.
+    public var contextPadding: Int
     public var format: ImageFormat?
     public var quality: Int
     public var limits: ImageLimits
 
-    public init(scale: Double? = nil, tileSize: Int = 192, overlap: Int = 16, format: ImageFormat? = nil,
-                quality: Int = 92, limits: ImageLimits = ImageLimits()) {
+    public init(scale: Double? = nil, tileSize: Int = TiledUpscaler.defaultTileSize,
+                overlap: Int = TiledUpscaler.defaultOverlap, contextPadding: Int = TiledUpscaler.defaultContextPadding,
+                format: ImageFormat? = nil, quality: Int = 92, limits: ImageLimits = ImageLimits()) {
         self.scale = scale
         self.tileSize = tileSize
         self.overlap = overlap
+        self.contextPadding = contextPadding
         self.format = format
         self.quality = quality
         self.limits = limits
@@ -55,7 +59,8 @@ public struct ImageUpscaler: Sendable {
     public let options: UpscaleOptions
 
     public init(restorer: any TileRestorer, options: UpscaleOptions) throws {
-        self.upscaler = try TiledUpscaler(restorer: restorer, tileSize: options.tileSize, overlap: options.overlap)
+        self.upscaler = try TiledUpscaler(restorer: restorer, tileSize: options.tileSize, overlap: options.overlap,
+                                           contextPadding: options.contextPadding)
         self.options = options
         if let s = options.scale, !(s > 0 && s <= 16) {
             throw StageError(stage: "config", message: "scale \(s) is outside 0 < scale <= 16")

@@ -26,6 +26,15 @@ public enum ImageCodec {
         }
     }
 
+    /// Routes libvips warnings (for example "error in tile 0 x 40" while a truncated file is decoded, or "heifload:
+    /// ignoring nclx profile") to `handler` instead of stderr; `nil` restores printing to stderr. The handler is
+    /// called from libvips worker threads. The errors themselves always arrive as `ImagingError`s.
+    public static func setWarningHandler(_ handler: (@Sendable (String) -> Void)?) {
+        try? initialize()
+        VipsWarnings.shared.set(handler)
+        dsr_set_warning_handler(handler == nil ? nil : vipsWarningTrampoline)
+    }
+
     /// The libvips version, e.g. "8.14.1".
     public static var vipsVersion: String {
         try? initialize()
@@ -53,15 +62,27 @@ public enum ImageCodec {
         return try decodePixels(image, path: path)
     }
 
+    /// Header of an encoded image held in memory, with the limits checked (no pixels decoded).
+    public static func probe(data: Data, limits: ImageLimits = .default) throws -> ImageHeader {
+        try withOpenedBuffer(data, limits: limits) { image, _ in image.header }
+    }
+
     /// Decodes an encoded image held in memory (same rules as `decode(path:)`).
     public static func decode(data: Data, limits: ImageLimits = .default) throws -> DecodedImage {
+        try withOpenedBuffer(data, limits: limits) { image, label in try decodePixels(image, path: label) }
+    }
+
+    /// Size and format checks, header read and pixel limit for a buffer; `body` runs while the bytes are pinned
+    /// (a vips image made from memory must not outlive them).
+    static func withOpenedBuffer<R>(_ data: Data, limits: ImageLimits,
+                                    _ body: (OpenedImage, String) throws -> R) throws -> R {
         try initialize()
         let label = "<\(data.count) bytes in memory>"
         if data.count > limits.maxFileBytes {
             throw fileTooLarge(bytes: data.count, limits: limits, path: label)
         }
         if data.isEmpty { throw ImagingError(.corrupt, "image data is empty (0 bytes)", path: label) }
-        return try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> DecodedImage in
+        return try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> R in
             let base = raw.baseAddress!
             guard let loaderC = dsr_find_loader_buffer(base, raw.count) else {
                 throw ImagingError(.unsupportedFormat,
@@ -70,12 +91,12 @@ public enum ImageCodec {
             try checkLoader(String(cString: loaderC), path: label)
             var err = [CChar](repeating: 0, count: 1024)
             guard let ptr = dsr_open_buffer(base, raw.count, &err, err.count) else {
-                throw ImagingError(.corrupt, "cannot read the image header: \(cMessage(err))", path: label)
+                let detail = cMessage(err)
+                throw ImagingError(classify(detail), "cannot read the image header: \(detail)", path: label)
             }
-            // The buffer must outlive the vips image: everything happens inside withUnsafeBytes.
             let image = OpenedImage(ptr)
             try checkPixels(image.header, limits: limits, path: label)
-            return try decodePixels(image, path: label)
+            return try body(image, label)
         }
     }
 
@@ -156,7 +177,8 @@ public enum ImageCodec {
         try checkLoader(String(cString: loaderC), path: path)
         var err = [CChar](repeating: 0, count: 1024)
         guard let ptr = dsr_open_file(path, &err, err.count) else {
-            throw ImagingError(.corrupt, "cannot read the image header: \(cMessage(err))", path: path)
+            let detail = cMessage(err)
+            throw ImagingError(classify(detail), "cannot read the image header: \(detail)", path: path)
         }
         let image = OpenedImage(ptr)
         try checkPixels(image.header, limits: limits, path: path)
@@ -165,7 +187,7 @@ public enum ImageCodec {
 
     static func fileTooLarge(bytes: Int, limits: ImageLimits, path: String) -> ImagingError {
         ImagingError(.fileTooLarge,
-                     "file is \(mib(bytes)) MiB, over the \(mib(limits.maxFileBytes)) MiB limit "
+                     "file is \(byteSize(bytes)), over the \(byteSize(limits.maxFileBytes)) limit "
                          + "(raise it with \(limits.fileSizeLimitHint))", path: path)
     }
 
@@ -183,6 +205,15 @@ public enum ImageCodec {
                                    + "\(megapixels(limits.maxPixels)) MP limit (raise it with \(limits.pixelLimitHint))",
                                path: path)
         }
+    }
+
+    /// A loader failure is `corrupt` unless libvips says the feature is unsupported (e.g. a HEIF codec without a
+    /// decoder plugin, an exotic TIFF compression) or memory ran out.
+    static func classify(_ vipsMessage: String) -> ImagingError.Code {
+        let m = vipsMessage.lowercased()
+        if m.contains("out of memory") || m.contains("cannot allocate") { return .outOfMemory }
+        if m.contains("unsupported") || m.contains("not supported") { return .unsupportedFormat }
+        return .corrupt
     }
 
     static func decodePixels(_ image: OpenedImage, path: String) throws -> DecodedImage {
@@ -205,8 +236,10 @@ public enum ImageCodec {
             }
             colorCount = 3 * plane
         }
+        withExtendedLifetime(image) {}  // the vips image stays referenced until dsr_decode has returned
         if rc != 0 {
-            throw ImagingError(.corrupt, "cannot decode \(header.format) pixels: \(cMessage(err))", path: path)
+            let detail = cMessage(err)
+            throw ImagingError(classify(detail), "cannot decode \(header.format) pixels: \(detail)", path: path)
         }
         return DecodedImage(
             color: PlanarImage(width: w, height: h, channels: 3, pixels: color),
@@ -228,19 +261,7 @@ public enum ImageCodec {
     public static func encode(color: PlanarImage, alpha: PlanarImage?, bitDepth: Int, grey: Bool,
                               format: ImageFormat, quality: Int, to path: String) throws {
         try initialize()
-        guard color.channels == 3 else {
-            throw ImagingError(.encodeFailed, "colour image has \(color.channels) channels, expected 3", path: path)
-        }
-        guard color.width > 0, color.height > 0 else {
-            throw ImagingError(.encodeFailed, "cannot encode an empty \(color.width)x\(color.height) image", path: path)
-        }
-        if let alpha {
-            guard alpha.channels == 1, alpha.width == color.width, alpha.height == color.height else {
-                throw ImagingError(.encodeFailed,
-                                   "alpha is \(alpha.width)x\(alpha.height)x\(alpha.channels), expected "
-                                       + "\(color.width)x\(color.height)x1", path: path)
-            }
-        }
+        try validateForEncode(color: color, alpha: alpha, path: path)
         let url = URL(fileURLWithPath: path)
         let directory = url.deletingLastPathComponent().path
         var st = stat()
@@ -255,22 +276,9 @@ public enum ImageCodec {
         let temp = url.deletingLastPathComponent().appendingPathComponent(".\(base).\(tag).dreamsr-tmp").path
 
         var err = [CChar](repeating: 0, count: 1024)
-        let depth16: Int32 = bitDepth > 8 ? 1 : 0
-        let fmt: Int32 = switch format {
-        case .png: Int32(DSR_FORMAT_PNG)
-        case .jpeg: Int32(DSR_FORMAT_JPEG)
-        case .webp: Int32(DSR_FORMAT_WEBP)
-        case .tiff: Int32(DSR_FORMAT_TIFF)
-        }
-        let rc = color.pixels.withUnsafeBufferPointer { c -> Int32 in
-            if let alpha {
-                return alpha.pixels.withUnsafeBufferPointer { a in
-                    dsr_encode_file(c.baseAddress, a.baseAddress, Int32(color.width), Int32(color.height), depth16,
-                                    grey ? 1 : 0, fmt, Int32(quality), temp, &err, err.count)
-                }
-            }
-            return dsr_encode_file(c.baseAddress, nil, Int32(color.width), Int32(color.height), depth16,
-                                   grey ? 1 : 0, fmt, Int32(quality), temp, &err, err.count)
+        let rc = withPlanes(color, alpha) { c, a in
+            dsr_encode_file(c, a, Int32(color.width), Int32(color.height), bitDepth > 8 ? 1 : 0, grey ? 1 : 0,
+                            format.shimCode, Int32(quality), temp, &err, err.count)
         }
         if rc != 0 {
             unlink(temp)
@@ -288,6 +296,50 @@ public enum ImageCodec {
         }
         // Make the rename durable; a failure here does not undo a complete file, so it is not an error.
         try? fsyncPath(directory, what: "output folder")
+    }
+
+    /// Encodes into memory (for sinks that publish bytes rather than files). Same options as `encode(...to:)`.
+    public static func encodeToData(color: PlanarImage, alpha: PlanarImage?, bitDepth: Int, grey: Bool,
+                                    format: ImageFormat, quality: Int) throws -> Data {
+        try initialize()
+        try validateForEncode(color: color, alpha: alpha, path: nil)
+        var err = [CChar](repeating: 0, count: 1024)
+        var buffer: UnsafeMutableRawPointer? = nil
+        var length = 0
+        let rc = withPlanes(color, alpha) { c, a in
+            dsr_encode_buffer(c, a, Int32(color.width), Int32(color.height), bitDepth > 8 ? 1 : 0, grey ? 1 : 0,
+                              format.shimCode, Int32(quality), &buffer, &length, &err, err.count)
+        }
+        defer { dsr_free_buffer(buffer) }
+        guard rc == 0, let buffer else {
+            throw ImagingError(.encodeFailed, "cannot encode \(format.rawValue): \(cMessage(err))")
+        }
+        return Data(bytes: buffer, count: length)
+    }
+
+    static func validateForEncode(color: PlanarImage, alpha: PlanarImage?, path: String?) throws {
+        guard color.channels == 3 else {
+            throw ImagingError(.encodeFailed, "colour image has \(color.channels) channels, expected 3", path: path)
+        }
+        guard color.width > 0, color.height > 0 else {
+            throw ImagingError(.encodeFailed, "cannot encode an empty \(color.width)x\(color.height) image", path: path)
+        }
+        if let alpha {
+            guard alpha.channels == 1, alpha.width == color.width, alpha.height == color.height else {
+                throw ImagingError(.encodeFailed,
+                                   "alpha is \(alpha.width)x\(alpha.height)x\(alpha.channels), expected "
+                                       + "\(color.width)x\(color.height)x1", path: path)
+            }
+        }
+    }
+
+    /// Pointers to the colour planes and the optional alpha plane for the duration of `body`.
+    static func withPlanes<R>(_ color: PlanarImage, _ alpha: PlanarImage?,
+                              _ body: (UnsafePointer<Float>?, UnsafePointer<Float>?) -> R) -> R {
+        color.pixels.withUnsafeBufferPointer { c in
+            guard let alpha else { return body(c.baseAddress, nil) }
+            return alpha.pixels.withUnsafeBufferPointer { a in body(c.baseAddress, a.baseAddress) }
+        }
     }
 
     static func fsyncPath(_ path: String, what: String) throws {
@@ -352,9 +404,37 @@ public enum ImageCodec {
     }
 }
 
-private func mib(_ bytes: Int) -> String {
-    let v = Double(bytes) / Double(1 << 20)
-    return v == v.rounded() ? String(Int(v)) : String(format: "%.1f", v)
+/// Holds the Swift warning handler the C trampoline forwards to.
+final class VipsWarnings: @unchecked Sendable {
+    static let shared = VipsWarnings()
+    private let lock = NSLock()
+    private var handler: (@Sendable (String) -> Void)?
+
+    func set(_ handler: (@Sendable (String) -> Void)?) {
+        lock.lock()
+        self.handler = handler
+        lock.unlock()
+    }
+
+    func emit(_ message: String) {
+        lock.lock()
+        let h = handler
+        lock.unlock()
+        h?(message)
+    }
+}
+
+private let vipsWarningTrampoline: @convention(c) (UnsafePointer<CChar>?, UnsafePointer<CChar>?) -> Void = {
+    _, message in
+    VipsWarnings.shared.emit(message.map { String(cString: $0) } ?? "")
+}
+
+/// "300 bytes", "12.5 KiB", "256 MiB", "1.5 MiB".
+private func byteSize(_ bytes: Int) -> String {
+    func short(_ v: Double) -> String { v == v.rounded() ? String(Int(v)) : String(format: "%.1f", v) }
+    if bytes < 1024 { return "\(bytes) bytes" }
+    if bytes < 1 << 20 { return "\(short(Double(bytes) / 1024)) KiB" }
+    return "\(short(Double(bytes) / Double(1 << 20))) MiB"
 }
 
 private func megapixels(_ pixels: Int) -> String {

@@ -1,3 +1,4 @@
+import CVipsShim
 import Raster
 
 /// Output formats dreamsr writes.
@@ -30,6 +31,15 @@ public enum ImageFormat: String, Sendable, CaseIterable {
         case .jpeg: "jpg"
         case .webp: "webp"
         case .tiff: "tif"
+        }
+    }
+
+    var shimCode: Int32 {
+        switch self {
+        case .png: Int32(DSR_FORMAT_PNG)
+        case .jpeg: Int32(DSR_FORMAT_JPEG)
+        case .webp: Int32(DSR_FORMAT_WEBP)
+        case .tiff: Int32(DSR_FORMAT_TIFF)
         }
     }
 

@@ -56,8 +56,8 @@ public struct TileGrid: Sendable, Equatable {
 
     /// Evenly spread start positions of tiles of size `tile` along an axis of `length` (tile <= length).
     public static func positions(length: Int, tile: Int, overlap: Int) -> [Int] {
-        precondition(tile > 0 && tile <= length && overlap >= 0 && overlap < tile)
-        if tile == length { return [0] }
+        if tile >= length { return [0] }  // one tile covers the axis; no overlap needed
+        precondition(tile > 0 && overlap >= 0 && overlap < tile)
         let stride = tile - overlap
         let count = (length - overlap + stride - 1) / stride  // ceil((length - overlap) / stride)
         let n = max(count, 2)

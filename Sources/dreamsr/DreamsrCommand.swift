@@ -10,6 +10,8 @@ struct DreamsrCommand: AsyncParsableCommand {
             // Each subcommand registers itself here (one line each).
             UpscaleCommand.self,
             TokenizeCommand.self,
+            ForwardCommand.self,
+            ServeCommand.self,
         ]
     )
 }

@@ -26,11 +26,14 @@ struct UpscaleCommand: AsyncParsableCommand {
     @Option(help: "Output scale (default: the model's, 4). Other values resample the model output with Lanczos3.")
     var scale: Double?
 
-    @Option(help: "Tile size in input pixels.")
-    var tile: Int = 192
+    @Option(help: "Tile size in input pixels (memory grows with it; the output is the same).")
+    var tile: Int = TiledUpscaler.defaultTileSize
 
-    @Option(help: "Tile overlap in input pixels.")
-    var overlap: Int = 16
+    @Option(help: "Tile overlap in input pixels (blended with feathered weights).")
+    var overlap: Int = TiledUpscaler.defaultOverlap
+
+    @Option(help: "Context pixels added around each tile and cropped away (against border effects).")
+    var tilePad: Int = TiledUpscaler.defaultContextPadding
 
     @Option(help: "Output format: png, jpeg, webp, tiff (default: from the output name, else png).")
     var format: String?
@@ -63,7 +66,7 @@ struct UpscaleCommand: AsyncParsableCommand {
         let fmt = format.flatMap { ImageFormat(rawValue: $0.lowercased()) ?? ImageFormat(fileExtension: $0) }
         var limits = ImageLimits()
         limits.maxPixels = Int(maxMegapixels * 1_000_000)
-        let options = UpscaleOptions(scale: scale, tileSize: tile, overlap: overlap, format: fmt, quality: quality,
+        let options = UpscaleOptions(scale: scale, tileSize: tile, overlap: overlap, contextPadding: tilePad, format: fmt, quality: quality,
                                      limits: limits)
         let restorer: RealESRGANRestorer
         do {

@@ -8,13 +8,16 @@ import XCTest
 final class DecodeTests: XCTestCase {
     typealias S = ImagingTestSupport
     var dir = ""
+    var warnings = WarningLog()
 
     override func setUpWithError() throws {
         try ImageCodec.initialize()
         dir = try S.makeTempDir()
+        warnings = WarningLog.install()
     }
 
     override func tearDownWithError() throws {
+        ImageCodec.setWarningHandler(nil)
         try? FileManager.default.removeItem(atPath: dir)
     }
 
@@ -169,6 +172,32 @@ final class DecodeTests: XCTestCase {
         XCTAssertEqual(try ImageCodec.probe(path: back, limits: .default).bands, 1)
     }
 
+    func testGreyWithAlphaAnd16BitGreyPNG() throws {
+        let grey = S.makeColor(width: 16, height: 4) { x, _ in let v = Float(40_000 + x) / 65535; return (v, v, v) }
+        let alpha = S.makePlane(width: 16, height: 4) { x, _ in Float(x) / 15 }
+        let file = path("grey16a.png")
+        try ImageCodec.encode(color: grey, alpha: alpha, bitDepth: 16, grey: true, format: .png, quality: 90, to: file)
+        let header = try ImageCodec.probe(path: file, limits: .default)
+        XCTAssertEqual(header.bands, 2)
+        XCTAssertEqual(header.bitDepth, 16)
+        XCTAssertTrue(header.isGrey)
+        XCTAssertTrue(header.hasAlpha)
+        let decoded = try ImageCodec.decode(path: file, limits: .default)
+        XCTAssertTrue(decoded.isGrey)
+        XCTAssertEqual(decoded.bitDepth, 16)
+        for x in 0..<16 {
+            XCTAssertEqual(decoded.color[1, 1, x], grey[0, 1, x], accuracy: 0.5 / 65535 + 1e-7, "grey at \(x)")
+            XCTAssertEqual(decoded.alpha![0, 1, x], alpha[0, 1, x], accuracy: 0.5 / 65535 + 1e-7, "alpha at \(x)")
+        }
+        // 8-bit grey TIFF also works.
+        let tif = path("grey8.tif")
+        try ImageCodec.encode(color: grey, alpha: nil, bitDepth: 8, grey: true, format: .tiff, quality: 90, to: tif)
+        let t = try ImageCodec.decode(path: tif, limits: .default)
+        XCTAssertTrue(t.isGrey)
+        XCTAssertEqual(t.bitDepth, 8)
+        XCTAssertEqual(t.color[0, 0, 3], grey[0, 0, 3], accuracy: 0.5 / 255 + 1e-6)
+    }
+
     func testCMYKJPEGDecodesToSensibleRGB() throws {
         let file = S.fixture("cmyk-quads-16x24.jpg")
         let header = try ImageCodec.probe(path: file, limits: .default)
@@ -244,6 +273,45 @@ final class DecodeTests: XCTestCase {
         XCTAssertEqual(decoded.header.pages, 1)
         assertColor(S.pixel(decoded.color, 4, 6), (1, 0, 0), tol: 0.01, "red")
         assertColor(S.pixel(decoded.color, 12, 6), (0, 1, 0), tol: 0.01, "green")
+    }
+
+    func testAnimatedGIFDecodesFirstFrameAndCountsEveryFrameAgainstTheLimit() throws {
+        let file = S.fixture("anim-red-green-8x6.gif")
+        let header = try ImageCodec.probe(path: file, limits: .default)
+        XCTAssertEqual(header.pages, 2)
+        XCTAssertEqual(header.height, 6, "one frame high")
+        let decoded = try ImageCodec.decode(path: file, limits: .default)
+        XCTAssertEqual(decoded.color.height, 6)
+        assertColor(S.pixel(decoded.color, 4, 3), (1, 0, 0), tol: 0.01, "first frame is the red one")
+        // 8 x 6 x 2 pages = 96 pixels.
+        XCTAssertNoThrow(try ImageCodec.probe(path: file, limits: ImageLimits(maxPixels: 96)))
+        let error = assertImagingError(.tooManyPixels) {
+            try ImageCodec.probe(path: file, limits: ImageLimits(maxPixels: 95))
+        }
+        XCTAssertTrue(error?.message.contains("x 2 pages") ?? false, "\(String(describing: error))")
+    }
+
+    func testUnusualEncodingsOfOneColour() throws {
+        // All hold sRGB (200, 30, 10); see tools/make_imaging_fixtures.sh.
+        let want: (Float, Float, Float) = (200 / 255, 30 / 255, 10 / 255)
+        let cases: [(file: String, format: String, depth: Int, tol: Float)] = [
+            // sRGB -> CMYK -> sRGB through libvips's print profile: this saturated red is outside the CMYK gamut, so it
+            // comes back desaturated (libvips's own CLI gives the same 211, 57, 50).
+            ("flat-cmyk16.tif", "tiff", 16, 0.2),
+            ("flat-lab-float.tif", "tiff", 16, 0.01),
+            ("flat-scrgb-float.tif", "tiff", 16, 0.01),
+            ("flat-palette.png", "png", 8, 0.01),
+            ("flat.heic", "heif", 8, 0.03),
+        ]
+        for c in cases {
+            let decoded = try ImageCodec.decode(path: S.fixture(c.file), limits: .default)
+            XCTAssertEqual(decoded.sourceFormat, c.format, c.file)
+            XCTAssertEqual(decoded.bitDepth, c.depth, c.file)
+            XCTAssertFalse(decoded.isGrey, c.file)
+            XCTAssertNil(decoded.alpha, c.file)
+            XCTAssertEqual(decoded.color.width, 8, c.file)
+            assertColor(S.pixel(decoded.color, 3, 3), want, tol: c.tol, c.file)
+        }
     }
 
     func testConcurrentDecodesAgree() throws {

@@ -8,13 +8,16 @@ import XCTest
 final class ErrorAndEncodeTests: XCTestCase {
     typealias S = ImagingTestSupport
     var dir = ""
+    var warnings = WarningLog()
 
     override func setUpWithError() throws {
         try ImageCodec.initialize()
         dir = try S.makeTempDir()
+        warnings = WarningLog.install()
     }
 
     override func tearDownWithError() throws {
+        ImageCodec.setWarningHandler(nil)
         try? FileManager.default.removeItem(atPath: dir)
     }
 
@@ -36,6 +39,8 @@ final class ErrorAndEncodeTests: XCTestCase {
         let cut = try write(bytes.prefix(bytes.count / 2), "cut.jpg")
         let error = assertImagingError(.corrupt) { try ImageCodec.decode(path: cut, limits: .default) }
         XCTAssertEqual(error?.path, cut)
+        XCTAssertTrue(error?.message.contains("Premature end") ?? false, "\(String(describing: error))")
+        XCTAssertFalse(warnings.all.isEmpty, "libvips's own warnings reach the handler, not stderr")
         assertImagingError(.corrupt) { try ImageCodec.decode(data: bytes.prefix(bytes.count / 2), limits: .default) }
     }
 
@@ -167,6 +172,45 @@ final class ErrorAndEncodeTests: XCTestCase {
         }
     }
 
+    func testEncodeToDataMatchesFileEncodingAndDecodesFromMemory() throws {
+        let color = S.noise(width: 33, height: 17)
+        let alpha = S.makePlane(width: 33, height: 17) { x, _ in Float(x) / 32 }
+        for format in ImageFormat.allCases {
+            let a = format.supportsAlpha ? alpha : nil
+            let data = try ImageCodec.encodeToData(color: color, alpha: a, bitDepth: 16, grey: false, format: format,
+                                                   quality: 80)
+            let file = path("mem.\(format.fileExtension)")
+            try ImageCodec.encode(color: color, alpha: a, bitDepth: 16, grey: false, format: format, quality: 80,
+                                  to: file)
+            let header = try ImageCodec.probe(data: data, limits: .default)
+            XCTAssertEqual(header.width, 33, "\(format)")
+            XCTAssertEqual(header.bitDepth, format.supports16Bit ? 16 : 8, "\(format)")
+            XCTAssertEqual(header.hasAlpha, format.supportsAlpha, "\(format)")
+            let fromData = try ImageCodec.decode(data: data, limits: .default)
+            let fromFile = try ImageCodec.decode(path: file, limits: .default)
+            XCTAssertEqual(fromData.color, fromFile.color, "\(format): same encoder either way")
+            XCTAssertEqual(fromData.alpha, fromFile.alpha, "\(format)")
+        }
+        assertImagingError(.unsupportedFormat) { try ImageCodec.probe(data: Data("GIF? no".utf8), limits: .default) }
+    }
+
+    func testGreyEncodeEveryFormat() throws {
+        let grey = S.makeColor(width: 24, height: 8) { x, _ in let v = Float(x) / 23; return (v, v, v) }
+        for format in ImageFormat.allCases {
+            let file = path("grey.\(format.fileExtension)")
+            try ImageCodec.encode(color: grey, alpha: nil, bitDepth: 8, grey: true, format: format, quality: 95,
+                                  to: file)
+            let back = try ImageCodec.decode(path: file, limits: .default)
+            // WebP has no grey mode: it comes back as RGB with equal channels.
+            XCTAssertEqual(back.isGrey, format != .webp, "\(format)")
+            for x in stride(from: 0, to: 24, by: 4) {
+                XCTAssertEqual(back.color[0, 4, x], Float(x) / 23, accuracy: format == .png || format == .tiff
+                                   ? 0.5 / 255 + 1e-6 : 0.04, "\(format) at \(x)")
+                XCTAssertEqual(back.color[1, 4, x], back.color[0, 4, x], accuracy: 0.02, "\(format) channels equal")
+            }
+        }
+    }
+
     func testJPEGFlattensAlphaOntoWhite() throws {
         let color = S.makeColor(width: 16, height: 16) { _, _ in (0, 0, 0) }
         let alpha = S.makePlane(width: 16, height: 16) { x, _ in x < 8 ? 1 : 0 }
@@ -272,6 +316,23 @@ final class ErrorAndEncodeTests: XCTestCase {
         XCTAssertLessThan(e.pixels.min()!, 0)
         XCTAssertGreaterThan(e.pixels.min()!, -0.15)
         assertImagingError(.encodeFailed) { try ImageCodec.resize(ramp, width: 0, height: 4) }
+    }
+
+    func testNoFilesOrPixelBuffersLeakAfterSuccessAndFailure() throws {
+        for (i, format) in ImageFormat.allCases.enumerated() {
+            let file = path("leak\(i).\(format.fileExtension)")
+            try ImageCodec.encode(color: S.noise(width: 96, height: 64), alpha: PlanarImage(width: 96, height: 64,
+                                  channels: 1, fill: 0.5), bitDepth: 8, grey: false, format: format, quality: 90,
+                                  to: file)
+            _ = try ImageCodec.decode(path: file, limits: .default)
+            let bytes = try Data(contentsOf: URL(fileURLWithPath: file))
+            let cut = try write(bytes.prefix(bytes.count / 2), "leak-cut\(i).\(format.fileExtension)")
+            _ = try? ImageCodec.decode(path: cut, limits: .default)
+            _ = try? ImageCodec.decode(data: bytes.prefix(bytes.count / 2), limits: .default)
+        }
+        let health = ImageCodec.health
+        XCTAssertEqual(health.vipsOpenFiles, 0, "every vips image released, files closed")
+        XCTAssertLessThan(health.vipsMemoryBytes, 64 << 10, "no pixel buffers held after the calls returned")
     }
 
     // MARK: Health

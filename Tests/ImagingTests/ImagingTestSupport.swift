@@ -128,3 +128,18 @@ func assertImagingError<T>(_ code: ImagingError.Code, file: StaticString = #file
         return nil
     }
 }
+
+/// Collects libvips warnings routed through `ImageCodec.setWarningHandler` (keeps test output clean).
+final class WarningLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var lines: [String] = []
+    func add(_ line: String) { lock.lock(); lines.append(line); lock.unlock() }
+    var all: [String] { lock.lock(); defer { lock.unlock() }; return lines }
+
+    /// Installs a fresh log as the libvips warning handler.
+    static func install() -> WarningLog {
+        let log = WarningLog()
+        ImageCodec.setWarningHandler { log.add($0) }
+        return log
+    }
+}

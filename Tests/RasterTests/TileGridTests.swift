@@ -26,6 +26,13 @@ final class TileGridTests: XCTestCase {
         XCTAssertEqual(g.ys.last, 300 - 192)
     }
 
+    func testAxisShorterThanTheOverlapGetsOneTile() throws {
+        // An 8x8 image with the default 192 px tiles and 16 px overlap: one 8x8 tile, no crash.
+        let g = try TileGrid(width: 8, height: 8, tileSize: 192, overlap: 16)
+        XCTAssertEqual(g.tiles.map(\.rect), [PixelRect(x: 0, y: 0, width: 8, height: 8)])
+        XCTAssertEqual(TileWeighting.feather(ramp: 64).profile(start: 0, size: 8, length: 8), [Float](repeating: 1, count: 8))
+    }
+
     func testTilesCoverEveryPixel() throws {
         let g = try TileGrid(width: 777, height: 333, tileSize: 128, overlap: 24)
         var covered = [Int](repeating: 0, count: g.width * g.height)

@@ -81,6 +81,13 @@ final class TiledUpscalerTests: XCTestCase {
         })) { XCTAssertEqual(($0 as? UpscalingError)?.code, .cancelled) }
     }
 
+    func testImageSmallerThanTheOverlapIsUpscaledInOneTile() throws {
+        let up = try TiledUpscaler(restorer: BlurUpscale2x(), tileSize: 192, overlap: 16)
+        let out = try up.upscale(texture(width: 6, height: 5))
+        XCTAssertEqual([out.width, out.height], [12, 10])
+        XCTAssertEqual(try up.tileCount(width: 6, height: 5), 1)
+    }
+
     func testBadModelOutputAndBadGeometryAreClearErrors() throws {
         XCTAssertThrowsError(try TiledUpscaler(restorer: WrongShape(), tileSize: 32, overlap: 4).upscale(texture(width: 20, height: 20))) {
             XCTAssertEqual(($0 as? UpscalingError)?.code, .modelOutputShape)

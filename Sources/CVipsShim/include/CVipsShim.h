@@ -15,6 +15,11 @@
 /* Once per process (pthread_once): vips_init, operation cache off, untrusted loaders blocked. Returns the cached
  * result on later calls. */
 int dsr_vips_init(const char *argv0, char *err, size_t errlen);
+/* libvips warnings (g_log domain "VIPS", e.g. "error in tile", "ignoring nclx profile") go to `fn` instead of stderr
+ * once set; NULL restores GLib's default handler. `fn` is called from libvips worker threads. */
+typedef void (*dsr_warning_fn)(const char *domain, const char *message);
+void dsr_set_warning_handler(dsr_warning_fn fn);
+
 /* "8.14.1" */
 const char *dsr_vips_version_string(void);
 size_t dsr_vips_tracked_mem(void);
@@ -64,6 +69,11 @@ enum { DSR_FORMAT_PNG = 0, DSR_FORMAT_JPEG = 1, DSR_FORMAT_WEBP = 2, DSR_FORMAT_
  * given alpha is flattened onto white. No interleaved full-size copy is made: libvips pulls pixels from the planes. */
 int dsr_encode_file(const float *color, const float *alpha, int width, int height, int depth16, int grey, int format,
                     int quality, const char *path, char *err, size_t errlen);
+
+/* Same, into memory: on success *out_buf holds *out_len bytes, to be freed with dsr_free_buffer. */
+int dsr_encode_buffer(const float *color, const float *alpha, int width, int height, int depth16, int grey,
+                      int format, int quality, void **out_buf, size_t *out_len, char *err, size_t errlen);
+void dsr_free_buffer(void *buf);
 
 /* Lanczos3 resample of `channels` planes (src: channels*sh*sw, dst: channels*dh*dw). Pure C, exact output size,
  * antialiased when shrinking. Returns -1 when memory for the intermediate buffer cannot be allocated. */
