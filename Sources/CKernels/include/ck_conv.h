@@ -1,11 +1,58 @@
 #ifndef DREAMSR_CK_CONV_H
 #define DREAMSR_CK_CONV_H
-/* Convolution helpers (im2col, padding, upsampling) for CNNs (RRDBNet, VAE). */
+/* Convolution helpers (im2col, padding, upsampling, Winograd F(4x4,3x3)) for CNNs (RRDBNet, VAE).
+ *
+ * Two activation layouts are used:
+ *  - planar NCHW (one image): x[c][y][x];
+ *  - "packed 16" (P16): channels in blocks of 16, innermost: x[c/16][y][x][c%16], channel count padded to a
+ *    multiple of 16 with zeros. Winograd transforms run on P16 so each value is one 16-lane vector.
+ * Kernels with SIMD variants have a `*_scalar` reference. */
 #include <stddef.h>
 #include <stdint.h>
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* im2col for output rows [row0, row0+rows) of a planar [channels, h, w] image:
+ * col[((c*kh + ky)*kw + kx) * (rows*out_w) + (r*out_w + ox)] = src[c][oy*sh - pt + ky*dh][ox*sw - pl + kx*dw]
+ * (0 outside the image), oy = row0 + r. */
+void ck_im2col(float *col, const float *src, size_t channels, size_t h, size_t w,
+               size_t kh, size_t kw, size_t stride_h, size_t stride_w, size_t pad_top, size_t pad_left,
+               size_t dil_h, size_t dil_w, size_t out_w, size_t row0, size_t rows);
+
+/* Nearest-neighbour 2x upsampling of `planes` planes of [h, w] elements of `elem` floats each
+ * (elem = 1 for NCHW, 16 for P16): dst[p][2y+dy][2x+dx] = src[p][y][x]. */
+void ck_upsample_nearest2x(float *dst, const float *src, size_t planes, size_t h, size_t w, size_t elem);
+void ck_upsample_nearest2x_scalar(float *dst, const float *src, size_t planes, size_t h, size_t w, size_t elem);
+
+/* NCHW [channels, hw] <-> P16 [ceil(channels/16), hw, 16] (padding channels are written as 0 by pack). */
+void ck_pack16(float *dst, const float *src, size_t channels, size_t hw);
+void ck_unpack16(float *dst, const float *src, size_t channels, size_t hw);
+
+/* Winograd F(4x4, 3x3), stride 1, padding 1, on P16 activations.
+ * Tiles: tiles_x = ceil(w/4); tile t covers output rows 4*ty..4*ty+3, columns 4*tx..4*tx+3.
+ *
+ * Weight transform: w is [cout][cin][3][3] (PyTorch / ncnn order); u is [36][cin_pad][cout_pad] (zero padded). */
+void ck_wino43_weight_transform(float *u, const float *w, size_t cout, size_t cin, size_t cout_pad, size_t cin_pad);
+
+/* Input transform of tile rows [ty0, ty0+tile_rows) for channel blocks [cb0, cb1) of a P16 image [cblocks][h][w][16]:
+ * v[xi][t][cb*16 + lane], xi in 0..35, t = (ty-ty0)*tiles_x + tx, row stride ldv (>= cin_pad) and xi stride
+ * xi_stride (>= tiles*ldv). */
+void ck_wino43_input_p16(float *v, const float *src, size_t h, size_t w, size_t ty0, size_t tile_rows,
+                         size_t cb0, size_t cb1, size_t ldv, size_t xi_stride);
+void ck_wino43_input_p16_scalar(float *v, const float *src, size_t h, size_t w, size_t ty0, size_t tile_rows,
+                                size_t cb0, size_t cb1, size_t ldv, size_t xi_stride);
+
+/* Output transform: m[xi][t][co] (row stride ldm, xi stride xi_stride) to P16 dst [coblocks][h][w][16] for output
+ * channel blocks [cb0, cb1), tile rows [ty0, ty0+tile_rows):
+ *   y = conv + bias[co];  if (leaky) y = y >= 0 ? y : slope*y;
+ *   if (res) y = alpha*y + beta*res[same index]   (res may equal dst). bias may be NULL. */
+void ck_wino43_output_p16(float *dst, const float *m, const float *bias, size_t h, size_t w, size_t ty0,
+                          size_t tile_rows, size_t cb0, size_t cb1, size_t ldm, size_t xi_stride,
+                          int leaky, float slope, const float *res, float alpha, float beta);
+void ck_wino43_output_p16_scalar(float *dst, const float *m, const float *bias, size_t h, size_t w, size_t ty0,
+                                 size_t tile_rows, size_t cb0, size_t cb1, size_t ldm, size_t xi_stride,
+                                 int leaky, float slope, const float *res, float alpha, float beta);
 
 #ifdef __cplusplus
 }

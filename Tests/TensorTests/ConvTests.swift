@@ -1,0 +1,164 @@
+import CKernels
+import Testing
+@testable import Tensor
+
+/// Deterministic pseudo-random values in [-1, 1).
+private func randomTensor(_ shape: [Int], seed: UInt64) -> Tensor {
+    var s = seed &* 6364136223846793005 &+ 1442695040888963407
+    return Tensor(shape: shape) { _ in
+        s = s &* 6364136223846793005 &+ 1442695040888963407
+        return Float(Int64(bitPattern: s >> 11) % 2_000_000) / 1_000_000 - 1
+    }
+}
+
+/// Direct (six nested loops) reference convolution, NCHW, batch 1.
+private func naiveConv(_ x: Tensor, _ w: Tensor, _ b: Tensor?, stride: Int, pad: Int, dilation: Int = 1) -> Tensor {
+    let cin = x.shape[1], h = x.shape[2], wd = x.shape[3]
+    let cout = w.shape[0], kh = w.shape[2], kw = w.shape[3]
+    let oh = (h + 2 * pad - dilation * (kh - 1) - 1) / stride + 1
+    let ow = (wd + 2 * pad - dilation * (kw - 1) - 1) / stride + 1
+    let out = Tensor(zeros: [1, cout, oh, ow])
+    for co in 0..<cout {
+        for oy in 0..<oh {
+            for ox in 0..<ow {
+                var acc: Double = Double(b?[flat: co] ?? 0)
+                for ci in 0..<cin {
+                    for ky in 0..<kh {
+                        for kx in 0..<kw {
+                            let iy = oy * stride - pad + ky * dilation, ix = ox * stride - pad + kx * dilation
+                            if iy < 0 || iy >= h || ix < 0 || ix >= wd { continue }
+                            acc += Double(x[flat: (ci * h + iy) * wd + ix]) * Double(w[flat: ((co * cin + ci) * kh + ky) * kw + kx])
+                        }
+                    }
+                }
+                out[flat: (co * oh + oy) * ow + ox] = Float(acc)
+            }
+        }
+    }
+    return out
+}
+
+@Suite("Conv2D and CNN ops")
+struct ConvTests {
+    @Test("3x3 pad 1 matches the direct reference, with bias and LeakyReLU")
+    func conv3x3() {
+        let x = randomTensor([1, 5, 9, 11], seed: 1)
+        let w = randomTensor([7, 5, 3, 3], seed: 2)
+        let b = randomTensor([7], seed: 3)
+        let ref = naiveConv(x, w, b, stride: 1, pad: 1)
+        ref.leakyReLU(slope: 0.2)
+        let conv = Conv2D(weight: w, bias: b, samePadding: true, activation: .leakyReLU(slope: 0.2))
+        let y = conv(x)
+        #expect(y.shape == [1, 7, 9, 11])
+        #expect(y.maxAbsDifference(ref) < 1e-4)
+    }
+
+    @Test("banded im2col (tiny column budget) gives the same result as one band")
+    func banded() {
+        let x = randomTensor([1, 4, 13, 6], seed: 4)
+        let w = randomTensor([3, 4, 3, 3], seed: 5)
+        let one = Conv2D(weight: w, bias: nil, padding: (1, 1, 1, 1))(x)
+        let banded = Conv2D(weight: w, bias: nil, padding: (1, 1, 1, 1), columnBudgetBytes: 1)(x)
+        #expect(one.maxAbsDifference(banded) == 0)
+    }
+
+    @Test("1x1, stride 2, dilation 2 and asymmetric sizes match the direct reference")
+    func generalShapes() {
+        let x = randomTensor([1, 6, 10, 7], seed: 6)
+        let w1 = randomTensor([4, 6, 1, 1], seed: 7)
+        #expect(Conv2D(weight: w1, bias: nil)(x).maxAbsDifference(naiveConv(x, w1, nil, stride: 1, pad: 0)) < 1e-4)
+        let w3 = randomTensor([5, 6, 3, 3], seed: 8)
+        let s2 = Conv2D(weight: w3, bias: nil, stride: (2, 2), padding: (1, 1, 1, 1))(x)
+        #expect(s2.shape == [1, 5, 5, 4])
+        #expect(s2.maxAbsDifference(naiveConv(x, w3, nil, stride: 2, pad: 1)) < 1e-4)
+        let d2 = Conv2D(weight: w3, bias: nil, padding: (2, 2, 2, 2), dilation: (2, 2))(x)
+        #expect(d2.maxAbsDifference(naiveConv(x, w3, nil, stride: 1, pad: 2, dilation: 2)) < 1e-4)
+    }
+
+    @Test("Winograd F(4,3) on P16 matches im2col conv, including ragged tiles and padded channels")
+    func winograd() {
+        for (h, w) in [(9, 11), (8, 8), (1, 5), (17, 4)] {
+            let x = randomTensor([1, 20, h, w], seed: UInt64(h * 100 + w))
+            let wt = randomTensor([35, 20, 3, 3], seed: 9)
+            let b = randomTensor([35], seed: 10)
+            let ref = Conv2D(weight: wt, bias: b, samePadding: true, activation: .leakyReLU(slope: 0.2))(x)
+            let wino = WinogradConv3x3(weight: wt, bias: b, activation: .leakyReLU(slope: 0.2))
+            // tiny batches force several GEMM batches
+            let y = wino(x.packed16(), scratch: ConvScratch(maxTilesPerBatch: 3)).unpacked16(channels: 35)
+            #expect(y.maxAbsDifference(ref) < 2e-4, "h=\(h) w=\(w)")
+        }
+    }
+
+    @Test("Winograd residual fusion: alpha*conv + beta*res, in place")
+    func winogradResidual() {
+        let x = randomTensor([1, 16, 6, 7], seed: 11)
+        let wt = randomTensor([16, 16, 3, 3], seed: 12)
+        let ref = Conv2D(weight: wt, bias: nil, samePadding: true)(x)
+        ref.axpby(x, a: 0.2, b: 1.0)
+        let p = x.packed16()
+        let out = p.copy()
+        WinogradConv3x3(weight: wt, bias: nil).forward(
+            input: p.data, height: 6, width: 7, output: out.data,
+            residual: (UnsafePointer(out.data), 0.2, 1.0), scratch: ConvScratch())
+        #expect(out.unpacked16(channels: 16).maxAbsDifference(ref) < 2e-4)
+    }
+
+    @Test("nearest 2x upsample, concat, pack/unpack")
+    func layoutOps() {
+        let x = randomTensor([1, 3, 2, 3], seed: 13)
+        let up = x.upsampledNearest2x()
+        #expect(up.shape == [1, 3, 4, 6])
+        for c in 0..<3 { for y in 0..<4 { for xx in 0..<6 {
+            #expect(up[flat: (c * 4 + y) * 6 + xx] == x[flat: (c * 2 + y / 2) * 3 + xx / 2])
+        } } }
+        let y = randomTensor([1, 2, 2, 3], seed: 14)
+        let cat = Tensor.concatChannels([x, y])
+        #expect(cat.shape == [1, 5, 2, 3])
+        #expect(Array(cat.toArray()[0..<18]) == x.toArray())
+        #expect(Array(cat.toArray()[18...]) == y.toArray())
+        let z = randomTensor([1, 19, 3, 5], seed: 15)
+        let p = z.packed16()
+        #expect(p.shape == [2, 3, 5, 16])
+        #expect(p.unpacked16(channels: 19).toArray() == z.toArray())
+        // P16 upsample equals NCHW upsample after unpacking
+        let pu = Tensor(zeros: [2, 6, 10, 16])
+        ck_upsample_nearest2x(pu.data, p.data, 2, 3, 5, 16)
+        #expect(pu.unpacked16(channels: 19).toArray() == z.upsampledNearest2x().toArray())
+    }
+}
+
+@Suite("conv kernels: SIMD vs scalar reference", .serialized)
+struct ConvKernelDispatchTests {
+    @Test("Winograd input/output transforms and upsample agree with *_scalar on every ISA")
+    func transforms() {
+        let h = 10, w = 13, blocks = 2
+        let src = randomTensor([blocks, h, w, 16], seed: 21)
+        let tilesX = (w + 3) / 4, tilesY = (h + 3) / 4, tiles = tilesX * tilesY
+        let ld = blocks * 16
+        let refV = Tensor(zeros: [36, tiles, ld])
+        ck_wino43_input_p16_scalar(refV.data, src.data, h, w, 0, tilesY, 0, blocks, ld, tiles * ld)
+        let mIn = randomTensor([36, tiles, ld], seed: 22)
+        let bias = randomTensor([ld], seed: 23)
+        let res = randomTensor([blocks, h, w, 16], seed: 24)
+        let refOut = Tensor(zeros: [blocks, h, w, 16])
+        ck_wino43_output_p16_scalar(refOut.data, mIn.data, bias.data, h, w, 0, tilesY, 0, blocks, ld, tiles * ld,
+                                    1, 0.2, res.data, 0.2, 1.0)
+        let refUp = Tensor(zeros: [blocks, 2 * h, 2 * w, 16])
+        ck_upsample_nearest2x_scalar(refUp.data, src.data, blocks, h, w, 16)
+        let previous = KernelISA.active
+        defer { KernelISA.force(previous) }
+        for isa in [KernelISA.scalar, .avx2, .avx512] where isa.rawValue <= KernelISA.detected.rawValue {
+            KernelISA.force(isa)
+            let v = Tensor(zeros: [36, tiles, ld])
+            ck_wino43_input_p16(v.data, src.data, h, w, 0, tilesY, 0, blocks, ld, tiles * ld)
+            #expect(v.maxAbsDifference(refV) < 1e-4, "input transform \(isa)")
+            let out = Tensor(zeros: [blocks, h, w, 16])
+            ck_wino43_output_p16(out.data, mIn.data, bias.data, h, w, 0, tilesY, 0, blocks, ld, tiles * ld,
+                                 1, 0.2, res.data, 0.2, 1.0)
+            #expect(out.maxAbsDifference(refOut) < 1e-4, "output transform \(isa)")
+            let up = Tensor(zeros: [blocks, 2 * h, 2 * w, 16])
+            ck_upsample_nearest2x(up.data, src.data, blocks, h, w, 16)
+            #expect(up.maxAbsDifference(refUp) == 0, "upsample \(isa)")
+        }
+    }
+}
