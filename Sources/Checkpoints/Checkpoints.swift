@@ -1,1 +1,0 @@
-// Checkpoints module; see the module's files.

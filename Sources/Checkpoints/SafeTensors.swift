@@ -1,0 +1,250 @@
+import CKernels
+import Foundation
+import Tensor
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Element types of the safetensors format.
+public enum SafeTensorsDType: String, Sendable, CaseIterable {
+    case f64 = "F64", f32 = "F32", f16 = "F16", bf16 = "BF16"
+    case i64 = "I64", i32 = "I32", i16 = "I16", i8 = "I8", u8 = "U8", bool = "BOOL"
+
+    public var byteSize: Int {
+        switch self {
+        case .f64, .i64: 8
+        case .f32, .i32: 4
+        case .f16, .bf16, .i16: 2
+        case .i8, .u8, .bool: 1
+        }
+    }
+}
+
+/// One tensor's entry in a safetensors header: name, dtype, shape and byte range within the data section.
+public struct TensorInfo: Sendable, Equatable {
+    public let name: String
+    public let dtype: SafeTensorsDType
+    public let shape: [Int]
+    /// Byte offsets relative to the start of the data section (after the header).
+    public let begin: Int
+    public let end: Int
+
+    public init(name: String, dtype: SafeTensorsDType, shape: [Int], begin: Int, end: Int) {
+        self.name = name
+        self.dtype = dtype
+        self.shape = shape
+        self.begin = begin
+        self.end = end
+    }
+
+    public var elementCount: Int { shape.reduce(1, *) }
+    public var byteCount: Int { end - begin }
+}
+
+/// A parsed safetensors header: the tensor table (in file order) and the `__metadata__` string map.
+public struct SafeTensorsHeader: Sendable {
+    public let tensors: [TensorInfo]
+    public let metadata: [String: String]
+    /// Absolute file offset of the data section (8 + header length).
+    public let dataStart: Int
+    private let index: [String: Int]
+
+    public subscript(name: String) -> TensorInfo? { index[name].map { tensors[$0] } }
+    public var names: [String] { tensors.map(\.name) }
+
+    /// Parses and validates a header. `fileSize` is the whole file's size; `source` names the file in errors.
+    /// Checks: header length within the file, JSON object, known dtypes, shape × dtype size = byte range,
+    /// ranges inside the data section and not overlapping.
+    public static func parse(prefix: UnsafeRawBufferPointer, fileSize: Int, source: String) throws -> SafeTensorsHeader {
+        guard fileSize >= 8, prefix.count >= 8 else {
+            throw CheckpointError(.truncated, "\(source): file is \(fileSize) bytes, shorter than the 8-byte header length")
+        }
+        var n: UInt64 = 0
+        for i in 0..<8 { n |= UInt64(prefix[i]) << (8 * UInt64(i)) }
+        guard n <= UInt64(fileSize - 8), n <= 100_000_000 else {
+            throw CheckpointError(.truncated, "\(source): header length \(n) exceeds the file (\(fileSize) bytes)")
+        }
+        let headerLen = Int(n)
+        guard prefix.count >= 8 + headerLen else {
+            throw CheckpointError(.truncated, "\(source): header needs \(8 + headerLen) bytes, have \(prefix.count)")
+        }
+        let json = Data(prefix[8..<(8 + headerLen)])
+        let parsed: Any
+        do {
+            parsed = try JSONSerialization.jsonObject(with: json, options: [])
+        } catch {
+            throw CheckpointError(.badHeader, "\(source): header is not valid JSON (\(error.localizedDescription))")
+        }
+        guard let obj = parsed as? [String: Any] else {
+            throw CheckpointError(.badHeader, "\(source): header JSON is not an object")
+        }
+        let dataSize = fileSize - 8 - headerLen
+        var metadata: [String: String] = [:]
+        var tensors: [TensorInfo] = []
+        for (name, value) in obj {
+            if name == "__metadata__" {
+                guard let m = value as? [String: Any] else {
+                    throw CheckpointError(.badHeader, "\(source): __metadata__ is not an object")
+                }
+                for (k, v) in m {
+                    guard let s = v as? String else {
+                        throw CheckpointError(.badHeader, "\(source): __metadata__[\(k)] is not a string")
+                    }
+                    metadata[k] = s
+                }
+                continue
+            }
+            guard let entry = value as? [String: Any], let dt = entry["dtype"] as? String,
+                  let shapeAny = entry["shape"] as? [Any], let offs = entry["data_offsets"] as? [Any], offs.count == 2
+            else {
+                throw CheckpointError(.badHeader, "\(source): entry '\(name)' lacks dtype / shape / data_offsets")
+            }
+            guard let dtype = SafeTensorsDType(rawValue: dt) else {
+                throw CheckpointError(.unsupportedDType, "\(source): tensor '\(name)' has unsupported dtype \(dt)")
+            }
+            var shape: [Int] = []
+            for s in shapeAny {
+                guard let d = (s as? NSNumber)?.intValue, d >= 0 else {
+                    throw CheckpointError(.badHeader, "\(source): tensor '\(name)' has a bad shape \(shapeAny)")
+                }
+                shape.append(d)
+            }
+            guard let b = (offs[0] as? NSNumber)?.intValue, let e = (offs[1] as? NSNumber)?.intValue, b >= 0, e >= b
+            else {
+                throw CheckpointError(.badHeader, "\(source): tensor '\(name)' has bad data_offsets \(offs)")
+            }
+            let info = TensorInfo(name: name, dtype: dtype, shape: shape, begin: b, end: e)
+            let (expected, overflow) = info.elementCount.multipliedReportingOverflow(by: dtype.byteSize)
+            guard !overflow, expected == e - b else {
+                throw CheckpointError(.shapeDTypeMismatch,
+                    "\(source): tensor '\(name)' shape \(shape) × \(dt) needs \(expected) bytes, offsets give \(e - b)")
+            }
+            guard e <= dataSize else {
+                throw CheckpointError(.offsetsOutOfRange,
+                    "\(source): tensor '\(name)' ends at data byte \(e), data section is \(dataSize) bytes (truncated file?)")
+            }
+            tensors.append(info)
+        }
+        tensors.sort { ($0.begin, $0.end, $0.name) < ($1.begin, $1.end, $1.name) }
+        for i in tensors.indices.dropFirst() where tensors[i].begin < tensors[i - 1].end {
+            throw CheckpointError(.offsetsOutOfRange,
+                "\(source): tensors '\(tensors[i - 1].name)' and '\(tensors[i].name)' overlap")
+        }
+        var index: [String: Int] = [:]
+        for (i, t) in tensors.enumerated() { index[t.name] = i }
+        return SafeTensorsHeader(tensors: tensors, metadata: metadata, dataStart: 8 + headerLen, index: index)
+    }
+
+    private init(tensors: [TensorInfo], metadata: [String: String], dataStart: Int, index: [String: Int]) {
+        self.tensors = tensors
+        self.metadata = metadata
+        self.dataStart = dataStart
+        self.index = index
+    }
+}
+
+/// A memory-mapped safetensors file. Opening parses the header only; tensor bytes are paged in on first use and
+/// converted to float32 one tensor at a time (`tensor(named:)`), so a bf16 model never has a whole f32 copy.
+///
+/// `@unchecked Sendable`: the mapping is read-only and immutable after `init`.
+public final class SafeTensorsFile: @unchecked Sendable {
+    public let url: URL
+    public let header: SafeTensorsHeader
+    public let fileSize: Int
+    private let base: UnsafeMutableRawPointer?
+
+    public init(url: URL) throws {
+        self.url = url
+        let path = url.path
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else {
+            throw CheckpointError(.io, "\(path): cannot open (\(String(cString: strerror(errno))))")
+        }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw CheckpointError(.io, "\(path): cannot stat") }
+        let size = Int(st.st_size)
+        fileSize = size
+        if size > 0 {
+            guard let p = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else {
+                throw CheckpointError(.io, "\(path): mmap of \(size) bytes failed (\(String(cString: strerror(errno))))")
+            }
+            base = p
+        } else {
+            base = nil
+        }
+        do {
+            header = try SafeTensorsHeader.parse(
+                prefix: UnsafeRawBufferPointer(start: base, count: size), fileSize: size, source: url.lastPathComponent)
+        } catch {
+            if let base { munmap(base, size) }
+            throw error
+        }
+    }
+
+    deinit {
+        if let base { munmap(base, fileSize) }
+    }
+
+    public var metadata: [String: String] { header.metadata }
+    public subscript(name: String) -> TensorInfo? { header[name] }
+
+    /// The raw bytes of a tensor inside the mapping (read-only).
+    public func bytes(_ info: TensorInfo) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(start: base.map { $0 + header.dataStart + info.begin }, count: info.byteCount)
+    }
+
+    /// Whether `info` can be viewed in place as float32 (F32 and 4-byte aligned in the mapping).
+    public func canView(_ info: TensorInfo) -> Bool {
+        info.dtype == .f32 && (header.dataStart + info.begin) % 4 == 0 && base != nil
+    }
+
+    /// A zero-copy, READ-ONLY float32 view of an F32 tensor (the mapping is read-only: writing crashes).
+    /// Returns nil when the tensor is not F32 or not aligned.
+    public func view(_ info: TensorInfo) -> Tensor? {
+        guard canView(info), let base else { return nil }
+        let p = (base + header.dataStart + info.begin).assumingMemoryBound(to: Float.self)
+        return Tensor(viewing: p, shape: info.shape, owner: self)
+    }
+
+    /// A new float32 tensor with the values of `name` (converted from F16 / BF16 / F64 / integer types).
+    public func tensor(named name: String) throws -> Tensor {
+        guard let info = header[name] else {
+            throw CheckpointError(.missingTensor, "\(url.lastPathComponent): no tensor named '\(name)'")
+        }
+        let t = Tensor(zeros: info.shape)
+        convert(info, into: t.data)
+        return t
+    }
+
+    /// Converts the tensor's elements to float32 into `dst` (which must hold `info.elementCount` floats).
+    public func convert(_ info: TensorInfo, into dst: UnsafeMutablePointer<Float>) {
+        let raw = bytes(info)
+        let n = info.elementCount
+        guard n > 0, let src = raw.baseAddress else { return }
+        func halves(_ body: (UnsafePointer<UInt16>) -> Void) {
+            if Int(bitPattern: src) % 2 == 0 {
+                body(src.assumingMemoryBound(to: UInt16.self))
+            } else {
+                let tmp = UnsafeMutablePointer<UInt16>.allocate(capacity: n)
+                defer { tmp.deallocate() }
+                UnsafeMutableRawPointer(tmp).copyMemory(from: src, byteCount: n * 2)
+                body(tmp)
+            }
+        }
+        switch info.dtype {
+        case .f32: UnsafeMutableRawPointer(dst).copyMemory(from: src, byteCount: n * 4)
+        case .f16: halves { ck_f16_to_f32(dst, $0, n) }
+        case .bf16: halves { ck_bf16_to_f32(dst, $0, n) }
+        case .f64: for i in 0..<n { dst[i] = Float(src.loadUnaligned(fromByteOffset: 8 * i, as: Double.self)) }
+        case .i64: for i in 0..<n { dst[i] = Float(src.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self)) }
+        case .i32: for i in 0..<n { dst[i] = Float(src.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self)) }
+        case .i16: for i in 0..<n { dst[i] = Float(src.loadUnaligned(fromByteOffset: 2 * i, as: Int16.self)) }
+        case .i8: for i in 0..<n { dst[i] = Float(src.load(fromByteOffset: i, as: Int8.self)) }
+        case .u8, .bool: for i in 0..<n { dst[i] = Float(src.load(fromByteOffset: i, as: UInt8.self)) }
+        }
+    }
+}

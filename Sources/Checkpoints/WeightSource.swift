@@ -1,0 +1,134 @@
+import Foundation
+import Tensor
+
+/// One or more safetensors files seen as a single key space (e.g. diffusers' sharded
+/// `diffusion_pytorch_model-0000N-of-0000M.safetensors`).
+public final class CheckpointSet: @unchecked Sendable {
+    public let files: [SafeTensorsFile]
+    /// The folder holding the files (where a `config.json` may sit).
+    public let directory: URL
+    private let index: [String: (Int, TensorInfo)]
+
+    public init(files: [SafeTensorsFile]) throws {
+        precondition(!files.isEmpty, "CheckpointSet needs at least one file")
+        self.files = files
+        self.directory = files[0].url.deletingLastPathComponent()
+        var idx: [String: (Int, TensorInfo)] = [:]
+        for (i, f) in files.enumerated() {
+            for t in f.header.tensors {
+                if idx[t.name] != nil {
+                    throw CheckpointError(.badHeader, "tensor '\(t.name)' appears in more than one file (\(f.url.lastPathComponent))")
+                }
+                idx[t.name] = (i, t)
+            }
+        }
+        index = idx
+    }
+
+    /// A single `.safetensors` file, or every `.safetensors` file in a directory (sorted by name).
+    public convenience init(url: URL) throws {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) else {
+            throw CheckpointError(.io, "\(url.path): no such file or directory")
+        }
+        if isDir.boolValue {
+            let names = try FileManager.default.contentsOfDirectory(atPath: url.path)
+                .filter { $0.hasSuffix(".safetensors") }.sorted()
+            guard !names.isEmpty else { throw CheckpointError(.io, "\(url.path): no .safetensors files") }
+            try self.init(files: names.map { try SafeTensorsFile(url: url.appendingPathComponent($0)) })
+        } else {
+            try self.init(files: [SafeTensorsFile(url: url)])
+        }
+    }
+
+    public var names: [String] { files.flatMap { $0.header.names } }
+    public subscript(name: String) -> TensorInfo? { index[name]?.1 }
+
+    /// Metadata of all files merged (first file wins on conflicts).
+    public var metadata: [String: String] {
+        var m: [String: String] = [:]
+        for f in files.reversed() { m.merge(f.metadata) { _, new in new } }
+        return m
+    }
+
+    public func locate(_ name: String) -> (file: SafeTensorsFile, info: TensorInfo)? {
+        guard let (i, info) = index[name] else { return nil }
+        return (files[i], info)
+    }
+
+    /// A float32 copy of a tensor.
+    public func tensor(named name: String) throws -> Tensor {
+        guard let (f, _) = locate(name) else {
+            throw CheckpointError(.missingTensor, "no tensor named '\(name)' in \(files.map(\.url.lastPathComponent))")
+        }
+        return try f.tensor(named: name)
+    }
+}
+
+/// A weight as it will be used by a layer, described lazily: which file bytes it comes from and how they are
+/// combined (concatenated rows for fused q/k/v, swapped halves for diffusers' final-layer modulation). Nothing is
+/// read until `materialize()`, which returns a zero-copy view for a single aligned F32 part and otherwise a fresh
+/// float32 tensor that the caller drops after use.
+public struct WeightSource: Sendable {
+    public enum Transform: Sendable, Equatable {
+        /// One part used as is.
+        case none
+        /// Parts stacked along dimension 0 (fused qkv / linear1 from split diffusers tensors).
+        case concatRows
+        /// One part whose two halves along dimension 0 are exchanged (shift|scale ↔ scale|shift).
+        case swapHalves
+    }
+
+    public struct Part: @unchecked Sendable {
+        public let file: SafeTensorsFile
+        public let info: TensorInfo
+        public init(file: SafeTensorsFile, info: TensorInfo) {
+            self.file = file
+            self.info = info
+        }
+    }
+
+    public let name: String
+    public let parts: [Part]
+    public let transform: Transform
+    public let shape: [Int]
+
+    public init(name: String, parts: [Part], transform: Transform) {
+        precondition(!parts.isEmpty, "weight \(name) has no parts")
+        self.name = name
+        self.parts = parts
+        self.transform = transform
+        var s = parts[0].info.shape
+        if transform == .concatRows, !s.isEmpty { s[0] = parts.reduce(0) { $0 + ($1.info.shape.first ?? 1) } }
+        self.shape = s
+    }
+
+    public var elementCount: Int { shape.reduce(1, *) }
+    /// Whether `materialize` is free (a view of an F32 mapping).
+    public var isZeroCopy: Bool { transform == .none && parts[0].file.canView(parts[0].info) }
+    public var dtypes: Set<SafeTensorsDType> { Set(parts.map(\.info.dtype)) }
+
+    /// The weight as float32 values in `shape`.
+    public func materialize() -> Tensor {
+        if transform == .none, let v = parts[0].file.view(parts[0].info) { return v }
+        let out = Tensor(zeros: shape)
+        switch transform {
+        case .none:
+            parts[0].file.convert(parts[0].info, into: out.data)
+        case .concatRows:
+            var off = 0
+            for p in parts {
+                p.file.convert(p.info, into: out.data + off)
+                off += p.info.elementCount
+            }
+        case .swapHalves:
+            let p = parts[0]
+            let tmp = Tensor(zeros: p.info.shape)
+            p.file.convert(p.info, into: tmp.data)
+            let half = tmp.count / 2
+            out.data.update(from: tmp.data + half, count: half)
+            (out.data + half).update(from: tmp.data, count: half)
+        }
+        return out
+    }
+}

@@ -1,0 +1,127 @@
+import Checkpoints
+import Tensor
+
+/// Where a layer's weight lives: already in memory as float32, or lazily in a checkpoint (converted per call, so a
+/// bf16 model never has a whole f32 copy in memory).
+public enum LayerWeight: @unchecked Sendable {
+    case resident(Tensor)
+    case lazy(WeightSource)
+
+    public var shape: [Int] {
+        switch self {
+        case .resident(let t): t.shape
+        case .lazy(let s): s.shape
+        }
+    }
+
+    /// float32 values (a view or a temporary copy; drop it after use).
+    public func materialize() -> Tensor {
+        switch self {
+        case .resident(let t): t
+        case .lazy(let s): s.materialize()
+        }
+    }
+
+    /// Converts a lazy weight to a resident float32 tensor now (no-op for resident ones).
+    public func resident() -> LayerWeight { .resident(materialize()) }
+}
+
+/// An unmerged low-rank adapter on a Linear: `y[:, range] += scale · (x Aᵀ) Bᵀ` for each part. A fused layer (FLUX
+/// qkv, linear1) carries one part per original projection, each writing its own output row block.
+public struct LoRAAdapter: @unchecked Sendable {
+    public struct Part {
+        /// First output feature this part writes.
+        public let outputOffset: Int
+        /// `lora_A` / `lora_down`: `[rank, in]`.
+        public let down: Tensor
+        /// `lora_B` / `lora_up`: `[outCount, rank]`.
+        public let up: Tensor
+        public let scale: Float
+
+        public init(outputOffset: Int, down: Tensor, up: Tensor, scale: Float) {
+            precondition(down.rank == 2 && up.rank == 2 && down.shape[0] == up.shape[1],
+                         "LoRA shapes down \(down.shape) / up \(up.shape) do not chain")
+            self.outputOffset = outputOffset
+            self.down = down
+            self.up = up
+            self.scale = scale
+        }
+    }
+
+    public var parts: [Part]
+    public init(parts: [Part]) { self.parts = parts }
+}
+
+/// Supplies LoRA adapters by canonical Linear name (e.g. `double_blocks.3.img_attn.qkv`), or nil for none.
+public protocol LoRAProvider: Sendable {
+    func adapter(for linear: String) -> LoRAAdapter?
+}
+
+/// A PyTorch-layout Linear (`weight [out, in]`, optional bias) computed with sgemm; optionally with a LoRA adapter.
+public struct Linear: @unchecked Sendable {
+    /// Canonical name without `.weight` (used for LoRA lookup and errors).
+    public let name: String
+    public let weight: LayerWeight
+    public let bias: Tensor?
+
+    public init(name: String, weight: LayerWeight, bias: Tensor?) {
+        precondition(weight.shape.count == 2, "\(name): weight must be 2-D, got \(weight.shape)")
+        if let bias { precondition(bias.count == weight.shape[0], "\(name): bias \(bias.shape) vs weight \(weight.shape)") }
+        self.name = name
+        self.weight = weight
+        self.bias = bias
+    }
+
+    public var outFeatures: Int { weight.shape[0] }
+    public var inFeatures: Int { weight.shape[1] }
+
+    /// `x [m, in] → [m, out]`.
+    public func callAsFunction(_ x: Tensor, lora: LoRAAdapter? = nil) -> Tensor {
+        let m = x.count / inFeatures
+        precondition(m * inFeatures == x.count, "\(name): input \(x.shape) does not have \(inFeatures) features")
+        let y = Tensor(zeros: [m, outFeatures])
+        apply(x: x.data, ldx: inFeatures, rows: m, y: y.data, ldy: outFeatures, lora: lora)
+        return y
+    }
+
+    /// Pointer form with row strides.
+    public func apply(x: UnsafePointer<Float>, ldx: Int, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int,
+                      lora: LoRAAdapter? = nil) {
+        let w = weight.materialize()
+        withExtendedLifetime(w) {
+            TransformerOps.linear(x: x, ldx: ldx, rows: rows, weight: w.data, inFeatures: inFeatures,
+                                  outFeatures: outFeatures, bias: bias?.data, y: y, ldy: ldy)
+        }
+        guard let lora else { return }
+        for p in lora.parts {
+            let r = p.down.shape[0]
+            precondition(p.down.shape[1] == inFeatures && p.outputOffset + p.up.shape[0] <= outFeatures,
+                         "\(name): LoRA part \(p.down.shape)/\(p.up.shape) at \(p.outputOffset) does not fit \(weight.shape)")
+            let t = Tensor(zeros: [rows, r])
+            BLAS.sgemm(transA: false, transB: true, m: rows, n: r, k: inFeatures, alpha: 1,
+                       a: x, lda: ldx, b: p.down.data, ldb: inFeatures, beta: 0, c: t.data, ldc: r)
+            BLAS.sgemm(transA: false, transB: true, m: rows, n: p.up.shape[0], k: r, alpha: p.scale,
+                       a: t.data, lda: r, b: p.up.data, ldb: r, beta: 1, c: y + p.outputOffset, ldc: ldy)
+        }
+    }
+
+    /// The same layer with its weight converted to resident float32.
+    public func makingResident() -> Linear { Linear(name: name, weight: weight.resident(), bias: bias) }
+}
+
+/// FLUX's MLPEmbedder / diffusers TimestepEmbedding: Linear → SiLU → Linear.
+public struct MLPEmbedder: Sendable {
+    public let inLayer: Linear
+    public let outLayer: Linear
+
+    public init(inLayer: Linear, outLayer: Linear) {
+        self.inLayer = inLayer
+        self.outLayer = outLayer
+    }
+
+    public func callAsFunction(_ x: Tensor, lora: (any LoRAProvider)? = nil) -> Tensor {
+        let h = inLayer(x, lora: lora?.adapter(for: inLayer.name))
+        TransformerOps.silu(h)
+        return outLayer(h, lora: lora?.adapter(for: outLayer.name))
+    }
+}

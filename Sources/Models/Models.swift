@@ -1,1 +1,0 @@
-// Models module; see the module's files.
