@@ -8,6 +8,7 @@ struct DreamsrCommand: AsyncParsableCommand {
         abstract: "Ultra-high-resolution image super-resolution: one-shot CLI and streaming daemon.",
         subcommands: [
             // Each subcommand registers itself here (one line each).
+            ForwardCommand.self,
         ]
     )
 }

@@ -209,35 +209,43 @@ public struct FluxSingleBlock: Sendable {
     }
 }
 
-/// Canonical (BFL-named) weights of a FLUX model, resolved lazily from checkpoint files.
+/// Canonical (BFL-named) weights of a FLUX model: lazily resolved from checkpoint files, or tensors in memory
+/// (benchmarks, generated models).
 public struct FluxWeights: @unchecked Sendable {
     public let sources: [String: WeightSource]
+    public let tensors: [String: Tensor]
     /// Convert every weight to resident float32 at load (small models, f32 files) instead of per call.
     public let residentWeights: Bool
 
     public init(sources: [String: WeightSource], residentWeights: Bool) {
         self.sources = sources
+        self.tensors = [:]
         self.residentWeights = residentWeights
     }
 
-    public func source(_ name: String) throws -> WeightSource {
+    /// In-memory float32 tensors by canonical name.
+    public init(tensors: [String: Tensor]) {
+        self.sources = [:]
+        self.tensors = tensors
+        self.residentWeights = true
+    }
+
+    func layerWeight(_ name: String) throws -> LayerWeight {
+        if let t = tensors[name] { return .resident(t) }
         guard let s = sources[name] else { throw CheckpointError(.missingTensor, "FLUX weight '\(name)' not resolved") }
-        return s
+        return residentWeights || s.isZeroCopy ? .resident(s.materialize()) : .lazy(s)
     }
 
     /// A small tensor (bias, norm scale), always converted to float32 now.
-    public func resident(_ name: String) throws -> Tensor { try source(name).materialize().copyIfView() }
+    public func resident(_ name: String) throws -> Tensor {
+        if let t = tensors[name] { return t }
+        guard let s = sources[name] else { throw CheckpointError(.missingTensor, "FLUX weight '\(name)' not resolved") }
+        return s.materialize().copy()
+    }
 
     public func linear(_ name: String) throws -> Linear {
-        let w = try source(name + ".weight")
-        let weight: LayerWeight = residentWeights || w.isZeroCopy ? .resident(w.materialize()) : .lazy(w)
-        return Linear(name: name, weight: weight, bias: try resident(name + ".bias"))
+        Linear(name: name, weight: try layerWeight(name + ".weight"), bias: try resident(name + ".bias"))
     }
-}
-
-extension Tensor {
-    /// Views of read-only mappings are fine for weights; small tensors are copied so they own their memory.
-    func copyIfView() -> Tensor { copy() }
 }
 
 /// Inputs of one FLUX forward, named like diffusers' `FluxTransformer2DModel.forward` arguments.

@@ -1,0 +1,87 @@
+import Checkpoints
+import Foundation
+import Models
+import Tensor
+
+/// Errors of `dreamsr forward` (unknown component, missing or ill-shaped input tensors).
+public struct ForwardError: Error, CustomStringConvertible, Sendable {
+    public enum Code: String, Sendable { case unknownComponent, missingInput, badInput }
+    public let code: Code
+    public let message: String
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+    public var description: String { "ForwardError.\(code.rawValue): \(message)" }
+}
+
+/// One model component runnable by `dreamsr forward`: tensors by name in, tensors by name out.
+public protocol ForwardComponent: Sendable {
+    /// Input names and whether each is required (for `--help` / error messages).
+    var inputNames: [(name: String, required: Bool)] { get }
+    func run(_ inputs: [String: Tensor]) throws -> [String: Tensor]
+}
+
+/// Builds a component from its weights (file or folder) and optional config file.
+public typealias ForwardComponentFactory = @Sendable (_ weights: URL, _ config: URL?) throws -> any ForwardComponent
+
+/// The components `dreamsr forward` knows. Later components (`vae-encode`, `vae-decode`, `clip-text`, `t5`,
+/// `dreamsr-step`, `dreamsr-restore`) register here with one line each.
+public enum ForwardRegistry {
+    public static let components: [String: ForwardComponentFactory] = [
+        "flux": { weights, config in try FluxForward(weights: weights, config: config) },
+    ]
+
+    public static var names: [String] { components.keys.sorted() }
+
+    /// Loads `inputs`, runs `component`, writes the outputs to `out`; returns the output names and shapes.
+    @discardableResult
+    public static func run(component: String, weights: URL, config: URL?, inputs: URL, out: URL) throws -> [(String, [Int])] {
+        guard let factory = components[component] else {
+            throw ForwardError(.unknownComponent, "unknown component '\(component)'; known: \(names.joined(separator: ", "))")
+        }
+        let model = try factory(weights, config)
+        let file = try SafeTensorsFile(url: inputs)
+        var tensors: [String: Tensor] = [:]
+        for n in file.header.names { tensors[n] = try file.tensor(named: n) }
+        let outputs = try model.run(tensors)
+        let ordered = outputs.keys.sorted().map { ($0, outputs[$0]!) }
+        try SafeTensorsWriter.write(tensors: ordered, metadata: ["dreamsr_forward_component": component], to: out)
+        return ordered.map { ($0.0, $0.1.shape) }
+    }
+}
+
+/// `flux`: one FluxTransformer2DModel forward. Inputs named like diffusers' arguments: `hidden_states` [B,L,C],
+/// `encoder_hidden_states` [B,T,Dtxt], `pooled_projections` [B,Dpool], `timestep` [B] (sigma), `guidance` [B]
+/// (models with a guidance embedder), `img_ids` [L,3], `txt_ids` [T,3]. Output: `sample` [B,L,C].
+public struct FluxForward: ForwardComponent {
+    public let model: FluxTransformer
+
+    public init(weights: URL, config: URL?) throws {
+        let cfg = try config.map { try FluxConfig(diffusersConfigJSON: Data(contentsOf: $0)) }
+        model = try FluxTransformer.load(from: CheckpointSet(url: weights), config: cfg)
+    }
+
+    public var inputNames: [(name: String, required: Bool)] {
+        [("hidden_states", true), ("encoder_hidden_states", true), ("pooled_projections", true), ("timestep", true),
+         ("guidance", model.config.guidanceEmbed), ("img_ids", true), ("txt_ids", true)]
+    }
+
+    public func run(_ t: [String: Tensor]) throws -> [String: Tensor] {
+        let missing = inputNames.filter { $0.required && t[$0.name] == nil }.map(\.name)
+        guard missing.isEmpty else {
+            throw ForwardError(.missingInput, "flux: missing input tensor(s) \(missing.joined(separator: ", ")); have \(t.keys.sorted())")
+        }
+        func ids(_ n: String) throws -> Tensor {
+            let x = t[n]!
+            // diffusers' deprecated [1, L, 3] form is accepted too
+            if x.rank == 3, x.shape[0] == 1 { return x.reshaped([x.shape[1], x.shape[2]]) }
+            guard x.rank == 2 else { throw ForwardError(.badInput, "flux: \(n) must be [L, 3], got \(x.shape)") }
+            return x
+        }
+        let inp = FluxInputs(hiddenStates: t["hidden_states"]!, encoderHiddenStates: t["encoder_hidden_states"]!,
+                             pooledProjections: t["pooled_projections"]!, timestep: t["timestep"]!.toArray(),
+                             guidance: t["guidance"]?.toArray(), imgIds: try ids("img_ids"), txtIds: try ids("txt_ids"))
+        return ["sample": try model.forward(inp)]
+    }
+}

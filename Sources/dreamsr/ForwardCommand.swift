@@ -1,0 +1,45 @@
+import ArgumentParser
+import DreamsrApp
+import Foundation
+import Tensor
+
+/// `dreamsr forward <component> --weights W [--config C] --inputs IN.safetensors --out OUT.safetensors`:
+/// a maintainer's tool that runs one model component on named tensors (used by parity tests and scripts).
+struct ForwardCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "forward",
+        abstract: "Run one model component on tensors from a safetensors file and write its outputs.",
+        discussion: "Components: \(ForwardRegistry.names.joined(separator: ", ")). "
+            + "flux inputs: hidden_states, encoder_hidden_states, pooled_projections, timestep (sigma), guidance, img_ids, txt_ids; output: sample."
+    )
+
+    @Argument(help: "Component name (\(ForwardRegistry.names.joined(separator: ", "))).")
+    var component: String
+
+    @Option(help: "Weights: a .safetensors file or a folder of shards.")
+    var weights: String
+
+    @Option(help: "Model config (diffusers config.json); default: beside the weights, metadata, or detected.")
+    var config: String?
+
+    @Option(help: "Input tensors (.safetensors).")
+    var inputs: String
+
+    @Option(help: "Output file (.safetensors).")
+    var out: String
+
+    @Option(help: "BLAS threads (default: OpenBLAS's choice).")
+    var threads: Int?
+
+    func run() throws {
+        if let threads { BLASRuntime.setThreads(threads) }
+        let start = Date()
+        let outputs = try ForwardRegistry.run(
+            component: component, weights: URL(fileURLWithPath: weights), config: config.map { URL(fileURLWithPath: $0) },
+            inputs: URL(fileURLWithPath: inputs), out: URL(fileURLWithPath: out))
+        let secs = Date().timeIntervalSince(start)
+        for (name, shape) in outputs { print("\(name) \(shape)") }
+        print(String(format: "%@ forward done in %.2f s (kernels %@, BLAS %@)", component, secs,
+                     KernelISA.active.description, BLASRuntime.coreName))
+    }
+}
