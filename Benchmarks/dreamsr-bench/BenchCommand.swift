@@ -9,6 +9,7 @@ struct BenchCommand: AsyncParsableCommand {
         subcommands: [
             // Each benchmark registers itself here (one line each).
             FluxBlocksBench.self,
+            VAEDecodeBench.self,
         ]
     )
 }
