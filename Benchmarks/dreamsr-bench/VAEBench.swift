@@ -21,7 +21,8 @@ struct VAEDecodeBench: ParsableCommand {
     @Option(help: "Scratch directory for weights, latent and tile states.") var workDir = "/tmp/dreamsr-vae-bench"
     @Option(help: "Threads for both engines (0 = OpenBLAS default).") var threads = 0
     @Option(help: "Image size for the tiled peak-RSS run (0 = skip).") var rssSize = 2048
-    @Option(help: "Latent tile size (core) for the tiled run.") var rssTile = 64
+    @Option(help: "Latent tile size (core) for the tiled run (0 = untiled: the working set of one padded tile).")
+    var rssTile = 64
     @Flag(help: "Skip the timed comparison (only the RSS run).") var skipCompare = false
     @Flag(help: .hidden) var rssChild = false
 
@@ -81,15 +82,16 @@ struct VAEDecodeBench: ParsableCommand {
             return Float(Int64(bitPattern: s >> 11) % 2_000_000) / 1_000_000 - 1
         }
         let scratch = dir.appendingPathComponent("tiles")
-        let tiling = VAETiling(tileSize: rssTile, attention: .perTile, storage: .disk(scratch))
+        let tiling = rssTile > 0 ? VAETiling(tileSize: rssTile, attention: .perTile, storage: .disk(scratch)) : .untiled
         let t0 = Date()
         let y = try model.decode(z, tiling: tiling)
         let secs = Date().timeIntervalSince(t0)
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let weightsMB = Double(VAEWeightMap.canonicalShapes(model.config).reduce(0) { $0 + $1.1.reduce(1, *) }) * 4 / 1e6
-        print(String(format: "tiled vae-decode %dx%d (latent tile %d, pad %@, disk tile states): %.1f s, peak RSS %.0f MB "
-                     + "(weights %.0f MB, output %.0f MB)", rssSize, rssSize, rssTile, "auto", secs,
+        let mode = rssTile > 0 ? "tiled, latent tile \(rssTile) + auto pad, disk tile states" : "untiled"
+        print(String(format: "vae-decode %dx%d (%@): %.1f s, peak RSS %.0f MB (weights %.0f MB, output %.0f MB)",
+                     rssSize, rssSize, mode, secs,
                      Double(usage.ru_maxrss) / 1024, weightsMB, Double(y.count * 4) / 1e6))
     }
 

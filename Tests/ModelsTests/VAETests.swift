@@ -179,10 +179,15 @@ private func randomLatent(_ shape: [Int], seed: UInt64) -> Tensor {
         #expect(err <= 1e-3 * range(full), "max abs diff \(err), range \(range(full))")
     }
 
-    @Test func tiledDecodeMatchesUntiled512x768() throws {
-        let m = try VAEFixtures.model("diffusers")
+    /// The 512x768 decode case, computed once and shared by the decode tests below.
+    static let decodeCase: (model: AutoencoderKL, latent: Tensor, full: Tensor) = {
+        let m = try! VAEFixtures.model("diffusers")
         let z = randomLatent([1, 16, 64, 96], seed: 21)
-        let full = try m.decode(z)
+        return (m, z, try! m.decode(z))
+    }()
+
+    @Test func tiledDecodeMatchesUntiled512x768() throws {
+        let (m, z, full) = Self.decodeCase
         let tiled = try m.decode(z, tiling: VAETiling(tileSize: 32, attention: .global))
         #expect(tiled.shape == [1, 3, 512, 768])
         let err = tiled.maxAbsDifference(full)
@@ -192,11 +197,16 @@ private func randomLatent(_ shape: [Int], seed: UInt64) -> Tensor {
     /// Control: attention restricted to each padded tile (the multidiffusion-upscaler approximation) is detectably
     /// different at the same bound, so the exact-match tests above are sensitive to the tiling.
     @Test func perTileAttentionIsAnApproximationTheBoundDetects() throws {
-        let m = try VAEFixtures.model("diffusers")
-        let z = randomLatent([1, 16, 64, 96], seed: 21)
-        let full = try m.decode(z)
+        let (m, z, full) = Self.decodeCase
         let tiled = try m.decode(z, tiling: VAETiling(tileSize: 32, attention: .perTile))
         #expect(tiled.maxAbsDifference(full) > 1e-3 * range(full))
+    }
+
+    /// Control: per-tile GroupNorm statistics (naive tiling) break the bound by far.
+    @Test func perTileStatisticsWouldNotPass() throws {
+        let (m, z, full) = Self.decodeCase
+        let tiled = try m.decode(z, tiling: VAETiling(tileSize: 32, attention: .global, sharedStatistics: false))
+        #expect(tiled.maxAbsDifference(full) > 1e-2 * range(full))
     }
 
     @Test func diskTileStorageGivesTheSameResultAsMemory() throws {

@@ -33,13 +33,17 @@ public struct VAETiling: Sendable, Equatable {
     public var padding: Int?
     public var attention: Attention
     public var storage: StateStorage
+    /// GroupNorm statistics shared across tiles (seam-free). `false` normalises each padded tile with its own
+    /// statistics, as naive tiled VAEs do (colour/contrast shifts between tiles); kept for comparison.
+    public var sharedStatistics: Bool
 
     public init(tileSize: Int?, padding: Int? = nil, attention: Attention = .auto(maxPositions: 128 * 128),
-                storage: StateStorage = .memory) {
+                storage: StateStorage = .memory, sharedStatistics: Bool = true) {
         self.tileSize = tileSize
         self.padding = padding
         self.attention = attention
         self.storage = storage
+        self.sharedStatistics = sharedStatistics
     }
 
     public static let untiled = VAETiling(tileSize: nil)
@@ -196,7 +200,7 @@ struct VAEExecutor {
 
     private func isSync(_ op: VAEOp, globalAttention: Bool) -> Bool {
         switch op {
-        case .norm: return true
+        case .norm: return tiling.sharedStatistics
         case .attention: return globalAttention
         default: return false
         }
@@ -322,8 +326,14 @@ struct VAEExecutor {
             if s.residual === s.h { s.h = s.h.copy() }
             ck_add_inplace(s.h.data, r.data, s.h.count)
             s.residual = nil
-        case .norm:
-            preconditionFailure("GroupNorm is a sync op")
+        case .norm(let name, let silu):
+            // Per-tile statistics (sharedStatistics == false): this padded tile only.
+            var stats = GroupNormStatistics(channels: s.h.shape[1])
+            stats.accumulate(s.h)
+            let (gamma, beta) = model.norms[name]!
+            let (scale, shift) = stats.affine(groups: model.config.normGroups, eps: model.config.normEps,
+                                              gamma: gamma, beta: beta)
+            apply(.norm(scale: scale, shift: shift, silu: silu), to: s)
         case .attention(let name):
             // Per-tile attention: keys and values from this padded tile only.
             let n = s.padded.area
