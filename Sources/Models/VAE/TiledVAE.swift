@@ -1,5 +1,14 @@
 import CKernels
 import Foundation
+#if canImport(Glibc)
+import Glibc
+private let posixRead = Glibc.read
+private let posixWrite = Glibc.write
+#elseif canImport(Darwin)
+import Darwin
+private let posixRead = Darwin.read
+private let posixWrite = Darwin.write
+#endif
 import Tensor
 
 /// How `AutoencoderKL.encode`/`decode` split an image into tiles.
@@ -105,15 +114,11 @@ final class VAEDiskTileStore: VAETileStore {
 
     func put(_ index: Int, _ s: VAETileState) throws {
         let u = url(index)
-        _ = FileManager.default.createFile(atPath: u.path, contents: nil)
-        do {
-            let fh = try FileHandle(forWritingTo: u)
-            defer { try? fh.close() }
-            for t in [s.h] + (s.residual.map { [$0] } ?? []) {
-                try fh.write(contentsOf: Data(bytesNoCopy: t.data, count: t.count * 4, deallocator: .none))
-            }
-        } catch {
-            throw VAEError(.io, "cannot write VAE tile state \(u.path): \(error.localizedDescription)")
+        let fd = open(u.path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        guard fd >= 0 else { throw VAEError(.io, "cannot create VAE tile state \(u.path): errno \(errno)") }
+        defer { close(fd) }
+        for t in [s.h] + (s.residual.map { [$0] } ?? []) {
+            try transfer(fd, UnsafeMutableRawPointer(t.data), t.count * 4, u, write: true)
         }
         meta[index] = (s.h.shape, s.residual?.shape, s.padded, s.core)
     }
@@ -121,21 +126,30 @@ final class VAEDiskTileStore: VAETileStore {
     func take(_ index: Int) throws -> VAETileState {
         guard let m = meta.removeValue(forKey: index) else { throw VAEError(.badTiling, "tile \(index) has no state") }
         let u = url(index)
-        do {
-            let fh = try FileHandle(forReadingFrom: u)
-            defer { try? fh.close() }
-            func read(_ shape: [Int]) throws -> Tensor {
-                let t = Tensor(zeros: shape)
-                let data = try fh.read(upToCount: t.count * 4) ?? Data()
-                guard data.count == t.count * 4 else { throw VAEError(.io, "short read of \(u.path)") }
-                data.withUnsafeBytes { raw in UnsafeMutableRawPointer(t.data).copyMemory(from: raw.baseAddress!, byteCount: data.count) }
-                return t
+        let fd = open(u.path, O_RDONLY)
+        guard fd >= 0 else { throw VAEError(.io, "cannot open VAE tile state \(u.path): errno \(errno)") }
+        defer { close(fd) }
+        // Read straight into the tensors (no intermediate buffers: resident memory stays one tile state).
+        func read(_ shape: [Int]) throws -> Tensor {
+            let t = Tensor(zeros: shape)
+            try transfer(fd, UnsafeMutableRawPointer(t.data), t.count * 4, u, write: false)
+            return t
+        }
+        let s = VAETileState(h: try read(m.hShape), padded: m.padded, core: m.core)
+        if let r = m.resShape { s.residual = try read(r) }
+        return s
+    }
+
+    private func transfer(_ fd: Int32, _ p: UnsafeMutableRawPointer, _ bytes: Int, _ u: URL, write: Bool) throws {
+        var done = 0
+        while done < bytes {
+            let n = write ? posixWrite(fd, p + done, min(bytes - done, 1 << 30))
+                          : posixRead(fd, p + done, min(bytes - done, 1 << 30))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                throw VAEError(.io, "\(write ? "write to" : "read from") VAE tile state \(u.path) failed after \(done) of \(bytes) bytes (errno \(errno))")
             }
-            let s = VAETileState(h: try read(m.hShape), padded: m.padded, core: m.core)
-            if let r = m.resShape { s.residual = try read(r) }
-            return s
-        } catch let e as VAEError { throw e } catch {
-            throw VAEError(.io, "cannot read VAE tile state \(u.path): \(error.localizedDescription)")
+            done += n
         }
     }
 }
