@@ -101,7 +101,7 @@ private func randomLatent(_ shape: [Int], seed: UInt64) -> Tensor {
     }
 }
 
-@Suite struct VAEGroupNormKernelTests {
+@Suite struct VAEKernelTests {
     @Test func simdStatisticsAndApplyMatchScalar() {
         let (c, h, w) = (5, 7, 37)
         let x = testImage(height: h, width: w, seed: 3).reshaped([3, h, w])
@@ -119,6 +119,17 @@ private func randomLatent(_ shape: [Int], seed: UInt64) -> Tensor {
             ck_gn_apply(a.data, big.data, c, h * w, scale, shift, silu)
             ck_gn_apply_scalar(b.data, big.data, c, h * w, scale, shift, silu)
             #expect(a.maxAbsDifference(b) <= 2e-6 * max(1, b.maxAbs()))
+        }
+    }
+
+    @Test func bandedUpsampleConvMatchesUpsampleThenConv() {
+        let x = randomLatent([1, 5, 9, 7], seed: 9)
+        let w = randomLatent([4, 5, 3, 3], seed: 10), b = randomLatent([4], seed: 11)
+        let conv = Conv2D(weight: w, bias: b, samePadding: true)
+        let want = conv(x.upsampledNearest2x())
+        for bandBytes in [1, 5 * 14 * 4 * 3, 5 * 14 * 4 * 5, 1 << 20] {  // 2, 3, 5 and all 18 rows per band
+            let got = VAEExecutor.upsampleConv(conv, x, bandBytes: bandBytes)
+            #expect(got.shape == want.shape && got.maxAbsDifference(want) <= 1e-5, "band bytes \(bandBytes)")
         }
     }
 

@@ -333,12 +333,11 @@ struct VAEExecutor {
         switch op {
         case .conv(let name):
             s.h = model.convs[name]!(s.h)
-        case .beginResidual:
-            s.residual = s.h
-        case .endResidual(let shortcut):
-            let r = shortcut.map { model.convs[$0]!(s.residual!) } ?? s.residual!
+        case .beginResidual(let shortcut):
+            s.residual = shortcut.map { model.convs[$0]!(s.h) } ?? s.h
+        case .endResidual:
             if s.residual === s.h { s.h = s.h.copy() }
-            ck_add_inplace(s.h.data, r.data, s.h.count)
+            ck_add_inplace(s.h.data, s.residual!.data, s.h.count)
             s.residual = nil
         case .norm(let name, let silu):
             // Per-tile statistics (sharedStatistics == false): this padded tile only.
@@ -358,10 +357,45 @@ struct VAEExecutor {
             s.padded = s.padded.halved()
             s.core = s.core.halved()
         case .upsample(let name):
-            s.h = model.convs[name]!(s.h.upsampledNearest2x())
+            s.h = Self.upsampleConv(model.convs[name]!, s.h)
             s.padded = s.padded.doubled()
             s.core = s.core.doubled()
         }
+    }
+
+    /// Nearest 2x upsampling then `conv` (3x3, padding 1), computed for bands of output rows so the 4x larger
+    /// upsampled input is never held whole (it would be the largest tensor of the decoder).
+    static func upsampleConv(_ conv: Conv2D, _ x: Tensor, bandBytes: Int = 32 << 20) -> Tensor {
+        let (c, h, w) = (x.shape[1], x.shape[2], x.shape[3])
+        let (oh, ow) = (2 * h, 2 * w)
+        let out = Tensor(zeros: [1, conv.outChannels, oh, ow])
+        let bandRows = max(2, min(oh, bandBytes / max(1, c * ow * 4)))
+        var r0 = 0
+        while r0 < oh {
+            let r1 = min(oh, r0 + bandRows)
+            // Upsampled rows a..<b feed output rows r0..<r1 (one row of context each side inside the image).
+            let a = max(0, r0 - 1), b = min(oh, r1 + 1)
+            let i0 = a / 2, i1 = (b - 1) / 2 + 1
+            let src = Tensor(zeros: [1, c, i1 - i0, w])
+            for ch in 0..<c {
+                (src.data + ch * (i1 - i0) * w).update(from: x.data + (ch * h + i0) * w, count: (i1 - i0) * w)
+            }
+            let up = src.upsampledNearest2x()
+            let band = Tensor(zeros: [1, c, b - a, ow])
+            let skip = a - 2 * i0
+            for ch in 0..<c {
+                (band.data + ch * (b - a) * ow).update(from: up.data + (ch * 2 * (i1 - i0) + skip) * ow, count: (b - a) * ow)
+            }
+            let bandConv = Conv2D(weight: conv.weight, bias: conv.bias,
+                                  padding: (top: r0 == 0 ? 1 : 0, left: 1, bottom: r1 == oh ? 1 : 0, right: 1))
+            let y = bandConv(band)
+            precondition(y.shape[2] == r1 - r0, "upsample band rows \(y.shape[2]) vs \(r1 - r0)")
+            for ch in 0..<conv.outChannels {
+                (out.data + (ch * oh + r0) * ow).update(from: y.data + ch * (r1 - r0) * ow, count: (r1 - r0) * ow)
+            }
+            r0 = r1
+        }
+        return out
     }
 
     /// `W x + b` for a [C, C] projection over `positions` planar positions.

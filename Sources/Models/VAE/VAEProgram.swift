@@ -6,12 +6,13 @@ import Tensor
 enum VAEOp: Sendable {
     /// 3x3 convolution, stride 1, zero padding 1 (conv_in, conv1/2, conv_out).
     case conv(String)
-    /// `residual = h`.
-    case beginResidual
+    /// `residual = h`, or `nin_shortcut(h)` when `shortcut` names a 1x1 conv (computed here, so the wider input can
+    /// be normalised in place and freed early).
+    case beginResidual(shortcut: String?)
     /// GroupNorm `name` on `h` (statistics over the whole image), optionally followed by SiLU.
     case norm(String, silu: Bool)
-    /// `h = h + residual`, or `h + nin_shortcut(residual)` when `shortcut` names a 1x1 conv.
-    case endResidual(shortcut: String?)
+    /// `h = h + residual`.
+    case endResidual
     /// Single-head self-attention of `h` (already normalised): `h = proj_out(softmax(q kᵀ/√C) v)`.
     case attention(String)
     /// Zero pad right and bottom by 1, then 3x3 conv with stride 2 (BFL/diffusers `Downsample`).
@@ -22,16 +23,15 @@ enum VAEOp: Sendable {
 
 enum VAEProgram {
     static func resBlock(_ p: String, _ inCh: Int, _ outCh: Int, into ops: inout [VAEOp]) {
-        ops += [.beginResidual, .norm(p + ".norm1", silu: true), .conv(p + ".conv1"),
-                .norm(p + ".norm2", silu: true), .conv(p + ".conv2"),
-                .endResidual(shortcut: inCh != outCh ? p + ".nin_shortcut" : nil)]
+        ops += [.beginResidual(shortcut: inCh != outCh ? p + ".nin_shortcut" : nil), .norm(p + ".norm1", silu: true),
+                .conv(p + ".conv1"), .norm(p + ".norm2", silu: true), .conv(p + ".conv2"), .endResidual]
     }
 
     static func mid(_ p: String, _ ch: Int, attention: Bool, into ops: inout [VAEOp]) {
         resBlock(p + ".mid.block_1", ch, ch, into: &ops)
         if attention {
-            ops += [.beginResidual, .norm(p + ".mid.attn_1.norm", silu: false), .attention(p + ".mid.attn_1"),
-                    .endResidual(shortcut: nil)]
+            ops += [.beginResidual(shortcut: nil), .norm(p + ".mid.attn_1.norm", silu: false),
+                    .attention(p + ".mid.attn_1"), .endResidual]
         }
         resBlock(p + ".mid.block_2", ch, ch, into: &ops)
     }
