@@ -12,6 +12,7 @@ struct BenchCommand: AsyncParsableCommand {
             FluxBlocksBench.self,
             DaemonBench.self,
             DreamSRStepBench.self,
+            VAEDecodeBench.self,
         ]
     )
 }
