@@ -13,6 +13,7 @@ struct BenchCommand: AsyncParsableCommand {
             DaemonBench.self,
             DreamSRStepBench.self,
             VAEDecodeBench.self,
+            TextEncodersBench.self,
         ]
     )
 }
