@@ -31,7 +31,9 @@ struct ModelsCommand: ParsableCommand {
             }
             let base = URL(fileURLWithPath: models, relativeTo: URL(fileURLWithPath: cwd)).path
             let entries = ModelRegistry(paths: paths.resolved(base: base)).check()
-            func gib(_ b: Int) -> String { String(format: "%.2f GiB", Double(b) / 1_073_741_824) }
+            func gib(_ b: Int) -> String {
+                b >= 1 << 30 ? String(format: "%.2f GiB", Double(b) / 1_073_741_824) : String(format: "%.1f MiB", Double(b) / 1_048_576)
+            }
             var total = 0
             for e in entries {
                 let c = e.component

@@ -6,7 +6,9 @@ import Logging
 import Metrics
 import PipelineRuntime
 import Raster
+import Tensor
 import Testing
+import Upscaling
 
 /// A complete tiny random model set in a models folder: the FLUX + DreamSR fixtures of tools/make_dreamsr_fixtures.py,
 /// the VAE fixture (Tests/Fixtures/vae) and the text encoders + tokenizers of tools/make_pipeline_fixtures.py.
@@ -23,6 +25,37 @@ func tinyModelsDirectory() throws -> String {
         try fm.copyItem(atPath: fx + "/pipeline/" + sub, toPath: dir + "/" + sub)
     }
     return dir
+}
+
+/// The same tiny set laid out as the shipped pipelines/dreamsr*.yaml expect (flux1-dev/..., dreamsr/dreamsr.safetensors).
+func tinyModelsInShippedLayout() throws -> String {
+    let src = try tinyModelsDirectory()
+    let dir = try tempDir() + "/models"
+    let fm = FileManager.default
+    try fm.createDirectory(atPath: dir + "/flux1-dev/transformer", withIntermediateDirectories: true)
+    try fm.createDirectory(atPath: dir + "/dreamsr", withIntermediateDirectories: true)
+    try fm.moveItem(atPath: src + "/flux/flux-tiny.safetensors", toPath: dir + "/flux1-dev/transformer/flux-tiny.safetensors")
+    try fm.moveItem(atPath: src + "/dreamsr/dreamsr-tiny.safetensors", toPath: dir + "/dreamsr/dreamsr.safetensors")
+    for sub in ["vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2"] {
+        try fm.moveItem(atPath: src + "/" + sub, toPath: dir + "/flux1-dev/" + sub)
+    }
+    return dir
+}
+
+/// Runs the built `dreamsr` binary to completion; returns its exit status and combined output.
+func runDreamsr(_ args: [String]) throws -> (status: Int32, output: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: try Daemon.binary())
+    p.arguments = args
+    let log = try tempDir() + "/out.log"
+    FileManager.default.createFile(atPath: log, contents: nil)
+    let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+    p.standardOutput = handle
+    p.standardError = handle
+    try p.run()
+    p.waitUntilExit()
+    try handle.close()
+    return (p.terminationStatus, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
 }
 
 func tinyPipelineYAML(name: String = "dreamsr", mode: String = "dual-branch", steps: Int? = nil,
@@ -74,7 +107,40 @@ func dreamsrConfig(models: String) throws -> DaemonConfig {
     return c
 }
 
+/// A stand-in pixel restorer (nearest-neighbour x4) for the Real-ESRGAN-restorer ablation's wiring.
+struct NearestX4Restorer: TileRestorer {
+    var scale: Int { 4 }
+    var name: String { "nearest-x4" }
+    func restore(_ tile: Tensor) throws -> Tensor {
+        let (c, h, w) = (tile.shape[1], tile.shape[2], tile.shape[3])
+        let out = Tensor(zeros: [1, c, 4 * h, 4 * w])
+        for ch in 0..<c { for y in 0..<(4 * h) { for x in 0..<(4 * w) {
+            out.data[(ch * 4 * h + y) * 4 * w + x] = tile.data[(ch * h + y / 4) * w + x / 4]
+        } } }
+        return out
+    }
+}
+
 @Suite(.serialized) struct DreamSRPipelineTests {
+    @Test func realESRGANRestorerThenTextureAblation() async throws {
+        try ImageCodec.initialize()
+        let models = try tinyModelsDirectory()
+        let work = try tempDir()
+        try writeSmallRGBA(work + "/in.png")
+        let yaml = tinyPipelineYAML(name: "dreamsr-realesrgan-texture", steps: 2)
+            .replacingOccurrences(of: "    restorer: dreamsr", with: "    restorer: realesrgan\n    model: realesrgan-x4plus")
+        let def = try PipelineDefinition.parse(yaml: yaml, file: "x.yaml")
+        let factory = ImagePipelineFactory(loadRestorer: { _ in NearestX4Restorer() })
+        let o = try #require(try await PipelineRunner(definition: def, config: try dreamsrConfig(models: models), factory: factory)
+            .run([JobRequest(id: JobID("esr"), source: .file(work + "/in.png"), output: work + "/out.png")]).first)
+        #expect(o.status == .ok, "\(o.errorStage ?? "") \(o.errorMessage ?? "")")
+        #expect(o.width == 192 && o.height == 128)
+        #expect(o.notes.contains("mode: realesrgan-restorer+texture (dual-branch)"), "\(o.notes)")
+        #expect(o.notes.contains("restore: nearest-x4 x4"), "\(o.notes)")
+        #expect(o.notes.contains { $0.hasPrefix("texture: 2 steps from sigma 0.800 (from the Real-ESRGAN restoration)") }, "\(o.notes)")
+        for stage in ["caption", "restore", "texture", "blend"] { #expect((o.stageSeconds[stage] ?? 0) > 0) }
+    }
+
     @Test func endToEndDualBranchRunsEveryStageThroughTheRuntime() async throws {
         try ImageCodec.initialize()
         let models = try tinyModelsDirectory()
@@ -153,6 +219,39 @@ func dreamsrConfig(models: String) throws -> DaemonConfig {
         #expect(flux.fileBytes == flux.parameters * 2, "bf16 fixture: 2 bytes per parameter on disk")
         #expect(entries["dreamsr"]?.present == true && entries["vae"]?.present == true)
         #expect(!registry.isLoaded, "check reads headers only")
+    }
+
+    /// The acceptance run: `dreamsr upscale --pipeline dreamsr` (the shipped pipeline file) on a small image with the
+    /// tiny random model set, through the daemon's runtime, printing per-stage timings; then `dreamsr models check`.
+    @Test func cliUpscaleWithTheShippedDreamsrPipeline() throws {
+        try ImageCodec.initialize()
+        let models = try tinyModelsInShippedLayout()
+        let work = try tempDir()
+        try writeSmallRGBA(work + "/in.png")
+        let r = try runDreamsr(["upscale", "--pipeline", "dreamsr", "--pipelines-dir", repoRoot + "/pipelines",
+                                "--models-dir", models, work + "/in.png", "-o", work + "/out.png"])
+        #expect(r.status == 0, "\(r.output)")
+        let line = try #require(r.output.split(separator: "\n").first { $0.contains("-> \(work)/out.png (192x128) [dreamsr]") },
+                                "\(r.output)")
+        for stage in ["decode", "caption", "restore", "texture", "blend", "encode"] {
+            #expect(line.contains(" \(stage) "), "no timing for \(stage) in: \(line)")
+        }
+        #expect(r.output.contains("mode: dual-branch"))
+        #expect(try ImageCodec.decode(path: work + "/out.png").width == 192)
+
+        let check = try runDreamsr(["models", "check", "--pipeline", "dreamsr", "--pipelines-dir", repoRoot + "/pipelines",
+                                    "--models-dir", models])
+        #expect(check.status == 0, "\(check.output)")
+        #expect(check.output.contains("7 present, 0 missing"), "\(check.output)")
+        try FileManager.default.removeItem(atPath: models + "/dreamsr/dreamsr.safetensors")
+        let missing = try runDreamsr(["models", "check", "--pipeline", "dreamsr", "--pipelines-dir", repoRoot + "/pipelines",
+                                      "--models-dir", models])
+        #expect(missing.status == 1)
+        #expect(missing.output.contains("MISSING  dreamsr") && missing.output.contains("dreamsr_config"), "\(missing.output)")
+        let refused = try runDreamsr(["upscale", "--pipeline", "dreamsr", "--pipelines-dir", repoRoot + "/pipelines",
+                                      "--models-dir", models, work + "/in.png", "-o", work + "/out2.png"])
+        #expect(refused.status == 2 && refused.output.contains("dreamsr/dreamsr.safetensors does not exist"), "\(refused.output)")
+        #expect(!FileManager.default.fileExists(atPath: work + "/out2.png"))
     }
 
     @Test func theShippedPipelineFilesParse() throws {
