@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Raster
 
@@ -58,33 +59,19 @@ public enum ColorFix {
         return out
     }
 
-    /// The low-frequency part after `levels` dilated binomial blurs.
+    /// The low-frequency part after `levels` dilated binomial blurs (C kernel `ck_blur121_dilated`).
     public static func lowFrequency(_ image: PlanarImage, levels: Int = waveletLevels) -> PlanarImage {
         var cur = image.pixels
-        var tmp = [Float](repeating: 0, count: cur.count)
-        let w = image.width, h = image.height, n = image.planeSize
+        var next = [Float](repeating: 0, count: cur.count)
+        var tmp = [Float](repeating: 0, count: image.planeSize)
         for level in 0..<levels {
-            let d = 1 << level
-            cur.withUnsafeBufferPointer { src in tmp.withUnsafeMutableBufferPointer { dst in
-                for c in 0..<image.channels {
-                    let s = src.baseAddress! + c * n, o = dst.baseAddress! + c * n
-                    // Horizontal [1 2 1]/4 then vertical, replicate borders (separable form of the 3x3 kernel).
-                    var row = [Float](repeating: 0, count: n)
-                    for y in 0..<h {
-                        for x in 0..<w {
-                            let l = s[y * w + max(x - d, 0)], r = s[y * w + min(x + d, w - 1)]
-                            row[y * w + x] = 0.25 * l + 0.5 * s[y * w + x] + 0.25 * r
-                        }
-                    }
-                    for y in 0..<h {
-                        let u = max(y - d, 0) * w, dn = min(y + d, h - 1) * w
-                        for x in 0..<w { o[y * w + x] = 0.25 * row[u + x] + 0.5 * row[y * w + x] + 0.25 * row[dn + x] }
-                    }
-                }
-            } }
-            swap(&cur, &tmp)
+            cur.withUnsafeBufferPointer { src in next.withUnsafeMutableBufferPointer { dst in tmp.withUnsafeMutableBufferPointer { t in
+                ck_blur121_dilated(dst.baseAddress!, src.baseAddress!, t.baseAddress!, image.channels, image.height,
+                                   image.width, 1 << level)
+            } } }
+            swap(&cur, &next)
         }
-        return PlanarImage(width: w, height: h, channels: image.channels, pixels: cur)
+        return PlanarImage(width: image.width, height: image.height, channels: image.channels, pixels: cur)
     }
 
     public static func wavelet(output: PlanarImage, reference: PlanarImage, levels: Int = waveletLevels) throws -> PlanarImage {

@@ -44,6 +44,31 @@ final class ColorFixTests: XCTestCase {
         XCTAssertGreaterThan(diff.map(abs).reduce(0, +) / Float(diff.count), 0.05)
     }
 
+    /// The C blur against a direct 3x3 dilated-kernel reference with replicate borders (incl. images smaller than
+    /// the dilation).
+    func testLowFrequencyMatchesDirectReference() {
+        for (w, h) in [(7, 5), (40, 33), (3, 64)] {
+            let img = Self.image(w, h, detail: 0.2)
+            var ref = img.pixels
+            for level in 0..<ColorFix.waveletLevels {
+                let d = 1 << level
+                var next = ref
+                let k: [Float] = [0.25, 0.5, 0.25]
+                for c in 0..<3 { for y in 0..<h { for x in 0..<w {
+                    var acc: Float = 0
+                    for (i, dy) in [-d, 0, d].enumerated() { for (j, dx) in [-d, 0, d].enumerated() {
+                        let yy = min(max(y + dy, 0), h - 1), xx = min(max(x + dx, 0), w - 1)
+                        acc += k[i] * k[j] * ref[(c * h + yy) * w + xx]
+                    } }
+                    next[(c * h + y) * w + x] = acc
+                } } }
+                ref = next
+            }
+            let got = ColorFix.lowFrequency(img).pixels
+            XCTAssertLessThan(zip(got, ref).map { abs($0 - $1) }.max()!, 1e-5, "\(w)x\(h)")
+        }
+    }
+
     func testSizeMismatchIsAnError() {
         XCTAssertThrowsError(try ColorFix.apply(.wavelet, output: Self.image(8, 8), reference: Self.image(8, 9)))
         XCTAssertEqual(try ColorFix.apply(.none, output: Self.image(8, 8), reference: Self.image(8, 9)), Self.image(8, 8))

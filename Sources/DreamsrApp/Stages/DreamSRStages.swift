@@ -197,8 +197,10 @@ struct DreamSRStages: Sendable {
             } catch let e as PipelineError { throw e } catch {
                 throw PipelineError(.stageFailed, "restore: \(error)", isRetriable: false)
             }
-            ctx.notes.append(restores ? "restore: DreamSR one-step LoRA restoration (t = \(models.model.config.restoreT))"
-                             : "restore: no restoration pass (\(me.mode.rawValue)); VAE-encoded LR only")
+            let encodeNote = max(s.padWidth, s.padHeight) > me.options.vaeTile
+                ? "tiled VAE encode (\(me.options.vaeTile) px tiles, shared GroupNorm statistics)" : "VAE encode (one tile)"
+            ctx.notes.append(restores ? "restore: DreamSR one-step LoRA restoration (t = \(models.model.config.restoreT)) after \(encodeNote)"
+                             : "restore: no restoration pass (\(me.mode.rawValue)); \(encodeNote) of the Lanczos3-resized LR only")
         }
     }
 
@@ -282,7 +284,9 @@ struct DreamSRStages: Sendable {
                 throw PipelineError(.stageFailed, "blend: \(error)", isRetriable: false)
             }
             ctx.payload.dreamsr = nil
-            ctx.notes.append("blend: tiled VAE decode, colour fix \(method.rawValue)" + (decoded.alpha != nil ? ", alpha re-attached" : ""))
+            let tiled = max(zOut.shape[1], zOut.shape[2]) > tile
+            ctx.notes.append("blend: VAE decode (" + (tiled ? "tiled, \(tile)-cell tiles, shared GroupNorm statistics" : "one tile")
+                             + "), colour fix \(method.rawValue)" + (decoded.alpha != nil ? ", alpha re-attached" : ""))
         }
     }
 }
