@@ -3,7 +3,7 @@
 full-size T5-XXL encoder block at 512 tokens (T5EncoderModel with num_layers=1, tiny vocab), random weights, fp32.
 Prints one JSON line with median seconds.
 
-Run by the benchmark with /work/refenv/bin/python (or --python); needs torch + transformers.
+Run by the benchmark with .venv-ref/bin/python (scripts/setup-reference-env.sh) (or --python); needs torch + transformers.
 """
 import argparse
 import json

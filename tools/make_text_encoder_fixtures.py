@@ -7,7 +7,7 @@ Writes Tests/Fixtures/text_encoders/{clip_text,t5}/:
                        shared.weight, not its tied copy), stored as bfloat16 (so loading bf16 is exercised too)
   io.safetensors       input_ids [B,L] int64; last_hidden_state [B,L,D] f32; pooler_output [B,D] f32 (clip only)
 The reference forward runs in float32 on the bf16-rounded weights, so the Swift engine (which widens bf16 to f32)
-must match to float32 accuracy. Run with /work/refenv/bin/python (torch + transformers + safetensors).
+must match to float32 accuracy. Run with .venv-ref/bin/python (scripts/setup-reference-env.sh) (torch + transformers + safetensors).
 """
 import json
 import os

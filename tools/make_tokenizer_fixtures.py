@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes Tests/Fixtures/tokenizers/tokenizer_parity.json: reference token ids for 200 varied strings.
 
-References (run with /work/refenv/bin/python, which has transformers + tokenizers):
+References (run with .venv-ref/bin/python (scripts/setup-reference-env.sh), which has transformers + tokenizers):
   clip: transformers.CLIPTokenizer.from_pretrained(models/tokenizers/clip)  (vocab.json + merges.txt, as diffusers
         loads FLUX's tokenizer/), max_length 77, truncation, no padding.
   t5:   tokenizers.Tokenizer.from_file(models/tokenizers/t5/tokenizer.json) (the file's own normalizer,

@@ -14,7 +14,7 @@ struct TextEncodersBench: ParsableCommand {
     @Option(help: "Threads for OpenBLAS and torch.set_num_threads.") var threads: Int = 2
     @Option(help: "T5 tokens.") var t5Tokens: Int = 512
     @Option(help: "Timed repetitions (median; one warm-up run first).") var repeats: Int = 3
-    @Option(help: "Python with torch + transformers for the baseline.") var python: String = "/work/refenv/bin/python"
+    @Option(help: "Python with torch + transformers for the baseline.") var python: String = ReferencePython.defaultPath
     @Option(help: "Baseline script.") var script: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("text_encoders_baseline.py").path
     @Flag(help: "Skip the PyTorch baseline.") var skipBaseline = false

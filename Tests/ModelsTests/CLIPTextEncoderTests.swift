@@ -28,8 +28,6 @@ import Testing
     }
 
     @Test func poolsAtTheFirstEOS() throws {
-        var config = CLIPTextConfig()
-        config.eosTokenID = 2
         let weights = try CheckpointSet(url: Self.dir.appendingPathComponent("model.safetensors"))
         var tiny = try CLIPTextConfig(configJSON: try Data(contentsOf: Self.dir.appendingPathComponent("config.json")))
         let legacy = try CLIPTextEncoder(checkpoint: weights, config: tiny)

@@ -11,15 +11,22 @@ enum RealESRGANTestPaths {
 
     /// The real x4plus weights: $DREAMSR_MODELS_DIR or <package>/models. Missing weights are a test FAILURE with
     /// instructions, never a skip (CI runs scripts/fetch-models.sh before the tests).
-    static func realModel() throws -> RealESRGAN {
+    private static let loaded: Result<RealESRGAN, any Error> = Result {
         let env = ProcessInfo.processInfo.environment[RealESRGAN.modelsDirEnvironmentKey]
         let dir = env.flatMap { $0.isEmpty ? nil : $0 } ?? packageRoot.appendingPathComponent("models").path
-        do {
-            return try RealESRGAN(modelPath: dir)
-        } catch let e as RealESRGANError where e.code == .modelNotFound {
-            let note = "Real-ESRGAN weights are missing: run scripts/fetch-models.sh (from the package root) before "
-                + "the tests. \(e.message)"
-            Issue.record(Comment(rawValue: note))
+        return try RealESRGAN(modelPath: dir)
+    }
+
+    /// Loaded once for all tests.
+    static func realModel() throws -> RealESRGAN {
+        switch loaded {
+        case .success(let model): return model
+        case .failure(let e):
+            if let e = e as? RealESRGANError, e.code == .modelNotFound {
+                let note = "Real-ESRGAN weights are missing: run scripts/fetch-models.sh (from the package root) "
+                    + "before the tests. \(e.message)"
+                Issue.record(Comment(rawValue: note))
+            }
             throw e
         }
     }

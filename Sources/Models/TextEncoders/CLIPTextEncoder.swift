@@ -2,6 +2,16 @@ import Checkpoints
 import Foundation
 import Tensor
 
+/// A Linear weight from a checkpoint: zero-copy F32 views and `residentWeights` become resident float32; bf16/f16
+/// weights otherwise stay in the mapping and are widened per call (a T5-XXL never has a whole f32 copy in memory).
+func textEncoderLayerWeight(_ checkpoint: CheckpointSet, _ name: String, residentWeights: Bool) throws -> LayerWeight {
+    guard let (file, info) = checkpoint.locate(name) else {
+        throw CheckpointError(.missingTensor, "no tensor '\(name)' in \(checkpoint.files.map(\.url.lastPathComponent))")
+    }
+    let s = WeightSource(name: name, parts: [WeightSource.Part(file: file, info: info)], transform: .none)
+    return residentWeights || s.isZeroCopy ? .resident(s.materialize()) : .lazy(s)
+}
+
 /// Hyper-parameters of a CLIP text transformer (HF `CLIPTextConfig`). Defaults are openai/clip-vit-large-patch14,
 /// FLUX's `text_encoder/` (flux-and-tiling-spec §7.1).
 public struct CLIPTextConfig: Sendable, Equatable {
@@ -82,20 +92,23 @@ public final class CLIPTextEncoder: @unchecked Sendable {
     private let finalNorm: Norm
 
     /// Loads from safetensors in HF layout (`text_model.` prefix optional).
-    public convenience init(checkpoint: CheckpointSet, config: CLIPTextConfig = .clipL) throws {
-        try self.init(config: config, shape: { checkpoint[$0]?.shape }, load: { try checkpoint.tensor(named: $0) })
+    public convenience init(checkpoint: CheckpointSet, config: CLIPTextConfig = .clipL, residentWeights: Bool = false) throws {
+        try self.init(config: config, shape: { checkpoint[$0]?.shape }, load: { try checkpoint.tensor(named: $0) },
+                      weight: { try textEncoderLayerWeight(checkpoint, $0, residentWeights: residentWeights) })
     }
 
     /// Builds from float32 tensors by HF name (benchmarks, tests).
     public convenience init(tensors: [String: Tensor], config: CLIPTextConfig = .clipL) throws {
-        try self.init(config: config, shape: { tensors[$0]?.shape }, load: { tensors[$0]! })
+        try self.init(config: config, shape: { tensors[$0]?.shape }, load: { tensors[$0]! },
+                      weight: { .resident(tensors[$0]!) })
     }
 
-    init(config: CLIPTextConfig, shape: (String) -> [Int]?, load: (String) throws -> Tensor) throws {
+    init(config: CLIPTextConfig, shape: (String) -> [Int]?, load: (String) throws -> Tensor,
+         weight: (String) throws -> LayerWeight) throws {
         try config.validate()
         self.config = config
         let prefix = shape("text_model.embeddings.token_embedding.weight") != nil ? "text_model." : ""
-        func tensor(_ key: String, _ want: [Int]) throws -> Tensor {
+        func check(_ key: String, _ want: [Int]) throws {
             let name = prefix + key
             guard let found = shape(name) else {
                 throw CheckpointError(.missingTensor, "CLIP text encoder: no tensor '\(name)'")
@@ -103,7 +116,10 @@ public final class CLIPTextEncoder: @unchecked Sendable {
             guard found == want else {
                 throw CheckpointError(.badConfig, "CLIP text encoder: '\(name)' has shape \(found), config wants \(want)")
             }
-            return try load(name)
+        }
+        func tensor(_ key: String, _ want: [Int]) throws -> Tensor {
+            try check(key, want)
+            return try load(prefix + key)
         }
         func norm(_ key: String) throws -> Norm {
             let w = try tensor(key + ".weight", [config.hiddenSize]).copy()
@@ -111,8 +127,8 @@ public final class CLIPTextEncoder: @unchecked Sendable {
             return Norm(scale: w, shift: try tensor(key + ".bias", [config.hiddenSize]))
         }
         func linear(_ key: String, out: Int, in inF: Int) throws -> Linear {
-            Linear(name: key, weight: .resident(try tensor(key + ".weight", [out, inF])),
-                   bias: try tensor(key + ".bias", [out]))
+            try check(key + ".weight", [out, inF])
+            return Linear(name: key, weight: try weight(prefix + key + ".weight"), bias: try tensor(key + ".bias", [out]))
         }
         let d = config.hiddenSize, f = config.intermediateSize
         tokenEmbedding = try tensor("embeddings.token_embedding.weight", [config.vocabSize, d])

@@ -73,27 +73,34 @@ public final class T5Encoder: @unchecked Sendable {
     private let finalNorm: Tensor
 
     /// Loads from safetensors in HF layout (`shared.weight`, or `encoder.embed_tokens.weight`, for the embedding).
-    public convenience init(checkpoint: CheckpointSet, config: T5EncoderConfig = .xxl) throws {
-        try self.init(config: config, shape: { checkpoint[$0]?.shape }, load: { try checkpoint.tensor(named: $0) })
+    public convenience init(checkpoint: CheckpointSet, config: T5EncoderConfig = .xxl, residentWeights: Bool = false) throws {
+        try self.init(config: config, shape: { checkpoint[$0]?.shape }, load: { try checkpoint.tensor(named: $0) },
+                      weight: { try textEncoderLayerWeight(checkpoint, $0, residentWeights: residentWeights) })
     }
 
     /// Builds from float32 tensors by HF name (benchmarks, tests).
     public convenience init(tensors: [String: Tensor], config: T5EncoderConfig = .xxl) throws {
-        try self.init(config: config, shape: { tensors[$0]?.shape }, load: { tensors[$0]! })
+        try self.init(config: config, shape: { tensors[$0]?.shape }, load: { tensors[$0]! },
+                      weight: { .resident(tensors[$0]!) })
     }
 
-    init(config: T5EncoderConfig, shape: (String) -> [Int]?, load: (String) throws -> Tensor) throws {
+    init(config: T5EncoderConfig, shape: (String) -> [Int]?, load: (String) throws -> Tensor,
+         weight: (String) throws -> LayerWeight) throws {
         try config.validate()
         self.config = config
-        func tensor(_ name: String, _ want: [Int]) throws -> Tensor {
+        func check(_ name: String, _ want: [Int]) throws {
             guard let found = shape(name) else { throw CheckpointError(.missingTensor, "T5 encoder: no tensor '\(name)'") }
             guard found == want else {
                 throw CheckpointError(.badConfig, "T5 encoder: '\(name)' has shape \(found), config wants \(want)")
             }
+        }
+        func tensor(_ name: String, _ want: [Int]) throws -> Tensor {
+            try check(name, want)
             return try load(name)
         }
         func linear(_ name: String, out: Int, in inF: Int) throws -> Linear {
-            Linear(name: name, weight: .resident(try tensor(name + ".weight", [out, inF])), bias: nil)
+            try check(name + ".weight", [out, inF])
+            return Linear(name: name, weight: try weight(name + ".weight"), bias: nil)
         }
         let d = config.dModel, inner = config.inner, ff = config.dFF
         let embeddingKey = shape("shared.weight") != nil ? "shared.weight" : "encoder.embed_tokens.weight"
