@@ -26,7 +26,7 @@ let package = Package(
         .target(name: "CKernels", cSettings: kernelCFlags),
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CVips", pkgConfig: "vips", providers: [.apt(["libvips-dev"])]),
-        .target(name: "CVipsShim", dependencies: ["CVips"]),
+        .target(name: "CVipsShim", dependencies: ["CVips"], cSettings: kernelCFlags),
         .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka", providers: [.apt(["librdkafka-dev"])]),
 
         // MARK: Engine (no I/O, no vips, no kafka)
@@ -72,7 +72,7 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ]),
         .executableTarget(name: "dreamsr", dependencies: [
-            "DreamsrApp",
+            "DreamsrApp", "Imaging", "Upscaling", "Tensor",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "dreamsr-mock-kafka", dependencies: ["CRdKafka"]),
@@ -82,13 +82,14 @@ let package = Package(
         ], path: "Benchmarks/dreamsr-bench"),
 
         // MARK: Test support and tests
-        .target(name: "DreamsrTestKit", dependencies: ["Jobs", "PipelineRuntime", "Raster", "Tensor"]),
+        .target(name: "DreamsrTestKit", dependencies: ["Jobs", "PipelineRuntime", "Raster", "Tensor",
+                                                     .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "CKernels", "DreamsrTestKit"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Tensor", "DreamsrTestKit"]),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"]),
         .testTarget(name: "CaptioningTests", dependencies: ["Captioning"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Checkpoints", "Tensor", "DreamsrTestKit"]),
-        .testTarget(name: "RasterTests", dependencies: ["Raster"]),
+        .testTarget(name: "RasterTests", dependencies: ["Raster", "CKernels"]),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "Raster", "DreamsrTestKit"]),
         .testTarget(name: "UpscalingTests", dependencies: ["Upscaling", "Raster", "Models", "Tensor", "DreamsrTestKit"]),
         .testTarget(name: "PipelineRuntimeTests", dependencies: ["PipelineRuntime", "Jobs", "DreamsrTestKit"]),

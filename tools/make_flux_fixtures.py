@@ -10,6 +10,7 @@ Outputs (all small):
                                                                          final-layer halves swapped), F16
   plain/...                                                              1 double + 1 single block, no guidance embed
   {guidance,plain}/inputs_b{1,2}.safetensors, outputs_b{1,2}.safetensors (diffusers argument names; output `sample`)
+  guidance/lora-peft.safetensors, guidance/lora_outputs_b2.safetensors   rank-4 LoRA on every Linear + merged reference
   sampling.safetensors                                                   4-step FlowMatchEuler loop on the guidance model
   flux1-dev-keys.json                                                    real FLUX.1-dev key names + shapes, both layouts
 
@@ -188,6 +189,26 @@ def build_sampling(model, cfg: dict):
     save_file(ref, os.path.join(ROOT, "schedules.safetensors"))
 
 
+def build_lora(model, cfg: dict):
+    """Rank-4 peft-style LoRA on every nn.Linear of the guidance model (diffusers names, prefix `transformer.`,
+    no alpha => scale 1), and the reference output of the MERGED model (W + B A) on inputs_b2."""
+    torch.manual_seed(11)
+    lora = {}
+    merged = make_model(cfg, 1)  # same weights as `model`
+    merged.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        for name, mod in merged.named_modules():
+            if isinstance(mod, torch.nn.Linear):
+                a = representable(torch.randn(4, mod.in_features) * 0.3 / mod.in_features ** 0.5)
+                b = representable(torch.randn(mod.out_features, 4) * 0.3)
+                lora[f"transformer.{name}.lora_A.weight"] = a.contiguous()
+                lora[f"transformer.{name}.lora_B.weight"] = b.contiguous()
+                mod.weight += b @ a
+    save_file(lora, os.path.join(ROOT, "guidance", "lora-peft.safetensors"))
+    inp = inputs_for(cfg, 2, 1 + 2, True)
+    save_file({"sample": run(merged, inp).contiguous()}, os.path.join(ROOT, "guidance", "lora_outputs_b2.safetensors"))
+
+
 def dev_keys():
     """Real FLUX.1-dev key names and shapes (diffusers from the model class on the meta device, BFL converted)."""
     with torch.device("meta"):
@@ -207,6 +228,7 @@ def main():
     guided = build_variant("guidance", {**common, "num_layers": 2, "num_single_layers": 2, "guidance_embeds": True}, 1)
     build_variant("plain", {**common, "num_layers": 1, "num_single_layers": 1, "guidance_embeds": False}, 2)
     build_sampling(guided, {**common, "guidance_embeds": True})
+    build_lora(guided, {**common, "num_layers": 2, "num_single_layers": 2, "guidance_embeds": True})
     dev_keys()
     total = 0
     for dp, _, fs in os.walk(ROOT):

@@ -8,7 +8,11 @@ struct BenchCommand: AsyncParsableCommand {
         abstract: "dreamsr benchmarks (each measures its baseline in the same run and prints the ratio).",
         subcommands: [
             // Each benchmark registers itself here (one line each).
+            RealESRGANBench.self,
+            ImagingBench.self,
             FluxBlocksBench.self,
+            DaemonBench.self,
+            DreamSRStepBench.self,
             VAEDecodeBench.self,
         ]
     )

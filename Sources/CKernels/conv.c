@@ -287,19 +287,124 @@ CK_TARGET_AVX2 static void upsample2x_avx2(float *dst, const float *src, size_t 
                                            size_t elem) {
     upsample2x_body(dst, src, planes, h, w, elem);
 }
+/* AVX-512 Winograd transforms with explicit intrinsics: one zmm = the 16 channels of one pixel. */
+CK_TARGET_AVX512 static inline void bt6_avx512(__m512 o[6], __m512 d0, __m512 d1, __m512 d2, __m512 d3, __m512 d4,
+                                               __m512 d5) {
+    const __m512 c4 = _mm512_set1_ps(4.0f), cm5 = _mm512_set1_ps(-5.0f), cm4 = _mm512_set1_ps(-4.0f),
+                 c2 = _mm512_set1_ps(2.0f);
+    o[0] = _mm512_fmadd_ps(c4, d0, _mm512_fmadd_ps(cm5, d2, d4));
+    o[1] = _mm512_fmadd_ps(cm4, _mm512_add_ps(d1, d2), _mm512_add_ps(d3, d4));
+    o[2] = _mm512_fmadd_ps(c4, _mm512_sub_ps(d1, d2), _mm512_sub_ps(d4, d3));
+    o[3] = _mm512_fmadd_ps(c2, _mm512_sub_ps(d3, d1), _mm512_sub_ps(d4, d2));
+    o[4] = _mm512_fmadd_ps(c2, _mm512_sub_ps(d1, d3), _mm512_sub_ps(d4, d2));
+    o[5] = _mm512_fmadd_ps(c4, d1, _mm512_fmadd_ps(cm5, d3, d5));
+}
+
+/* One 6x6x16 patch (row stride `rs` floats, pixel stride 16) to 36 vectors at v + xi*xs. */
+CK_TARGET_AVX512 static inline void wino_in_patch_avx512(float *v, const float *p, size_t rs, size_t xs) {
+    __m512 t[6][6];
+    for (int j = 0; j < 6; j++) {
+        const float *q = p + j * 16;
+        __m512 o[6];
+        bt6_avx512(o, _mm512_loadu_ps(q), _mm512_loadu_ps(q + rs), _mm512_loadu_ps(q + 2 * rs),
+                   _mm512_loadu_ps(q + 3 * rs), _mm512_loadu_ps(q + 4 * rs), _mm512_loadu_ps(q + 5 * rs));
+        for (int i = 0; i < 6; i++) t[i][j] = o[i];
+    }
+    for (int i = 0; i < 6; i++) {
+        __m512 o[6];
+        bt6_avx512(o, t[i][0], t[i][1], t[i][2], t[i][3], t[i][4], t[i][5]);
+        for (int j = 0; j < 6; j++) _mm512_storeu_ps(v + (size_t)(i * 6 + j) * xs, o[j]);
+    }
+}
+
 CK_TARGET_AVX512 static void wino_in_avx512(float *v, const float *src, size_t h, size_t w, size_t ty0,
                                             size_t tile_rows, size_t cb0, size_t cb1, size_t ldv, size_t xs) {
-    wino_in_body(v, src, h, w, ty0, tile_rows, cb0, cb1, ldv, xs);
+    const size_t tiles_x = (w + 3) / 4;
+    const size_t plane = h * w * 16;
+    float patch[6 * 6 * 16] __attribute__((aligned(64)));
+    /* channel block outermost: each block's 6 source rows stream through the cache once */
+    for (size_t cb = cb0; cb < cb1; cb++) {
+        const float *s = src + cb * plane;
+        for (size_t ty = ty0; ty < ty0 + tile_rows; ty++) {
+            for (size_t tx = 0; tx < tiles_x; tx++) {
+                const long y0 = (long)ty * 4 - 1, x0 = (long)tx * 4 - 1;
+                const int interior = y0 >= 0 && x0 >= 0 && y0 + 6 <= (long)h && x0 + 6 <= (long)w;
+                const size_t tt = (ty - ty0) * tiles_x + tx;
+                float *vp = v + tt * ldv + cb * 16;
+                if (interior) {
+                    wino_in_patch_avx512(vp, s + ((size_t)y0 * w + (size_t)x0) * 16, w * 16, xs);
+                } else {
+                    for (int i = 0; i < 6; i++) {
+                        long yy = y0 + i;
+                        for (int j = 0; j < 6; j++) {
+                            long xx = x0 + j;
+                            __m512 val = _mm512_setzero_ps();
+                            if (yy >= 0 && yy < (long)h && xx >= 0 && xx < (long)w)
+                                val = _mm512_loadu_ps(s + ((size_t)yy * w + (size_t)xx) * 16);
+                            _mm512_store_ps(patch + (i * 6 + j) * 16, val);
+                        }
+                    }
+                    wino_in_patch_avx512(vp, patch, 6 * 16, xs);
+                }
+            }
+        }
+    }
 }
-CK_TARGET_AVX2 static void wino_in_avx2(float *v, const float *src, size_t h, size_t w, size_t ty0,
-                                        size_t tile_rows, size_t cb0, size_t cb1, size_t ldv, size_t xs) {
-    wino_in_body(v, src, h, w, ty0, tile_rows, cb0, cb1, ldv, xs);
+
+CK_TARGET_AVX512 static inline void at6_avx512(__m512 o[4], __m512 m0, __m512 m1, __m512 m2, __m512 m3, __m512 m4,
+                                               __m512 m5) {
+    const __m512 c2 = _mm512_set1_ps(2.0f), c4 = _mm512_set1_ps(4.0f), c8 = _mm512_set1_ps(8.0f);
+    __m512 a = _mm512_add_ps(m1, m2), b = _mm512_sub_ps(m1, m2), c = _mm512_add_ps(m3, m4), d = _mm512_sub_ps(m3, m4);
+    o[0] = _mm512_add_ps(_mm512_add_ps(m0, a), c);
+    o[1] = _mm512_fmadd_ps(c2, d, b);
+    o[2] = _mm512_fmadd_ps(c4, c, a);
+    o[3] = _mm512_add_ps(_mm512_fmadd_ps(c8, d, b), m5);
 }
+
 CK_TARGET_AVX512 static void wino_out_avx512(float *dst, const float *m, const float *bias, size_t h, size_t w,
                                              size_t ty0, size_t tile_rows, size_t cb0, size_t cb1, size_t ldm,
                                              size_t xs, int leaky, float slope, const float *res, float alpha,
                                              float beta) {
-    wino_out_body(dst, m, bias, h, w, ty0, tile_rows, cb0, cb1, ldm, xs, leaky, slope, res, alpha, beta);
+    const size_t tiles_x = (w + 3) / 4;
+    const size_t plane = h * w * 16;
+    const __m512 vslope = _mm512_set1_ps(slope), valpha = _mm512_set1_ps(alpha), vbeta = _mm512_set1_ps(beta);
+    const __m512 zero = _mm512_setzero_ps();
+    for (size_t ty = ty0; ty < ty0 + tile_rows; ty++) {
+        for (size_t tx = 0; tx < tiles_x; tx++) {
+            const size_t tt = (ty - ty0) * tiles_x + tx;
+            const size_t oy0 = ty * 4, ox0 = tx * 4;
+            const size_t ny = h - oy0 < 4 ? h - oy0 : 4, nx = w - ox0 < 4 ? w - ox0 : 4;
+            for (size_t cb = cb0; cb < cb1; cb++) {
+                const float *mp = m + tt * ldm + cb * 16;
+                __m512 t[4][6];
+                for (int j = 0; j < 6; j++) {
+                    __m512 o[4];
+                    at6_avx512(o, _mm512_loadu_ps(mp + (size_t)j * xs), _mm512_loadu_ps(mp + (size_t)(6 + j) * xs),
+                               _mm512_loadu_ps(mp + (size_t)(12 + j) * xs), _mm512_loadu_ps(mp + (size_t)(18 + j) * xs),
+                               _mm512_loadu_ps(mp + (size_t)(24 + j) * xs), _mm512_loadu_ps(mp + (size_t)(30 + j) * xs));
+                    for (int i = 0; i < 4; i++) t[i][j] = o[i];
+                }
+                const __m512 bv = bias ? _mm512_loadu_ps(bias + cb * 16) : zero;
+                for (size_t i = 0; i < ny; i++) {
+                    __m512 o[4];
+                    at6_avx512(o, t[i][0], t[i][1], t[i][2], t[i][3], t[i][4], t[i][5]);
+                    const size_t base = cb * plane + ((oy0 + i) * w + ox0) * 16;
+                    float *dp = dst + base;
+                    const float *rp = res ? res + base : 0;
+                    for (size_t j = 0; j < nx; j++) {
+                        __m512 y = _mm512_add_ps(o[j], bv);
+                        if (leaky) y = _mm512_mask_mul_ps(y, _mm512_cmp_ps_mask(y, zero, _CMP_LT_OQ), y, vslope);
+                        if (rp) y = _mm512_fmadd_ps(valpha, y, _mm512_mul_ps(vbeta, _mm512_loadu_ps(rp + j * 16)));
+                        _mm512_storeu_ps(dp + j * 16, y);
+                    }
+                }
+            }
+        }
+    }
+}
+CK_TARGET_AVX2 static void wino_in_avx2(float *v, const float *src, size_t h, size_t w, size_t ty0,
+                                        size_t tile_rows, size_t cb0, size_t cb1, size_t ldv, size_t xs) {
+    wino_in_body(v, src, h, w, ty0, tile_rows, cb0, cb1, ldv, xs);
 }
 CK_TARGET_AVX2 static void wino_out_avx2(float *dst, const float *m, const float *bias, size_t h, size_t w,
                                          size_t ty0, size_t tile_rows, size_t cb0, size_t cb1, size_t ldm,
@@ -349,3 +454,148 @@ void ck_wino43_output_p16(float *dst, const float *m, const float *bias, size_t 
     ck_wino43_output_p16_scalar(dst, m, bias, h, w, ty0, tile_rows, cb0, cb1, ldm, xi_stride, leaky, slope, res,
                                 alpha, beta);
 }
+
+/* ---------------------------------------------------------------- small-N GEMM (Winograd products) */
+
+void ck_sgemm_n16_scalar(float *c, const float *a, const float *b, size_t m, size_t n, size_t k, size_t lda,
+                         size_t ldb, size_t ldc) {
+    for (size_t i = 0; i < m; i++) {
+        float *ci = c + i * ldc;
+        for (size_t j = 0; j < n; j++) ci[j] = 0.0f;
+        for (size_t p = 0; p < k; p++) {
+            const float av = a[i * lda + p];
+            const float *bp = b + p * ldb;
+            for (size_t j = 0; j < n; j++) ci[j] += av * bp[j];
+        }
+    }
+}
+
+#if CK_X86
+CK_TARGET_AVX2 static void sgemm_n16_avx2(float *c, const float *a, const float *b, size_t m, size_t n, size_t k,
+                                          size_t lda, size_t ldb, size_t ldc) {
+    /* 4 rows x 16 columns per step, 8 ymm accumulators */
+    for (size_t j0 = 0; j0 < n; j0 += 16) {
+        size_t i = 0;
+        for (; i + 4 <= m; i += 4) {
+            __m256 acc[4][2];
+            for (int r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+            for (size_t p = 0; p < k; p++) {
+                const float *bp = b + p * ldb + j0;
+                __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
+                for (int r = 0; r < 4; r++) {
+                    __m256 av = _mm256_broadcast_ss(a + (i + r) * lda + p);
+                    acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
+                    acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
+                }
+            }
+            for (int r = 0; r < 4; r++) {
+                _mm256_storeu_ps(c + (i + r) * ldc + j0, acc[r][0]);
+                _mm256_storeu_ps(c + (i + r) * ldc + j0 + 8, acc[r][1]);
+            }
+        }
+        for (; i < m; i++) {
+            __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+            for (size_t p = 0; p < k; p++) {
+                const float *bp = b + p * ldb + j0;
+                __m256 av = _mm256_broadcast_ss(a + i * lda + p);
+                acc0 = _mm256_fmadd_ps(av, _mm256_loadu_ps(bp), acc0);
+                acc1 = _mm256_fmadd_ps(av, _mm256_loadu_ps(bp + 8), acc1);
+            }
+            _mm256_storeu_ps(c + i * ldc + j0, acc0);
+            _mm256_storeu_ps(c + i * ldc + j0 + 8, acc1);
+        }
+    }
+}
+
+/* R rows x NC zmm columns micro-kernel. */
+#define CK_GEMM_MICRO(R, NC)                                                                                        \
+    CK_TARGET_AVX512 static inline void gemm_micro_##R##x##NC(float *c, const float *a, const float *b, size_t k,  \
+                                                              size_t lda, size_t ldb, size_t ldc) {              \
+        __m512 acc[R][NC];                                                                                          \
+        for (int r = 0; r < R; r++)                                                                                 \
+            for (int q = 0; q < NC; q++) acc[r][q] = _mm512_setzero_ps();                                           \
+        for (size_t p = 0; p < k; p++) {                                                                            \
+            __m512 bv[NC];                                                                                          \
+            for (int q = 0; q < NC; q++) bv[q] = _mm512_loadu_ps(b + p * ldb + q * 16);                             \
+            for (int r = 0; r < R; r++) {                                                                           \
+                __m512 av = _mm512_set1_ps(a[r * lda + p]);                                                         \
+                for (int q = 0; q < NC; q++) acc[r][q] = _mm512_fmadd_ps(av, bv[q], acc[r][q]);                     \
+            }                                                                                                       \
+        }                                                                                                           \
+        for (int r = 0; r < R; r++)                                                                                 \
+            for (int q = 0; q < NC; q++) _mm512_storeu_ps(c + r * ldc + q * 16, acc[r][q]);                         \
+    }
+CK_GEMM_MICRO(6, 4)
+CK_GEMM_MICRO(1, 4)
+CK_GEMM_MICRO(8, 3)
+CK_GEMM_MICRO(1, 3)
+CK_GEMM_MICRO(12, 2)
+CK_GEMM_MICRO(1, 2)
+CK_GEMM_MICRO(12, 1)
+CK_GEMM_MICRO(1, 1)
+
+CK_TARGET_AVX512 static void sgemm_n16_avx512(float *c, const float *a, const float *b, size_t m, size_t n, size_t k,
+                                              size_t lda, size_t ldb, size_t ldc) {
+    size_t j0 = 0;
+    while (j0 < n) {
+        size_t nc = (n - j0) / 16;
+        if (nc > 4) nc = 4;
+        const float *bj = b + j0;
+        float *cj = c + j0;
+        size_t i = 0;
+        switch (nc) {
+        case 4:
+            for (; i + 6 <= m; i += 6) gemm_micro_6x4(cj + i * ldc, a + i * lda, bj, k, lda, ldb, ldc);
+            for (; i < m; i++) gemm_micro_1x4(cj + i * ldc, a + i * lda, bj, k, lda, ldb, ldc);
+            break;
+        case 3:
+            for (; i + 8 <= m; i += 8) gemm_micro_8x3(cj + i * ldc, a + i * lda, bj, k, lda, ldb, ldc);
+            for (; i < m; i++) gemm_micro_1x3(cj + i * ldc, a + i * lda, bj, k, lda, ldb, ldc);
+            break;
+        case 2:
+            for (; i + 12 <= m; i += 12) gemm_micro_12x2(cj + i * ldc, a + i * lda, bj, k, lda, ldb, ldc);
+            for (; i < m; i++) gemm_micro_1x2(cj + i * ldc, a + i * lda, bj, k, lda, ldb, ldc);
+            break;
+        default:
+            for (; i + 12 <= m; i += 12) gemm_micro_12x1(cj + i * ldc, a + i * lda, bj, k, lda, ldb, ldc);
+            for (; i < m; i++) gemm_micro_1x1(cj + i * ldc, a + i * lda, bj, k, lda, ldb, ldc);
+            break;
+        }
+        j0 += nc * 16;
+    }
+}
+#endif
+
+void ck_sgemm_n16(float *c, const float *a, const float *b, size_t m, size_t n, size_t k, size_t lda, size_t ldb,
+                  size_t ldc) {
+#if CK_X86
+    switch (ck_isa_active()) {
+    case CK_ISA_AVX512: sgemm_n16_avx512(c, a, b, m, n, k, lda, ldb, ldc); return;
+    case CK_ISA_AVX2: sgemm_n16_avx2(c, a, b, m, n, k, lda, ldb, ldc); return;
+    default: break;
+    }
+#endif
+    ck_sgemm_n16_scalar(c, a, b, m, n, k, lda, ldb, ldc);
+}
+
+void ck_wino43_conv_p16(float *dst, const float *src, const float *u, const float *bias, size_t h, size_t w,
+                        size_t cin_pad, size_t cout_pad, size_t ty0, size_t ty1, size_t batch_tiles, float *v,
+                        float *m, int leaky, float slope, const float *res, float alpha, float beta) {
+    const size_t tiles_x = (w + 3) / 4;
+    size_t rows_per_batch = batch_tiles / tiles_x;
+    if (rows_per_batch < 1) rows_per_batch = 1;
+    for (size_t ty = ty0; ty < ty1; ty += rows_per_batch) {
+        size_t rows = ty1 - ty < rows_per_batch ? ty1 - ty : rows_per_batch;
+        size_t tiles = rows * tiles_x;
+        /* +16 floats per slice: 36 slices a multiple of 4 KiB apart would share one L1 set (conflict misses) */
+        size_t vs = tiles * cin_pad + 16, ms = tiles * cout_pad + 16;
+        ck_wino43_input_p16(v, src, h, w, ty, rows, 0, cin_pad / 16, cin_pad, vs);
+        for (size_t xi = 0; xi < 36; xi++)
+            ck_sgemm_n16(m + xi * ms, v + xi * vs, u + xi * cin_pad * cout_pad, tiles, cout_pad, cin_pad, cin_pad,
+                         cout_pad, cout_pad);
+        ck_wino43_output_p16(dst, m, bias, h, w, ty, rows, 0, cout_pad / 16, cout_pad, ms, leaky, slope, res, alpha,
+                             beta);
+    }
+}
+
+size_t ck_atomic_fetch_add(size_t *p, size_t v) { return __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }

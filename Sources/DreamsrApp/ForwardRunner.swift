@@ -34,15 +34,33 @@ public enum ForwardRegistry {
         "vae-decode": { weights, config in try VAEForward(weights: weights, config: config, direction: .decode) },
     ]
 
-    public static var names: [String] { components.keys.sorted() }
+    /// Components that also need a DreamSR checkpoint (`--controlnet`).
+    public static let controlnetComponents: [String: DreamSRForwardFactory] = [
+        "dreamsr-step": { weights, config, controlnet in
+            try DreamSRForward(mode: .step, weights: weights, config: config, controlnet: controlnet)
+        },
+        "dreamsr-restore": { weights, config, controlnet in
+            try DreamSRForward(mode: .restore, weights: weights, config: config, controlnet: controlnet)
+        },
+    ]
+
+    public static var names: [String] { (Array(components.keys) + Array(controlnetComponents.keys)).sorted() }
 
     /// Loads `inputs`, runs `component`, writes the outputs to `out`; returns the output names and shapes.
     @discardableResult
-    public static func run(component: String, weights: URL, config: URL?, inputs: URL, out: URL) throws -> [(String, [Int])] {
-        guard let factory = components[component] else {
+    public static func run(component: String, weights: URL, config: URL?, inputs: URL, out: URL,
+                           controlnet: URL? = nil) throws -> [(String, [Int])] {
+        let model: any ForwardComponent
+        if let factory = components[component] {
+            model = try factory(weights, config)
+        } else if let factory = controlnetComponents[component] {
+            guard let controlnet else {
+                throw ForwardError(.missingInput, "\(component) needs --controlnet DREAMSR_CHECKPOINT.safetensors")
+            }
+            model = try factory(weights, config, controlnet)
+        } else {
             throw ForwardError(.unknownComponent, "unknown component '\(component)'; known: \(names.joined(separator: ", "))")
         }
-        let model = try factory(weights, config)
         let file = try SafeTensorsFile(url: inputs)
         var tensors: [String: Tensor] = [:]
         for n in file.header.names { tensors[n] = try file.tensor(named: n) }

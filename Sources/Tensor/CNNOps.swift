@@ -79,3 +79,50 @@ extension Tensor {
         return (shape[1], shape[2], shape[3])
     }
 }
+
+/// Ops on the 16-channel-block layout `[blocks, H, W, 16]` ("P16") used by `WinogradConv3x3`.
+extension Tensor {
+    /// Nearest-neighbour 2x upsampling of a P16 tensor `[blocks, H, W, 16]` to `[blocks, 2H, 2W, 16]`.
+    public func upsampledNearest2xPacked16() -> Tensor {
+        precondition(rank == 4 && shape[3] == 16, "P16 tensor expected, got \(shape)")
+        let out = Tensor(zeros: [shape[0], shape[1] * 2, shape[2] * 2, 16])
+        ck_upsample_nearest2x(out.data, data, shape[0], shape[1], shape[2], 16)
+        return out
+    }
+
+    /// The first `blocks` channel blocks of a P16 tensor, as a view (no copy).
+    public func packed16Prefix(blocks: Int) -> Tensor {
+        precondition(rank == 4 && shape[3] == 16 && blocks <= shape[0], "P16 prefix \(blocks) of \(shape)")
+        return Tensor(viewing: data, shape: [blocks, shape[1], shape[2], 16], owner: self)
+    }
+}
+
+extension Tensor {
+    /// Rows `outputRows` (even bounds) of the nearest-2x upsampling of this P16 tensor `[blocks, h, w, 16]`, written
+    /// to `dst` (`[blocks, outputRows.count, 2w, 16]`, or larger: only the first rows of each block plane are used,
+    /// block planes `outputRows.count * 2w * 16` apart).
+    public func upsampleNearest2xPacked16(outputRows: Range<Int>, into dst: Tensor) {
+        precondition(rank == 4 && shape[3] == 16, "P16 tensor expected, got \(shape)")
+        let blocks = shape[0], h = shape[1], w = shape[2]
+        precondition(outputRows.lowerBound % 2 == 0 && outputRows.upperBound % 2 == 0 && outputRows.lowerBound >= 0
+                     && outputRows.upperBound <= 2 * h, "rows \(outputRows) of a \(2 * h)-row upsample")
+        let srcRows = outputRows.count / 2
+        precondition(dst.count >= blocks * outputRows.count * 2 * w * 16, "destination too small")
+        for b in 0..<blocks {
+            ck_upsample_nearest2x(dst.data + b * outputRows.count * 2 * w * 16,
+                                  data + b * h * w * 16 + (outputRows.lowerBound / 2) * w * 16, 1, srcRows, w, 16)
+        }
+    }
+
+    /// Copies channels `0..<channels` of rows `rows` of this P16 tensor (`[blocks, H', W, 16]`) into rows
+    /// `destinationRow...` of the planar `dst` `[1, C, H, W]`.
+    public func unpack16Rows(_ rows: Range<Int>, channels: Int, into dst: Tensor, destinationRow: Int) {
+        precondition(rank == 4 && shape[3] == 16 && dst.rank == 4 && dst.shape[3] == shape[2], "unpack16Rows shapes")
+        precondition(channels <= dst.shape[1] && destinationRow + rows.count <= dst.shape[2], "rows out of range")
+        let w = shape[2], plane = shape[1] * w * 16, dstPlane = dst.shape[2] * w
+        for c in 0..<channels {
+            ck_unpack16(dst.data + c * dstPlane + destinationRow * w,
+                        data + (c / 16) * plane + rows.lowerBound * w * 16 + (c % 16), 1, rows.count * w)
+        }
+    }
+}

@@ -69,10 +69,10 @@ public final class Conv2D: Sendable {
         self.columnBudgetBytes = columnBudgetBytes
     }
 
-    /// Same-size 3x3 (or kxk, odd k) convolution: stride 1, padding k/2.
-    public convenience init(weight: Tensor, bias: Tensor?, samePadding: Bool, activation: Activation = .none) {
+    /// A same-size convolution (stride 1, padding k/2 for an odd k x k kernel).
+    public static func same(weight: Tensor, bias: Tensor?, activation: Activation = .none) -> Conv2D {
         let p = weight.shape[2] / 2, q = weight.shape[3] / 2
-        self.init(weight: weight, bias: bias, padding: (p, q, p, q), activation: activation)
+        return Conv2D(weight: weight, bias: bias, padding: (p, q, p, q), activation: activation)
     }
 
     public func outputSize(height h: Int, width w: Int) -> (height: Int, width: Int) {

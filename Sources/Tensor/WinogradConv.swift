@@ -1,35 +1,53 @@
 import CKernels
+#if canImport(Glibc)
+import Glibc
+#endif
 
-/// Reusable scratch memory for `WinogradConv3x3` (transformed inputs and GEMM outputs). Not thread-safe: one per
-/// forward pass / compute lane.
+/// Reusable scratch memory for `WinogradConv3x3` (transformed inputs and products), one slot per worker thread.
+/// Not thread-safe itself: one per forward pass / compute lane.
 public final class ConvScratch: @unchecked Sendable {
-    private(set) var v: UnsafeMutablePointer<Float>
-    private(set) var m: UnsafeMutablePointer<Float>
-    private var vCapacity: Int
-    private var mCapacity: Int
-    /// Upper bound on Winograd tiles transformed per GEMM batch (keeps scratch bounded for any image size).
+    private var v: [UnsafeMutablePointer<Float>] = []
+    private var m: [UnsafeMutablePointer<Float>] = []
+    private var vCapacity: [Int] = []
+    private var mCapacity: [Int] = []
+    /// Upper bound on Winograd tiles transformed per batch (keeps scratch small and cache resident).
     public let maxTilesPerBatch: Int
 
-    public init(maxTilesPerBatch: Int = 1024) {
+    /// Default batch: `DREAMSR_WINOGRAD_TILES` if set (for tuning), else 64 tiles.
+    public static let defaultTilesPerBatch: Int = {
+        if let v = getenv("DREAMSR_WINOGRAD_TILES"), let n = Int(String(cString: v)), n > 0 { return n }
+        return 64
+    }()
+
+    public init(maxTilesPerBatch: Int = ConvScratch.defaultTilesPerBatch) {
         self.maxTilesPerBatch = max(1, maxTilesPerBatch)
-        v = .allocate(capacity: 1); m = .allocate(capacity: 1)
-        vCapacity = 1; mCapacity = 1
     }
 
-    deinit { v.deallocate(); m.deallocate() }
+    deinit {
+        v.forEach { $0.deallocate() }
+        m.forEach { $0.deallocate() }
+    }
 
-    func reserve(v vCount: Int, m mCount: Int) {
-        if vCount > vCapacity { v.deallocate(); v = .allocate(capacity: vCount); vCapacity = vCount }
-        if mCount > mCapacity { m.deallocate(); m = .allocate(capacity: mCount); mCapacity = mCount }
+    /// Ensures `slots` slots of at least the given sizes; returns their buffers.
+    func reserve(slots: Int, v vCount: Int, m mCount: Int) -> [(v: UnsafeMutablePointer<Float>, m: UnsafeMutablePointer<Float>)] {
+        while v.count < slots {
+            v.append(.allocate(capacity: 1)); m.append(.allocate(capacity: 1))
+            vCapacity.append(1); mCapacity.append(1)
+        }
+        for i in 0..<slots {
+            if vCount > vCapacity[i] { v[i].deallocate(); v[i] = .allocate(capacity: vCount); vCapacity[i] = vCount }
+            if mCount > mCapacity[i] { m[i].deallocate(); m[i] = .allocate(capacity: mCount); mCapacity[i] = mCount }
+        }
+        return (0..<slots).map { (v[$0], m[$0]) }
     }
 
     /// Bytes currently held.
-    public var bytes: Int { (vCapacity + mCapacity) * 4 }
+    public var bytes: Int { (vCapacity.reduce(0, +) + mCapacity.reduce(0, +)) * 4 }
 }
 
 /// A 3x3, stride 1, padding 1 convolution computed with Winograd F(4x4, 3x3) on activations in the 16-channel-block
-/// layout `[ceil(C/16), H, W, 16]` ("P16", see `Tensor.packed16`). Transforms run in C kernels, the 36 per-frequency
-/// products are BLAS sgemm calls. Bias, activation and a residual `alpha*y + beta*res` are fused into the output
+/// layout `[ceil(C/16), H, W, 16]` ("P16", see `Tensor.packed16`). Transforms and the 36 per-frequency products run
+/// in C kernels (an AVX-512 small-N GEMM, no BLAS), in cache-sized batches of tiles. Bias, activation and a residual `alpha*y + beta*res` are fused into the output
 /// transform.
 public final class WinogradConv3x3: Sendable {
     public let inChannels: Int
@@ -63,16 +81,18 @@ public final class WinogradConv3x3: Sendable {
 
     /// Convolves a P16 image (`input` holds at least `inBlocks` blocks of `h*w*16` floats) into the P16 `output`
     /// (`outBlocks` blocks). With `residual`, writes `alpha*conv + beta*residual` (residual may alias output).
+    /// With `workers`, batches of tile rows are shared out across its threads.
     public func forward(input: UnsafePointer<Float>, height h: Int, width w: Int,
                         output: UnsafeMutablePointer<Float>,
                         residual: (pointer: UnsafePointer<Float>, alpha: Float, beta: Float)? = nil,
-                        scratch: ConvScratch) {
+                        scratch: ConvScratch, workers: ParallelWorkers? = nil) {
         let cinPad = inBlocks * 16, coutPad = outBlocks * 16
         let tilesX = (w + 3) / 4, tilesY = (h + 3) / 4
         let rowsPerBatch = max(1, min(tilesY, scratch.maxTilesPerBatch / tilesX))
-        let maxTiles = rowsPerBatch * tilesX
-        scratch.reserve(v: 36 * maxTiles * cinPad, m: 36 * maxTiles * coutPad)
-        let v = scratch.v, m = scratch.m
+        let batchTiles = rowsPerBatch * tilesX
+        let parts = min(workers?.count ?? 1, (tilesY + rowsPerBatch - 1) / rowsPerBatch)
+        let buffers = scratch.reserve(slots: parts, v: 36 * (batchTiles * cinPad + 16),
+                                      m: 36 * (batchTiles * coutPad + 16))
         var leaky: Int32 = 0
         var slope: Float = 0
         switch activation {
@@ -80,22 +100,25 @@ public final class WinogradConv3x3: Sendable {
         case .relu: leaky = 1
         case .leakyReLU(let s): leaky = 1; slope = s
         }
-        var ty0 = 0
-        while ty0 < tilesY {
-            let rows = min(rowsPerBatch, tilesY - ty0)
-            let tiles = rows * tilesX
-            let vStride = tiles * cinPad, mStride = tiles * coutPad
-            ck_wino43_input_p16(v, input, h, w, ty0, rows, 0, inBlocks, cinPad, vStride)
-            for xi in 0..<36 {
-                BLAS.sgemm(m: tiles, n: coutPad, k: cinPad,
-                           a: v + xi * vStride, lda: cinPad,
-                           b: u.data + xi * cinPad * coutPad, ldb: coutPad,
-                           c: m + xi * mStride, ldc: coutPad)
+        let u = self.u.data, bias = self.bias.data
+        let res = residual?.pointer, alpha = residual?.alpha ?? 1, beta = residual?.beta ?? 0
+        // Work is handed out in batches of tile rows from a shared counter, so a thread that gets descheduled
+        // (busy machine) does not hold the others back; each thread uses its own scratch slot.
+        let chunks = (tilesY + rowsPerBatch - 1) / rowsPerBatch
+        let counter = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+        counter.initialize(to: 0)
+        defer { counter.deallocate() }
+        let body = { (i: Int) in
+            guard i < parts else { return }
+            while true {
+                let c = ck_atomic_fetch_add(counter, 1)
+                if c >= chunks { break }
+                let ty0 = c * rowsPerBatch, ty1 = min(tilesY, ty0 + rowsPerBatch)
+                ck_wino43_conv_p16(output, input, u, bias, h, w, cinPad, coutPad, ty0, ty1, batchTiles,
+                                   buffers[i].v, buffers[i].m, leaky, slope, res, alpha, beta)
             }
-            ck_wino43_output_p16(output, m, bias.data, h, w, ty0, rows, 0, outBlocks, coutPad, mStride,
-                                 leaky, slope, residual?.pointer, residual?.alpha ?? 1, residual?.beta ?? 0)
-            ty0 += rows
         }
+        if let workers, parts > 1 { workers.run(body) } else { body(0) }
     }
 
     /// Convenience: convolves a P16 tensor `[>=inBlocks, H, W, 16]` into a new P16 tensor `[outBlocks, H, W, 16]`.

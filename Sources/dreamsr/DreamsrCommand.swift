@@ -8,7 +8,9 @@ struct DreamsrCommand: AsyncParsableCommand {
         abstract: "Ultra-high-resolution image super-resolution: one-shot CLI and streaming daemon.",
         subcommands: [
             // Each subcommand registers itself here (one line each).
+            UpscaleCommand.self,
             ForwardCommand.self,
+            ServeCommand.self,
         ]
     )
 }

@@ -10,7 +10,9 @@ struct ForwardCommand: ParsableCommand {
         commandName: "forward",
         abstract: "Run one model component on tensors from a safetensors file and write its outputs.",
         discussion: "Components: \(ForwardRegistry.names.joined(separator: ", ")). "
-            + "flux inputs: hidden_states, encoder_hidden_states, pooled_projections, timestep (sigma), guidance, img_ids, txt_ids; output: sample."
+            + "flux inputs: hidden_states, encoder_hidden_states, pooled_projections, timestep (sigma), guidance, img_ids, txt_ids; output: sample. "
+            + "dreamsr-step (LoRA off) adds cond_latents, local_encoder_hidden_states, local_pooled_projections, local_txt_ids; "
+            + "dreamsr-restore (LoRA on) takes the same without hidden_states/timestep and also writes z_dr."
     )
 
     @Argument(help: "Component name (\(ForwardRegistry.names.joined(separator: ", "))).")
@@ -21,6 +23,9 @@ struct ForwardCommand: ParsableCommand {
 
     @Option(help: "Model config (diffusers config.json); default: beside the weights, metadata, or detected.")
     var config: String?
+
+    @Option(help: "DreamSR checkpoint (.safetensors with `dreamsr_config` metadata) for dreamsr-step / dreamsr-restore.")
+    var controlnet: String?
 
     @Option(help: "Input tensors (.safetensors).")
     var inputs: String
@@ -36,7 +41,8 @@ struct ForwardCommand: ParsableCommand {
         let start = Date()
         let outputs = try ForwardRegistry.run(
             component: component, weights: URL(fileURLWithPath: weights), config: config.map { URL(fileURLWithPath: $0) },
-            inputs: URL(fileURLWithPath: inputs), out: URL(fileURLWithPath: out))
+            inputs: URL(fileURLWithPath: inputs), out: URL(fileURLWithPath: out),
+            controlnet: controlnet.map { URL(fileURLWithPath: $0) })
         let secs = Date().timeIntervalSince(start)
         for (name, shape) in outputs { print("\(name) \(shape)") }
         print(String(format: "%@ forward done in %.2f s (kernels %@, BLAS %@)", component, secs,

@@ -47,7 +47,7 @@ struct ConvTests {
         let b = randomTensor([7], seed: 3)
         let ref = naiveConv(x, w, b, stride: 1, pad: 1)
         ref.leakyReLU(slope: 0.2)
-        let conv = Conv2D(weight: w, bias: b, samePadding: true, activation: .leakyReLU(slope: 0.2))
+        let conv = Conv2D.same(weight: w, bias: b, activation: .leakyReLU(slope: 0.2))
         let y = conv(x)
         #expect(y.shape == [1, 7, 9, 11])
         #expect(y.maxAbsDifference(ref) < 1e-4)
@@ -81,7 +81,7 @@ struct ConvTests {
             let x = randomTensor([1, 20, h, w], seed: UInt64(h * 100 + w))
             let wt = randomTensor([35, 20, 3, 3], seed: 9)
             let b = randomTensor([35], seed: 10)
-            let ref = Conv2D(weight: wt, bias: b, samePadding: true, activation: .leakyReLU(slope: 0.2))(x)
+            let ref = Conv2D.same(weight: wt, bias: b, activation: .leakyReLU(slope: 0.2))(x)
             let wino = WinogradConv3x3(weight: wt, bias: b, activation: .leakyReLU(slope: 0.2))
             // tiny batches force several GEMM batches
             let y = wino(x.packed16(), scratch: ConvScratch(maxTilesPerBatch: 3)).unpacked16(channels: 35)
@@ -89,11 +89,26 @@ struct ConvTests {
         }
     }
 
+    @Test("Winograd conv split across worker threads equals the single-threaded result")
+    func winogradThreads() {
+        let x = randomTensor([1, 32, 23, 9], seed: 31)
+        let wt = randomTensor([48, 32, 3, 3], seed: 32)
+        let conv = WinogradConv3x3(weight: wt, bias: nil, activation: .leakyReLU(slope: 0.2))
+        let single = conv(x.packed16(), scratch: ConvScratch(maxTilesPerBatch: 5))
+        let workers = ParallelWorkers(count: 3)
+        defer { workers.shutdown() }
+        let p = x.packed16()
+        let multi = Tensor(zeros: single.shape)
+        conv.forward(input: p.data, height: 23, width: 9, output: multi.data, scratch: ConvScratch(maxTilesPerBatch: 5),
+                     workers: workers)
+        #expect(multi.maxAbsDifference(single) == 0)
+    }
+
     @Test("Winograd residual fusion: alpha*conv + beta*res, in place")
     func winogradResidual() {
         let x = randomTensor([1, 16, 6, 7], seed: 11)
         let wt = randomTensor([16, 16, 3, 3], seed: 12)
-        let ref = Conv2D(weight: wt, bias: nil, samePadding: true)(x)
+        let ref = Conv2D.same(weight: wt, bias: nil)(x)
         ref.axpby(x, a: 0.2, b: 1.0)
         let p = x.packed16()
         let out = p.copy()
@@ -143,6 +158,16 @@ struct ConvKernelDispatchTests {
         let refOut = Tensor(zeros: [blocks, h, w, 16])
         ck_wino43_output_p16_scalar(refOut.data, mIn.data, bias.data, h, w, 0, tilesY, 0, blocks, ld, tiles * ld,
                                     1, 0.2, res.data, 0.2, 1.0)
+        // small-N GEMM: m not a multiple of the micro-kernel rows, n = 16, 32, 48, 64, 80
+        let gm = 13, gk = 19
+        var gemmRefs: [(Int, Tensor, Tensor, Tensor)] = []
+        for gn in [16, 32, 48, 64, 80] {
+            let a = randomTensor([gm, gk + 3], seed: UInt64(gn))
+            let b = randomTensor([gk, gn], seed: UInt64(gn + 1))
+            let c = Tensor(zeros: [gm, gn])
+            ck_sgemm_n16_scalar(c.data, a.data, b.data, gm, gn, gk, gk + 3, gn, gn)
+            gemmRefs.append((gn, a, b, c))
+        }
         let refUp = Tensor(zeros: [blocks, 2 * h, 2 * w, 16])
         ck_upsample_nearest2x_scalar(refUp.data, src.data, blocks, h, w, 16)
         let previous = KernelISA.active
@@ -159,6 +184,11 @@ struct ConvKernelDispatchTests {
             let up = Tensor(zeros: [blocks, 2 * h, 2 * w, 16])
             ck_upsample_nearest2x(up.data, src.data, blocks, h, w, 16)
             #expect(up.maxAbsDifference(refUp) == 0, "upsample \(isa)")
+            for (gn, a, b, ref) in gemmRefs {
+                let c = Tensor(zeros: [gm, gn])
+                ck_sgemm_n16(c.data, a.data, b.data, gm, gn, gk, gk + 3, gn, gn)
+                #expect(c.maxAbsDifference(ref) < 1e-4, "sgemm_n16 n=\(gn) \(isa)")
+            }
         }
     }
 }

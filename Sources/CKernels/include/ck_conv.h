@@ -54,6 +54,24 @@ void ck_wino43_output_p16_scalar(float *dst, const float *m, const float *bias, 
                                  size_t tile_rows, size_t cb0, size_t cb1, size_t ldm, size_t xi_stride,
                                  int leaky, float slope, const float *res, float alpha, float beta);
 
+/* Small-N GEMM for the Winograd products: c[i][j] = sum_k a[i][k] * b[k][j] for i < m, j < n (n a multiple of 16),
+ * row-major with leading dimensions lda, ldb, ldc (floats). Single-threaded. */
+void ck_sgemm_n16(float *c, const float *a, const float *b, size_t m, size_t n, size_t k, size_t lda, size_t ldb,
+                  size_t ldc);
+void ck_sgemm_n16_scalar(float *c, const float *a, const float *b, size_t m, size_t n, size_t k, size_t lda,
+                         size_t ldb, size_t ldc);
+
+/* A whole Winograd F(4x4,3x3) convolution (stride 1, pad 1) over tile rows [ty0, ty1) of a P16 image, single-threaded:
+ * input transform, 36 ck_sgemm_n16 products with u ([36][cin_pad][cout_pad], from ck_wino43_weight_transform) and
+ * the output transform (bias, LeakyReLU, residual as in ck_wino43_output_p16), in batches of `batch_tiles` tiles.
+ * Scratch: v holds 36*(batch_tiles*cin_pad+16) floats, m 36*(batch_tiles*cout_pad+16) (batch_tiles >= tiles_x). */
+void ck_wino43_conv_p16(float *dst, const float *src, const float *u, const float *bias, size_t h, size_t w,
+                        size_t cin_pad, size_t cout_pad, size_t ty0, size_t ty1, size_t batch_tiles, float *v,
+                        float *m, int leaky, float slope, const float *res, float alpha, float beta);
+
+/* Atomically adds `v` to *p and returns the previous value (work distribution across worker threads). */
+size_t ck_atomic_fetch_add(size_t *p, size_t v);
+
 #ifdef __cplusplus
 }
 #endif

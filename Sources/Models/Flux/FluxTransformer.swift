@@ -64,9 +64,9 @@ enum FluxMath {
         }
     }
 
-    /// RMSNorm on q and k, then RoPE, in a fused buffer with q at column 0 and k at column `dim` (row stride `ld`);
-    /// rows are `batch` sequences of `rope.tokens` tokens.
-    static func normRope(_ buf: UnsafeMutablePointer<Float>, ld: Int, rows: Int, heads: Int, headDim: Int,
+    /// RMSNorm on q and k in a fused buffer with q at column 0 and k at column `dim` (row stride `ld`);
+    /// `rows` rows in total.
+    static func qkNorm(_ buf: UnsafeMutablePointer<Float>, ld: Int, rows: Int, heads: Int, headDim: Int,
                          q: Tensor?, k: Tensor?) {
         TransformerOps.rmsNormHeads(buf, stride: ld, rows: rows, heads: heads, headDim: headDim, weight: q?.data)
         TransformerOps.rmsNormHeads(buf + heads * headDim, stride: ld, rows: rows, heads: heads, headDim: headDim, weight: k?.data)
@@ -133,8 +133,8 @@ public struct FluxDoubleBlock: Sendable {
             let qi = imgQKV(xi, lora: ad(imgQKV))
             let xt = FluxMath.modulatedNorm(txt, mod: tm, shiftChunk: 0, batch: bsz, rowsPerItem: lt, dim: d)
             let qt = txtQKV(xt, lora: ad(txtQKV))
-            FluxMath.normRope(qi.data, ld: 3 * d, rows: bsz * li, heads: heads, headDim: headDim, q: imgNorm.query, k: imgNorm.key)
-            FluxMath.normRope(qt.data, ld: 3 * d, rows: bsz * lt, heads: heads, headDim: headDim, q: txtNorm.query, k: txtNorm.key)
+            FluxMath.qkNorm(qi.data, ld: 3 * d, rows: bsz * li, heads: heads, headDim: headDim, q: imgNorm.query, k: imgNorm.key)
+            FluxMath.qkNorm(qt.data, ld: 3 * d, rows: bsz * lt, heads: heads, headDim: headDim, q: txtNorm.query, k: txtNorm.key)
             for b in 0..<bsz {
                 (joint.data + b * l * 3 * d).update(from: qt.data + b * lt * 3 * d, count: lt * 3 * d)
                 (joint.data + (b * l + lt) * 3 * d).update(from: qi.data + b * li * 3 * d, count: li * 3 * d)
@@ -192,7 +192,7 @@ public struct FluxSingleBlock: Sendable {
         let xm = FluxMath.modulatedNorm(x, mod: mod, shiftChunk: 0, batch: bsz, rowsPerItem: l, dim: d)
         let h = linear1(xm, lora: lora?.adapter(for: linear1.name))
         let ld = 3 * d + m
-        FluxMath.normRope(h.data, ld: ld, rows: bsz * l, heads: heads, headDim: headDim, q: norm.query, k: norm.key)
+        FluxMath.qkNorm(h.data, ld: ld, rows: bsz * l, heads: heads, headDim: headDim, q: norm.query, k: norm.key)
         FluxMath.rope(h.data, ld: ld, seq: seq, heads: heads, headDim: headDim, rope: rope)
         let cat = Tensor(zeros: [bsz * l, d + m])
         FluxMath.attention(h.data, ld: ld, out: cat.data, ldo: d + m, seq: seq, heads: heads, headDim: headDim)

@@ -190,12 +190,20 @@ public enum FluxWeightMap {
     /// the expected shapes and (unless `allowUnexpected`) that no key under `prefix` is left unused.
     public static func resolve(_ set: CheckpointSet, config: FluxConfig, layout: FluxLayout, prefix: String,
                                allowUnexpected: Bool = false) throws -> [String: WeightSource] {
-        let recs = recipes(config, layout: layout, prefix: prefix)
+        try resolve(set, recipes: recipes(config, layout: layout, prefix: prefix), expected: canonicalShapes(config),
+                    what: "FLUX \(layout.rawValue) checkpoint", unexpectedUnder: allowUnexpected ? nil : prefix)
+    }
+
+    /// Generic form (ControlNets and other FLUX-derived modules reuse it with their own recipes): builds a
+    /// `WeightSource` for each `(canonical name, expected shape)`, listing missing source keys and shape mismatches in
+    /// one error; with `unexpectedUnder` set, keys under that prefix that no recipe uses are an error too.
+    public static func resolve(_ set: CheckpointSet, recipes recs: [String: FluxWeightRecipe], expected: [(String, [Int])],
+                               what: String, unexpectedUnder: String?) throws -> [String: WeightSource] {
         var used = Set<String>()
         var missing: [String] = []
         var mismatched: [String] = []
         var out: [String: WeightSource] = [:]
-        for (name, expected) in canonicalShapes(config) {
+        for (name, shape) in expected {
             guard let rec = recs[name] else { missing.append(name); continue }
             var parts: [WeightSource.Part] = []
             for s in rec.sources {
@@ -204,26 +212,26 @@ public enum FluxWeightMap {
             guard parts.count == rec.sources.count else { continue }
             rec.sources.forEach { used.insert($0) }
             let w = WeightSource(name: name, parts: parts, transform: rec.transform)
-            let partsOK = rec.transform != .concatRows || parts.allSatisfy { Array($0.info.shape.dropFirst()) == Array(expected.dropFirst()) }
-            if w.shape != expected || !partsOK {
-                mismatched.append("\(rec.sources.joined(separator: "+")): \(parts.map(\.info.shape)) vs expected \(expected)")
+            let partsOK = rec.transform != .concatRows || parts.allSatisfy { Array($0.info.shape.dropFirst()) == Array(shape.dropFirst()) }
+            if w.shape != shape || !partsOK {
+                mismatched.append("\(rec.sources.joined(separator: "+")): \(parts.map(\.info.shape)) vs expected \(shape)")
                 continue
             }
             out[name] = w
         }
         if !missing.isEmpty {
             throw CheckpointError(.missingKeys,
-                "FLUX \(layout.rawValue) checkpoint lacks \(missing.count) tensor(s): \(missing.sorted().prefix(40).joined(separator: ", "))")
+                "\(what) lacks \(missing.count) tensor(s): \(missing.sorted().prefix(40).joined(separator: ", "))")
         }
         if !mismatched.isEmpty {
             throw CheckpointError(.shapeMismatch,
-                "FLUX \(layout.rawValue) checkpoint has \(mismatched.count) tensor(s) with unexpected shapes: \(mismatched.sorted().prefix(20).joined(separator: "; "))")
+                "\(what) has \(mismatched.count) tensor(s) with unexpected shapes: \(mismatched.sorted().prefix(20).joined(separator: "; "))")
         }
-        if !allowUnexpected {
+        if let prefix = unexpectedUnder {
             let unexpected = set.names.filter { $0.hasPrefix(prefix) && !used.contains($0) }
             if !unexpected.isEmpty {
                 throw CheckpointError(.unexpectedKeys,
-                    "FLUX \(layout.rawValue) checkpoint has \(unexpected.count) unexpected tensor(s): \(unexpected.sorted().prefix(40).joined(separator: ", "))")
+                    "\(what) has \(unexpected.count) unexpected tensor(s): \(unexpected.sorted().prefix(40).joined(separator: ", "))")
             }
         }
         return out

@@ -1,0 +1,112 @@
+import Foundation
+import Logging
+import WatchFolderConnector
+
+/// The daemon's configuration (`conf/dreamsr.yaml`), typed and validated. Every scalar key can be overridden by an
+/// environment variable named `DREAMSR_` + the key path in upper case with `.` replaced by `_`, e.g.
+/// `DREAMSR_METRICS_ADDRESS`, `DREAMSR_MODELS_DIR`, `DREAMSR_SHUTDOWN_GRACE_SECONDS`,
+/// `DREAMSR_SOURCES_WATCH_0_DIR`. Relative paths are resolved against the config file's folder.
+public struct DaemonConfig: Sendable {
+    public var file: String
+    public var logLevel: Logger.Level
+    public var modelsDirectory: String
+    /// Folder of `NAME.yaml` pipeline files; nil: only the built-in default pipeline.
+    public var pipelinesDirectory: String?
+    public var pipeline: PipelineDefinition
+    /// `host:port` for /health, /ready and /metrics; nil: no HTTP endpoint.
+    public var metricsAddress: String?
+    /// Time to finish in-flight jobs after SIGTERM before they are abandoned (left for retry).
+    public var gracePeriod: Duration
+    public var maxInputMegapixels: Double
+    public var maxFileBytes: Int
+    public var watchFolders: [WatchFolderConfig]
+
+    public static let envPrefix = "DREAMSR_"
+
+    public static func load(path: String, env: [String: String] = ProcessInfo.processInfo.environment) throws -> DaemonConfig {
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+            throw ConfigError(file: path, key: "", problem: "cannot read the configuration file")
+        }
+        let base = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        return try parse(yaml: text, file: path, baseDirectory: base, env: env)
+    }
+
+    /// `dreamsr serve --watch IN --output OUT`: defaults (plus environment overrides) and one watch folder.
+    public static func quickStart(watch: String, output: String, metricsAddress: String?,
+                                  env: [String: String] = ProcessInfo.processInfo.environment) throws -> DaemonConfig {
+        var config = try parse(yaml: "{}", file: "<command line>", baseDirectory: FileManager.default.currentDirectoryPath, env: env)
+        config.watchFolders = [WatchFolderConfig(directory: absolute(watch, base: FileManager.default.currentDirectoryPath),
+                                                 outputDirectory: absolute(output, base: FileManager.default.currentDirectoryPath),
+                                                 outputFormat: config.pipeline.outputFormat)]
+        if let metricsAddress { config.metricsAddress = metricsAddress }
+        return config
+    }
+
+    public static func parse(yaml: String, file: String, baseDirectory: String,
+                             env: [String: String] = [:]) throws -> DaemonConfig {
+        let root = try ConfigNode.parse(yaml: yaml, file: file, env: env, envPrefix: envPrefix)
+        try root.checkKeys(["log_level", "models_dir", "pipelines_dir", "pipeline", "metrics", "shutdown", "limits", "sources"])
+        let levelText = try root.oneOf("log_level", Logger.Level.allCases.map(\.rawValue), default: "info")
+        let models = absolute(try root.string("models_dir", default: "./models"), base: baseDirectory)
+        let pipelinesDir = try root.optionalString("pipelines_dir").map { absolute($0, base: baseDirectory) }
+        let pipelineName = try root.string("pipeline", default: "realesrgan")
+
+        let pipeline: PipelineDefinition
+        if let pipelinesDir {
+            let path = pipelinesDir + "/" + pipelineName + ".yaml"
+            guard FileManager.default.fileExists(atPath: path) else {
+                throw root.error("pipeline", "pipeline '\(pipelineName)' not found: no file \(path)")
+            }
+            pipeline = try PipelineDefinition.load(path: path)
+            guard pipeline.name == pipelineName else {
+                throw ConfigError(file: path, key: "name", problem: "is '\(pipeline.name)' but the file is named \(pipelineName).yaml")
+            }
+        } else if let builtIn = try PipelineDefinition.builtIn(named: pipelineName) {
+            pipeline = builtIn
+        } else {
+            throw root.error("pipeline", "pipeline '\(pipelineName)' is not built in; set pipelines_dir to a folder holding \(pipelineName).yaml")
+        }
+
+        let metrics = try root.child("metrics")
+        try metrics.checkKeys(["address"])
+        var address = try metrics.optionalString("address")
+        if let a = address, a.isEmpty || a == "off" { address = nil }
+        if let a = address { _ = try HTTPAddress.parse(a, error: { metrics.error("address", $0) }) }
+
+        let shutdown = try root.child("shutdown")
+        try shutdown.checkKeys(["grace_seconds"])
+        let grace = try shutdown.double("grace_seconds", default: 30, min: 0, max: 3600)
+
+        let limits = try root.child("limits")
+        try limits.checkKeys(["max_input_megapixels", "max_file_bytes"])
+        let maxMP = try limits.double("max_input_megapixels", default: 50, min: 0, exclusiveMin: true)
+        let maxBytes = try limits.int("max_file_bytes", default: 256 << 20, min: 1)
+
+        let sources = try root.child("sources")
+        try sources.checkKeys(["watch"])
+        var watch: [WatchFolderConfig] = []
+        for item in try sources.list("watch") {
+            try item.checkKeys(["dir", "output", "format", "poll_seconds", "stable_seconds", "max_concurrent_jobs", "inotify"])
+            let poll = try item.double("poll_seconds", default: 2, min: 0.01, max: 3600)
+            let stable = try item.double("stable_seconds", default: 1, min: 0, max: 3600)
+            watch.append(WatchFolderConfig(
+                directory: absolute(try item.requiredString("dir"), base: baseDirectory),
+                outputDirectory: absolute(try item.requiredString("output"), base: baseDirectory),
+                outputFormat: try item.oneOf("format", PipelineDefinition.outputFormats, default: pipeline.outputFormat),
+                pipeline: pipeline.name,
+                pollInterval: .milliseconds(Int64(poll * 1000)),
+                stabilityInterval: .milliseconds(Int64(stable * 1000)),
+                maxConcurrentJobs: try item.int("max_concurrent_jobs", default: 8, min: 1, max: 10_000),
+                useInotify: try item.bool("inotify", default: true)))
+        }
+        return DaemonConfig(file: file, logLevel: Logger.Level(rawValue: levelText)!, modelsDirectory: models,
+                            pipelinesDirectory: pipelinesDir, pipeline: pipeline, metricsAddress: address,
+                            gracePeriod: .milliseconds(Int64(grace * 1000)), maxInputMegapixels: maxMP,
+                            maxFileBytes: maxBytes, watchFolders: watch)
+    }
+
+    static func absolute(_ path: String, base: String) -> String {
+        if path.hasPrefix("/") { return path }
+        return URL(fileURLWithPath: path, relativeTo: URL(fileURLWithPath: base, isDirectory: true)).standardizedFileURL.path
+    }
+}

@@ -1,1 +1,0 @@
-// DreamsrApp module; see the module's files.

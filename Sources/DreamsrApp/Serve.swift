@@ -1,0 +1,87 @@
+import Foundation
+import Logging
+import Metrics
+import Prometheus
+
+/// What `dreamsr serve` was given on the command line.
+public struct ServeOptions: Sendable {
+    public var configPath: String?
+    public var watch: String?
+    public var output: String?
+    public var metricsAddress: String?
+    public init(configPath: String? = nil, watch: String? = nil, output: String? = nil, metricsAddress: String? = nil) {
+        self.configPath = configPath
+        self.watch = watch
+        self.output = output
+        self.metricsAddress = metricsAddress
+    }
+}
+
+/// Loads the configuration for `dreamsr serve`: a config file, or the quick start (`--watch IN --output OUT`).
+public func loadServeConfig(_ options: ServeOptions,
+                            environment: [String: String] = ProcessInfo.processInfo.environment) throws -> DaemonConfig {
+    if let path = options.configPath {
+        guard options.watch == nil && options.output == nil else {
+            throw ConfigError(file: path, key: "", problem: "--watch/--output are for the quick start without a config file; put watch folders under sources.watch instead")
+        }
+        var config = try DaemonConfig.load(path: path, env: environment)
+        if let m = options.metricsAddress { config.metricsAddress = m }
+        return config
+    }
+    guard let watch = options.watch, let output = options.output else {
+        throw ConfigError(file: "<command line>", key: "", problem: "give --config FILE, or --watch IN_DIR --output OUT_DIR for the quick start")
+    }
+    return try DaemonConfig.quickStart(watch: watch, output: output, metricsAddress: options.metricsAddress, env: environment)
+}
+
+/// Runs the daemon until SIGTERM/SIGINT (graceful) and returns. Logging and metrics are bootstrapped here, once
+/// per process.
+///
+/// `extraSources` is the seam for other connectors (Kafka): each builder gets the pipeline's `JobProcessor` and
+/// returns its source `Service`, which the group runs after the watch folders.
+public func runDaemon(config: DaemonConfig, factory: any PipelineFactory = ImagePipelineFactory(),
+                      extraSources: [SourceBuilder] = []) async throws {
+    let level = config.logLevel
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = level
+        return handler
+    }
+    let logger = Logger(label: "dreamsr")
+    let registry = PrometheusCollectorRegistry()
+    MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+    logger.info("starting", metadata: [
+        "config": "\(config.file)", "pipeline": "\(config.pipeline.name)",
+        "stages": "\(config.pipeline.stages.map(\.kind.rawValue).joined(separator: " -> "))",
+        "models_dir": "\(config.modelsDirectory)", "metrics": "\(config.metricsAddress ?? "off")",
+        "pid": "\(ProcessInfo.processInfo.processIdentifier)",
+    ])
+    let daemon = try buildServiceGroup(config: config, logger: logger, factory: factory, registry: registry,
+                                       extraSources: extraSources)
+    try await daemon.group.run()
+    logger.info("stopped")
+}
+
+/// `dreamsr serve --check`: wires the pipeline (without loading weights), checks the model folders exist and
+/// returns a summary; throws `ConfigError` naming the problem.
+public func checkServeConfig(_ config: DaemonConfig, factory: any PipelineFactory = ImagePipelineFactory()) throws -> String {
+    _ = try factory.makePipeline(config.pipeline, config: config, logger: Logger(label: "check"),
+                                 metricsFactory: NOOPMetricsHandler.instance)
+    for (i, stage) in config.pipeline.stages.enumerated() {
+        guard let model = stage.model else { continue }
+        let dir = DaemonConfig.absolute(model, base: config.modelsDirectory)
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
+            throw ConfigError(file: config.pipeline.file, key: "stages.\(i).model",
+                              problem: "model folder \(dir) does not exist (models_dir is \(config.modelsDirectory); scripts/fetch-models.sh fetches the Real-ESRGAN weights)")
+        }
+    }
+    var lines = ["configuration OK: \(config.file)"]
+    lines.append("  pipeline \(config.pipeline.name) (\(config.pipeline.file)): "
+                 + config.pipeline.stages.map { "\($0.kind.rawValue)x\($0.runtime.concurrency)" }.joined(separator: " -> "))
+    lines.append("  capacity \(config.pipeline.capacity.items) jobs, \(config.pipeline.capacity.megapixels) MP in flight")
+    lines.append("  models_dir \(config.modelsDirectory)")
+    lines.append("  metrics \(config.metricsAddress ?? "off"), grace \(config.gracePeriod)")
+    for w in config.watchFolders { lines.append("  watch \(w.directory) -> \(w.outputDirectory) (\(w.outputFormat))") }
+    return lines.joined(separator: "\n")
+}

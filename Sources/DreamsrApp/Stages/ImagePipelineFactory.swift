@@ -1,0 +1,185 @@
+import Foundation
+import Imaging
+import Jobs
+import Logging
+import Metrics
+import PipelineRuntime
+import Raster
+import Tensor
+import Upscaling
+
+/// What an image job carries between stages.
+public struct ImageJob: Sendable {
+    public var decoded: DecodedImage?
+    public var restored: PlanarImage?
+    public init() {}
+}
+
+/// Builds the real stages (libvips decode/encode, tiled model restoration) from a pipeline definition.
+///
+/// Blocking work runs on dedicated `ComputeLane`s (one per worker of a stage), never on the cooperative pool. Model
+/// weights are loaded in the restore stage's `prepare` (so `/ready` turns true only when they are in memory),
+/// one model instance per restore worker.
+public struct ImagePipelineFactory: PipelineFactory {
+    /// Makes a restorer from a model folder (the restore stage's `model:`, resolved under `models_dir`).
+    public typealias RestorerLoader = @Sendable (_ modelDirectory: String) throws -> any TileRestorer
+
+    let loadRestorer: RestorerLoader
+
+    public init(loadRestorer: @escaping RestorerLoader = ImagePipelineFactory.defaultRestorerLoader) {
+        self.loadRestorer = loadRestorer
+    }
+
+    public static let defaultRestorerLoader: RestorerLoader = { dir in try RealESRGANRestorer(modelPath: dir) }
+
+    public func scrapeGauges() -> [String: Double] {
+        ["dreamsr_vips_memory_bytes": Double(ImageCodec.vipsMemoryBytes)]
+    }
+
+    public func healthProblem() -> String? {
+        let h = ImageCodec.health
+        return h.ok ? nil : h.message
+    }
+
+    public func makePipeline(_ definition: PipelineDefinition, config: DaemonConfig, logger: Logger,
+                             metricsFactory: any MetricsFactory) throws -> PipelineHandle {
+        let limits = ImageLimits(maxPixels: Int(config.maxInputMegapixels * 1_000_000), maxFileBytes: config.maxFileBytes,
+                                 pixelLimitHint: "limits.max_input_megapixels in \(config.file) (or DREAMSR_LIMITS_MAX_INPUT_MEGAPIXELS)",
+                                 fileSizeLimitHint: "limits.max_file_bytes in \(config.file) (or DREAMSR_LIMITS_MAX_FILE_BYTES)")
+        let restoreDef = definition.stage(.restore)
+        let scale = restoreDef == nil ? 1 : 4 // refined once the model is loaded; used only to weigh jobs
+        var stages: [Stage<ImageJob>] = []
+        for def in definition.stages {
+            switch def.kind {
+            case .decode:
+                stages.append(decodeStage(def, limits: limits, scale: scale))
+            case .restore:
+                let modelPath = DaemonConfig.absolute(def.model!, base: config.modelsDirectory)
+                stages.append(restoreStage(def, modelDirectory: modelPath, logger: logger))
+            case .encode:
+                stages.append(encodeStage(def, defaultFormat: definition.outputFormat))
+            case .caption, .texture, .blend:
+                throw ConfigError(file: definition.file, key: "stages",
+                                  problem: "stage '\(def.kind.rawValue)' is not available in this daemon yet: the FLUX/DreamSR texture engine is not wired into the serve pipeline (use the realesrgan pipeline)")
+            }
+        }
+        let pipeline = try Pipeline(
+            configuration: PipelineConfiguration(name: definition.name, capacity: definition.capacity,
+                                                 jobTimeout: definition.jobTimeout),
+            stages: stages, logger: logger, metricsFactory: metricsFactory) { _ in ImageJob() }
+        return PipelineHandle(pipeline)
+    }
+
+    // MARK: Stages
+
+    private static func lanes(_ name: String, _ n: Int) -> [ComputeLane] {
+        (0..<n).map { ComputeLane(label: "\(name)-\($0)") }
+    }
+
+    /// Round-robin over a stage's lanes; with `concurrency` workers and as many lanes, each job gets a free one.
+    final class LanePool: Sendable {
+        let lanes: [ComputeLane]
+        private let next = Locked(0)
+        init(_ lanes: [ComputeLane]) { self.lanes = lanes }
+        func take() -> Int { next.withLock { n in defer { n = (n + 1) % lanes.count }; return n } }
+    }
+
+    private func decodeStage(_ def: StageDefinition, limits: ImageLimits, scale: Int) -> Stage<ImageJob> {
+        let pool = LanePool(Self.lanes("decode", def.runtime.concurrency))
+        return Stage(def.runtime) { ctx in
+            guard case .file(let path) = ctx.request.source else {
+                throw PipelineError.badInput("only local files can be decoded here; URL sources are fetched by their connector")
+            }
+            let decoded: DecodedImage
+            do {
+                decoded = try await pool.lanes[pool.take()].run { try ImageCodec.decode(path: path, limits: limits) }
+            } catch let e as ImagingError {
+                throw PipelineError(e.isRetriable ? .stageFailed : .badInput, e.description, isRetriable: e.isRetriable)
+            }
+            // Weight: the input plus the output canvas, in megapixels.
+            let inMP = Double(decoded.width * decoded.height) / 1_000_000
+            ctx.megapixels = inMP * Double(1 + scale * scale)
+            ctx.payload.decoded = decoded
+        }
+    }
+
+    private func restoreStage(_ def: StageDefinition, modelDirectory: String, logger: Logger) -> Stage<ImageJob> {
+        let n = def.runtime.concurrency
+        let pool = LanePool(Self.lanes("restore", n))
+        let upscalers = Locked<[TiledUpscaler]>([])
+        let loader = loadRestorer
+        let tile = def.tileSize, overlap = def.tileOverlap
+        let prepare: @Sendable () async throws -> Void = {
+            // One model instance (it is safe to call concurrently), one tiler per worker lane.
+            let restorer: any TileRestorer
+            do {
+                restorer = try await pool.lanes[0].run { try loader(modelDirectory) }
+            } catch {
+                throw PipelineError.startup("restore model from \(modelDirectory): \(error)")
+            }
+            let made = try (0..<n).map { _ in try TiledUpscaler(restorer: restorer, tileSize: tile, overlap: overlap) }
+            logger.info("restore model loaded", metadata: ["model": "\(restorer.name)", "workers": "\(n)",
+                                                           "dir": "\(modelDirectory)"])
+            upscalers.withLock { $0 = made }
+        }
+        return Stage(def.runtime, prepare: prepare) { ctx in
+            guard let decoded = ctx.payload.decoded else { throw PipelineError.stageFailed("restore: no decoded image") }
+            let lane = pool.take()
+            let base = upscalers.current[lane]
+            // Raster's TileGrid requires overlap < the image side (it traps otherwise, main @ b03de5c): shrink the
+            // overlap for images smaller than it; they are a single tile on that axis anyway.
+            let side = min(decoded.width, decoded.height)
+            let overlap = base.overlap >= side ? max(0, side - 1) : base.overlap
+            // The one-shot CLI's ImageUpscaler does the restore step (model scale, optional resampling), so the CLI
+            // and the daemon produce the same pixels.
+            let scale = ctx.request.scale.map(Double.init)
+            if let scale, !(scale > 0 && scale <= Double(base.scale)) {
+                throw PipelineError.badInput("scale \(Int(scale)) is not supported: 1...\(base.scale) (the model's scale)")
+            }
+            let upscaler = try ImageUpscaler(restorer: base.restorer,
+                                             options: UpscaleOptions(scale: scale, tileSize: base.tileSize, overlap: overlap))
+            let flag = ctx.cancellation
+            do {
+                ctx.payload.restored = try await pool.lanes[lane].run {
+                    try upscaler.restore(decoded, isCancelled: { flag.isCancelled })
+                }
+            } catch {
+                if flag.isCancelled { throw CancellationError() }
+                let message = (error as? StageError)?.message ?? "\(error)"
+                throw PipelineError(.stageFailed, message, isRetriable: (error as? StageError)?.retriable ?? false)
+            }
+            ctx.notes.append("restore: \(base.restorer.name) x\(base.scale)")
+        }
+    }
+
+    private func encodeStage(_ def: StageDefinition, defaultFormat: String) -> Stage<ImageJob> {
+        let pool = LanePool(Self.lanes("encode", def.runtime.concurrency))
+        return Stage(def.runtime) { ctx in
+            guard let decoded = ctx.payload.decoded else { throw PipelineError.stageFailed("encode: no decoded image") }
+            let color = ctx.payload.restored ?? decoded.color
+            let formatName = ctx.request.format ?? defaultFormat
+            guard let format = ImageFormat(fileExtension: formatName) else {
+                throw PipelineError.badInput("unknown output format '\(formatName)'")
+            }
+            guard let output = ctx.request.output else { throw PipelineError.badInput("the request names no output path") }
+            let alpha = decoded.alpha
+            do {
+                try await pool.lanes[pool.take()].run {
+                    var outAlpha: PlanarImage? = nil
+                    if let alpha {
+                        outAlpha = try ImageCodec.resize(alpha, width: color.width, height: color.height)
+                    }
+                    try ImageCodec.encode(color: color, alpha: outAlpha, bitDepth: decoded.bitDepth, grey: decoded.isGrey,
+                                          format: format, quality: 92, to: output)
+                }
+            } catch let e as ImagingError {
+                throw PipelineError(.stageFailed, e.description, isRetriable: e.isRetriable)
+            }
+            ctx.payload.decoded = nil
+            ctx.payload.restored = nil
+            ctx.output = output
+            ctx.width = color.width
+            ctx.height = color.height
+        }
+    }
+}

@@ -1,1 +1,0 @@
-// DreamsrTestKit module; see the module's files.

@@ -1,1 +1,0 @@
-// Imaging module; see the module's files.

@@ -1,0 +1,139 @@
+import Checkpoints
+import Foundation
+import Tensor
+
+/// DreamSR's MM-ControlNet (dreamsr-architecture items 1-4): copies of the main embedders, `controlnet_x_embedder`
+/// (zero-init) on the LR latent tokens, `depth` double-stream blocks run on the LOCAL prompt, and the injection
+/// modules (image MLPs, Context Cross-Attention), one per ControlNet layer.
+public struct DreamSRControlNet: Sendable {
+    public let depth: Int
+    public let imgIn, txtIn, controlnetXEmbedder: Linear
+    public let timeIn, vectorIn: MLPEmbedder
+    public let guidanceIn: MLPEmbedder?
+    public let blocks: [FluxDoubleBlock]
+    public let imageMLPs: [ControlNetImageMLP]
+    public let contextAttention: [ContextCrossAttention]
+    public let flux: FluxConfig
+
+    /// Per-layer features: image stream `[B·L, D]` and text stream `[B·T2, D]` after each block.
+    public struct Features: @unchecked Sendable {
+        public let img: [Tensor]
+        public let txt: [Tensor]
+    }
+
+    /// Reads the ControlNet tensors (`controlnet.*`) of a DreamSR checkpoint; `used` collects consumed keys.
+    public init(checkpoint set: CheckpointSet, depth: Int, flux c: FluxConfig, used: inout Set<String>) throws {
+        let d = c.hiddenSize
+        let sources = try DreamSRWeightMap.resolve(DreamSRWeightMap.controlnetRecipes(depth: depth, guidance: c.guidanceEmbed),
+                                                   in: set, used: &used)
+        // Shape check against the main network's canonical shapes (ControlNet blocks are copies of main blocks).
+        var expected: [String: [Int]] = [:]
+        for (k, s) in FluxWeightMap.canonicalShapes(c) { expected[k] = s }
+        for (k, w) in sources {
+            let key = k.hasPrefix("double_blocks.") ? "double_blocks.0." + k.split(separator: ".", maxSplits: 2)[2] : k
+            if let e = expected[key], e != w.shape {
+                throw CheckpointError(.shapeMismatch, "DreamSR ControlNet tensor \(w.parts.map(\.info.name)) has shape "
+                                      + "\(w.shape), expected \(e) for this FLUX model")
+            }
+        }
+        let halfPrecision = sources.values.contains { !$0.dtypes.isSubset(of: [.f32]) }
+        let weights = FluxWeights(sources: sources, residentWeights: !halfPrecision)
+        self.depth = depth
+        self.flux = c
+        imgIn = try weights.linear("img_in")
+        txtIn = try weights.linear("txt_in")
+        timeIn = MLPEmbedder(inLayer: try weights.linear("time_in.in_layer"), outLayer: try weights.linear("time_in.out_layer"))
+        vectorIn = MLPEmbedder(inLayer: try weights.linear("vector_in.in_layer"), outLayer: try weights.linear("vector_in.out_layer"))
+        guidanceIn = c.guidanceEmbed
+            ? MLPEmbedder(inLayer: try weights.linear("guidance_in.in_layer"), outLayer: try weights.linear("guidance_in.out_layer"))
+            : nil
+        blocks = try (0..<depth).map { try FluxDoubleBlock(weights: weights, prefix: "double_blocks.\($0).", config: c) }
+        let p = DreamSRWeightMap.controlnetPrefix
+        controlnetXEmbedder = try DreamSRWeightMap.linear(set, p + "controlnet_x_embedder", out: d, in: c.inChannels, used: &used)
+        imageMLPs = try (0..<depth).map { l in
+            ControlNetImageMLP(
+                fc1: try DreamSRWeightMap.linear(set, p + "controlnet_img_mlps.\(l).fc1", out: d, in: d, used: &used),
+                fc2: try DreamSRWeightMap.linear(set, p + "controlnet_img_mlps.\(l).fc2", out: d, in: d, used: &used))
+        }
+        contextAttention = try (0..<depth).map { l in
+            let q = p + "context_attn.\(l)."
+            return ContextCrossAttention(
+                toQ: try DreamSRWeightMap.linear(set, q + "to_q", out: d, in: d, used: &used),
+                toK: try DreamSRWeightMap.linear(set, q + "to_k", out: d, in: d, used: &used),
+                toV: try DreamSRWeightMap.linear(set, q + "to_v", out: d, in: d, used: &used),
+                toOut: try DreamSRWeightMap.linear(set, q + "to_out", out: d, in: d, used: &used),
+                normQ: try DreamSRWeightMap.tensor(set, q + "norm_q.weight", shape: [c.headDim], used: &used),
+                normK: try DreamSRWeightMap.tensor(set, q + "norm_k.weight", shape: [c.headDim], used: &used),
+                heads: c.numHeads, headDim: c.headDim)
+        }
+    }
+
+    /// A copy with replaced injection modules (tests: zeroed output layers).
+    public init(replacing base: DreamSRControlNet, imageMLPs: [ControlNetImageMLP], contextAttention: [ContextCrossAttention]) {
+        depth = base.depth; imgIn = base.imgIn; txtIn = base.txtIn; controlnetXEmbedder = base.controlnetXEmbedder
+        timeIn = base.timeIn; vectorIn = base.vectorIn; guidanceIn = base.guidanceIn; blocks = base.blocks
+        flux = base.flux
+        self.imageMLPs = imageMLPs
+        self.contextAttention = contextAttention
+    }
+
+    /// `vec = time_in(emb(1000 t)) + guidance_in(emb(1000 g)) + vector_in(local pooled)`, `[B, D]`, then SiLU.
+    func siluVector(timestep: [Float], guidance: [Float]?, pooled: Tensor, lora: (any LoRAProvider)?) throws -> Tensor {
+        let bsz = timestep.count
+        guard pooled.count == bsz * flux.pooledDim else {
+            throw CheckpointError(.shapeMismatch, "local_pooled_projections \(pooled.shape) vs batch \(bsz) × \(flux.pooledDim)")
+        }
+        let vec = timeIn(TransformerOps.timestepEmbedding(timestep.map { $0 * 1000 }, dim: flux.timestepDim), lora: lora)
+        if let guidanceIn {
+            guard let g = guidance, g.count == bsz else {
+                throw CheckpointError(.shapeMismatch, "the ControlNet embeds guidance: pass one guidance value per batch item")
+            }
+            let gv = guidanceIn(TransformerOps.timestepEmbedding(g.map { $0 * 1000 }, dim: flux.timestepDim), lora: lora)
+            TransformerOps.gatedAdd(vec.data, ldy: vec.count, gv.data, ldx: vec.count, gate: nil, rows: 1, cols: vec.count)
+        }
+        let pv = vectorIn(pooled.reshaped([bsz, flux.pooledDim]), lora: lora)
+        TransformerOps.gatedAdd(vec.data, ldy: vec.count, pv.data, ldx: vec.count, gate: nil, rows: 1, cols: vec.count)
+        TransformerOps.silu(vec)
+        return vec
+    }
+
+    /// Runs the ControlNet: `hidden = img_in(x) + controlnet_x_embedder(cond)`, text = `txt_in(local T5)`,
+    /// vec from the local pooled prompt; same RoPE ids layout as the main network (local text ids, then image ids).
+    public func features(hiddenStates x: Tensor, condLatents cond: Tensor, localEncoderHiddenStates lehs: Tensor,
+                         localPooled: Tensor, timestep: [Float], guidance: [Float]?, imgIds: Tensor,
+                         localTxtIds: Tensor, lora: (any LoRAProvider)?) throws -> Features {
+        let c = flux, d = c.hiddenSize
+        guard x.rank == 3, x.shape[2] == c.inChannels, cond.shape == x.shape else {
+            throw CheckpointError(.shapeMismatch, "hidden_states \(x.shape) / cond_latents \(cond.shape), expected equal [B, L, \(c.inChannels)]")
+        }
+        let bsz = x.shape[0], li = x.shape[1]
+        guard lehs.rank == 3, lehs.shape[0] == bsz, lehs.shape[2] == c.contextDim else {
+            throw CheckpointError(.shapeMismatch, "local_encoder_hidden_states \(lehs.shape), expected [\(bsz), T2, \(c.contextDim)]")
+        }
+        let lt = lehs.shape[1]
+        guard imgIds.shape == [li, 3], localTxtIds.shape == [lt, 3] else {
+            throw CheckpointError(.shapeMismatch, "img_ids \(imgIds.shape) / local_txt_ids \(localTxtIds.shape), expected [\(li), 3] / [\(lt), 3]")
+        }
+        let seq = FluxSequence(batch: bsz, imgTokens: li, txtTokens: lt)
+        let siluVec = try siluVector(timestep: timestep, guidance: guidance, pooled: localPooled, lora: lora)
+        let ids = Tensor(zeros: [lt + li, 3])
+        ids.data.update(from: localTxtIds.data, count: lt * 3)
+        (ids.data + lt * 3).update(from: imgIds.data, count: li * 3)
+        let rope = RopeTables(ids: ids, config: c)
+
+        let img = imgIn(x.reshaped([bsz * li, c.inChannels]))
+        let cw = controlnetXEmbedder.weight.materialize()
+        withExtendedLifetime(cw) {
+            TransformerOps.linear(x: cond.data, ldx: c.inChannels, rows: bsz * li, weight: cw.data, inFeatures: c.inChannels,
+                                  outFeatures: d, bias: controlnetXEmbedder.bias?.data, y: img.data, ldy: d, accumulate: true)
+        }
+        let txt = txtIn(lehs.reshaped([bsz * lt, c.contextDim]))
+        var fi: [Tensor] = [], ft: [Tensor] = []
+        for blk in blocks {
+            blk.forward(img: img, txt: txt, siluVec: siluVec, rope: rope, seq: seq, lora: lora)
+            fi.append(img.copy())
+            ft.append(txt.copy())
+        }
+        return Features(img: fi, txt: ft)
+    }
+}

@@ -1,0 +1,19 @@
+import Foundation
+
+/// The naming rule for outputs being written: a hidden temporary beside the final name, renamed into place when
+/// complete, so no partial file is ever visible under a final name. Sources remove stale temporaries on start.
+public enum OutputFiles {
+    static let marker = ".dreamsr-partial-"
+
+    /// `dir/.NAME.dreamsr-partial-<pid>` for `dir/NAME`.
+    public static func temporaryPath(for finalPath: String) -> String {
+        let url = URL(fileURLWithPath: finalPath)
+        let dir = url.deletingLastPathComponent().path
+        return dir + "/." + url.lastPathComponent + marker + String(getpid())
+    }
+
+    /// True for this naming rule and for the image codec's own temporaries (`.NAME.<hex>.dreamsr-tmp`).
+    public static func isTemporary(_ fileName: String) -> Bool {
+        fileName.hasPrefix(".") && (fileName.contains(marker) || fileName.hasSuffix(".dreamsr-tmp"))
+    }
+}

@@ -1,1 +1,0 @@
-// PipelineRuntime module; see the module's files.

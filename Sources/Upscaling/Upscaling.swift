@@ -1,1 +1,0 @@
-// Upscaling module; see the module's files.

@@ -1,1 +1,0 @@
-// WatchFolderConnector module; see the module's files.

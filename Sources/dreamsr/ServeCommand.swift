@@ -1,0 +1,60 @@
+import ArgumentParser
+import DreamsrApp
+import Foundation
+
+/// `dreamsr serve`: the long-running daemon (watch folder and other sources, health and metrics endpoint).
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run the daemon: process images from the configured sources until SIGTERM/SIGINT.",
+        discussion: """
+        Quick start without a config file:
+          dreamsr serve --watch IN_DIR --output OUT_DIR [--metrics 127.0.0.1:9464]
+        Files dropped into IN_DIR are upscaled into OUT_DIR; IN_DIR/processing, IN_DIR/done and IN_DIR/failed
+        (with NAME.error.json) are created. With a config file: dreamsr serve --config conf/dreamsr.yaml
+        (every key can be overridden by DREAMSR_* environment variables, see conf/dreamsr.yaml).
+        """)
+
+    @Option(help: "Daemon configuration file (YAML).")
+    var config: String?
+
+    @Option(help: "Quick start: the folder to watch for input images.")
+    var watch: String?
+
+    @Option(help: "Quick start: the folder for output images.")
+    var output: String?
+
+    @Option(help: "Address for /health, /ready and /metrics, e.g. 127.0.0.1:9464.")
+    var metrics: String?
+
+    @Flag(help: "Only validate the configuration (and that the model files exist), print a summary, and exit.")
+    var check = false
+
+    func run() async throws {
+        let cfg: DaemonConfig
+        do {
+            cfg = try loadServeConfig(ServeOptions(configPath: config, watch: watch, output: output, metricsAddress: metrics))
+        } catch let error as ConfigError {
+            FileHandle.standardError.write(Data("dreamsr serve: invalid configuration: \(error)\n".utf8))
+            throw ExitCode(78) // EX_CONFIG
+        }
+        if check {
+            do {
+                print(try checkServeConfig(cfg))
+                return
+            } catch let error as ConfigError {
+                FileHandle.standardError.write(Data("dreamsr serve: invalid configuration: \(error)\n".utf8))
+                throw ExitCode(78)
+            }
+        }
+        do {
+            try await runDaemon(config: cfg)
+        } catch let error as ConfigError {
+            FileHandle.standardError.write(Data("dreamsr serve: invalid configuration: \(error)\n".utf8))
+            throw ExitCode(78)
+        } catch {
+            FileHandle.standardError.write(Data("dreamsr serve: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+}
