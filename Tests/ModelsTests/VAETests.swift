@@ -76,6 +76,17 @@ private func randomLatent(_ shape: [Int], seed: UInt64) -> Tensor {
         }
     }
 
+    @Test func configIsDetectedFromTensorShapes() throws {
+        let file = try SafeTensorsFile(url: VAEFixtures.dir.appendingPathComponent("vae_small_bfl.safetensors"))
+        var shapes: [String: [Int]] = [:]
+        for t in file.header.tensors { shapes[t.name] = t.shape }
+        var base = VAEConfig.flux
+        base.normGroups = 8  // not visible in shapes
+        #expect(try VAEConfig(detectingFrom: shapes, base: base) == (try VAEFixtures.config))
+        // FLUX's 32 groups cannot split 16 channels: a clear config error, not a crash.
+        #expect(throws: CheckpointError.self) { _ = try VAEConfig(detectingFrom: shapes) }
+    }
+
     @Test func diffusersKeysFollowSpecMapping() {
         #expect(VAEWeightMap.sourceKey("decoder.up.3.block.2.conv1.weight", layout: .diffusers, levels: 4)
             == "decoder.up_blocks.0.resnets.2.conv1.weight")
@@ -125,7 +136,7 @@ private func randomLatent(_ shape: [Int], seed: UInt64) -> Tensor {
     @Test func bandedUpsampleConvMatchesUpsampleThenConv() {
         let x = randomLatent([1, 5, 9, 7], seed: 9)
         let w = randomLatent([4, 5, 3, 3], seed: 10), b = randomLatent([4], seed: 11)
-        let conv = Conv2D(weight: w, bias: b, samePadding: true)
+        let conv = Conv2D.same(weight: w, bias: b)
         let want = conv(x.upsampledNearest2x())
         for bandBytes in [1, 5 * 14 * 4 * 3, 5 * 14 * 4 * 5, 1 << 20] {  // 2, 3, 5 and all 18 rows per band
             let got = VAEExecutor.upsampleConv(conv, x, bandBytes: bandBytes)
