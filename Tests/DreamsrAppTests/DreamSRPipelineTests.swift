@@ -190,6 +190,29 @@ struct NearestX4Restorer: TileRestorer {
         }
     }
 
+    /// The model set is loaded once and shared by jobs; a seed gives the same pixels again; a job's prompt replaces
+    /// the global prompt (and changes the result).
+    @Test func jobsShareTheModelsAreSeededAndTakeThePromptOverride() async throws {
+        try ImageCodec.initialize()
+        let models = try tinyModelsDirectory()
+        let work = try tempDir()
+        try writeSmallRGBA(work + "/in.png")
+        let def = try PipelineDefinition.parse(yaml: tinyPipelineYAML(steps: 2), file: "dreamsr.yaml")
+        let out = try await PipelineRunner(definition: def, config: try dreamsrConfig(models: models)).run([
+            JobRequest(id: JobID("a"), source: .file(work + "/in.png"), output: work + "/a.png"),
+            JobRequest(id: JobID("b"), source: .file(work + "/in.png"), output: work + "/b.png"),
+            JobRequest(id: JobID("c"), source: .file(work + "/in.png"), output: work + "/c.png", prompt: "a red brick wall"),
+        ])
+        #expect(out.allSatisfy { $0.status == .ok }, "\(out.map { $0.errorMessage ?? "" })")
+        let a = try ImageCodec.decode(path: work + "/a.png").color, b = try ImageCodec.decode(path: work + "/b.png").color
+        let c = try ImageCodec.decode(path: work + "/c.png").color
+        #expect(a == b, "same input, same seed: same output")
+        #expect(a != c, "another global prompt changes the texture")
+        #expect(out[2].notes.contains("captioner: global prompt from the job"), "\(out[2].notes)")
+        let registry = ModelRegistry.shared(def.models!.resolved(base: models))
+        #expect(registry.isLoaded)
+    }
+
     @Test func missingWeightsAreAStartUpErrorNamingFileAndLayout() throws {
         let models = try tinyModelsDirectory()
         try FileManager.default.removeItem(atPath: models + "/text_encoder_2")
