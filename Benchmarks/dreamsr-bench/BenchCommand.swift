@@ -13,6 +13,7 @@ struct BenchCommand: AsyncParsableCommand {
             FluxBlocksBench.self,
             DaemonBench.self,
             DreamSRStepBench.self,
+            VAEDecodeBench.self,
             TextEncodersBench.self,
             KafkaBench.self,
         ]

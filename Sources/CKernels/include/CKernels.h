@@ -57,4 +57,6 @@ void ck_bf16_to_f32_scalar(float *dst, const uint16_t *src, size_t n);
 #include "ck_conv.h"
 #include "ck_transformer.h"
 #include "ck_image.h"
+#include "ck_norm.h"
+#include "ck_colorfix.h"
 #endif
