@@ -136,7 +136,7 @@ private func randomLatent(_ shape: [Int], seed: UInt64) -> Tensor {
     @Test func bandedUpsampleConvMatchesUpsampleThenConv() {
         let x = randomLatent([1, 5, 9, 7], seed: 9)
         let w = randomLatent([4, 5, 3, 3], seed: 10), b = randomLatent([4], seed: 11)
-        let conv = Conv2D(weight: w, bias: b, samePadding: true)
+        let conv = Conv2D.same(weight: w, bias: b)
         let want = conv(x.upsampledNearest2x())
         for bandBytes in [1, 5 * 14 * 4 * 3, 5 * 14 * 4 * 5, 1 << 20] {  // 2, 3, 5 and all 18 rows per band
             let got = VAEExecutor.upsampleConv(conv, x, bandBytes: bandBytes)

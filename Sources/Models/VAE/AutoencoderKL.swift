@@ -70,9 +70,9 @@ public final class AutoencoderKL: Sendable {
                 let l = config.latentChannels
                 let wm = Tensor(viewing: w.data, shape: [l, shape[1], 3, 3], owner: w)
                 let bm = Tensor(viewing: b.data, shape: [l], owner: b)
-                convs[layer] = Conv2D(weight: wm, bias: bm, samePadding: true)
+                convs[layer] = Conv2D.same(weight: wm, bias: bm)
             } else {
-                convs[layer] = Conv2D(weight: w, bias: b, samePadding: true)
+                convs[layer] = Conv2D.same(weight: w, bias: b)
             }
         }
         self.convs = convs
