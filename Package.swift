@@ -72,7 +72,7 @@ let package = Package(
             .product(name: "Yams", package: "Yams"),
         ]),
         .executableTarget(name: "dreamsr", dependencies: [
-            "DreamsrApp", "Imaging", "Upscaling", "Tensor",
+            "DreamsrApp", "Imaging", "Upscaling", "Tensor", "Tokenizers",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "dreamsr-mock-kafka", dependencies: ["CRdKafka"]),

@@ -3,7 +3,7 @@
 (diffusers FluxTransformerBlock / FluxSingleTransformerBlock, dim 3072, 24 heads, random weights) at the given token
 counts. Prints one JSON line: median seconds per block for fp32 (and bf16 unless --no-bf16).
 
-Run by the benchmark with /work/refenv/bin/python (or --python); needs torch + diffusers.
+Run by the benchmark with .venv-ref/bin/python (scripts/setup-reference-env.sh) (or --python); needs torch + diffusers.
 """
 import argparse
 import json

@@ -1,4 +1,4 @@
-"""PyTorch reference of DreamSR as /work/shared/reference/dreamsr-architecture.md defines it.
+"""PyTorch reference of DreamSR as the project spec (shared/reference/dreamsr-architecture.md) defines it.
 
 Built on diffusers' FLUX modules (FluxTransformer2DModel for the frozen main network, FluxTransformerBlock for the
 ControlNet's double blocks). Everything DreamSR-specific lives here:
@@ -14,7 +14,7 @@ ControlNet's double blocks). Everything DreamSR-specific lives here:
 - `save_dreamsr_checkpoint` / `load_dreamsr_checkpoint`: our checkpoint format (one safetensors file, metadata key
   `dreamsr_config`, tensor names of the spec's "Checkpoint files" section).
 
-Run with /work/refenv/bin/python; `tools/make_dreamsr_fixtures.py` uses it to write the committed fixtures.
+Run with .venv-ref/bin/python (scripts/setup-reference-env.sh); `tools/make_dreamsr_fixtures.py` uses it to write the committed fixtures.
 """
 from __future__ import annotations
 

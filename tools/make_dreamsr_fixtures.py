@@ -1,6 +1,6 @@
 """Writes Tests/Fixtures/dreamsr/*: tiny FLUX + DreamSR checkpoints and reference inputs/outputs.
 
-    /work/refenv/bin/python tools/make_dreamsr_fixtures.py [--out Tests/Fixtures/dreamsr]
+    .venv-ref/bin/python (scripts/setup-reference-env.sh) tools/make_dreamsr_fixtures.py [--out Tests/Fixtures/dreamsr]
 
 Files (weights stored as BF16; values are generated already rounded to bf16, so the float32 computation here is the
 exact reference for an engine that widens them to float32):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Builds the FLUX transformer parity fixtures under Tests/Fixtures/flux/ with diffusers as the reference.
 
-Run with the reference environment:  /work/refenv/bin/python tools/make_flux_fixtures.py
+Run with the reference environment:  .venv-ref/bin/python (scripts/setup-reference-env.sh) tools/make_flux_fixtures.py
 (needs torch, diffusers, safetensors, numpy; installs nothing else).
 
 Outputs (all small):

@@ -13,6 +13,8 @@ struct BenchCommand: AsyncParsableCommand {
             FluxBlocksBench.self,
             DaemonBench.self,
             DreamSRStepBench.self,
+            TextEncodersBench.self,
+            KafkaBench.self,
             VAEDecodeBench.self,
         ]
     )

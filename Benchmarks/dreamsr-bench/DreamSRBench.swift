@@ -20,7 +20,7 @@ struct DreamSRStepBench: ParsableCommand {
     @Option(help: "T5 tokens per prompt.") var txtTokens = 512
     @Option(help: "Threads for both engines (0: library default).") var threads = 0
     @Option(help: "Timed repeats (after one warm-up).") var repeats = 2
-    @Option(help: "Python with torch + diffusers.") var python = "/work/refenv/bin/python"
+    @Option(help: "Python with torch + diffusers.") var python = ReferencePython.defaultPath
     @Option(help: "Scratch folder for weights and tensors.") var dir = NSTemporaryDirectory() + "dreamsr-step-bench"
 
     func run() throws {

@@ -15,7 +15,7 @@ struct FluxBlocksBench: ParsableCommand {
     @Option(help: "Image tokens.") var img: Int = 1024
     @Option(help: "Text tokens.") var txt: Int = 512
     @Option(help: "Timed repetitions (median; one warm-up run first).") var repeats: Int = 3
-    @Option(help: "Python with torch + diffusers for the baseline.") var python: String = "/work/refenv/bin/python"
+    @Option(help: "Python with torch + diffusers for the baseline.") var python: String = ReferencePython.defaultPath
     @Option(help: "Baseline script.") var script: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("flux_blocks_baseline.py").path
     @Flag(help: "Skip the PyTorch bf16 timing.") var noBf16 = false

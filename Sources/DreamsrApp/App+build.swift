@@ -1,5 +1,6 @@
 import Foundation
 import Jobs
+import KafkaConnector
 import Logging
 import Metrics
 import PipelineRuntime
@@ -61,7 +62,12 @@ public func buildServiceGroup(config: DaemonConfig, logger: Logger, factory: any
         services.append(.init(service: try build(router, logger), successTerminationBehavior: .gracefullyShutdownGroup,
                               failureTerminationBehavior: .gracefullyShutdownGroup))
     }
-    guard !config.watchFolders.isEmpty || !extraSources.isEmpty else {
+    if let kafka = config.kafka {
+        services.append(.init(service: KafkaJobSource(configuration: kafka, processor: router, logger: logger),
+                              successTerminationBehavior: .gracefullyShutdownGroup,
+                              failureTerminationBehavior: .gracefullyShutdownGroup))
+    }
+    guard !config.watchFolders.isEmpty || !extraSources.isEmpty || config.kafka != nil else {
         throw ConfigError(file: config.file, key: "sources", problem: "no source configured: nothing would ever be processed")
     }
 

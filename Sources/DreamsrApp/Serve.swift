@@ -9,11 +9,17 @@ public struct ServeOptions: Sendable {
     public var watch: String?
     public var output: String?
     public var metricsAddress: String?
-    public init(configPath: String? = nil, watch: String? = nil, output: String? = nil, metricsAddress: String? = nil) {
+    /// Quick start: Kafka bootstrap servers and input topic.
+    public var kafka: String?
+    public var topic: String?
+    public init(configPath: String? = nil, watch: String? = nil, output: String? = nil, metricsAddress: String? = nil,
+                kafka: String? = nil, topic: String? = nil) {
         self.configPath = configPath
         self.watch = watch
         self.output = output
         self.metricsAddress = metricsAddress
+        self.kafka = kafka
+        self.topic = topic
     }
 }
 
@@ -21,12 +27,19 @@ public struct ServeOptions: Sendable {
 public func loadServeConfig(_ options: ServeOptions,
                             environment: [String: String] = ProcessInfo.processInfo.environment) throws -> DaemonConfig {
     if let path = options.configPath {
-        guard options.watch == nil && options.output == nil else {
+        guard options.watch == nil && options.output == nil && options.kafka == nil && options.topic == nil else {
             throw ConfigError(file: path, key: "", problem: "--watch/--output are for the quick start without a config file; put watch folders under sources.watch instead")
         }
         var config = try DaemonConfig.load(path: path, env: environment)
         if let m = options.metricsAddress { config.metricsAddress = m }
         return config
+    }
+    if let bootstrap = options.kafka {
+        guard let topic = options.topic, let output = options.output else {
+            throw ConfigError(file: "<command line>", key: "", problem: "--kafka BOOTSTRAP needs --topic TOPIC and --output OUT_DIR")
+        }
+        return try DaemonConfig.quickStartKafka(bootstrap: bootstrap, topic: topic, output: output, watch: options.watch,
+                                                metricsAddress: options.metricsAddress, env: environment)
     }
     guard let watch = options.watch, let output = options.output else {
         throw ConfigError(file: "<command line>", key: "", problem: "give --config FILE, or --watch IN_DIR --output OUT_DIR for the quick start")
@@ -83,5 +96,8 @@ public func checkServeConfig(_ config: DaemonConfig, factory: any PipelineFactor
     lines.append("  models_dir \(config.modelsDirectory)")
     lines.append("  metrics \(config.metricsAddress ?? "off"), grace \(config.gracePeriod)")
     for w in config.watchFolders { lines.append("  watch \(w.directory) -> \(w.outputDirectory) (\(w.outputFormat))") }
+    if let k = config.kafka {
+        lines.append("  kafka \(k.bootstrapServers) topic \(k.inputTopic) group \(k.groupID) -> \(k.outputDirectory ?? "(message outputs)"); results \(k.resultsTopic), dlq \(k.deadLetterTopic)")
+    }
     return lines.joined(separator: "\n")
 }

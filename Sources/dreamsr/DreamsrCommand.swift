@@ -9,6 +9,7 @@ struct DreamsrCommand: AsyncParsableCommand {
         subcommands: [
             // Each subcommand registers itself here (one line each).
             UpscaleCommand.self,
+            TokenizeCommand.self,
             ForwardCommand.self,
             ServeCommand.self,
         ]

@@ -10,6 +10,7 @@ struct ServeCommand: AsyncParsableCommand {
         discussion: """
         Quick start without a config file:
           dreamsr serve --watch IN_DIR --output OUT_DIR [--metrics 127.0.0.1:9464]
+          dreamsr serve --kafka BOOTSTRAP --topic TOPIC --output OUT_DIR   (see docs/kafka.md)
         Files dropped into IN_DIR are upscaled into OUT_DIR; IN_DIR/processing, IN_DIR/done and IN_DIR/failed
         (with NAME.error.json) are created. With a config file: dreamsr serve --config conf/dreamsr.yaml
         (every key can be overridden by DREAMSR_* environment variables, see conf/dreamsr.yaml).
@@ -24,6 +25,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Quick start: the folder for output images.")
     var output: String?
 
+    @Option(help: "Quick start: Kafka bootstrap servers (host:port,...); needs --topic and --output.")
+    var kafka: String?
+
+    @Option(help: "Quick start: the Kafka input topic (results to TOPIC.results, dead letters to TOPIC.dlq, group dreamsr).")
+    var topic: String?
+
     @Option(help: "Address for /health, /ready and /metrics, e.g. 127.0.0.1:9464.")
     var metrics: String?
 
@@ -33,7 +40,8 @@ struct ServeCommand: AsyncParsableCommand {
     func run() async throws {
         let cfg: DaemonConfig
         do {
-            cfg = try loadServeConfig(ServeOptions(configPath: config, watch: watch, output: output, metricsAddress: metrics))
+            cfg = try loadServeConfig(ServeOptions(configPath: config, watch: watch, output: output, metricsAddress: metrics,
+                                                   kafka: kafka, topic: topic))
         } catch let error as ConfigError {
             FileHandle.standardError.write(Data("dreamsr serve: invalid configuration: \(error)\n".utf8))
             throw ExitCode(78) // EX_CONFIG

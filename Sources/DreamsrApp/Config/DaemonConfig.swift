@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import KafkaConnector
 import WatchFolderConnector
 
 /// The daemon's configuration (`conf/dreamsr.yaml`), typed and validated. Every scalar key can be overridden by an
@@ -20,6 +21,8 @@ public struct DaemonConfig: Sendable {
     public var maxInputMegapixels: Double
     public var maxFileBytes: Int
     public var watchFolders: [WatchFolderConfig]
+    /// The Kafka source (`sources.kafka`, or `serve --kafka`); nil: none.
+    public var kafka: KafkaConnectorConfiguration? = nil
 
     public static let envPrefix = "DREAMSR_"
 
@@ -83,7 +86,7 @@ public struct DaemonConfig: Sendable {
         let maxBytes = try limits.int("max_file_bytes", default: 256 << 20, min: 1)
 
         let sources = try root.child("sources")
-        try sources.checkKeys(["watch"])
+        try sources.checkKeys(["watch", "kafka"])
         var watch: [WatchFolderConfig] = []
         for item in try sources.list("watch") {
             try item.checkKeys(["dir", "output", "format", "poll_seconds", "stable_seconds", "max_concurrent_jobs", "inotify"])
@@ -99,10 +102,13 @@ public struct DaemonConfig: Sendable {
                 maxConcurrentJobs: try item.int("max_concurrent_jobs", default: 8, min: 1, max: 10_000),
                 useInotify: try item.bool("inotify", default: true)))
         }
+        let kafka = try sources.has("kafka")
+            ? parseKafka(try sources.child("kafka"), baseDirectory: baseDirectory, defaultFormat: pipeline.outputFormat)
+            : nil
         return DaemonConfig(file: file, logLevel: Logger.Level(rawValue: levelText)!, modelsDirectory: models,
                             pipelinesDirectory: pipelinesDir, pipeline: pipeline, metricsAddress: address,
                             gracePeriod: .milliseconds(Int64(grace * 1000)), maxInputMegapixels: maxMP,
-                            maxFileBytes: maxBytes, watchFolders: watch)
+                            maxFileBytes: maxBytes, watchFolders: watch, kafka: kafka)
     }
 
     static func absolute(_ path: String, base: String) -> String {

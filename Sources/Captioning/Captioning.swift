@@ -1,1 +1,0 @@
-// Captioning module.

@@ -1,1 +1,0 @@
-// KafkaConnector module; see the module's files.

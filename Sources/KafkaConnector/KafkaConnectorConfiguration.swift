@@ -1,0 +1,179 @@
+/// Configuration of the Kafka source/sink. Every field has a documented default except the broker list and the
+/// input topic; `validate()` names the offending key.
+public struct KafkaConnectorConfiguration: Sendable, Equatable {
+    /// Capped exponential backoff for transient failures (retriable outcome, download timeout, broker unavailable).
+    public struct RetryPolicy: Sendable, Equatable {
+        /// Attempts per job including the first (default 4); after the last failed attempt the message is
+        /// dead-lettered.
+        public var maxAttempts: Int = 4
+        /// Delay before the second attempt (default 0.5 s); doubles on each attempt.
+        public var initialBackoff: Duration = .milliseconds(500)
+        /// Upper bound of one delay (default 30 s).
+        public var maxBackoff: Duration = .seconds(30)
+        public init(maxAttempts: Int = 4, initialBackoff: Duration = .milliseconds(500),
+                    maxBackoff: Duration = .seconds(30)) {
+            self.maxAttempts = maxAttempts
+            self.initialBackoff = initialBackoff
+            self.maxBackoff = maxBackoff
+        }
+
+        /// Delay before attempt `attempt + 1` (attempt counts from 1).
+        public func delay(afterAttempt attempt: Int) -> Duration {
+            let exponent = max(0, min(attempt - 1, 30))
+            let scaled = initialBackoff * (1 << exponent)
+            return scaled < maxBackoff ? scaled : maxBackoff
+        }
+    }
+
+    /// Rules for http(s) sources.
+    public struct HTTPSourceRules: Sendable, Equatable {
+        /// When false (default), a URL whose host resolves to a loopback, link-local, private (RFC 1918 / ULA),
+        /// CGNAT, multicast or unspecified address is refused.
+        public var allowPrivateAddresses: Bool = false
+        /// Whole-download timeout (default 10 s).
+        public var timeout: Duration = .seconds(10)
+        /// Largest accepted body, checked on Content-Length and on bytes read (default 64 MiB).
+        public var maxBytes: Int = 64 << 20
+        /// Redirects followed, each re-checked against the address rules (default 3).
+        public var maxRedirects: Int = 3
+        /// Allowed schemes (default http, https).
+        public var allowedSchemes: Set<String> = ["http", "https"]
+        public init(allowPrivateAddresses: Bool = false, timeout: Duration = .seconds(10), maxBytes: Int = 64 << 20,
+                    maxRedirects: Int = 3) {
+            self.allowPrivateAddresses = allowPrivateAddresses
+            self.timeout = timeout
+            self.maxBytes = maxBytes
+            self.maxRedirects = maxRedirects
+        }
+    }
+
+    /// `bootstrap.servers`, e.g. `localhost:9092` or `b1:9092,b2:9092`.
+    public var bootstrapServers: String
+    /// Consumer group (default `dreamsr`).
+    public var groupID: String = "dreamsr"
+    /// Topic with the JSON job requests.
+    public var inputTopic: String
+    /// Topic for result messages (default `<inputTopic>.results`).
+    public var resultsTopic: String
+    /// Dead-letter topic (default `<inputTopic>.dlq`).
+    public var deadLetterTopic: String
+    /// Folder outputs go to when a message names no output (nil: the pipeline's own default).
+    public var outputDirectory: String?
+    /// Output format when a message names none (default png); also the extension of derived output names.
+    public var defaultFormat: String = "png"
+    /// When false (default), a message's `output` must be a relative path without `..`; it is resolved under
+    /// `outputDirectory`.
+    public var allowAbsoluteOutputPaths: Bool = false
+    /// Jobs processed concurrently (default 4). When full, the partitions are paused (backpressure).
+    public var maxInFlight: Int = 4
+    /// Messages consumed ahead of the processor (waiting for a free slot) before the partitions are paused; they
+    /// resume when the buffer is half empty, so fetching overlaps work (librdkafka 2.0.2 takes up to ~1 s to deliver
+    /// again after a resume). Default: max(16, 4 x maxInFlight).
+    /// Buffered messages are not committed: a crash redelivers them.
+    public var maxBuffered: Int?
+    var effectiveMaxBuffered: Int { maxBuffered ?? max(16, 4 * maxInFlight) }
+    /// Largest accepted message value (default 1 MiB); larger ones are dead-lettered.
+    public var maxMessageBytes: Int = 1 << 20
+    public var retry = RetryPolicy()
+    public var http = HTTPSourceRules()
+    /// Publish `status: error` results for dead-lettered messages too (default true).
+    public var publishErrorResults: Bool = true
+    /// How long shutdown waits for in-flight jobs before abandoning them (their offsets are never stored).
+    public var drainTimeout: Duration = .seconds(20)
+    /// `auto.offset.reset` for a group without committed offsets (default `earliest`).
+    public var autoOffsetReset: String = "earliest"
+    /// `session.timeout.ms` (default 10000) and `max.poll.interval.ms` (default 300000).
+    public var sessionTimeoutMs: Int = 10_000
+    public var maxPollIntervalMs: Int = 300_000
+    /// `auto.commit.interval.ms`: how often stored offsets are committed (default 1000); a final commit runs on
+    /// revoke and shutdown.
+    public var commitIntervalMs: Int = 1_000
+    /// Extra librdkafka properties for both clients (e.g. `security.protocol`, `sasl.*`, `ssl.*`), applied last.
+    public var clientProperties: [String: String] = [:]
+    /// Folder for downloads (default: the system temporary folder).
+    public var downloadDirectory: String?
+
+    public init(bootstrapServers: String, inputTopic: String, groupID: String = "dreamsr",
+                resultsTopic: String? = nil, deadLetterTopic: String? = nil, outputDirectory: String? = nil,
+                maxInFlight: Int = 4) {
+        self.bootstrapServers = bootstrapServers
+        self.inputTopic = inputTopic
+        self.groupID = groupID
+        self.resultsTopic = resultsTopic ?? "\(inputTopic).results"
+        self.deadLetterTopic = deadLetterTopic ?? "\(inputTopic).dlq"
+        self.outputDirectory = outputDirectory
+        self.maxInFlight = maxInFlight
+    }
+
+    public func validate() throws(KafkaConnectorError) {
+        func fail(_ key: String, _ why: String) -> KafkaConnectorError {
+            KafkaConnectorError(.configuration, "kafka.\(key): \(why)")
+        }
+        if bootstrapServers.isEmpty { throw fail("bootstrap", "must name at least one broker") }
+        for (key, topic) in [("topic", inputTopic), ("results_topic", resultsTopic), ("dlq_topic", deadLetterTopic)] {
+            if topic.isEmpty || topic.count > 249
+                || !topic.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "._-".contains($0)) }) {
+                throw fail(key, "'\(topic)' is not a valid topic name ([A-Za-z0-9._-], 1-249 chars)")
+            }
+        }
+        if resultsTopic == inputTopic || deadLetterTopic == inputTopic {
+            throw fail("results_topic", "results and dead-letter topics must differ from the input topic")
+        }
+        if groupID.isEmpty { throw fail("group_id", "must not be empty") }
+        if maxInFlight < 1 || maxInFlight > 4096 { throw fail("max_in_flight", "\(maxInFlight) not in 1...4096") }
+        if !InputMessage.formats.contains(defaultFormat.lowercased()) {
+            throw fail("default_format", "'\(defaultFormat)' is not one of \(InputMessage.formats.sorted())")
+        }
+        if let maxBuffered, maxBuffered < 1 { throw fail("max_buffered", "\(maxBuffered) < 1") }
+        if maxMessageBytes < 64 { throw fail("max_message_bytes", "\(maxMessageBytes) < 64") }
+        if retry.maxAttempts < 1 { throw fail("retry.max_attempts", "\(retry.maxAttempts) < 1") }
+        if retry.initialBackoff < .zero || retry.maxBackoff < retry.initialBackoff {
+            throw fail("retry.max_backoff", "must be >= retry.initial_backoff >= 0")
+        }
+        if http.maxBytes < 1 { throw fail("http.max_bytes", "\(http.maxBytes) < 1") }
+        if http.maxRedirects < 0 { throw fail("http.max_redirects", "\(http.maxRedirects) < 0") }
+        if !["earliest", "latest", "error"].contains(autoOffsetReset) {
+            throw fail("auto_offset_reset", "'\(autoOffsetReset)' is not earliest|latest|error")
+        }
+        if maxPollIntervalMs < sessionTimeoutMs {
+            throw fail("max_poll_interval_ms", "\(maxPollIntervalMs) < session_timeout_ms \(sessionTimeoutMs)")
+        }
+    }
+
+    /// The librdkafka consumer properties (the one place they are built).
+    public var consumerProperties: [String: String] {
+        var props: [String: String] = [
+            "bootstrap.servers": bootstrapServers,
+            "group.id": groupID,
+            "client.id": "dreamsr-consumer",
+            // At-least-once: offsets are stored by us, only for finished jobs; librdkafka commits stored offsets.
+            "enable.auto.offset.store": "false",
+            "enable.auto.commit": "true",
+            "auto.commit.interval.ms": String(commitIntervalMs),
+            "auto.offset.reset": autoOffsetReset,
+            "session.timeout.ms": String(sessionTimeoutMs),
+            "max.poll.interval.ms": String(maxPollIntervalMs),
+            "enable.partition.eof": "false",
+            // Keep the prefetch small: paused partitions drop it anyway.
+            "queued.max.messages.kbytes": "1024",
+            "fetch.wait.max.ms": "100",
+            "fetch.error.backoff.ms": "50",
+        ]
+        props.merge(clientProperties) { _, new in new }
+        return props
+    }
+
+    /// The librdkafka producer properties (results and dead letters).
+    public var producerProperties: [String: String] {
+        var props: [String: String] = [
+            "bootstrap.servers": bootstrapServers,
+            "client.id": "dreamsr-producer",
+            "enable.idempotence": "true",
+            "acks": "all",
+            "linger.ms": "5",
+            "message.timeout.ms": "60000",
+        ]
+        props.merge(clientProperties) { _, new in new }
+        return props
+    }
+}

@@ -1,0 +1,520 @@
+import Foundation
+import Jobs
+import Logging
+import PipelineRuntime
+import ServiceLifecycle
+
+/// Observable events of the source (for tests, metrics and logs). Delivered synchronously from the thread where
+/// they happen; handlers must be quick and non-blocking.
+public enum KafkaSourceEvent: Sendable, Equatable {
+    case assigned([TopicPartition])
+    case revoked([TopicPartition])
+    case paused([TopicPartition])
+    case resumed([TopicPartition])
+    /// A job was handed to the processor; `inFlight` counts it.
+    case jobStarted(TopicPartition, offset: Int64, inFlight: Int)
+    case resultPublished(TopicPartition, offset: Int64, status: String)
+    case deadLettered(TopicPartition, offset: Int64, stage: String)
+    case retrying(TopicPartition, offset: Int64, attempt: Int)
+    /// `offset` (the next offset to consume) was stored for commit.
+    case offsetStored(TopicPartition, offset: Int64)
+    /// Shutdown finished: producer flushed, consumer closed.
+    case stopped
+}
+
+/// Reads job requests from a Kafka topic, runs them through a `JobProcessor`, publishes results and dead letters,
+/// with at-least-once delivery (see docs/kafka.md). Run it in a `ServiceGroup`; graceful shutdown stops fetching,
+/// drains in-flight jobs (up to `drainTimeout`, then abandons them without storing their offsets), commits, flushes
+/// the producer and closes the consumer.
+public final class KafkaJobSource: Service, Sendable {
+    private let configuration: KafkaConnectorConfiguration
+    private let processor: any JobProcessor
+    private let logger: Logger
+    private let onEvent: (@Sendable (KafkaSourceEvent) -> Void)?
+
+    public init(configuration: KafkaConnectorConfiguration, processor: any JobProcessor, logger: Logger,
+                onEvent: (@Sendable (KafkaSourceEvent) -> Void)? = nil) {
+        self.configuration = configuration
+        self.processor = processor
+        self.logger = logger
+        self.onEvent = onEvent
+    }
+
+    public func run() async throws {
+        try configuration.validate()
+        let producer = try RDKafkaProducer(properties: configuration.producerProperties,
+                                           logger: logger.with("kafka.client", "producer"))
+        let core = SourceCore(configuration: configuration, processor: processor, producer: producer,
+                              logger: logger, onEvent: onEvent)
+        let consumer: RDKafkaConsumer
+        do {
+            consumer = try RDKafkaConsumer(properties: configuration.consumerProperties,
+                                           logger: logger.with("kafka.client", "consumer"),
+                                           rebalance: { [core] event in core.rebalanced(event) })
+            core.consumer = consumer
+            producer.onFatalError { [core] reason in core.fail(reason) }
+            consumer.onFatalError { [core] reason in core.fail(reason) }
+            try consumer.subscribe([configuration.inputTopic])
+        } catch {
+            await producer.close(flushTimeoutMs: 1_000)
+            throw error
+        }
+        logger.info("kafka source started", metadata: [
+            "bootstrap": "\(configuration.bootstrapServers)", "topic": "\(configuration.inputTopic)",
+            "group": "\(configuration.groupID)", "max_in_flight": "\(configuration.maxInFlight)",
+        ])
+        let pollThread = PollThread(name: "dreamsr.kafka.consumer-poll") { [core] in core.pollOnce() }
+        pollThread.start()
+
+        await withTaskCancellationHandler {
+            await withGracefulShutdownHandler {
+                await core.waitForStopRequest()
+            } onGracefulShutdown: {
+                core.requestStop()
+            }
+        } onCancel: {
+            core.requestStop()
+        }
+
+        // 1. Fetching is stopped (partitions paused, nothing new dispatched). 2. Drain or abandon in-flight jobs.
+        logger.info("kafka source stopping: draining in-flight jobs", metadata: ["in_flight": "\(core.inFlight)"])
+        let drained = await core.drain(timeout: configuration.drainTimeout)
+        if !drained {
+            logger.warning("drain timeout: abandoning in-flight jobs; their offsets are not committed")
+        }
+        core.close()
+        await pollThread.stop()
+        // 3. Final commit of stored offsets (finished jobs only), flush the producer, close and destroy.
+        if let error = await BlockingQueue.run({ consumer.commitStored() }) {
+            logger.warning("final commit failed", metadata: ["error": "\(error)"])
+        }
+        await producer.close(flushTimeoutMs: 10_000)
+        await BlockingQueue.run { consumer.closeAndDestroy() }
+        core.consumer = nil  // breaks the core <-> rebalance-callback cycle
+        logger.info("kafka source stopped")
+        onEvent?(.stopped)
+        if let reason = core.fatalReason {
+            throw KafkaConnectorError(.client, "librdkafka fatal error: \(reason)")
+        }
+    }
+}
+
+extension Logger {
+    func with(_ key: String, _ value: String) -> Logger {
+        var copy = self
+        copy[metadataKey: key] = "\(value)"
+        return copy
+    }
+}
+
+/// The source's shared state and job logic. State changes happen under one lock; librdkafka consumer calls happen on
+/// the poll thread, except `storeOffset`, which is made under the lock so it can never race a revoke.
+final class SourceCore: @unchecked Sendable {
+    struct Pending {
+        var message: ConsumedMessage
+        var generation: UInt64
+    }
+
+    struct State {
+        /// Owned partitions and the generation of their current assignment.
+        var owned: [TopicPartition: UInt64] = [:]
+        var nextGeneration: UInt64 = 1
+        var trackers: [TopicPartition: PartitionOffsetTracker] = [:]
+        var pending: [Pending] = []
+        var inFlight = 0
+        /// Partitions we paused (librdkafka cannot report pause state).
+        var paused: Set<TopicPartition> = []
+        /// Freshly assigned partitions whose pause state must be set explicitly.
+        var unsynced: Set<TopicPartition> = []
+        var stopping = false
+        var closed = false
+        var stopWaiter: CheckedContinuation<Void, Never>?
+        var drainWaiter: CheckedContinuation<Bool, Never>?
+        var jobs: [UInt64: Task<Void, Never>] = [:]
+        var nextJob: UInt64 = 1
+        var fatalReason: String?
+    }
+
+    let configuration: KafkaConnectorConfiguration
+    let processor: any JobProcessor
+    let producer: RDKafkaProducer
+    let logger: Logger
+    let onEvent: (@Sendable (KafkaSourceEvent) -> Void)?
+    let fetcher: HTTPSourceFetcher
+    let state = Locked(State())
+    /// Set once before the poll thread starts.
+    nonisolated(unsafe) var consumer: RDKafkaConsumer!
+
+    init(configuration: KafkaConnectorConfiguration, processor: any JobProcessor, producer: RDKafkaProducer,
+         logger: Logger, onEvent: (@Sendable (KafkaSourceEvent) -> Void)?) {
+        self.configuration = configuration
+        self.processor = processor
+        self.producer = producer
+        self.logger = logger
+        self.onEvent = onEvent
+        self.fetcher = HTTPSourceFetcher(rules: configuration.http, directory: configuration.downloadDirectory)
+    }
+
+    var inFlight: Int { state.withLock { $0.inFlight } }
+
+    // MARK: Poll thread
+
+    func pollOnce() {
+        syncPauseState()
+        switch consumer.poll(timeoutMs: 100) {
+        case .message(let message): accept(message)
+        case .error(let error): logger.warning("consumer error", metadata: ["error": "\(error)"])
+        case .nothing: break
+        }
+    }
+
+    /// Pause every owned partition when the local buffer is full (all `maxInFlight` slots busy and `maxBuffered`
+    /// messages waiting) or we are stopping; resume when the buffer is half empty.
+    private func syncPauseState() {
+        let limit = configuration.effectiveMaxBuffered
+        let (toPause, toResume) = state.withLock { s -> ([TopicPartition], [TopicPartition]) in
+            let wantPaused = s.stopping || s.pending.count >= limit
+            let wantResumed = !s.stopping && s.pending.count <= limit / 2
+            var pause: [TopicPartition] = []
+            var resume: [TopicPartition] = []
+            for tp in s.owned.keys {
+                let isPaused = s.paused.contains(tp)
+                let unsynced = s.unsynced.contains(tp)
+                if wantPaused && (!isPaused || unsynced) {
+                    pause.append(tp)
+                    s.paused.insert(tp)
+                } else if wantResumed && isPaused {
+                    resume.append(tp)
+                    s.paused.remove(tp)
+                }
+                // A fresh assignment starts unpaused (paused partitions are resumed before they are revoked);
+                // resuming it again would make librdkafka refetch from the committed offset (duplicates).
+            }
+            s.unsynced.removeAll()
+            return (pause.sorted { $0.partition < $1.partition }, resume.sorted { $0.partition < $1.partition })
+        }
+        if !toPause.isEmpty {
+            consumer.pause(toPause)
+            logger.debug("paused partitions", metadata: ["partitions": "\(toPause)"])
+            onEvent?(.paused(toPause))
+        }
+        if !toResume.isEmpty {
+            consumer.resume(toResume)
+            logger.debug("resumed partitions", metadata: ["partitions": "\(toResume)"])
+            onEvent?(.resumed(toResume))
+        }
+    }
+
+    private func accept(_ message: ConsumedMessage) {
+        let tp = message.topicPartition
+        state.withLock { s in
+            guard let generation = s.owned[tp] else {
+                logger.debug("dropping message of a partition not owned", metadata: ["partition": "\(tp)"])
+                return
+            }
+            // Tracked even while stopping: an undispatched message blocks storing past it.
+            s.trackers[tp, default: PartitionOffsetTracker()].begin(message.offset)
+            guard !s.stopping else { return }
+            s.pending.append(Pending(message: message, generation: generation))
+            dispatchLocked(&s)
+        }
+    }
+
+    /// Starts jobs from the local buffer while there is capacity. Called under the lock.
+    private func dispatchLocked(_ s: inout State) {
+        while !s.stopping, s.inFlight < configuration.maxInFlight, !s.pending.isEmpty {
+            let next = s.pending.removeFirst()
+            s.inFlight += 1
+            let key = s.nextJob
+            s.nextJob += 1
+            onEvent?(.jobStarted(next.message.topicPartition, offset: next.message.offset, inFlight: s.inFlight))
+            s.jobs[key] = Task { [self] in
+                let finished = await self.runJob(next.message, generation: next.generation)
+                self.jobFinished(key: key, next, finished: finished)
+            }
+        }
+    }
+
+    private func jobFinished(key: UInt64, _ job: Pending, finished: Bool) {
+        let tp = job.message.topicPartition
+        state.withLock { s in
+            s.jobs.removeValue(forKey: key)
+            s.inFlight -= 1
+            if finished, !s.closed, s.owned[tp] == job.generation,
+               let offset = s.trackers[tp]?.finish(job.message.offset) {
+                do {
+                    try consumer.storeOffset(tp, offset)
+                    onEvent?(.offsetStored(tp, offset: offset))
+                } catch {
+                    logger.warning("offset store refused", metadata: ["partition": "\(tp)", "error": "\(error)"])
+                }
+            }
+            dispatchLocked(&s)
+            if s.stopping && s.inFlight == 0, let waiter = s.drainWaiter {
+                s.drainWaiter = nil
+                waiter.resume(returning: true)
+            }
+        }
+    }
+
+    func rebalanced(_ event: RebalanceEvent) {
+        switch event {
+        case .assigned(let partitions):
+            state.withLock { s in
+                for tp in partitions {
+                    s.owned[tp] = s.nextGeneration
+                    s.nextGeneration += 1
+                    s.trackers[tp] = PartitionOffsetTracker()
+                    s.paused.remove(tp)
+                    s.unsynced.insert(tp)
+                }
+            }
+            logger.info("partitions assigned", metadata: ["partitions": "\(partitions)"])
+            onEvent?(.assigned(partitions))
+        case .revoked(let partitions):
+            let revoked = Set(partitions)
+            let wasPaused = state.withLock { s -> [TopicPartition] in
+                let wasPaused = partitions.filter { s.paused.contains($0) }
+                for tp in partitions {
+                    s.owned.removeValue(forKey: tp)
+                    s.trackers.removeValue(forKey: tp)
+                    s.paused.remove(tp)
+                    s.unsynced.remove(tp)
+                }
+                s.pending.removeAll { revoked.contains($0.message.topicPartition) }
+                return wasPaused
+            }
+            // Clear librdkafka's pause flag so a later re-assignment starts fetching.
+            consumer.resume(wasPaused)
+            // Commit what finished jobs stored, while we still own the partitions.
+            if let error = consumer.commitStored() {
+                logger.warning("commit on revoke failed", metadata: ["error": "\(error)"])
+            }
+            logger.info("partitions revoked", metadata: ["partitions": "\(partitions)"])
+            onEvent?(.revoked(partitions))
+        }
+    }
+
+    func isOwned(_ tp: TopicPartition, generation: UInt64) -> Bool {
+        state.withLock { !$0.closed && $0.owned[tp] == generation }
+    }
+
+    // MARK: Lifecycle
+
+    func waitForStopRequest() async {
+        await withCheckedContinuation { continuation in
+            let resumeNow = state.withLock { s -> Bool in
+                if s.stopping { return true }
+                s.stopWaiter = continuation
+                return false
+            }
+            if resumeNow { continuation.resume() }
+        }
+    }
+
+    /// A fatal client error: stop like a graceful shutdown, then `run()` throws.
+    func fail(_ reason: String) {
+        state.withLock { if $0.fatalReason == nil { $0.fatalReason = reason } }
+        requestStop()
+    }
+
+    var fatalReason: String? { state.withLock { $0.fatalReason } }
+
+    func requestStop() {
+        let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
+            s.stopping = true
+            defer { s.stopWaiter = nil }
+            return s.stopWaiter
+        }
+        waiter?.resume()
+    }
+
+    /// Waits for in-flight jobs; after `timeout` cancels them and returns false.
+    func drain(timeout: Duration) async -> Bool {
+        let timer = Task { [self] in
+            try? await Task.sleep(for: timeout)
+            guard !Task.isCancelled else { return }
+            let waiter = state.withLock { s -> CheckedContinuation<Bool, Never>? in
+                defer { s.drainWaiter = nil }
+                return s.drainWaiter
+            }
+            waiter?.resume(returning: false)
+        }
+        defer { timer.cancel() }
+        let drained = await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            let done = state.withLock { s -> Bool in
+                if s.inFlight == 0 { return true }
+                s.drainWaiter = continuation
+                return false
+            }
+            if done { continuation.resume(returning: true) }
+        }
+        if !drained {
+            let jobs = state.withLock { Array($0.jobs.values) }
+            for job in jobs { job.cancel() }
+        }
+        return drained
+    }
+
+    /// After this no offset is stored any more (abandoned jobs may still finish in the background).
+    func close() {
+        state.withLock { $0.closed = true }
+    }
+
+    // MARK: Jobs
+
+    /// Runs one message to its end. Returns true when its offset may be stored: an ok result or a dead letter
+    /// was acknowledged by the broker.
+    func runJob(_ message: ConsumedMessage, generation: UInt64) async -> Bool {
+        let tp = message.topicPartition
+        let input: InputMessage
+        let source: JobSource
+        let output: String
+        let format: String
+        var id = InputMessage.jobID(nil, topic: message.topic, partition: message.partition, offset: message.offset)
+        do {
+            input = try InputMessage.parse(message.value, maxBytes: configuration.maxMessageBytes)
+            id = InputMessage.jobID(input.id, topic: message.topic, partition: message.partition,
+                                    offset: message.offset)
+            source = try InputMessage.jobSource(input.source)
+            (output, format) = try InputMessage.outputLocation(
+                input.output, id: id, format: input.format, outputDirectory: configuration.outputDirectory,
+                defaultFormat: configuration.defaultFormat, allowAbsolute: configuration.allowAbsoluteOutputPaths)
+        } catch {
+            if let readable = InputMessage.lenientID(message.value) { id = JobID(readable) }
+            return await deadLetter(message, id: id, stage: "parse", error: error, attempts: 1)
+        }
+        let origin = ["topic": message.topic, "partition": String(message.partition),
+                      "offset": String(message.offset)]
+        var attempt = 0
+        while true {
+            attempt += 1
+            guard isOwned(tp, generation: generation), !Task.isCancelled else { return false }
+            var localPath: String
+            var downloaded: String?
+            switch source {
+            case .file(let path):
+                localPath = path
+            case .url(let url):
+                do {
+                    localPath = try await fetcher.download(url, name: id.rawValue)
+                    downloaded = localPath
+                } catch {
+                    if error.isRetriable && attempt < configuration.retry.maxAttempts {
+                        guard await backoff(tp, message.offset, attempt) else { return false }
+                        continue
+                    }
+                    return await deadLetter(message, id: id, stage: "download", error: error, attempts: attempt)
+                }
+            }
+            if !FileManager.default.isReadableFile(atPath: localPath) {
+                let error = KafkaConnectorError(.source, "source file '\(localPath)' does not exist or is unreadable")
+                return await deadLetter(message, id: id, stage: "source", error: error, attempts: attempt)
+            }
+            try? FileManager.default.createDirectory(atPath: (output as NSString).deletingLastPathComponent,
+                                                     withIntermediateDirectories: true)
+            let request = JobRequest(id: id, source: .file(localPath), output: output, prompt: input.prompt,
+                                     scale: input.scale, format: format, pipeline: input.pipeline,
+                                     origin: origin)
+            var outcome = await processor.process(request)
+            if let downloaded { try? FileManager.default.removeItem(atPath: downloaded) }
+            if Self.isAbandoned(outcome) {
+                // The pipeline stopped before the job ended: leave the message for redelivery (never store it).
+                logger.info("job abandoned by the pipeline; left for redelivery", metadata: ["id": "\(id)"])
+                return false
+            }
+            if outcome.status == .ok, let path = outcome.output, !FileManager.default.fileExists(atPath: path) {
+                outcome.status = .error
+                outcome.errorStage = outcome.errorStage ?? "write"
+                outcome.errorMessage = "pipeline reported ok but output '\(path)' does not exist"
+                outcome.retriable = true
+            }
+            if outcome.status == .ok {
+                let result = ResultMessage(outcome: outcome, attempts: attempt, message: message)
+                let published = await publish(topic: configuration.resultsTopic, key: Array(id.rawValue.utf8),
+                                              value: result.encoded(), headers: [])
+                if published { onEvent?(.resultPublished(tp, offset: message.offset, status: "ok")) }
+                return published
+            }
+            if outcome.retriable && attempt < configuration.retry.maxAttempts {
+                logger.info("retriable failure", metadata: ["id": "\(id)", "attempt": "\(attempt)",
+                                                            "error": "\(outcome.errorMessage ?? "")"])
+                guard await backoff(tp, message.offset, attempt) else { return false }
+                continue
+            }
+            let error = KafkaConnectorError(.processing, outcome.errorMessage ?? "pipeline error",
+                                            isRetriable: outcome.retriable)
+            return await deadLetter(message, id: id, stage: outcome.errorStage ?? "process", error: error,
+                                    attempts: attempt, outcome: outcome)
+        }
+    }
+
+    /// An outcome the pipeline marks as abandoned (it stopped before the job ended): not a failure of the input.
+    static func isAbandoned(_ outcome: JobOutcome) -> Bool { outcome.isAbandoned }
+
+    /// Waits before the next attempt. False when the job should end unfinished instead (shutdown, cancellation).
+    private func backoff(_ tp: TopicPartition, _ offset: Int64, _ attempt: Int) async -> Bool {
+        if state.withLock({ $0.stopping }) { return false }
+        onEvent?(.retrying(tp, offset: offset, attempt: attempt + 1))
+        do {
+            try await Task.sleep(for: configuration.retry.delay(afterAttempt: attempt))
+            return true
+        } catch {
+            return false
+        }
+    }
+
+    /// Publishes the original bytes to the dead-letter topic (plus an error result when configured).
+    private func deadLetter(_ message: ConsumedMessage, id: JobID, stage: String, error: any Error, attempts: Int,
+                            outcome: JobOutcome? = nil) async -> Bool {
+        let connectorError = error as? KafkaConnectorError
+        let text = connectorError?.message ?? "\(error)"
+        let code = connectorError?.code.rawValue ?? "error"
+        logger.warning("dead-lettering message", metadata: [
+            "id": "\(id)", "partition": "\(message.topicPartition)", "offset": "\(message.offset)",
+            "stage": "\(stage)", "error": "\(text)",
+        ])
+        var headers = message.headers
+        headers.append(KafkaHeader(DeadLetterHeader.error, text))
+        headers.append(KafkaHeader(DeadLetterHeader.errorCode, code))
+        headers.append(KafkaHeader(DeadLetterHeader.stage, stage))
+        headers.append(KafkaHeader(DeadLetterHeader.topic, message.topic))
+        headers.append(KafkaHeader(DeadLetterHeader.partition, String(message.partition)))
+        headers.append(KafkaHeader(DeadLetterHeader.offset, String(message.offset)))
+        headers.append(KafkaHeader(DeadLetterHeader.attempts, String(attempts)))
+        guard await publish(topic: configuration.deadLetterTopic, key: message.key, value: message.value ?? [],
+                            headers: headers) else { return false }
+        onEvent?(.deadLettered(message.topicPartition, offset: message.offset, stage: stage))
+        if configuration.publishErrorResults {
+            var failed = outcome ?? JobOutcome(id: id, status: .error)
+            failed.status = .error
+            failed.errorStage = stage
+            failed.errorMessage = text
+            let result = ResultMessage(outcome: failed, attempts: attempts, message: message)
+            guard await publish(topic: configuration.resultsTopic, key: Array(id.rawValue.utf8),
+                                value: result.encoded(), headers: []) else { return false }
+            onEvent?(.resultPublished(message.topicPartition, offset: message.offset, status: "error"))
+        }
+        return true
+    }
+
+    /// Produces and waits for the delivery report, retrying transient failures with capped backoff until the
+    /// job is cancelled or the producer closed.
+    private func publish(topic: String, key: [UInt8]?, value: [UInt8], headers: [KafkaHeader]) async -> Bool {
+        var attempt = 0
+        while true {
+            attempt += 1
+            do {
+                try await producer.send(topic: topic, key: key, value: value, headers: headers)
+                return true
+            } catch let error as KafkaConnectorError where error.isRetriable && !Task.isCancelled {
+                logger.warning("delivery failed, retrying", metadata: ["topic": "\(topic)", "error": "\(error)",
+                                                                      "attempt": "\(attempt)"])
+                do { try await Task.sleep(for: configuration.retry.delay(afterAttempt: attempt)) } catch { return false }
+            } catch {
+                logger.error("delivery failed", metadata: ["topic": "\(topic)", "error": "\(error)"])
+                return false
+            }
+        }
+    }
+}

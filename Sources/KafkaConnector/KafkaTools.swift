@@ -1,0 +1,152 @@
+import CRdKafka
+import Foundation
+import Logging
+
+/// librdkafka's in-process mock cluster (Kafka protocol on localhost ports), for tests and local runs.
+/// `dreamsr-mock-kafka` runs the same thing as a separate process. Keep the object alive while clients use it
+/// (`withExtendedLifetime` in release builds): its deinit destroys the brokers.
+public final class MockKafkaCluster: @unchecked Sendable {
+    private let client: OpaquePointer
+    private let cluster: OpaquePointer
+    /// `host:port,...` of the mock brokers.
+    public let bootstrapServers: String
+
+    public init(brokers: Int = 1) throws(KafkaConnectorError) {
+        let conf = try RDKafkaConfig.make(["log_level": "3"])
+        var errstr = [CChar](repeating: 0, count: 512)
+        guard let client = rd_kafka_new(RD_KAFKA_PRODUCER, conf, &errstr, errstr.count) else {
+            rd_kafka_conf_destroy(conf)
+            throw KafkaConnectorError(.client, "rd_kafka_new for the mock cluster failed")
+        }
+        guard let cluster = rd_kafka_mock_cluster_new(client, Int32(brokers)) else {
+            rd_kafka_destroy(client)
+            throw KafkaConnectorError(.client, "rd_kafka_mock_cluster_new(\(brokers)) failed")
+        }
+        self.client = client
+        self.cluster = cluster
+        self.bootstrapServers = String(cString: rd_kafka_mock_cluster_bootstraps(cluster))
+    }
+
+    public func createTopic(_ name: String, partitions: Int, replicationFactor: Int = 1) throws(KafkaConnectorError) {
+        let err = rd_kafka_mock_topic_create(cluster, name, Int32(partitions), Int32(replicationFactor))
+        if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            throw KafkaConnectorError.rdkafka(err, .client, "create mock topic '\(name)'")
+        }
+    }
+
+    deinit {
+        rd_kafka_mock_cluster_destroy(cluster)
+        rd_kafka_destroy(client)
+    }
+}
+
+/// Small synchronous Kafka utilities for tests, benchmarks and tooling: produce raw messages, read a whole topic,
+/// read committed offsets and watermarks. All calls block: use them from a dedicated thread or `BlockingQueue`.
+public enum KafkaTools {
+    /// Produces `messages` (key, value, headers) to `topic` with acks=all and waits for all delivery reports.
+    public static func produce(bootstrap: String, topic: String,
+                               messages: [(key: [UInt8]?, value: [UInt8], headers: [KafkaHeader])],
+                               partition: Int32? = nil) async throws {
+        let producer = try RDKafkaProducer(properties: ["bootstrap.servers": bootstrap, "enable.idempotence": "true",
+                                                        "linger.ms": "1"],
+                                           logger: Logger(label: "dreamsr.kafka.tools"))
+        do {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for message in messages {
+                    group.addTask {
+                        try await producer.send(topic: topic, key: message.key, value: message.value,
+                                                headers: message.headers, partition: partition)
+                    }
+                }
+                try await group.waitForAll()
+            }
+        } catch {
+            await producer.close(flushTimeoutMs: 1_000)
+            throw error
+        }
+        await producer.close(flushTimeoutMs: 5_000)
+    }
+
+    /// Reads every partition of `topic` from the beginning until `count` messages arrived or `timeout` passed.
+    public static func read(bootstrap: String, topic: String, partitions: Int, count: Int,
+                            timeout: Duration = .seconds(20)) async throws -> [ConsumedMessage] {
+        try await BlockingQueue.run(on: BlockingQueue.tools) { () -> Result<[ConsumedMessage], KafkaConnectorError> in
+            do {
+                let consumer = try RDKafkaConsumer(properties: [
+                    "bootstrap.servers": bootstrap, "group.id": "dreamsr-tools-reader",
+                    "enable.auto.commit": "false", "enable.partition.eof": "false",
+                ], logger: Logger(label: "dreamsr.kafka.tools"), rebalance: { _ in })
+                let tps = (0..<partitions).map { TopicPartition(topic, Int32($0)) }
+                let offsets = [Int64](repeating: Int64(RD_KAFKA_OFFSET_BEGINNING), count: partitions)
+                let err = RDKafkaPartitionList.with(tps, offsets: offsets) { rd_kafka_assign(consumer.handle, $0) }
+                if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+                    throw KafkaConnectorError.rdkafka(err, .consumer, "assign \(topic)")
+                }
+                var messages: [ConsumedMessage] = []
+                let deadline = ContinuousClock.now + timeout
+                while messages.count < count && ContinuousClock.now < deadline {
+                    if case .message(let m) = consumer.poll(timeoutMs: 100) { messages.append(m) }
+                }
+                consumer.closeAndDestroy()
+                return .success(messages)
+            } catch let error as KafkaConnectorError {
+                return .failure(error)
+            } catch {
+                return .failure(KafkaConnectorError(.consumer, "\(error)"))
+            }
+        }.get()
+    }
+
+    /// Committed offsets of `group` for partitions 0..<partitions of `topic` (-1001 = none).
+    public static func committedOffsets(bootstrap: String, group: String, topic: String,
+                                        partitions: Int) async throws -> [Int64] {
+        try await BlockingQueue.run(on: BlockingQueue.tools) { () -> Result<[Int64], KafkaConnectorError> in
+            do {
+                let consumer = try RDKafkaConsumer(properties: ["bootstrap.servers": bootstrap, "group.id": group,
+                                                                "enable.auto.commit": "false"],
+                                                   logger: Logger(label: "dreamsr.kafka.tools"), rebalance: { _ in })
+                defer { consumer.closeAndDestroy() }
+                let tps = (0..<partitions).map { TopicPartition(topic, Int32($0)) }
+                return try RDKafkaPartitionList.with(tps) { list in
+                    let err = rd_kafka_committed(consumer.handle, list, 10_000)
+                    if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+                        throw KafkaConnectorError.rdkafka(err, .consumer, "committed offsets of \(group)")
+                    }
+                    return .success((0..<partitions).map { list.pointee.elems[$0].offset })
+                }
+            } catch let error as KafkaConnectorError {
+                return .failure(error)
+            } catch {
+                return .failure(KafkaConnectorError(.consumer, "\(error)"))
+            }
+        }.get()
+    }
+
+    /// High watermarks (next offset to be written) of partitions 0..<partitions.
+    public static func highWatermarks(bootstrap: String, topic: String, partitions: Int) async throws -> [Int64] {
+        try await BlockingQueue.run(on: BlockingQueue.tools) { () -> Result<[Int64], KafkaConnectorError> in
+            do {
+                let consumer = try RDKafkaConsumer(properties: ["bootstrap.servers": bootstrap,
+                                                                "group.id": "dreamsr-tools-watermarks"],
+                                                   logger: Logger(label: "dreamsr.kafka.tools"), rebalance: { _ in })
+                defer { consumer.closeAndDestroy() }
+                var highs: [Int64] = []
+                for partition in 0..<partitions {
+                    var low: Int64 = 0
+                    var high: Int64 = 0
+                    let err = rd_kafka_query_watermark_offsets(consumer.handle, topic, Int32(partition), &low, &high,
+                                                               10_000)
+                    if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+                        throw KafkaConnectorError.rdkafka(err, .consumer, "watermarks of \(topic)[\(partition)]")
+                    }
+                    highs.append(high)
+                }
+                return .success(highs)
+            } catch let error as KafkaConnectorError {
+                return .failure(error)
+            } catch {
+                return .failure(KafkaConnectorError(.consumer, "\(error)"))
+            }
+        }.get()
+    }
+}

@@ -1,0 +1,226 @@
+import Foundation
+import Jobs
+
+/// The input message's JSON value (see docs/kafka.md). Unknown fields are ignored; wrong types are rejected.
+public struct InputMessage: Sendable, Equatable, Decodable {
+    public var id: String?
+    public var source: String
+    public var output: String?
+    public var prompt: String?
+    public var scale: Int?
+    public var format: String?
+    public var pipeline: String?
+
+    enum CodingKeys: String, CodingKey { case id, source, output, prompt, scale, format, pipeline }
+
+    /// Accepted output formats and scales.
+    public static let formats: Set<String> = ["png", "jpeg", "jpg", "webp", "tiff", "tif"]
+    public static let scales: ClosedRange<Int> = 1...8
+    static let idCharacters = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+    /// Parses and validates a message value. Every failure is a non-retriable `KafkaConnectorError`
+    /// (`invalid_message` or `limit_exceeded`) naming the field.
+    public static func parse(_ bytes: [UInt8]?, maxBytes: Int) throws(KafkaConnectorError) -> InputMessage {
+        guard let bytes, !bytes.isEmpty else {
+            throw KafkaConnectorError(.invalidMessage, "empty message value")
+        }
+        if bytes.count > maxBytes {
+            throw KafkaConnectorError(.limitExceeded, "message value is \(bytes.count) bytes, limit \(maxBytes)")
+        }
+        let message: InputMessage
+        do {
+            message = try JSONDecoder().decode(InputMessage.self, from: Data(bytes))
+        } catch let error as DecodingError {
+            throw KafkaConnectorError(.invalidMessage, Self.describe(error))
+        } catch {
+            throw KafkaConnectorError(.invalidMessage, "invalid JSON: \(error)")
+        }
+        try message.validate()
+        return message
+    }
+
+    func validate() throws(KafkaConnectorError) {
+        if source.trimmingCharacters(in: .whitespaces).isEmpty {
+            throw KafkaConnectorError(.invalidMessage, "field 'source' is empty")
+        }
+        if let id {
+            if id.isEmpty || id.count > 200 || id.hasPrefix(".") || !id.allSatisfy({ Self.idCharacters.contains($0) }) {
+                throw KafkaConnectorError(.invalidMessage,
+                                          "field 'id' must be 1-200 chars of [A-Za-z0-9._-], not starting with '.'")
+            }
+        }
+        if let scale, !Self.scales.contains(scale) {
+            throw KafkaConnectorError(.limitExceeded, "field 'scale' = \(scale) is outside \(Self.scales)")
+        }
+        if let format, !Self.formats.contains(format.lowercased()) {
+            throw KafkaConnectorError(.invalidMessage,
+                                      "field 'format' = '\(format)' is not one of \(Self.formats.sorted())")
+        }
+    }
+
+    static func describe(_ error: DecodingError) -> String {
+        func path(_ context: DecodingError.Context) -> String {
+            let keys = context.codingPath.map { $0.stringValue }.joined(separator: ".")
+            return keys.isEmpty ? "message" : "field '\(keys)'"
+        }
+        switch error {
+        case .keyNotFound(let key, _):
+            return "missing required field '\(key.stringValue)'"
+        case .typeMismatch(let type, let context):
+            return "\(path(context)) has the wrong type (expected \(type))"
+        case .valueNotFound(let type, let context):
+            return "\(path(context)) is null (expected \(type))"
+        case .dataCorrupted(let context):
+            if context.codingPath.isEmpty { return "value is not valid JSON (or not a JSON object)" }
+            return "\(path(context)): \(context.debugDescription)"
+        @unknown default:
+            return "invalid message: \(error)"
+        }
+    }
+
+    /// The `id` of a message that failed validation, when it is still readable (for the error result).
+    public static func lenientID(_ bytes: [UInt8]?) -> String? {
+        guard let bytes, let object = try? JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any],
+              let id = object["id"] as? String, !id.isEmpty, id.count <= 200, !id.hasPrefix("."),
+              id.allSatisfy({ idCharacters.contains($0) }) else { return nil }
+        return id
+    }
+
+    /// The job id: the message id, or `<topic>-<partition>-<offset>` when none (stable under redelivery).
+    public static func jobID(_ id: String?, topic: String, partition: Int32, offset: Int64) -> JobID {
+        JobID(id ?? "\(topic)-\(partition)-\(offset)")
+    }
+
+    /// The JobSource for `source`: a path, a `file://` URI or an http(s) URL.
+    public static func jobSource(_ source: String) throws(KafkaConnectorError) -> JobSource {
+        let lower = source.lowercased()
+        if lower.hasPrefix("http://") || lower.hasPrefix("https://") {
+            guard URL(string: source)?.host != nil else {
+                throw KafkaConnectorError(.invalidMessage, "field 'source': '\(source)' is not a valid URL")
+            }
+            return .url(source)
+        }
+        if lower.hasPrefix("file:") {
+            guard let url = URL(string: source), url.isFileURL,
+                  url.host == nil || url.host == "" || url.host == "localhost" else {
+                throw KafkaConnectorError(.invalidMessage, "field 'source': '\(source)' is not a local file:// URI")
+            }
+            return .file(url.path)
+        }
+        if let colon = source.firstIndex(of: ":"), source[..<colon].allSatisfy({ $0.isLetter }),
+           source.distance(from: source.startIndex, to: colon) > 1 {
+            throw KafkaConnectorError(.forbiddenSource,
+                                      "field 'source': scheme '\(source[..<colon])' is not supported (path, file://, http(s)://)")
+        }
+        guard source.hasPrefix("/") else {
+            throw KafkaConnectorError(.invalidMessage, "field 'source': path '\(source)' must be absolute")
+        }
+        return .file(source)
+    }
+
+    /// The output file and format handed to the pipeline. The file is `<folder>/<id>.<format>` unless `output`
+    /// names a file: the folder is `output` when it ends in `/` or is an existing folder, else `outputDirectory`.
+    /// Relative paths resolve under `outputDirectory`; `..` components are refused; absolute paths only when
+    /// allowed. The format is the message's, else the file's extension, else `defaultFormat`.
+    public static func outputLocation(_ output: String?, id: JobID, format: String?, outputDirectory: String?,
+                                      defaultFormat: String,
+                                      allowAbsolute: Bool) throws(KafkaConnectorError) -> (path: String, format: String) {
+        var folder: String
+        var fileName: String?
+        if let output, !output.isEmpty {
+            if output.split(separator: "/").contains("..") {
+                throw KafkaConnectorError(.invalidMessage, "field 'output': '..' is not allowed")
+            }
+            var resolved: String
+            if output.hasPrefix("/") {
+                guard allowAbsolute else {
+                    throw KafkaConnectorError(.invalidMessage,
+                                              "field 'output': absolute paths are not allowed (kafka.allow_absolute_output)")
+                }
+                resolved = output
+            } else {
+                guard let outputDirectory else {
+                    throw KafkaConnectorError(.invalidMessage, "field 'output': relative path needs kafka.output_dir")
+                }
+                resolved = (outputDirectory as NSString).appendingPathComponent(output)
+            }
+            var isDirectory: ObjCBool = false
+            if output.hasSuffix("/")
+                || (FileManager.default.fileExists(atPath: resolved, isDirectory: &isDirectory) && isDirectory.boolValue) {
+                folder = resolved
+            } else {
+                folder = (resolved as NSString).deletingLastPathComponent
+                fileName = (resolved as NSString).lastPathComponent
+            }
+        } else {
+            guard let outputDirectory else {
+                throw KafkaConnectorError(.invalidMessage, "no 'output' in the message and no kafka.output_dir configured")
+            }
+            folder = outputDirectory
+        }
+        let fileExtension = fileName.map { ($0 as NSString).pathExtension.lowercased() } ?? ""
+        let chosen = (format ?? (formats.contains(fileExtension) ? fileExtension : defaultFormat)).lowercased()
+        let name = fileName ?? "\(id.rawValue).\(chosen == "jpeg" ? "jpg" : chosen == "tiff" ? "tif" : chosen)"
+        return ((folder as NSString).appendingPathComponent(name), chosen)
+    }
+}
+
+/// The result message published for every finished job (see docs/kafka.md).
+public struct ResultMessage: Codable, Sendable, Equatable {
+    public struct InputLocation: Codable, Sendable, Equatable {
+        public var topic: String
+        public var partition: Int32
+        public var offset: Int64
+    }
+    public var id: String
+    public var status: String
+    public var output: String?
+    public var width: Int?
+    public var height: Int?
+    /// Seconds per stage.
+    public var timings: [String: Double]
+    public var errorStage: String?
+    public var errorMessage: String?
+    public var pipeline: String?
+    public var notes: [String]
+    public var attempts: Int
+    public var input: InputLocation
+
+    enum CodingKeys: String, CodingKey {
+        case id, status, output, width, height, timings, pipeline, notes, attempts, input
+        case errorStage = "error_stage"
+        case errorMessage = "error_message"
+    }
+
+    public init(outcome: JobOutcome, attempts: Int, message: ConsumedMessage) {
+        id = outcome.id.rawValue
+        status = outcome.status.rawValue
+        output = outcome.output
+        width = outcome.width
+        height = outcome.height
+        timings = outcome.stageSeconds
+        errorStage = outcome.errorStage
+        errorMessage = outcome.errorMessage
+        pipeline = outcome.pipeline
+        notes = outcome.notes
+        self.attempts = attempts
+        input = InputLocation(topic: message.topic, partition: message.partition, offset: message.offset)
+    }
+
+    public func encoded() -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return Array((try? encoder.encode(self)) ?? Data("{}".utf8))
+    }
+}
+
+/// Header names on dead letters.
+public enum DeadLetterHeader {
+    public static let error = "dreamsr.error"
+    public static let errorCode = "dreamsr.error.code"
+    public static let stage = "dreamsr.error.stage"
+    public static let topic = "dreamsr.source.topic"
+    public static let partition = "dreamsr.source.partition"
+    public static let offset = "dreamsr.source.offset"
+    public static let attempts = "dreamsr.attempts"
+}

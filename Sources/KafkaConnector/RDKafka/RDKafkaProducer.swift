@@ -1,0 +1,181 @@
+import CRdKafka
+import Foundation
+import Logging
+
+/// One message header (value nil: a header without value).
+public struct KafkaHeader: Sendable, Equatable {
+    public var name: String
+    public var value: [UInt8]?
+    public init(_ name: String, _ value: [UInt8]?) {
+        self.name = name
+        self.value = value
+    }
+    public init(_ name: String, _ value: String) {
+        self.name = name
+        self.value = Array(value.utf8)
+    }
+    public var stringValue: String? { value.map { String(decoding: $0, as: UTF8.self) } }
+}
+
+/// An idempotent producer whose `send` returns only when the broker acknowledged the message (delivery report).
+/// The handle is polled by a dedicated thread; `close()` flushes, purges what is left, and destroys the handle.
+final class RDKafkaProducer: @unchecked Sendable {
+    private let handle: OpaquePointer
+    private let callbacks: RDKafkaCallbacks
+    private let pollThread: PollThread
+    private let state = Locked<(closed: Bool, destroyed: Bool)>((false, false))
+
+    init(properties: [String: String], logger: Logger) throws(KafkaConnectorError) {
+        let conf = try RDKafkaConfig.make(properties)
+        let callbacks = RDKafkaCallbacks(logger: logger)
+        RDKafkaCallbacks.install(on: conf, callbacks)
+        rd_kafka_conf_set_dr_msg_cb(conf) { _, message, opaque in
+            guard let message, let callbacks = RDKafkaCallbacks.from(opaque) else { return }
+            let token = UInt(bitPattern: message.pointee._private)
+            let err = message.pointee.err
+            let continuation = callbacks.deliveries.withLock { $0.waiting.removeValue(forKey: token) }
+            guard let continuation else { return }
+            if err == RD_KAFKA_RESP_ERR_NO_ERROR {
+                continuation.resume()
+            } else {
+                let topic = message.pointee.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? "?"
+                continuation.resume(throwing: KafkaConnectorError.rdkafka(err, .delivery, "delivery to '\(topic)'"))
+            }
+        }
+        var errstr = [CChar](repeating: 0, count: 512)
+        guard let handle = rd_kafka_new(RD_KAFKA_PRODUCER, conf, &errstr, errstr.count) else {
+            rd_kafka_conf_destroy(conf)
+            let reason = String(decoding: errstr.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            throw KafkaConnectorError(.client, "rd_kafka_new(producer): \(reason)")
+        }
+        self.handle = handle
+        self.callbacks = callbacks
+        let pointer = SendableOpaquePointer(handle)
+        self.pollThread = PollThread(name: "dreamsr.kafka.producer-poll") { _ = rd_kafka_poll(pointer.pointer, 100) }
+        pollThread.start()
+    }
+
+    /// Produces one message and waits for its delivery report. Throws a retriable error for transient failures.
+    func send(topic: String, key: [UInt8]?, value: [UInt8], headers: [KafkaHeader],
+              partition: Int32? = nil) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            // Under the state lock, so close() can never destroy the handle between the check and the produce call
+            // (rd_kafka_producev does not block: a full queue returns QUEUE_FULL, a retriable error).
+            let failure: KafkaConnectorError? = state.withLock { state in
+                if state.closed { return KafkaConnectorError(.closed, "producer is closed") }
+                let token = callbacks.deliveries.withLock { deliveries in
+                    let token = deliveries.next
+                    deliveries.next &+= 1
+                    deliveries.waiting[token] = continuation
+                    return token
+                }
+                let hdrs: OpaquePointer? = headers.isEmpty ? nil : rd_kafka_headers_new(headers.count)
+                for header in headers {
+                    if let value = header.value {
+                        _ = value.withUnsafeBytes { rd_kafka_header_add(hdrs, header.name, -1, $0.baseAddress, $0.count) }
+                    } else {
+                        rd_kafka_header_add(hdrs, header.name, -1, nil, 0)
+                    }
+                }
+                let err = value.withUnsafeBytes { valueBytes in
+                    (key ?? []).withUnsafeBytes { keyBytes in
+                        dreamsr_rdk_produce(handle, topic, partition ?? RD_KAFKA_PARTITION_UA, valueBytes.baseAddress,
+                                            valueBytes.count, key == nil ? nil : keyBytes.baseAddress,
+                                            key == nil ? 0 : keyBytes.count, hdrs, UnsafeMutableRawPointer(bitPattern: token))
+                    }
+                }
+                guard err != RD_KAFKA_RESP_ERR_NO_ERROR else { return nil }
+                if let hdrs { rd_kafka_headers_destroy(hdrs) }
+                _ = callbacks.deliveries.withLock { $0.waiting.removeValue(forKey: token) }
+                return KafkaConnectorError.rdkafka(err, .delivery, "produce to '\(topic)'")
+            }
+            if let failure { continuation.resume(throwing: failure) }
+        }
+    }
+
+    /// Called once if librdkafka reports a fatal error (e.g. the idempotent producer lost its guarantees).
+    func onFatalError(_ handler: @escaping @Sendable (String) -> Void) {
+        callbacks.fatal.withLock { $0.handler = handler }
+    }
+
+    /// Test hook: makes librdkafka raise a fatal error on this producer (rd_kafka_test_fatal_error).
+    func injectFatalErrorForTesting(_ reason: String) {
+        _ = rd_kafka_test_fatal_error(handle, RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER, reason)
+    }
+
+    /// Flush, stop polling, purge anything left (its waiters get a purge error), destroy. Idempotent.
+    func close(flushTimeoutMs: Int32) async {
+        let proceed = state.withLock { state -> Bool in
+            if state.closed { return false }
+            state.closed = true
+            return true
+        }
+        guard proceed else { return }
+        await pollThread.stop()
+        let pointer = SendableOpaquePointer(handle)
+        let logger = callbacks.logger
+        await BlockingQueue.run {
+            let err = rd_kafka_flush(pointer.pointer, flushTimeoutMs)
+            if err != RD_KAFKA_RESP_ERR_NO_ERROR {
+                logger.warning("producer flush left messages undelivered; purging",
+                               metadata: ["error": "\(String(cString: rd_kafka_err2str(err)))"])
+            }
+            _ = rd_kafka_purge(pointer.pointer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT)
+            _ = rd_kafka_poll(pointer.pointer, 0)
+            rd_kafka_destroy(pointer.pointer)
+        }
+        state.withLock { $0.destroyed = true }
+        // Anything still waiting can never be acknowledged now.
+        let leftovers = callbacks.deliveries.withLock { d -> [CheckedContinuation<Void, any Error>] in
+            defer { d.waiting.removeAll() }
+            return Array(d.waiting.values)
+        }
+        for continuation in leftovers {
+            continuation.resume(throwing: KafkaConnectorError(.closed, "producer closed before delivery"))
+        }
+    }
+
+    deinit {
+        // close() was not called (e.g. init of a sibling failed): stop and destroy synchronously.
+        if !state.withLock({ $0.destroyed }) {
+            pollThread.stopAndWait()
+            rd_kafka_destroy(handle)
+        }
+    }
+}
+
+/// A dedicated thread that repeats `body` (a blocking librdkafka poll with a timeout) until stopped.
+final class PollThread: @unchecked Sendable {
+    private let stopped = Locked(false)
+    private let done = DispatchSemaphore(value: 0)
+    private let thread: Thread
+    private let started = Locked(false)
+
+    init(name: String, body: @escaping @Sendable () -> Void) {
+        let stopped = self.stopped
+        let done = self.done
+        thread = Thread {
+            while !stopped.withLock({ $0 }) { body() }
+            done.signal()
+        }
+        thread.name = name
+    }
+
+    func start() {
+        started.withLock { $0 = true }
+        thread.start()
+    }
+
+    /// Asks the loop to stop and waits (off the cooperative pool) for its last iteration to end.
+    func stop() async {
+        await BlockingQueue.run { [self] in stopAndWait() }
+    }
+
+    func stopAndWait() {
+        let wasRunning = stopped.withLock { stopped -> Bool in
+            defer { stopped = true }
+            return !stopped
+        }
+        if wasRunning && started.withLock({ $0 }) { done.wait() }
+    }
+}

@@ -1,1 +1,0 @@
-// Tokenizers module; see the module's files.
