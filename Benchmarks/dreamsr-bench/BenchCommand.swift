@@ -13,9 +13,9 @@ struct BenchCommand: AsyncParsableCommand {
             FluxBlocksBench.self,
             DaemonBench.self,
             DreamSRStepBench.self,
+            VAEDecodeBench.self,
             TextEncodersBench.self,
             KafkaBench.self,
-            VAEDecodeBench.self,
         ]
     )
 }

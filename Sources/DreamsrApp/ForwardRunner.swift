@@ -30,10 +30,10 @@ public typealias ForwardComponentFactory = @Sendable (_ weights: URL, _ config: 
 public enum ForwardRegistry {
     public static let components: [String: ForwardComponentFactory] = [
         "flux": { weights, config in try FluxForward(weights: weights, config: config) },
-        "clip-text": { weights, config in try CLIPTextForward(weights: weights, config: config) },
-        "t5": { weights, config in try T5Forward(weights: weights, config: config) },
         "vae-encode": { weights, config in try VAEForward(weights: weights, config: config, direction: .encode) },
         "vae-decode": { weights, config in try VAEForward(weights: weights, config: config, direction: .decode) },
+        "clip-text": { weights, config in try CLIPTextForward(weights: weights, config: config) },
+        "t5": { weights, config in try T5Forward(weights: weights, config: config) },
     ]
 
     /// Components that also need a DreamSR checkpoint (`--controlnet`).

@@ -12,6 +12,7 @@ struct DreamsrCommand: AsyncParsableCommand {
             TokenizeCommand.self,
             ForwardCommand.self,
             ServeCommand.self,
+            ModelsCommand.self,
         ]
     )
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import DreamsrApp
 import Foundation
 import Imaging
+import Jobs
 import Tensor
 import Upscaling
 
@@ -44,6 +45,19 @@ struct UpscaleCommand: AsyncParsableCommand {
     @Option(help: "Model folder or name (default: realesrgan-x4plus, searched in $DREAMSR_MODELS_DIR, ./models).")
     var model: String?
 
+    @Option(help: ArgumentHelp("Run a pipeline file through the daemon's stage runtime: a name (PIPELINES_DIR/NAME.yaml) or a file path, e.g. dreamsr.",
+                               discussion: "Without it, the one-shot Real-ESRGAN path runs."))
+    var pipeline: String?
+
+    @Option(help: "Folder of pipeline files (default: $DREAMSR_PIPELINES_DIR, else ./pipelines).")
+    var pipelinesDir: String?
+
+    @Option(help: "Models folder the pipeline's model paths are relative to (default: $DREAMSR_MODELS_DIR, else ./models).")
+    var modelsDir: String?
+
+    @Option(help: "Prompt for the caption stage (replaces the global prompt).")
+    var prompt: String?
+
     @Option(help: "Compute threads (default: all cores).")
     var threads: Int?
 
@@ -64,6 +78,7 @@ struct UpscaleCommand: AsyncParsableCommand {
         if let t = threads { BLASRuntime.setThreads(t) }
         try ImageCodec.initialize()
         let fmt = format.flatMap { ImageFormat(rawValue: $0.lowercased()) ?? ImageFormat(fileExtension: $0) }
+        if let pipeline { return try await runPipeline(pipeline, format: fmt) }
         var limits = ImageLimits()
         limits.maxPixels = Int(maxMegapixels * 1_000_000)
         let options = UpscaleOptions(scale: scale, tileSize: tile, overlap: overlap, contextPadding: tilePad, format: fmt, quality: quality,
@@ -94,6 +109,45 @@ struct UpscaleCommand: AsyncParsableCommand {
             }
         }
         if failures > 0 { throw ExitCode(1) }
+    }
+
+    /// `--pipeline`: the daemon's runtime, in-process, one job per input; per-stage timings printed per job.
+    private func runPipeline(_ name: String, format fmt: ImageFormat?) async throws {
+        let env = ProcessInfo.processInfo.environment
+        let cwd = FileManager.default.currentDirectoryPath
+        var config = try DaemonConfig.parse(yaml: "{}", file: "<command line>", baseDirectory: cwd, env: env)
+        if let modelsDir { config.modelsDirectory = URL(fileURLWithPath: modelsDir, relativeTo: URL(fileURLWithPath: cwd)).path }
+        config.maxInputMegapixels = maxMegapixels
+        let dir = pipelinesDir ?? env["DREAMSR_PIPELINES_DIR"] ?? (cwd + "/pipelines")
+        let runner: PipelineRunner
+        do {
+            runner = PipelineRunner(definition: try PipelineRunner.resolve(name, pipelinesDirectory: dir), config: config)
+        } catch {
+            printError("dreamsr: error: \(error)")
+            throw ExitCode(2)
+        }
+        let requests = try planOutputs(format: fmt).map { input, out in
+            JobRequest(id: JobID((input as NSString).lastPathComponent), source: .file(input), output: out, prompt: prompt,
+                       scale: scale.map { Int($0.rounded()) }, format: fmt?.fileExtension)
+        }
+        let order = ["decode", "caption", "restore", "texture", "blend", "encode"]
+        let outcomes: [JobOutcome]
+        do {
+            outcomes = try await runner.run(requests) { o in
+                let stages = o.stageSeconds.sorted { (order.firstIndex(of: $0.key) ?? 99, $0.key) < (order.firstIndex(of: $1.key) ?? 99, $1.key) }
+                    .map { String(format: "%@ %.2fs", $0.key, $0.value) }.joined(separator: ", ")
+                if o.status == .ok {
+                    print("\(o.id) -> \(o.output ?? "?") (\(o.width ?? 0)x\(o.height ?? 0)) [\(o.pipeline ?? name)] \(stages)")
+                } else {
+                    printError("dreamsr: error: \(o.id): \(o.errorStage ?? "?"): \(o.errorMessage ?? "failed") [\(stages)]")
+                }
+                for n in o.notes { print("  \(n)") }
+            }
+        } catch {
+            printError("dreamsr: error: \(error)")
+            throw ExitCode(2)
+        }
+        if outcomes.contains(where: { $0.status != .ok }) { throw ExitCode(1) }
     }
 
     /// Pairs each input with its output path.

@@ -113,7 +113,7 @@ import Testing
 }
 
 @Suite struct StageWiringTests {
-    @Test func stagesTheDaemonCannotRunAreRefusedNotFaked() throws {
+    @Test func dreamsrStagesWithoutWeightsAreRefusedAtStartUpNotFaked() throws {
         let def = try PipelineDefinition.parse(yaml: """
             name: dreamsr-full
             stages:
@@ -121,18 +121,19 @@ import Testing
               - stage: restore
                 model: realesrgan-x4plus
               - stage: texture
-                model: flux1-dev
               - stage: blend
               - stage: encode
             """, file: "dreamsr-full.yaml")
-        let config = try DaemonConfig.quickStart(watch: "/tmp/i", output: "/tmp/o", metricsAddress: nil, env: [:])
+        var config = try DaemonConfig.quickStart(watch: "/tmp/i", output: "/tmp/o", metricsAddress: nil, env: [:])
+        config.modelsDirectory = "/nonexistent-models"
         do {
             _ = try ImagePipelineFactory().makePipeline(def, config: config, logger: .init(label: "t"),
                                                         metricsFactory: NOOPMetricsHandler.instance)
-            Issue.record("a texture stage was wired although the daemon has no texture engine")
-        } catch let e as ConfigError {
-            #expect(e.file == "dreamsr-full.yaml")
-            #expect(e.problem.contains("'texture'"))
+            Issue.record("a texture stage was wired without FLUX/DreamSR weights")
+        } catch let e as AppError {
+            #expect(e.message.contains("dreamsr-full.yaml"))
+            #expect(e.message.contains("/nonexistent-models/flux1-dev/transformer"))
+            #expect(e.message.contains("FLUX.1 transformer"))
         }
     }
 

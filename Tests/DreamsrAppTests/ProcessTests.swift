@@ -203,6 +203,11 @@ func writeConfig(_ root: String, dir: String, out: String, grace: Double, port: 
         let p2 = try Daemon.start(["serve", "--config", config], log: root + "/log2")
         defer { if p2.isRunning { kill(p2.processIdentifier, SIGKILL) } }
         try await Daemon.waitUntil("12 inputs finished after restart", log: root + "/log2") { finished(dir) == 12 }
+        // The first run may have finished everything within its grace period: then the restart has nothing to do,
+        // and a SIGTERM sent before its signal handlers are installed would kill it outright. Wait until it runs.
+        try await Daemon.waitUntil("restarted daemon ready", log: root + "/log2") {
+            ((try? String(contentsOfFile: root + "/log2", encoding: .utf8)) ?? "").contains("pipeline ready")
+        }
         kill(p2.processIdentifier, SIGTERM)
         #expect(try await Daemon.waitForExit(p2) == 0)
         try expectFinalState(dir, out)
@@ -223,6 +228,11 @@ func writeConfig(_ root: String, dir: String, out: String, grace: Double, port: 
         let p2 = try Daemon.start(["serve", "--config", config], log: root + "/log2")
         defer { if p2.isRunning { kill(p2.processIdentifier, SIGKILL) } }
         try await Daemon.waitUntil("12 inputs finished after restart", log: root + "/log2") { finished(dir) == 12 }
+        // The first run may have finished everything within its grace period: then the restart has nothing to do,
+        // and a SIGTERM sent before its signal handlers are installed would kill it outright. Wait until it runs.
+        try await Daemon.waitUntil("restarted daemon ready", log: root + "/log2") {
+            ((try? String(contentsOfFile: root + "/log2", encoding: .utf8)) ?? "").contains("pipeline ready")
+        }
         kill(p2.processIdentifier, SIGTERM)
         #expect(try await Daemon.waitForExit(p2) == 0)
         try expectFinalState(dir, out)

@@ -26,6 +26,68 @@ public struct StageDefinition: Sendable, Equatable {
     /// Tile geometry for tiled restoration, in input pixels.
     public var tileSize: Int
     public var tileOverlap: Int
+    /// Restore stage only: which restorer runs (`realesrgan`: RRDBNet in pixel space from `model`; `dreamsr`: LR
+    /// Lanczos3 resize, tiled VAE encode and DreamSR's one-step LoRA restoration).
+    public var restorer: Restorer = .realesrgan
+
+    public enum Restorer: String, Sendable, CaseIterable { case realesrgan, dreamsr }
+}
+
+/// Where the DreamSR pipeline's weights are (the pipeline file's `models:` block), each relative to the daemon's
+/// `models_dir` unless absolute. Defaults: the diffusers FLUX.1-dev folder layout under `flux1-dev/`.
+public struct DreamSRModelPaths: Sendable, Equatable, Hashable {
+    public var flux = "flux1-dev/transformer"
+    public var vae = "flux1-dev/vae"
+    public var clip = "flux1-dev/text_encoder"
+    public var t5 = "flux1-dev/text_encoder_2"
+    public var clipTokenizer = "flux1-dev/tokenizer"
+    public var t5Tokenizer = "flux1-dev/tokenizer_2"
+    public var dreamsr = "dreamsr/dreamsr.safetensors"
+    public init() {}
+
+    public static let keys = ["flux", "vae", "clip", "t5", "clip_tokenizer", "t5_tokenizer", "dreamsr"]
+
+    /// Every path made absolute against `base`.
+    public func resolved(base: String) -> DreamSRModelPaths {
+        var r = self
+        r.flux = DaemonConfig.absolute(flux, base: base)
+        r.vae = DaemonConfig.absolute(vae, base: base)
+        r.clip = DaemonConfig.absolute(clip, base: base)
+        r.t5 = DaemonConfig.absolute(t5, base: base)
+        r.clipTokenizer = DaemonConfig.absolute(clipTokenizer, base: base)
+        r.t5Tokenizer = DaemonConfig.absolute(t5Tokenizer, base: base)
+        r.dreamsr = DaemonConfig.absolute(dreamsr, base: base)
+        return r
+    }
+}
+
+/// The DreamSR options of a pipeline file (`dreamsr:` block).
+public struct DreamSRPipelineOptions: Sendable, Equatable {
+    /// dual-branch, single-branch-global, single-branch-local, without-lora (the paper's ablations).
+    public var mode = "dual-branch"
+    /// wavelet, adain, none; nil: the checkpoint config's `color_fix`.
+    public var colorFix: String?
+    /// Texture steps; nil: the checkpoint's (16), or 20 without LoRA.
+    public var steps: Int?
+    /// Seed of the texture stage's noise (the same input and seed give the same output).
+    public var seed: Int = 0
+    /// VAE tile core size in pixels (encode) and latent cells x 8 (decode).
+    public var vaeTile: Int = 512
+    /// Patches per transformer call.
+    public var batch: Int = 4
+    public init() {}
+
+    public static let modes = ["dual-branch", "single-branch-global", "single-branch-local", "without-lora"]
+}
+
+/// The caption stage's options (`caption:` block): a chat-completions endpoint, or fixed prompts without one.
+public struct CaptionPipelineOptions: Sendable, Equatable {
+    public var endpoint: String?
+    public var model: String = "llava"
+    public var fixedPrompt: String?
+    public var fixedLocalPrompt: String?
+    public var timeoutSeconds: Double = 60
+    public init() {}
 }
 
 /// A pipeline file (`pipelines/NAME.yaml`): which stages run, with what models, geometry, concurrency and
@@ -38,6 +100,15 @@ public struct PipelineDefinition: Sendable, Equatable {
     public var outputFormat: String
     public var stages: [StageDefinition]
     public var file: String
+    /// Weights of the DreamSR stages (caption, dreamsr restore, texture, blend); nil when none of them is listed.
+    public var models: DreamSRModelPaths?
+    public var dreamsr = DreamSRPipelineOptions()
+    public var caption = CaptionPipelineOptions()
+
+    /// True when a stage needs the FLUX/DreamSR model set.
+    public var needsDreamSRModels: Bool {
+        stages.contains { [.caption, .texture, .blend].contains($0.kind) || ($0.kind == .restore && $0.restorer == .dreamsr) }
+    }
 
     public static let outputFormats = ["png", "jpeg", "webp", "tiff"]
 
@@ -52,7 +123,8 @@ public struct PipelineDefinition: Sendable, Equatable {
 
     public static func parse(yaml: String, file: String) throws -> PipelineDefinition {
         let root = try ConfigNode.parse(yaml: yaml, file: file, env: [:], envPrefix: nil)
-        try root.checkKeys(["name", "description", "capacity", "job_timeout_seconds", "output_format", "stages"])
+        try root.checkKeys(["name", "description", "capacity", "job_timeout_seconds", "output_format", "stages",
+                            "models", "dreamsr", "caption"])
         let name = try root.requiredString("name")
         let capacityNode = try root.child("capacity")
         try capacityNode.checkKeys(["items", "megapixels"])
@@ -64,7 +136,7 @@ public struct PipelineDefinition: Sendable, Equatable {
         let list = try root.list("stages")
         guard !list.isEmpty else { throw root.error("stages", "at least one stage is required") }
         for item in list {
-            try item.checkKeys(["stage", "concurrency", "queue", "model", "tile", "overlap"])
+            try item.checkKeys(["stage", "concurrency", "queue", "model", "tile", "overlap", "restorer"])
             let kindText = try item.requiredString("stage")
             guard let kind = StageKind(rawValue: kindText) else {
                 throw item.error("stage", "unknown stage '\(kindText)' (known: \(StageKind.allCases.map(\.rawValue).joined(separator: ", ")))")
@@ -72,17 +144,23 @@ public struct PipelineDefinition: Sendable, Equatable {
             let tile = try item.int("tile", default: 192, min: 16, max: 4096)
             let overlap = try item.int("overlap", default: 16, min: 0, max: 1024)
             guard overlap * 2 < tile else { throw item.error("overlap", "overlap \(overlap) must be less than half the tile size \(tile)") }
-            let def = StageDefinition(
+            var def = StageDefinition(
                 kind: kind,
                 runtime: StageConfig(name: kind.rawValue,
                                      concurrency: try item.int("concurrency", default: 1, min: 1, max: 64),
                                      queueCapacity: try item.int("queue", default: 2, min: 1, max: 10_000)),
                 model: try item.optionalString("model"), tileSize: tile, tileOverlap: overlap)
+            if kind == .restore {
+                def.restorer = .init(rawValue: try item.oneOf("restorer", StageDefinition.Restorer.allCases.map(\.rawValue),
+                                                              default: "realesrgan"))!
+            } else if item.has("restorer") {
+                throw item.error("restorer", "only a 'restore' stage has a restorer")
+            }
             if let previous = stages.last, StageKind.allCases.firstIndex(of: previous.kind)! >= StageKind.allCases.firstIndex(of: kind)! {
                 throw item.error("stage", "stage '\(kind.rawValue)' cannot follow '\(previous.kind.rawValue)' (order: \(StageKind.allCases.map(\.rawValue).joined(separator: " -> ")), each at most once)")
             }
-            if (kind == .restore || kind == .texture) && def.model == nil {
-                throw item.error("model", "stage '\(kind.rawValue)' needs a model directory")
+            if kind == .restore && def.restorer == .realesrgan && def.model == nil {
+                throw item.error("model", "stage 'restore' (restorer realesrgan) needs a model directory")
             }
             stages.append(def)
         }
@@ -91,9 +169,41 @@ public struct PipelineDefinition: Sendable, Equatable {
         if stages.contains(where: { $0.kind == .blend }) && !stages.contains(where: { $0.kind == .texture }) {
             throw root.error("stages", "stage 'blend' blends the texture stage's result and needs a 'texture' stage")
         }
-        return PipelineDefinition(name: name, description: try root.string("description", default: ""),
-                                  capacity: capacity, jobTimeout: timeout > 0 ? .milliseconds(Int64(timeout * 1000)) : nil,
-                                  outputFormat: format, stages: stages, file: file)
+        var def = PipelineDefinition(name: name, description: try root.string("description", default: ""),
+                                     capacity: capacity, jobTimeout: timeout > 0 ? .milliseconds(Int64(timeout * 1000)) : nil,
+                                     outputFormat: format, stages: stages, file: file)
+        if def.needsDreamSRModels || root.has("models") {
+            let m = try root.child("models")
+            try m.checkKeys(Set(DreamSRModelPaths.keys))
+            var paths = DreamSRModelPaths()
+            paths.flux = try m.string("flux", default: paths.flux)
+            paths.vae = try m.string("vae", default: paths.vae)
+            paths.clip = try m.string("clip", default: paths.clip)
+            paths.t5 = try m.string("t5", default: paths.t5)
+            paths.clipTokenizer = try m.string("clip_tokenizer", default: paths.clipTokenizer)
+            paths.t5Tokenizer = try m.string("t5_tokenizer", default: paths.t5Tokenizer)
+            paths.dreamsr = try m.string("dreamsr", default: paths.dreamsr)
+            def.models = paths
+        }
+        let d = try root.child("dreamsr")
+        try d.checkKeys(["mode", "color_fix", "steps", "seed", "vae_tile", "batch"])
+        def.dreamsr.mode = try d.oneOf("mode", DreamSRPipelineOptions.modes, default: "dual-branch")
+        if d.has("color_fix") { def.dreamsr.colorFix = try d.oneOf("color_fix", ["wavelet", "adain", "none"], default: "wavelet") }
+        if d.has("steps") { def.dreamsr.steps = try d.int("steps", default: 16, min: 1, max: 1000) }
+        def.dreamsr.seed = try d.int("seed", default: 0, min: 0, max: Int(Int32.max))
+        def.dreamsr.vaeTile = try d.int("vae_tile", default: 512, min: 64, max: 8192)
+        def.dreamsr.batch = try d.int("batch", default: 4, min: 1, max: 64)
+        let c = try root.child("caption")
+        try c.checkKeys(["endpoint", "model", "fixed_prompt", "fixed_local_prompt", "timeout_seconds"])
+        def.caption.endpoint = try c.optionalString("endpoint")
+        def.caption.model = try c.string("model", default: "llava")
+        def.caption.fixedPrompt = try c.optionalString("fixed_prompt")
+        def.caption.fixedLocalPrompt = try c.optionalString("fixed_local_prompt")
+        def.caption.timeoutSeconds = try c.double("timeout_seconds", default: 60, min: 0, exclusiveMin: true)
+        if def.stage(.texture) == nil && def.dreamsr.mode != "dual-branch" {
+            throw d.error("mode", "a DreamSR mode needs a 'texture' stage")
+        }
+        return def
     }
 
     /// The default pipeline, identical to `pipelines/realesrgan.yaml` (a test keeps them in step); used when no

@@ -12,6 +12,8 @@ import Upscaling
 public struct ImageJob: Sendable {
     public var decoded: DecodedImage?
     public var restored: PlanarImage?
+    /// The DreamSR stages' state (prompts, latents); nil in the Real-ESRGAN-only pipeline.
+    public var dreamsr: DreamSRJobState?
     public init() {}
 }
 
@@ -48,19 +50,32 @@ public struct ImagePipelineFactory: PipelineFactory {
                                  fileSizeLimitHint: "limits.max_file_bytes in \(config.file) (or DREAMSR_LIMITS_MAX_FILE_BYTES)")
         let restoreDef = definition.stage(.restore)
         let scale = restoreDef == nil ? 1 : 4 // refined once the model is loaded; used only to weigh jobs
+        var dreamsr: DreamSRStages?
+        if definition.needsDreamSRModels {
+            // Start-up check: every weight file of the DreamSR model set is present (headers read, nothing loaded).
+            let paths = (definition.models ?? DreamSRModelPaths()).resolved(base: config.modelsDirectory)
+            let registry = ModelRegistry.shared(paths)
+            try registry.validate(pipelineFile: definition.file)
+            dreamsr = try DreamSRStages(definition: definition, registry: registry, logger: logger)
+        }
         var stages: [Stage<ImageJob>] = []
         for def in definition.stages {
             switch def.kind {
             case .decode:
                 stages.append(decodeStage(def, limits: limits, scale: scale))
+            case .restore where def.restorer == .dreamsr:
+                stages.append(dreamsr!.restoreStage(def))
             case .restore:
                 let modelPath = DaemonConfig.absolute(def.model!, base: config.modelsDirectory)
                 stages.append(restoreStage(def, modelDirectory: modelPath, logger: logger))
             case .encode:
                 stages.append(encodeStage(def, defaultFormat: definition.outputFormat))
-            case .caption, .texture, .blend:
-                throw ConfigError(file: definition.file, key: "stages",
-                                  problem: "stage '\(def.kind.rawValue)' is not available in this daemon yet: the FLUX/DreamSR texture engine is not wired into the serve pipeline (use the realesrgan pipeline)")
+            case .caption:
+                stages.append(dreamsr!.captionStage(def))
+            case .texture:
+                stages.append(dreamsr!.textureStage(def))
+            case .blend:
+                stages.append(dreamsr!.blendStage(def))
             }
         }
         let pipeline = try Pipeline(
@@ -72,7 +87,7 @@ public struct ImagePipelineFactory: PipelineFactory {
 
     // MARK: Stages
 
-    private static func lanes(_ name: String, _ n: Int) -> [ComputeLane] {
+    static func lanes(_ name: String, _ n: Int) -> [ComputeLane] {
         (0..<n).map { ComputeLane(label: "\(name)-\($0)") }
     }
 

@@ -77,7 +77,7 @@ public struct FluxLoRA: LoRAProvider {
         func alpha(_ key: String) throws -> Float? {
             guard set[key] != nil else { return nil }
             used.insert(key)
-            return try set.tensor(named: key).data[0]
+            return try set.tensor(named: key).toArray().first
         }
         for name in set.names.sorted() {
             let module: String, downKey: String, upKey: String, isKohya: Bool

@@ -1,0 +1,214 @@
+import Checkpoints
+import Foundation
+import Models
+import PipelineRuntime
+import Tensor
+import Tokenizers
+import Upscaling
+
+/// One weight component of the DreamSR pipeline: where it is and the layout expected there.
+public struct ModelComponent: Sendable, Equatable {
+    public enum Kind: Sendable, Equatable { case safetensors, clipTokenizer, t5Tokenizer }
+    public var key: String
+    public var path: String
+    public var kind: Kind
+    public var expectedLayout: String
+}
+
+/// What `dreamsr models check` reports for one component, read from file headers only (nothing is loaded).
+public struct ModelCheckEntry: Sendable {
+    public var component: ModelComponent
+    public var present: Bool
+    /// Why it is unusable (missing file, unreadable header, wrong layout).
+    public var problem: String?
+    public var files: [String] = []
+    public var parameters: Int = 0
+    /// Bytes on disk of the tensors.
+    public var fileBytes: Int = 0
+    /// Bytes the engine holds once loaded (float32 for every tensor: the upper bound; FLUX bf16 weights may stay
+    /// memory-mapped and widen per layer).
+    public var memoryBytes: Int { parameters * 4 }
+}
+
+/// The loaded DreamSR model set: loaded once, shared by every job and stage of a pipeline (all of them read-only).
+public final class DreamSRModelSet: @unchecked Sendable {
+    public let model: DreamSRModel
+    public let vae: AutoencoderKL
+    public let clip: CLIPTextEncoder
+    public let t5: T5Encoder
+    public let clipTokenizer: CLIPTokenizer
+    public let t5Tokenizer: T5Tokenizer
+    /// Prompt encodings by prompt string (across jobs).
+    public let prompts = PromptEncodingCache<DreamSRPromptEncoding>(capacity: 256)
+
+    init(model: DreamSRModel, vae: AutoencoderKL, clip: CLIPTextEncoder, t5: T5Encoder, clipTokenizer: CLIPTokenizer,
+         t5Tokenizer: T5Tokenizer) {
+        self.model = model
+        self.vae = vae
+        self.clip = clip
+        self.t5 = t5
+        self.clipTokenizer = clipTokenizer
+        self.t5Tokenizer = t5Tokenizer
+    }
+
+    /// T5 states `[512, D]` and CLIP pooled `[D]` of a prompt (dreamsr-architecture item 10), cached per string.
+    public func encode(prompt: String) throws -> DreamSRPromptEncoding {
+        try prompts.value(for: prompt) {
+            let t5ids = t5Tokenizer.encodePadded(prompt), clipIds = clipTokenizer.encodePadded(prompt)
+            guard t5ids.allSatisfy({ $0 < t5.config.vocabSize }), clipIds.allSatisfy({ $0 < clip.config.vocabSize }) else {
+                throw AppError(.models, "tokenizer ids exceed the text encoder's vocabulary (T5 \(t5.config.vocabSize), "
+                               + "CLIP \(clip.config.vocabSize)): the tokenizer and encoder folders do not belong together")
+            }
+            let states = t5.encode(t5ids)
+            let pooled = clip.encode(clipIds).pooled
+            return DreamSRPromptEncoding(states: states, pooled: pooled)
+        }
+    }
+}
+
+/// Where the FLUX transformer, VAE, text encoders (+ tokenizers) and the DreamSR checkpoint are, checked from file
+/// headers at start-up (`validate`) and loaded once (`load`), shared by all jobs: one registry per distinct set of
+/// paths per process (`ModelRegistry.shared`).
+public final class ModelRegistry: Sendable {
+    public let paths: DreamSRModelPaths
+    public let components: [ModelComponent]
+    private let loaded = Locked<DreamSRModelSet?>(nil)
+    private let loading = NSLock()
+
+    public init(paths: DreamSRModelPaths) {
+        self.paths = paths
+        components = [
+            ModelComponent(key: "flux", path: paths.flux, kind: .safetensors,
+                           expectedLayout: "FLUX.1 transformer: a .safetensors file or a folder of them (BFL `double_blocks.*`, "
+                           + "ComfyUI `model.diffusion_model.*` or diffusers `transformer/` layout)"),
+            ModelComponent(key: "vae", path: paths.vae, kind: .safetensors,
+                           expectedLayout: "FLUX VAE: BFL ae.safetensors, or a diffusers vae/ folder "
+                           + "(diffusion_pytorch_model.safetensors + config.json)"),
+            ModelComponent(key: "clip", path: paths.clip, kind: .safetensors,
+                           expectedLayout: "CLIP-L text encoder: HF text_encoder/ folder (model.safetensors + config.json)"),
+            ModelComponent(key: "t5", path: paths.t5, kind: .safetensors,
+                           expectedLayout: "T5 v1.1 XXL encoder: HF text_encoder_2/ folder (model*.safetensors + config.json)"),
+            ModelComponent(key: "clip_tokenizer", path: paths.clipTokenizer, kind: .clipTokenizer,
+                           expectedLayout: "CLIP tokenizer: HF tokenizer/ folder with vocab.json + merges.txt"),
+            ModelComponent(key: "t5_tokenizer", path: paths.t5Tokenizer, kind: .t5Tokenizer,
+                           expectedLayout: "T5 tokenizer: HF tokenizer_2/ folder with tokenizer.json"),
+            ModelComponent(key: "dreamsr", path: paths.dreamsr, kind: .safetensors,
+                           expectedLayout: "DreamSR checkpoint: one .safetensors file with `dreamsr_config` metadata "
+                           + "(controlnet.*, transformer.*.lora_A/B tensors)"),
+        ]
+    }
+
+    private static let registries = Locked<[DreamSRModelPaths: ModelRegistry]>([:])
+
+    /// The process-wide registry for these (absolute) paths: pipelines naming the same files share one model set.
+    public static func shared(_ paths: DreamSRModelPaths) -> ModelRegistry {
+        registries.withLock { r in
+            if let existing = r[paths] { return existing }
+            let made = ModelRegistry(paths: paths)
+            r[paths] = made
+            return made
+        }
+    }
+
+    // MARK: Check (headers only)
+
+    public func check() -> [ModelCheckEntry] { components.map(Self.check) }
+
+    static func check(_ c: ModelComponent) -> ModelCheckEntry {
+        var e = ModelCheckEntry(component: c, present: false)
+        let fm = FileManager.default
+        var isDir: ObjCBool = false
+        guard fm.fileExists(atPath: c.path, isDirectory: &isDir) else {
+            e.problem = "missing: \(c.path) does not exist"
+            return e
+        }
+        switch c.kind {
+        case .clipTokenizer:
+            let dirs = isDir.boolValue ? [c.path, c.path + "/tokenizer"] : []
+            let found = dirs.first { fm.fileExists(atPath: $0 + "/vocab.json") && fm.fileExists(atPath: $0 + "/merges.txt") }
+            if let found { e.files = [found + "/vocab.json", found + "/merges.txt"] }
+            else if !isDir.boolValue { e.files = [c.path] } // open_clip bpe file
+            else { e.problem = "missing: no vocab.json + merges.txt in \(c.path)" }
+        case .t5Tokenizer:
+            let candidates = isDir.boolValue ? [c.path + "/tokenizer.json", c.path + "/tokenizer_2/tokenizer.json"] : [c.path]
+            if let found = candidates.first(where: { fm.fileExists(atPath: $0) }) { e.files = [found] }
+            else { e.problem = "missing: no tokenizer.json in \(c.path)" }
+        case .safetensors:
+            do {
+                let set = try CheckpointSet(url: URL(fileURLWithPath: c.path))
+                e.files = set.files.map(\.url.path)
+                for f in set.files {
+                    for t in f.header.tensors { e.parameters += t.elementCount; e.fileBytes += t.byteCount }
+                }
+                if c.key == "dreamsr", set.metadata[DreamSRConfig.metadataKey] == nil {
+                    e.problem = "no `\(DreamSRConfig.metadataKey)` metadata in \(c.path)"
+                }
+            } catch {
+                e.problem = "unreadable: \(error)"
+            }
+        }
+        e.present = e.problem == nil
+        return e
+    }
+
+    /// Throws one error naming every missing or unusable file and the layout expected there (start-up check).
+    public func validate(pipelineFile: String) throws {
+        let bad = check().filter { !$0.present }
+        guard !bad.isEmpty else { return }
+        let lines = bad.map { "  \($0.component.key): \($0.problem ?? "missing") — expected \($0.component.expectedLayout)" }
+        throw AppError(.models, "pipeline \(pipelineFile) needs the DreamSR model set; missing or unusable weights:\n"
+                       + lines.joined(separator: "\n")
+                       + "\n(set the paths in the pipeline file's `models:` block; relative paths are under models_dir)")
+    }
+
+    // MARK: Load (once)
+
+    public var isLoaded: Bool { loaded.current != nil }
+
+    /// Loads every component the first time (later calls return the same set). Blocking: call it on a compute lane.
+    public func load() throws -> DreamSRModelSet {
+        loading.lock()
+        defer { loading.unlock() }
+        if let set = loaded.current { return set }
+        func url(_ p: String) -> URL { URL(fileURLWithPath: p) }
+        func step<T>(_ key: String, _ body: () throws -> T) throws -> T {
+            do { return try body() } catch let e as AppError { throw e } catch {
+                let c = components.first { $0.key == key }!
+                throw AppError(.models, "loading \(key) from \(c.path): \(error) (expected \(c.expectedLayout))")
+            }
+        }
+        let flux = try step("flux") { try FluxTransformer.load(from: CheckpointSet(url: url(paths.flux))) }
+        let model = try step("dreamsr") { try DreamSRModel.load(checkpoint: url(paths.dreamsr), flux: flux) }
+        let vae = try step("vae") { try AutoencoderKL.load(from: url(paths.vae)).model }
+        let clip = try step("clip") { () throws -> CLIPTextEncoder in
+            let set = try CheckpointSet(url: url(paths.clip))
+            let cfgURL = set.directory.appendingPathComponent("config.json")
+            let cfg = FileManager.default.fileExists(atPath: cfgURL.path)
+                ? try CLIPTextConfig(configJSON: Data(contentsOf: cfgURL)) : .clipL
+            return try CLIPTextEncoder(checkpoint: set, config: cfg)
+        }
+        let t5 = try step("t5") { () throws -> T5Encoder in
+            let set = try CheckpointSet(url: url(paths.t5))
+            let cfgURL = set.directory.appendingPathComponent("config.json")
+            let cfg = FileManager.default.fileExists(atPath: cfgURL.path)
+                ? try T5EncoderConfig(configJSON: Data(contentsOf: cfgURL)) : .xxl
+            return try T5Encoder(checkpoint: set, config: cfg)
+        }
+        let clipTok = try step("clip_tokenizer") { try CLIPTokenizer.load(from: paths.clipTokenizer) }
+        let t5Tok = try step("t5_tokenizer") { try T5Tokenizer.load(from: paths.t5Tokenizer) }
+        // Shapes must agree across components (a mismatched folder is a start-up error, not a crash mid-job).
+        let fc = flux.config
+        guard t5.config.dModel == fc.contextDim else {
+            throw AppError(.models, "T5 d_model \(t5.config.dModel) (\(paths.t5)) != FLUX context dim \(fc.contextDim) (\(paths.flux))")
+        }
+        guard clip.config.hiddenSize == fc.pooledDim else {
+            throw AppError(.models, "CLIP hidden size \(clip.config.hiddenSize) (\(paths.clip)) != FLUX pooled_projection_dim \(fc.pooledDim) (\(paths.flux))")
+        }
+        guard vae.config.latentChannels * 4 == fc.inChannels else {
+            throw AppError(.models, "VAE latent channels \(vae.config.latentChannels) (\(paths.vae)) x 4 != FLUX in_channels \(fc.inChannels)")
+        }
+        let set = DreamSRModelSet(model: model, vae: vae, clip: clip, t5: t5, clipTokenizer: clipTok, t5Tokenizer: t5Tok)
+        loaded.withLock { $0 = set }
+        return set
+    }
+}
