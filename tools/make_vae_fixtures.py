@@ -13,7 +13,8 @@ Writes:
   vae_small_io.safetensors         F32: encode_sample [1,3,48,64] in [-1,1], encode_latent_mean (raw latent_dist.mean),
                                    decode_latent [2,16,6,8], decode_sample (AutoencoderKL.decode(z).sample)
 
-Run: /work/refenv/bin/python tools/make_vae_fixtures.py  (installs torch/diffusers/safetensors with pip if missing)
+Run: $DREAMSR_REF_PYTHON (or .venv-ref/bin/python, scripts/setup-reference-env.sh) tools/make_vae_fixtures.py
+(installs torch/diffusers/safetensors with pip if missing)
 """
 import json
 import os

@@ -16,7 +16,7 @@ struct VAEDecodeBench: ParsableCommand {
         abstract: "FLUX VAE decode: dreamsr vs PyTorch fp32 CPU (same weights, same latent), plus tiled-decode peak RSS.")
 
     @Option(help: "Image size in pixels (square) for the timed comparison.") var size = 1024
-    @Option(help: "Python with torch + diffusers.") var python = "/work/refenv/bin/python"
+    @Option(help: "Python with torch + diffusers for the baseline.") var python: String = ReferencePython.defaultPath
     @Option(help: "Baseline script.") var script = "Benchmarks/vae_decode_baseline.py"
     @Option(help: "Scratch directory for weights, latent and tile states.") var workDir = "/tmp/dreamsr-vae-bench"
     @Option(help: "Threads for both engines (0 = OpenBLAS default).") var threads = 0
