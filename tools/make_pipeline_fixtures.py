@@ -3,7 +3,7 @@ Tests/Fixtures/dreamsr (T5 d_model 32 = FLUX joint_attention_dim, CLIP hidden 16
 the end-to-end DreamSR pipeline test (caption -> restore -> texture -> blend). With the FLUX/DreamSR fixtures of
 tools/make_dreamsr_fixtures.py and the VAE fixture of Tests/Fixtures/vae they form a complete tiny model set.
 
-    /work/refenv/bin/python tools/make_pipeline_fixtures.py [--out Tests/Fixtures/pipeline]
+    .venv-ref/bin/python tools/make_pipeline_fixtures.py [--out Tests/Fixtures/pipeline]
 
 Layout (the HF layouts the model registry expects):
 - text_encoder/{model.safetensors,config.json}    CLIPTextModel (hidden 16, 1 layer), bf16-rounded weights
