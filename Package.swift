@@ -87,7 +87,7 @@ let package = Package(
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "CKernels", "DreamsrTestKit"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Tensor", "DreamsrTestKit"]),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"]),
-        .testTarget(name: "CaptioningTests", dependencies: ["Captioning"]),
+        .testTarget(name: "CaptioningTests", dependencies: ["Captioning", "DreamsrTestKit"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Checkpoints", "Tensor", "DreamsrTestKit"]),
         .testTarget(name: "RasterTests", dependencies: ["Raster", "CKernels"]),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "Raster", "DreamsrTestKit"]),

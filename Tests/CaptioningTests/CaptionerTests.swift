@@ -1,4 +1,5 @@
 import Foundation
+import DreamsrTestKit
 import Testing
 @testable import Captioning
 

@@ -7,18 +7,18 @@ import Darwin
 
 /// A tiny HTTP/1.1 server on 127.0.0.1 (POSIX sockets, a thread per connection, one request per connection) that
 /// answers OpenAI-style chat completions as the test's handler decides. Records every request it parsed.
-final class LoopbackChatServer: @unchecked Sendable {
-    struct Request: Sendable {
-        let method: String
-        let path: String
-        let headers: [String: String]
-        let body: Data
+public final class LoopbackChatServer: @unchecked Sendable {
+    public struct Request: Sendable {
+        public let method: String
+        public let path: String
+        public let headers: [String: String]
+        public let body: Data
 
-        var json: [String: Any]? { (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] }
+        public var json: [String: Any]? { (try? JSONSerialization.jsonObject(with: body)) as? [String: Any] }
 
         /// The text part and image URL of the first user message.
-        var instruction: String? { parts.first { $0["type"] as? String == "text" }?["text"] as? String }
-        var imageURL: String? {
+        public var instruction: String? { parts.first { $0["type"] as? String == "text" }?["text"] as? String }
+        public var imageURL: String? {
             (parts.first { $0["type"] as? String == "image_url" }?["image_url"] as? [String: Any])?["url"] as? String
         }
 
@@ -29,7 +29,7 @@ final class LoopbackChatServer: @unchecked Sendable {
         }
     }
 
-    enum Reply: Sendable {
+    public enum Reply: Sendable {
         /// 200 with a well-formed chat-completions body whose message content is `text`.
         case caption(String)
         /// Any status with any body.
@@ -38,7 +38,7 @@ final class LoopbackChatServer: @unchecked Sendable {
         case stall(seconds: Double)
     }
 
-    let port: UInt16
+    public let port: UInt16
     private let listenFD: Int32
     private let handler: @Sendable (Request, Int) -> Reply
     private let lock = NSLock()
@@ -49,7 +49,7 @@ final class LoopbackChatServer: @unchecked Sendable {
     private let release = DispatchSemaphore(value: 0)
 
     /// `handler(request, n)` gets the request and its 0-based arrival number.
-    init(handler: @escaping @Sendable (Request, Int) -> Reply) throws {
+    public init(handler: @escaping @Sendable (Request, Int) -> Reply) throws {
         self.handler = handler
         #if canImport(Glibc)
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -77,19 +77,19 @@ final class LoopbackChatServer: @unchecked Sendable {
         thread.start()
     }
 
-    var url: URL { URL(string: "http://127.0.0.1:\(port)/v1/chat/completions")! }
+    public var url: URL { URL(string: "http://127.0.0.1:\(port)/v1/chat/completions")! }
 
-    var requests: [Request] {
+    public var requests: [Request] {
         lock.lock(); defer { lock.unlock() }
         return recorded
     }
 
-    var maxConcurrentRequests: Int {
+    public var maxConcurrentRequests: Int {
         lock.lock(); defer { lock.unlock() }
         return maxInFlightSeen
     }
 
-    func stop() {
+    public func stop() {
         lock.lock()
         let wasStopped = stopped
         stopped = true
