@@ -159,6 +159,9 @@ struct NearestX4Restorer: TileRestorer {
         #expect(o.pipeline == "dreamsr")
         #expect(o.notes.contains("mode: dual-branch"), "\(o.notes)")
         #expect(o.notes.contains { $0.contains("no endpoint configured; fixed prompts used") }, "\(o.notes)")
+        #expect(o.notes.contains { $0.hasPrefix("caption: global prompt (fixed): high quality photo") }, "\(o.notes)")
+        #expect(o.notes.contains { $0.hasPrefix("caption: ") && $0.contains(" local prompts (") && $0.contains(" fixed; 1 distinct): [0] ") },
+                "\(o.notes)")
         #expect(o.notes.contains { $0.hasPrefix("restore: DreamSR one-step LoRA restoration") && $0.contains("tiled VAE encode (64 px tiles") }, "\(o.notes)")
         #expect(o.notes.contains { $0.hasPrefix("texture: 16 steps from sigma 0.800") }, "\(o.notes)")
         #expect(o.notes.contains { $0.contains("tiled, 8-cell tiles") && $0.contains("colour fix wavelet") && $0.contains("alpha re-attached") }, "\(o.notes)")
@@ -209,6 +212,7 @@ struct NearestX4Restorer: TileRestorer {
         #expect(a == b, "same input, same seed: same output")
         #expect(a != c, "another global prompt changes the texture")
         #expect(out[2].notes.contains("captioner: global prompt from the job"), "\(out[2].notes)")
+        #expect(out[2].notes.contains("caption: global prompt (job): a red brick wall"), "\(out[2].notes)")
         let registry = ModelRegistry.shared(def.models!.resolved(base: models))
         #expect(registry.isLoaded)
     }

@@ -87,6 +87,16 @@ public struct CaptionPipelineOptions: Sendable, Equatable {
     public var fixedPrompt: String?
     public var fixedLocalPrompt: String?
     public var timeoutSeconds: Double = 60
+    /// Extra attempts after a timeout, transport error or HTTP 5xx/429 (0 = try once).
+    public var retries: Int = 2
+    /// First backoff delay before a retry, seconds (doubled per further retry).
+    public var retryBackoffSeconds: Double = 0.5
+    /// Most caption requests in flight at once.
+    public var concurrency: Int = 2
+    /// Instructions sent with the whole image / with each patch (nil: the captioner's defaults; the local one takes
+    /// `{global}`, `{x}`, `{y}`, `{width}`, `{height}`, `{index}`).
+    public var globalPromptTemplate: String?
+    public var localPromptTemplate: String?
     public init() {}
 }
 
@@ -194,12 +204,18 @@ public struct PipelineDefinition: Sendable, Equatable {
         def.dreamsr.vaeTile = try d.int("vae_tile", default: 512, min: 64, max: 8192)
         def.dreamsr.batch = try d.int("batch", default: 4, min: 1, max: 64)
         let c = try root.child("caption")
-        try c.checkKeys(["endpoint", "model", "fixed_prompt", "fixed_local_prompt", "timeout_seconds"])
+        try c.checkKeys(["endpoint", "model", "fixed_prompt", "fixed_local_prompt", "timeout_seconds", "retries",
+                         "retry_backoff_seconds", "concurrency", "global_prompt_template", "local_prompt_template"])
         def.caption.endpoint = try c.optionalString("endpoint")
         def.caption.model = try c.string("model", default: "llava")
         def.caption.fixedPrompt = try c.optionalString("fixed_prompt")
         def.caption.fixedLocalPrompt = try c.optionalString("fixed_local_prompt")
         def.caption.timeoutSeconds = try c.double("timeout_seconds", default: 60, min: 0, exclusiveMin: true)
+        def.caption.retries = try c.int("retries", default: 2, min: 0, max: 10)
+        def.caption.retryBackoffSeconds = try c.double("retry_backoff_seconds", default: 0.5, min: 0)
+        def.caption.concurrency = try c.int("concurrency", default: 2, min: 1, max: 64)
+        def.caption.globalPromptTemplate = try c.optionalString("global_prompt_template")
+        def.caption.localPromptTemplate = try c.optionalString("local_prompt_template")
         if def.stage(.texture) == nil && def.dreamsr.mode != "dual-branch" {
             throw d.error("mode", "a DreamSR mode needs a 'texture' stage")
         }

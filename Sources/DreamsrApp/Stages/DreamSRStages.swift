@@ -51,6 +51,11 @@ struct DreamSRStages: Sendable {
         if let p = definition.caption.fixedPrompt { cc.fixedGlobalPrompt = p }
         cc.fixedLocalPrompt = definition.caption.fixedLocalPrompt
         cc.timeout = definition.caption.timeoutSeconds
+        cc.retries = definition.caption.retries
+        cc.retryBackoff = definition.caption.retryBackoffSeconds
+        cc.concurrency = definition.caption.concurrency
+        if let t = definition.caption.globalPromptTemplate { cc.globalPromptTemplate = t }
+        if let t = definition.caption.localPromptTemplate { cc.localPromptTemplate = t }
         do { captioner = try Captioner(configuration: cc, logger: logger) } catch {
             throw ConfigError(file: definition.file, key: "caption", problem: "\(error)")
         }
@@ -157,8 +162,35 @@ struct DreamSRStages: Sendable {
             (s.globalEncoding, s.localEncodings) = try await lane.run {
                 (try models.encode(prompt: result.global.text), try result.locals.map { try models.encode(prompt: $0.text) })
             }
-            ctx.notes.append("caption: global prompt + \(result.locals.count) local prompts (\(Set(s.localPrompts).count) distinct)")
+            ctx.notes += Self.promptNotes(result)
         }
+    }
+
+    /// Most local prompts a job result lists one by one (the count is always given).
+    static let listedLocalPrompts = 64
+
+    /// The prompts a job used, with where each came from: `caption: global prompt (model): TEXT` and
+    /// `caption: N local prompts (6 model, 2 fallback; K distinct): [0] TEXT | [1] TEXT | ...`.
+    static func promptNotes(_ result: CaptionResult) -> [String] {
+        func name(_ source: Caption.Source) -> String {
+            switch source {
+            case .model: "model"
+            case .cache: "cache"
+            case .override: "job"
+            case .fixed: "fixed"
+            case .fallback: "fallback"
+            }
+        }
+        var counts: [String: Int] = [:]
+        for c in result.locals { counts[name(c.source), default: 0] += 1 }
+        let tally = counts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
+        let listed = result.locals.prefix(listedLocalPrompts).enumerated().map { "[\($0.offset)] \($0.element.text)" }
+        let more = result.locals.count > listedLocalPrompts ? " | ... (\(result.locals.count - listedLocalPrompts) more)" : ""
+        return [
+            "caption: global prompt (\(name(result.global.source))): \(result.global.text)",
+            "caption: \(result.locals.count) local prompts (\(tally.isEmpty ? "none" : tally); "
+                + "\(Set(result.locals.map(\.text)).count) distinct): " + listed.joined(separator: " | ") + more,
+        ]
     }
 
     /// Fixed prompts when a pipeline has no caption stage.
