@@ -73,7 +73,11 @@ public protocol PromptProvider: Sendable {
 /// timeouts, transport errors and HTTP 5xx/429 are retried with exponential backoff; other HTTP errors and
 /// malformed replies are not. When a request finally fails, that prompt becomes the fixed prompt
 /// (`fixedGlobalPrompt`, or `fixedLocalPrompt` / the global prompt for a patch), `Caption.source` records the
-/// reason, and a note is added. Model answers are cached by SHA-256 of the image bytes plus model and instruction.
+/// reason, and a note is added. When the global request fails that way after its retries (timeout, transport error,
+/// HTTP 5xx/429: the endpoint is down or overloaded), the local prompts are not asked at all: they fall back at once
+/// with the reason `not asked: the global caption request failed (...)`, so a dead endpoint costs one request's
+/// retries per job, not one per patch. Model answers are cached by SHA-256 of the image bytes plus model and
+/// instruction.
 public final class Captioner: PromptProvider {
     public let configuration: CaptionerConfiguration
     private let client: ChatCompletionsClient?
@@ -101,13 +105,16 @@ public final class Captioner: PromptProvider {
 
         // Global prompt.
         let global: Caption
+        var endpointDown: String?
         if let text = overrides.global.flatMap(Self.nonEmpty) {
             global = Caption(text: text, source: .override)
             notes.append("captioner: global prompt from the job")
         } else if client == nil {
             global = Caption(text: config.fixedGlobalPrompt, source: .fixed)
         } else {
-            global = await ask(instruction: config.globalPromptTemplate, image: image, fallback: config.fixedGlobalPrompt)
+            let asked = await ask(instruction: config.globalPromptTemplate, image: image, fallback: config.fixedGlobalPrompt)
+            global = asked.caption
+            if asked.retriableFailure, case .fallback(let reason) = global.source { endpointDown = reason }
             if case .fallback(let reason) = global.source {
                 notes.append("captioner: global prompt fell back to the fixed prompt (\(reason))")
             }
@@ -122,7 +129,12 @@ public final class Captioner: PromptProvider {
         } else if client == nil || regions.isEmpty {
             locals = regions.map { _ in Caption(text: localFallback, source: .fixed) }
         } else {
-            locals = await askAll(regions: regions, global: global.text, fallback: localFallback)
+            if let reason = endpointDown {
+                let why = "not asked: the global caption request failed (\(reason))"
+                locals = regions.map { _ in Caption(text: localFallback, source: .fallback(reason: why)) }
+            } else {
+                locals = await askAll(regions: regions, global: global.text, fallback: localFallback)
+            }
             let failed = locals.compactMap { c -> String? in
                 if case .fallback(let r) = c.source { return r }
                 return nil
@@ -159,7 +171,7 @@ public final class Captioner: PromptProvider {
                 let i = next
                 let region = regions[i]
                 let instruction = localInstruction(region, global: global)
-                group.addTask { (i, await self.ask(instruction: instruction, image: region.image, fallback: fallback)) }
+                group.addTask { (i, await self.ask(instruction: instruction, image: region.image, fallback: fallback).caption) }
                 next += 1
             }
             while next < min(configuration.concurrency, regions.count) { launch() }
@@ -171,12 +183,14 @@ public final class Captioner: PromptProvider {
         return results.map { $0! }
     }
 
-    /// One caption: cache, then the model with retries, then the fallback.
-    private func ask(instruction: String, image: CaptionImage, fallback: String) async -> Caption {
-        guard let client else { return Caption(text: fallback, source: .fixed) }
+    /// One caption: cache, then the model with retries, then the fallback (`retriableFailure`: the last error was
+    /// a timeout, transport error or HTTP 5xx/429).
+    private func ask(instruction: String, image: CaptionImage, fallback: String) async
+        -> (caption: Caption, retriableFailure: Bool) {
+        guard let client else { return (Caption(text: fallback, source: .fixed), false) }
         let key = CaptionCache.Key(image: SHA256Digest.hash([UInt8](image.data)),
                                    request: SHA256Digest.hash(Array((configuration.model + "\u{0}" + instruction).utf8)))
-        if let hit = await cache.get(key) { return Caption(text: hit, source: .cache) }
+        if let hit = await cache.get(key) { return (Caption(text: hit, source: .cache), false) }
 
         var attempt = 0
         while true {
@@ -186,7 +200,7 @@ public final class Captioner: PromptProvider {
                     throw CaptioningError.malformed("caption is empty after clean-up", url: client.url.absoluteString)
                 }
                 await cache.put(key, text)
-                return Caption(text: text, source: .model)
+                return (Caption(text: text, source: .model), false)
             } catch {
                 let e = error as? CaptioningError
                     ?? CaptioningError(.transport, "\(error)", isRetriable: false)
@@ -202,7 +216,7 @@ public final class Captioner: PromptProvider {
                 let tries = attempt + 1
                 let reason = "\(e)" + (tries > 1 ? " after \(tries) attempts" : "")
                 logger.error("caption request failed; using fallback prompt", metadata: ["reason": "\(reason)"])
-                return Caption(text: fallback, source: .fallback(reason: reason))
+                return (Caption(text: fallback, source: .fallback(reason: reason)), e.isRetriable)
             }
         }
     }

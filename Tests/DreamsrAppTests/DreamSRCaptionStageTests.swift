@@ -120,7 +120,8 @@ private func runOne(yaml: String, id: String) async throws -> (JobOutcome, Strin
     enum Failure: String, CaseIterable, Sendable { case http500, malformedJSON, neverAnswers }
 
     /// 5xx, a body that is not JSON, a server that holds the connection: the job completes with the fixed prompt,
-    /// the notes say why, and the caption stage ends within its configured bounds (no hung job).
+    /// the notes say why, and the caption stage ends within its configured bounds (no hung job). After a retriable
+    /// global failure (5xx, timeout) the patches are not asked at all; after a malformed reply they are.
     @Test(arguments: Failure.allCases)
     func failingServerFallsBackToTheFixedPrompt(_ failure: Failure) async throws {
         let server = try LoopbackChatServer { _, _ in
@@ -140,12 +141,16 @@ private func runOne(yaml: String, id: String) async throws -> (JobOutcome, Strin
         #expect(FileManager.default.fileExists(atPath: out))
 
         let requests = server.requests
-        let n = Set(requests.compactMap(cropIndex)).count
+        let localsNote = try #require(o.notes.first { $0.hasPrefix("caption: ") && $0.contains(" local prompts (") }, "\(o.notes)")
+        let n = try #require(Int(localsNote.dropFirst("caption: ".count).prefix { $0.isNumber }))
         #expect(n >= 2)
-        // Retriable failures (5xx, timeout) are tried retries + 1 times; a malformed reply once.
-        let attempts = failure == .malformedJSON ? 1 : retries + 1
+        // Retriable failures (5xx, timeout) are tried retries + 1 times, and then the patches are not asked; a
+        // malformed reply is not retried, and every patch is still asked (once).
+        let retriable = failure != .malformedJSON
+        let attempts = retriable ? retries + 1 : 1
         #expect(requests.filter { cropIndex($0) == nil }.count == attempts)
-        #expect(requests.count == attempts * (1 + n), "\(requests.count) requests for \(n) patches")
+        #expect(Set(requests.compactMap(cropIndex)) == (retriable ? [] : Set(0..<n)))
+        #expect(requests.count == attempts + (retriable ? 0 : n), "\(requests.count) requests for \(n) patches")
 
         let reason = switch failure {
         case .http500: "HTTP 500"
@@ -156,14 +161,16 @@ private func runOne(yaml: String, id: String) async throws -> (JobOutcome, Strin
                 "\(o.notes)")
         #expect(o.notes.contains { $0.contains("\(n) of \(n) local prompts fell back") && $0.contains(reason) }, "\(o.notes)")
         if attempts > 1 { #expect(o.notes.contains { $0.contains("after \(attempts) attempts") }, "\(o.notes)") }
+        #expect(o.notes.contains { $0.contains("local prompts fell back") && $0.contains("not asked: the global caption request failed") }
+                == retriable, "\(o.notes)")
         #expect(o.notes.contains("caption: global prompt (fallback): FIXED GLOBAL PROMPT"), "\(o.notes)")
         let listed = (0..<n).map { "[\($0)] FIXED GLOBAL PROMPT" }.joined(separator: " | ")
         #expect(o.notes.contains("caption: \(n) local prompts (\(n) fallback; 1 distinct): \(listed)"), "\(o.notes)")
 
-        // Bounded: with the server never answering, each of the (1 + n/2 rounds) request slots waits at most
-        // `attempts` deadlines; nothing waits for the server's 60 s stall.
+        // Bounded: each round of requests (the global one, then n/2 rounds of patches at concurrency 2 when they
+        // are asked) waits at most `attempts` deadlines; nothing waits for the server's 60 s stall.
         let caption = o.stageSeconds["caption"] ?? 0
-        let rounds = 1 + (n + 1) / 2
+        let rounds = retriable ? 1 : 1 + (n + 1) / 2
         if failure == .neverAnswers {
             #expect(caption >= Double(rounds * attempts) * timeout * 0.9, "caption stage \(caption) s")
         }
