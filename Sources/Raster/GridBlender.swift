@@ -53,6 +53,7 @@ public struct GridBlender: Sendable {
     private let columnProfiles: [[Float]]
     private let rowProfiles: [[Float]]
     private var added: [Bool]
+    private var finished = false
 
     public init(grid: TileGrid, channels: Int, weighting: TileWeighting) {
         self.grid = grid
@@ -66,6 +67,7 @@ public struct GridBlender: Sendable {
 
     /// Adds tile (row, column); `tile` holds `channels * tileHeight * tileWidth` planar values.
     public mutating func add(row: Int, column: Int, tile: UnsafeBufferPointer<Float>) throws {
+        guard !finished else { throw RasterError(.incompleteBlend, "tile added after the blend was finished") }
         guard row >= 0, row < grid.rows, column >= 0, column < grid.columns else {
             throw RasterError(.shapeMismatch, "tile (\(row), \(column)) outside a \(grid.rows)x\(grid.columns) grid")
         }
@@ -103,8 +105,10 @@ public struct GridBlender: Sendable {
     /// Whether every tile of the grid has been added.
     public var isComplete: Bool { added.allSatisfy { $0 } }
 
-    /// The normalised result. Every tile must have been added exactly once.
-    public consuming func finish() throws -> PlanarImage {
+    /// The normalised result. Every tile must have been added exactly once. The canvas is moved out (normalised in
+    /// place, never copied: at 8000x6000 a copy would be another 576 MB); the blender is empty afterwards.
+    public mutating func finish() throws -> PlanarImage {
+        guard !finished else { throw RasterError(.incompleteBlend, "the blend was already finished") }
         guard isComplete else {
             let missing = added.enumerated().filter { !$0.element }.count
             throw RasterError(.incompleteBlend, "\(missing) of \(grid.count) tiles were never added")
@@ -112,8 +116,9 @@ public struct GridBlender: Sendable {
         let sx = GridBlender.sum(profiles: columnProfiles, starts: grid.xs, length: grid.width)
         let sy = GridBlender.sum(profiles: rowProfiles, starts: grid.ys, length: grid.height)
         let (w, h, c) = (grid.width, grid.height, channels)
-        var out = canvas
-        canvas = []
+        var out: [Float] = []
+        swap(&out, &canvas)
+        finished = true
         sx.withUnsafeBufferPointer { px in
             sy.withUnsafeBufferPointer { py in
                 out.withUnsafeMutableBufferPointer { dst in

@@ -58,6 +58,16 @@ final class GridBlenderTests: XCTestCase {
         XCTAssertEqual(out[0, 0, 6], 1)
     }
 
+    func testFinishMovesTheCanvasOutAndTheBlenderCannotBeReused() throws {
+        let grid = try TileGrid(width: 30, height: 20, tileSize: 20, overlap: 4)
+        var b = GridBlender(grid: grid, channels: 1, weighting: .uniform)
+        for t in grid.tiles { try b.add(row: t.row, column: t.column, image: PlanarImage(width: 20, height: 20, channels: 1, fill: 2)) }
+        let out = try b.finish()
+        XCTAssertEqual(out.pixels, [Float](repeating: 2, count: 600))
+        XCTAssertThrowsError(try b.finish())
+        XCTAssertThrowsError(try b.add(row: 0, column: 0, image: PlanarImage(width: 20, height: 20, channels: 1)))
+    }
+
     func testMissingOrDuplicateTilesAreErrors() throws {
         let grid = try TileGrid(width: 100, height: 40, tileSize: 40, overlap: 8)
         var b = GridBlender(grid: grid, channels: 1, weighting: .uniform)
