@@ -88,21 +88,11 @@ struct FluxBlocksBench: ParsableCommand {
         print(String(format: "dreamsr  double block %.3f s   single block %.3f s", oursDouble, oursSingle))
         guard !skipBaseline else { return }
 
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: python)
-        p.arguments = [script, "--threads", "\(threads)", "--img", "\(img)", "--txt", "\(txt)", "--repeats", "\(repeats)"]
-            + (noBf16 ? ["--no-bf16"] : [])
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        try p.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0,
-              let line = String(data: data, encoding: .utf8)?.split(separator: "\n").last,
-              let obj = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-              let pd = obj["double_fp32"] as? Double, let ps = obj["single_fp32"] as? Double
-        else {
-            throw ValidationError("baseline failed (status \(p.terminationStatus)): \(String(data: data, encoding: .utf8) ?? "")")
+        let obj = try BaselineProcess.lastLineJSON(python, [script, "--threads", "\(threads)", "--img", "\(img)",
+                                                            "--txt", "\(txt)", "--repeats", "\(repeats)"]
+                                                           + (noBf16 ? ["--no-bf16"] : []))
+        guard let pd = obj["double_fp32"] as? Double, let ps = obj["single_fp32"] as? Double else {
+            throw ValidationError("baseline result lacks double_fp32/single_fp32: \(obj)")
         }
         print(String(format: "torch    double block %.3f s   single block %.3f s   (fp32, torch %@)", pd, ps, obj["torch"] as? String ?? "?"))
         if let bd = obj["double_bf16"] as? Double, let bs = obj["single_bf16"] as? Double {

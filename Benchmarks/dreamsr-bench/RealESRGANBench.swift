@@ -91,18 +91,7 @@ struct RealESRGANBench: AsyncParsableCommand {
     }
 
     static func runPython(_ python: String, _ args: [String]) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = [python] + args
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        try p.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else {
-            throw ValidationError("baseline \(python) \(args.first ?? "") exited with \(p.terminationStatus)")
-        }
-        let text = String(decoding: data, as: UTF8.self)
+        let text = try BaselineProcess.run("/usr/bin/env", [python] + args)
         return text.split(separator: "\n").last.map(String.init) ?? ""
     }
 }

@@ -93,20 +93,10 @@ struct TextEncodersBench: ParsableCommand {
         print(String(format: "dreamsr  CLIP-L encode %.3f s   T5 block %.3f s", oursCLIP, oursT5))
         guard !skipBaseline else { return }
 
-        let proc = Process()
-        proc.executableURL = URL(fileURLWithPath: python)
-        proc.arguments = [script, "--threads", "\(threads)", "--t5-tokens", "\(t5Tokens)", "--repeats", "\(repeats)"]
-        let pipe = Pipe()
-        proc.standardOutput = pipe
-        try proc.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        proc.waitUntilExit()
-        guard proc.terminationStatus == 0,
-              let line = String(data: data, encoding: .utf8)?.split(separator: "\n").last,
-              let obj = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-              let pc = obj["clip_fp32"] as? Double, let pt = obj["t5_block_fp32"] as? Double
-        else {
-            throw ValidationError("baseline failed (status \(proc.terminationStatus)): \(String(data: data, encoding: .utf8) ?? "")")
+        let obj = try BaselineProcess.lastLineJSON(python, [script, "--threads", "\(threads)", "--t5-tokens", "\(t5Tokens)",
+                                                            "--repeats", "\(repeats)"])
+        guard let pc = obj["clip_fp32"] as? Double, let pt = obj["t5_block_fp32"] as? Double else {
+            throw ValidationError("baseline result lacks clip_fp32/t5_block_fp32: \(obj)")
         }
         print(String(format: "torch    CLIP-L encode %.3f s   T5 block %.3f s   (fp32, torch %@)", pc, pt,
                      obj["torch"] as? String ?? "?"))

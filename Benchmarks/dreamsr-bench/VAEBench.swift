@@ -96,18 +96,6 @@ struct VAEDecodeBench: ParsableCommand {
     }
 
     private func runProcess(_ exe: String, _ args: [String]) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: exe)
-        p.arguments = args
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        try p.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        let text = String(decoding: data, as: UTF8.self)
-        guard p.terminationStatus == 0 else {
-            throw ValidationError("\(exe) \(args.joined(separator: " ")) exited \(p.terminationStatus):\n\(text)")
-        }
-        return text
+        try BaselineProcess.run(exe, args)
     }
 }
