@@ -43,7 +43,8 @@ public final class MockKafkaCluster: @unchecked Sendable {
 /// Small synchronous Kafka utilities for tests, benchmarks and tooling: produce raw messages, read a whole topic,
 /// read committed offsets and watermarks. All calls block: use them from a dedicated thread or `BlockingQueue`.
 public enum KafkaTools {
-    /// Produces `messages` (key, value, headers) to `topic` with acks=all and waits for all delivery reports.
+    /// Produces `messages` (key, value, headers) to `topic` in the order given, with acks=all, and waits for all
+    /// delivery reports. At most librdkafka's queue (queue.buffering.max.messages, 100000) at once.
     public static func produce(bootstrap: String, topic: String,
                                messages: [(key: [UInt8]?, value: [UInt8], headers: [KafkaHeader])],
                                partition: Int32? = nil) async throws {
@@ -51,15 +52,10 @@ public enum KafkaTools {
                                                         "linger.ms": "1"],
                                            logger: Logger(label: "dreamsr.kafka.tools"))
         do {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for message in messages {
-                    group.addTask {
-                        try await producer.send(topic: topic, key: message.key, value: message.value,
-                                                headers: message.headers, partition: partition)
-                    }
-                }
-                try await group.waitForAll()
-            }
+            // In order: a partition receives the messages in the order given (concurrent sends would not).
+            try await producer.sendInOrder(topic: topic, messages.map {
+                RDKafkaProducer.OutgoingMessage(key: $0.key, value: $0.value, headers: $0.headers)
+            }, partition: partition)
         } catch {
             await producer.close(flushTimeoutMs: 1_000)
             throw error

@@ -157,4 +157,30 @@ import Testing
             #expect(error.code == .closed)
         }
     }
+
+    /// The test tool (and every test that relies on "message i is at offset i") must keep the given order; it once
+    /// sent concurrently and the broker saw them in any order.
+    @Test(.timeLimit(.minutes(1)))
+    func orderedBatchLandsInOrderAndFailsAfterClose() async throws {
+        let topic = "order-\(UUID().uuidString.prefix(8))"
+        try sharedCluster.createTopic(topic, partitions: 1)
+        let values = (0..<200).map { Array("m-\($0)".utf8) }
+        try await KafkaTools.produce(bootstrap: sharedCluster.bootstrapServers, topic: topic,
+                                     messages: values.map { (key: nil, value: $0, headers: []) })
+        let read = try await KafkaTools.read(bootstrap: sharedCluster.bootstrapServers, topic: topic, partitions: 1,
+                                             count: values.count)
+        #expect(read.map(\.offset) == (0..<Int64(values.count)).map { $0 })
+        #expect(read.map(\.value) == values.map { Optional($0) })
+
+        let producer = try RDKafkaProducer(properties: ["bootstrap.servers": sharedCluster.bootstrapServers],
+                                           logger: testLogger("producer"))
+        await producer.close(flushTimeoutMs: 1_000)
+        do {
+            try await producer.sendInOrder(topic: topic, [.init(key: nil, value: [1], headers: []),
+                                                          .init(key: nil, value: [2], headers: [])])
+            Issue.record("a batch after close must fail")
+        } catch let error as KafkaConnectorError {
+            #expect(error.code == .closed)
+        }
+    }
 }

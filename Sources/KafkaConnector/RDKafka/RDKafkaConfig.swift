@@ -29,8 +29,9 @@ enum RDKafkaConfig {
 /// client class, so it outlives the handle.
 final class RDKafkaCallbacks: @unchecked Sendable {
     let logger: Logger
-    /// Producer: delivery continuations keyed by token.
-    let deliveries = Locked<(next: UInt, waiting: [UInt: CheckedContinuation<Void, any Error>])>((1, [:]))
+    /// Producer: called with the delivery report of each message, keyed by the message's token.
+    typealias DeliveryHandler = @Sendable (Result<Void, KafkaConnectorError>) -> Void
+    let deliveries = Locked<(next: UInt, waiting: [UInt: DeliveryHandler])>((1, [:]))
     /// Consumer: called on the poll thread during `rd_kafka_consumer_poll`.
     var rebalance: (@Sendable (RebalanceEvent) -> Void)?
     /// Called once with the reason when librdkafka reports a fatal error (the client cannot continue).

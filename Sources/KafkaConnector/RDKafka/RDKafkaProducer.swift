@@ -33,13 +33,13 @@ final class RDKafkaProducer: @unchecked Sendable {
             guard let message, let callbacks = RDKafkaCallbacks.from(opaque) else { return }
             let token = UInt(bitPattern: message.pointee._private)
             let err = message.pointee.err
-            let continuation = callbacks.deliveries.withLock { $0.waiting.removeValue(forKey: token) }
-            guard let continuation else { return }
+            let handler = callbacks.deliveries.withLock { $0.waiting.removeValue(forKey: token) }
+            guard let handler else { return }
             if err == RD_KAFKA_RESP_ERR_NO_ERROR {
-                continuation.resume()
+                handler(.success(()))
             } else {
                 let topic = message.pointee.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? "?"
-                continuation.resume(throwing: KafkaConnectorError.rdkafka(err, .delivery, "delivery to '\(topic)'"))
+                handler(.failure(KafkaConnectorError.rdkafka(err, .delivery, "delivery to '\(topic)'")))
             }
         }
         var errstr = [CChar](repeating: 0, count: 512)
@@ -55,41 +55,78 @@ final class RDKafkaProducer: @unchecked Sendable {
         pollThread.start()
     }
 
+    /// One message to produce.
+    struct OutgoingMessage: Sendable {
+        var key: [UInt8]?
+        var value: [UInt8]
+        var headers: [KafkaHeader]
+    }
+
     /// Produces one message and waits for its delivery report. Throws a retriable error for transient failures.
     func send(topic: String, key: [UInt8]?, value: [UInt8], headers: [KafkaHeader],
               partition: Int32? = nil) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            // Under the state lock, so close() can never destroy the handle between the check and the produce call
-            // (rd_kafka_producev does not block: a full queue returns QUEUE_FULL, a retriable error).
-            let failure: KafkaConnectorError? = state.withLock { state in
-                if state.closed { return KafkaConnectorError(.closed, "producer is closed") }
-                let token = callbacks.deliveries.withLock { deliveries in
-                    let token = deliveries.next
-                    deliveries.next &+= 1
-                    deliveries.waiting[token] = continuation
-                    return token
-                }
-                let hdrs: OpaquePointer? = headers.isEmpty ? nil : rd_kafka_headers_new(headers.count)
-                for header in headers {
-                    if let value = header.value {
-                        _ = value.withUnsafeBytes { rd_kafka_header_add(hdrs, header.name, -1, $0.baseAddress, $0.count) }
-                    } else {
-                        rd_kafka_header_add(hdrs, header.name, -1, nil, 0)
-                    }
-                }
-                let err = value.withUnsafeBytes { valueBytes in
-                    (key ?? []).withUnsafeBytes { keyBytes in
-                        dreamsr_rdk_produce(handle, topic, partition ?? RD_KAFKA_PARTITION_UA, valueBytes.baseAddress,
-                                            valueBytes.count, key == nil ? nil : keyBytes.baseAddress,
-                                            key == nil ? 0 : keyBytes.count, hdrs, UnsafeMutableRawPointer(bitPattern: token))
-                    }
-                }
-                guard err != RD_KAFKA_RESP_ERR_NO_ERROR else { return nil }
-                if let hdrs { rd_kafka_headers_destroy(hdrs) }
-                _ = callbacks.deliveries.withLock { $0.waiting.removeValue(forKey: token) }
-                return KafkaConnectorError.rdkafka(err, .delivery, "produce to '\(topic)'")
+            let message = OutgoingMessage(key: key, value: value, headers: headers)
+            if let failure = enqueue(topic: topic, message, partition: partition,
+                                     onDelivery: { continuation.resume(with: $0) }) {
+                continuation.resume(throwing: failure)
             }
-            if let failure { continuation.resume(throwing: failure) }
+        }
+    }
+
+    /// Produces `messages` in their order (enqueued one after the other before any is awaited, so with the
+    /// idempotent producer they land in a partition in this order) and waits for every delivery report. Throws the
+    /// first failure (a message that failed to enqueue is reported after the ones enqueued before it were
+    /// acknowledged or failed).
+    func sendInOrder(topic: String, _ messages: [OutgoingMessage], partition: Int32? = nil) async throws {
+        guard !messages.isEmpty else { return }
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let batch = DeliveryBatch(count: messages.count, continuation)
+            for (index, message) in messages.enumerated() {
+                if let failure = enqueue(topic: topic, message, partition: partition, onDelivery: batch.report) {
+                    // Nothing after a refused message is enqueued (that would break the order).
+                    batch.report(.failure(failure))
+                    batch.abandon(messages.count - index - 1)
+                    return
+                }
+            }
+        }
+    }
+
+    /// Enqueues one message; `onDelivery` is called once with its delivery report. Returns the failure (and never
+    /// calls `onDelivery`) when the message could not be enqueued.
+    private func enqueue(topic: String, _ message: OutgoingMessage, partition: Int32?,
+                         onDelivery: @escaping RDKafkaCallbacks.DeliveryHandler) -> KafkaConnectorError? {
+        // Under the state lock, so close() can never destroy the handle between the check and the produce call
+        // (rd_kafka_producev does not block: a full queue returns QUEUE_FULL, a retriable error).
+        state.withLock { state in
+            if state.closed { return KafkaConnectorError(.closed, "producer is closed") }
+            let token = callbacks.deliveries.withLock { deliveries in
+                let token = deliveries.next
+                deliveries.next &+= 1
+                deliveries.waiting[token] = onDelivery
+                return token
+            }
+            let hdrs: OpaquePointer? = message.headers.isEmpty ? nil : rd_kafka_headers_new(message.headers.count)
+            for header in message.headers {
+                if let value = header.value {
+                    _ = value.withUnsafeBytes { rd_kafka_header_add(hdrs, header.name, -1, $0.baseAddress, $0.count) }
+                } else {
+                    rd_kafka_header_add(hdrs, header.name, -1, nil, 0)
+                }
+            }
+            let key = message.key
+            let err = message.value.withUnsafeBytes { valueBytes in
+                (key ?? []).withUnsafeBytes { keyBytes in
+                    dreamsr_rdk_produce(handle, topic, partition ?? RD_KAFKA_PARTITION_UA, valueBytes.baseAddress,
+                                        valueBytes.count, key == nil ? nil : keyBytes.baseAddress,
+                                        key == nil ? 0 : keyBytes.count, hdrs, UnsafeMutableRawPointer(bitPattern: token))
+                }
+            }
+            guard err != RD_KAFKA_RESP_ERR_NO_ERROR else { return nil }
+            if let hdrs { rd_kafka_headers_destroy(hdrs) }
+            _ = callbacks.deliveries.withLock { $0.waiting.removeValue(forKey: token) }
+            return KafkaConnectorError.rdkafka(err, .delivery, "produce to '\(topic)'")
         }
     }
 
@@ -126,12 +163,12 @@ final class RDKafkaProducer: @unchecked Sendable {
         }
         state.withLock { $0.destroyed = true }
         // Anything still waiting can never be acknowledged now.
-        let leftovers = callbacks.deliveries.withLock { d -> [CheckedContinuation<Void, any Error>] in
+        let leftovers = callbacks.deliveries.withLock { d -> [RDKafkaCallbacks.DeliveryHandler] in
             defer { d.waiting.removeAll() }
             return Array(d.waiting.values)
         }
-        for continuation in leftovers {
-            continuation.resume(throwing: KafkaConnectorError(.closed, "producer closed before delivery"))
+        for handler in leftovers {
+            handler(.failure(KafkaConnectorError(.closed, "producer closed before delivery")))
         }
     }
 
@@ -141,6 +178,37 @@ final class RDKafkaProducer: @unchecked Sendable {
             pollThread.stopAndWait()
             rd_kafka_destroy(handle)
         }
+    }
+}
+
+/// Counts the delivery reports of an ordered batch and resumes its waiter once, after the last, with the first
+/// failure if any.
+private final class DeliveryBatch: @unchecked Sendable {
+    private let state: Locked<(remaining: Int, failure: KafkaConnectorError?, continuation: CheckedContinuation<Void, any Error>?)>
+
+    init(count: Int, _ continuation: CheckedContinuation<Void, any Error>) {
+        state = Locked((count, nil, continuation))
+    }
+
+    func report(_ result: Result<Void, KafkaConnectorError>) {
+        finish(count: 1, failure: { if case .failure(let e) = result { return e } else { return nil } }())
+    }
+
+    /// Messages that will never be enqueued (after a refused one).
+    func abandon(_ count: Int) {
+        if count > 0 { finish(count: count, failure: nil) }
+    }
+
+    private func finish(count: Int, failure: KafkaConnectorError?) {
+        let done = state.withLock { s -> (CheckedContinuation<Void, any Error>, KafkaConnectorError?)? in
+            s.remaining -= count
+            if s.failure == nil { s.failure = failure }
+            guard s.remaining <= 0, let continuation = s.continuation else { return nil }
+            s.continuation = nil
+            return (continuation, s.failure)
+        }
+        guard let (continuation, failure) = done else { return }
+        if let failure { continuation.resume(throwing: failure) } else { continuation.resume() }
     }
 }
 
