@@ -99,7 +99,9 @@ final class VAEMemoryTileStore: VAETileStore {
 /// Tile states in scratch files (one file per tile: header of shapes and rects, then the raw floats).
 final class VAEDiskTileStore: VAETileStore {
     let directory: URL
-    private var meta: [Int: (hShape: [Int], resShape: [Int]?, padded: VAERect, core: VAERect)] = [:]
+    /// Shapes and rects per stored tile; `residualIsH`: the residual is the same tensor as `h` (right after a
+    /// shortcut-free beginResidual), written once and shared again when read back.
+    private var meta: [Int: (hShape: [Int], resShape: [Int]?, residualIsH: Bool, padded: VAERect, core: VAERect)] = [:]
 
     init(parent: URL) throws {
         directory = parent.appendingPathComponent("dreamsr-vae-\(UUID().uuidString)")
@@ -117,10 +119,11 @@ final class VAEDiskTileStore: VAETileStore {
         let fd = open(u.path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
         guard fd >= 0 else { throw VAEError(.io, "cannot create VAE tile state \(u.path): errno \(errno)") }
         defer { close(fd) }
-        for t in [s.h] + (s.residual.map { [$0] } ?? []) {
+        let residualIsH = s.residual === s.h
+        for t in [s.h] + (residualIsH ? [] : s.residual.map { [$0] } ?? []) {
             try transfer(fd, UnsafeMutableRawPointer(t.data), t.count * 4, u, write: true)
         }
-        meta[index] = (s.h.shape, s.residual?.shape, s.padded, s.core)
+        meta[index] = (s.h.shape, residualIsH ? nil : s.residual?.shape, residualIsH, s.padded, s.core)
     }
 
     func take(_ index: Int) throws -> VAETileState {
@@ -136,7 +139,7 @@ final class VAEDiskTileStore: VAETileStore {
             return t
         }
         let s = VAETileState(h: try read(m.hShape), padded: m.padded, core: m.core)
-        if let r = m.resShape { s.residual = try read(r) }
+        if m.residualIsH { s.residual = s.h } else if let r = m.resShape { s.residual = try read(r) }
         return s
     }
 
