@@ -76,7 +76,8 @@ public protocol PromptProvider: Sendable {
 /// reason, and a note is added. When the global request fails that way after its retries (timeout, transport error,
 /// HTTP 5xx/429: the endpoint is down or overloaded), the local prompts are not asked at all: they fall back at once
 /// with the reason `not asked: the global caption request failed (...)`, so a dead endpoint costs one request's
-/// retries per job, not one per patch. Model answers are cached by SHA-256 of the image bytes plus model and
+/// retries per job, not one per patch; likewise, once a local request fails that way the patches not yet asked fall
+/// back at once. Model answers are cached by SHA-256 of the image bytes plus model and
 /// instruction.
 public final class Captioner: PromptProvider {
     public let configuration: CaptionerConfiguration
@@ -162,22 +163,38 @@ public final class Captioner: PromptProvider {
             .replacingOccurrences(of: "{index}", with: String(r.index))
     }
 
-    /// Local captions with at most `concurrency` requests in flight, results in region order.
+    /// Local captions with at most `concurrency` requests in flight, results in region order. Once a patch request
+    /// fails after its retries with a retriable error (the endpoint stalls or went down mid-job), the patches not yet
+    /// asked fall back at once (`not asked: an earlier local caption request failed (...)`): a stalled endpoint costs
+    /// at most one round of `concurrency` requests per job, not `timeout × attempts` per patch.
     private func askAll(regions: [CaptionRegion], global: String, fallback: String) async -> [Caption] {
         var results = [Caption?](repeating: nil, count: regions.count)
-        await withTaskGroup(of: (Int, Caption).self) { group in
+        var endpointDown: String?
+        await withTaskGroup(of: (Int, Caption, Bool).self) { group in
             var next = 0
             func launch() {
                 let i = next
                 let region = regions[i]
                 let instruction = localInstruction(region, global: global)
-                group.addTask { (i, await self.ask(instruction: instruction, image: region.image, fallback: fallback).caption) }
+                group.addTask {
+                    let asked = await self.ask(instruction: instruction, image: region.image, fallback: fallback)
+                    return (i, asked.caption, asked.retriableFailure)
+                }
                 next += 1
             }
             while next < min(configuration.concurrency, regions.count) { launch() }
-            while let (i, caption) = await group.next() {
+            while let (i, caption, retriableFailure) = await group.next() {
                 results[i] = caption
-                if next < regions.count { launch() }
+                if retriableFailure, endpointDown == nil, case .fallback(let reason) = caption.source {
+                    endpointDown = reason
+                }
+                if endpointDown == nil, next < regions.count { launch() }
+            }
+        }
+        if let reason = endpointDown {
+            let why = "not asked: an earlier local caption request failed (\(reason))"
+            for i in results.indices where results[i] == nil {
+                results[i] = Caption(text: fallback, source: .fallback(reason: why))
             }
         }
         return results.map { $0! }

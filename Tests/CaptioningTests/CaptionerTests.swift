@@ -91,6 +91,30 @@ private func config(_ server: LoopbackChatServer?, timeout: Double = 5, retries:
         #expect(server.requests.count == 2)
     }
 
+    /// The endpoint answers the global request, then stalls on patches: once one patch request has timed out after
+    /// its retries, the patches not yet asked fall back at once instead of each waiting timeout x attempts.
+    @Test func stallOnPatchRequestsStopsAskingTheRestOfTheJob() async throws {
+        let server = try LoopbackChatServer { req, _ in
+            (req.instruction ?? "").contains("crop") ? .stall(seconds: 30) : .caption("a harbour at dusk")
+        }
+        defer { server.stop() }
+        let captioner = try Captioner(configuration: config(server, timeout: 0.3, retries: 1, concurrency: 2))
+        let result = await captioner.prompts(for: png("x"), regions: regions(20), overrides: PromptOverrides())
+        #expect(result.global == Caption(text: "a harbour at dusk", source: .model))
+        #expect(result.locals.count == 20 && result.locals.allSatisfy { $0.text == "FIXED LOCAL" })
+        let reasons = result.locals.compactMap { c -> String? in
+            if case .fallback(let r) = c.source { return r } else { return nil }
+        }
+        #expect(reasons.count == 20)
+        // The two patches in flight when the endpoint stalled were asked (2 attempts each); the rest were not.
+        #expect(reasons.filter { $0.contains("timeout") && $0.contains("2 attempts") && !$0.hasPrefix("not asked") }
+            .count == 2)
+        #expect(reasons.filter { $0.hasPrefix("not asked: an earlier local caption request failed (timeout") }
+            .count == 18)
+        #expect(server.requests.count == 1 + 2 * 2)
+        #expect(result.notes.contains { $0.contains("20 of 20 local prompts fell back") })
+    }
+
     @Test func serverErrorsAreRetriedThenFallBack() async throws {
         let server = try LoopbackChatServer { _, _ in .raw(status: 500, body: #"{"error":"model crashed"}"#) }
         defer { server.stop() }
