@@ -28,6 +28,7 @@ let package = Package(
         .systemLibrary(name: "CVips", pkgConfig: "vips", providers: [.apt(["libvips-dev"])]),
         .target(name: "CVipsShim", dependencies: ["CVips"], cSettings: kernelCFlags),
         .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka", providers: [.apt(["librdkafka-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
 
         // MARK: Engine (no I/O, no vips, no kafka)
         .target(name: "Tensor", dependencies: ["CKernels", "COpenBLAS"]),
@@ -59,7 +60,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .target(name: "KafkaConnector", dependencies: [
-            "Jobs", "PipelineRuntime", "CRdKafka",
+            "Jobs", "PipelineRuntime", "CRdKafka", "CCurl",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),

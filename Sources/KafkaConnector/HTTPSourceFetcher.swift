@@ -1,18 +1,21 @@
+import CCurl
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import Jobs
 
-/// Downloads http(s) sources into a temporary file under the configured rules: allowed schemes, resolved-address
-/// check (loopback, link-local, private, CGNAT, multicast refused unless allowed) on the first URL and on every
-/// redirect, a redirect limit, a size cap on Content-Length and on bytes read, and a whole-download timeout.
+/// Downloads http(s) sources into a temporary file under the configured rules: allowed schemes, an address check at
+/// connect time (loopback, link-local, private, CGNAT, multicast refused unless allowed: the address checked is the
+/// address connected to, so a DNS answer that changes between a check and the connection — rebinding — cannot slip
+/// through), redirects followed by us (each hop checked again) up to a limit, a size cap on Content-Length and on
+/// bytes read, and a whole-download timeout. Proxy settings from the environment are ignored (a proxy would make the
+/// connected address the proxy's).
 ///
-/// Known limit: the address is checked by resolving the host just before the request; the HTTP client resolves it
-/// again, so a DNS answer that changes in between (rebinding) is not caught.
+/// Built on libcurl's easy API (CURLOPT_OPENSOCKETFUNCTION checks each address curl is about to connect to), run on
+/// a dedicated thread pool; cancelling the calling task aborts the transfer.
 public struct HTTPSourceFetcher: Sendable {
     public var rules: KafkaConnectorConfiguration.HTTPSourceRules
     public var directory: String
+    /// Test hook: curl `CURLOPT_RESOLVE` entries ("host:port:address"), i.e. fixed DNS answers.
+    var resolveOverrides: [String] = []
 
     public init(rules: KafkaConnectorConfiguration.HTTPSourceRules, directory: String? = nil) {
         self.rules = rules
@@ -28,7 +31,6 @@ public struct HTTPSourceFetcher: Sendable {
         var redirects = 0
         while true {
             try checkScheme(url)
-            try await Self.checkAddress(host: url.host ?? "", allowPrivate: rules.allowPrivateAddresses)
             let response = try await fetchOnce(url, into: target)
             switch response {
             case .done:
@@ -39,7 +41,8 @@ public struct HTTPSourceFetcher: Sendable {
                     try? FileManager.default.removeItem(atPath: target)
                     throw KafkaConnectorError(.download, "too many redirects (> \(rules.maxRedirects)) from \(urlString)")
                 }
-                guard let next = URL(string: location, relativeTo: url)?.absoluteURL else {
+                guard let next = URL(string: location, relativeTo: url)?.absoluteURL, next.host != nil else {
+                    try? FileManager.default.removeItem(atPath: target)
                     throw KafkaConnectorError(.download, "bad redirect location '\(location)'")
                 }
                 url = next
@@ -54,24 +57,27 @@ public struct HTTPSourceFetcher: Sendable {
         }
     }
 
-    enum FetchResult { case done, redirect(String) }
+    enum FetchResult: Sendable { case done, redirect(String) }
 
+    private static let transfers = DispatchQueue(label: "dreamsr.kafka.http", attributes: .concurrent)
+    private static let curlReady: Bool = curl_global_init(Int(CURL_GLOBAL_DEFAULT)) == CURLE_OK
+
+    /// One request, no redirect followed: the body goes to `target` (truncated first).
     private func fetchOnce(_ url: URL, into target: String) async throws(KafkaConnectorError) -> FetchResult {
-        let configuration = URLSessionConfiguration.ephemeral
-        let seconds = Double(rules.timeout.components.seconds) + Double(rules.timeout.components.attoseconds) * 1e-18
-        configuration.timeoutIntervalForRequest = seconds
-        configuration.timeoutIntervalForResource = seconds
-        configuration.httpCookieStorage = nil
-        configuration.urlCache = nil
-        let delegate = DownloadDelegate(target: target, maxBytes: rules.maxBytes)
-        let session = URLSession(configuration: configuration, delegate: delegate, delegateQueue: nil)
-        defer { session.finishTasksAndInvalidate() }
+        let transfer = CurlTransfer(url: url.absoluteString, target: target, rules: rules,
+                                    resolve: resolveOverrides)
         let result: Result<FetchResult, KafkaConnectorError> = await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                delegate.start(session: session, url: url, continuation: continuation)
+                Self.transfers.async {
+                    guard Self.curlReady else {
+                        continuation.resume(returning: .failure(KafkaConnectorError(.client, "curl_global_init failed")))
+                        return
+                    }
+                    continuation.resume(returning: transfer.perform())
+                }
             }
         } onCancel: {
-            delegate.cancel()
+            transfer.cancel()
         }
         if case .failure = result { try? FileManager.default.removeItem(atPath: target) }
         return try result.get()
@@ -79,7 +85,8 @@ public struct HTTPSourceFetcher: Sendable {
 
     // MARK: Address rules
 
-    /// Resolves `host` and refuses it when any address is in a forbidden range (unless `allowPrivate`).
+    /// Resolves `host` and refuses it when any address is in a forbidden range (unless `allowPrivate`). A pre-flight
+    /// check for tools; downloads check the connected address itself (`CurlTransfer`).
     public static func checkAddress(host: String, allowPrivate: Bool) async throws(KafkaConnectorError) {
         if allowPrivate { return }
         let bareHost = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
@@ -167,116 +174,171 @@ public struct HTTPSourceFetcher: Sendable {
     }
 }
 
-/// URLSession delegate streaming the body into a file with a byte cap; redirects are not followed (the fetcher
-/// re-checks and follows them itself).
-private final class DownloadDelegate: NSObject, URLSessionDataDelegate, @unchecked Sendable {
-    typealias Outcome = Result<HTTPSourceFetcher.FetchResult, KafkaConnectorError>
-    private let target: String
-    private let maxBytes: Int
-    private let state = Locked<(continuation: CheckedContinuation<Outcome, Never>?, file: FileHandle?, bytes: Int,
-                                failure: KafkaConnectorError?, redirect: String?, task: URLSessionTask?)>(
-        (nil, nil, 0, nil, nil, nil))
+/// One libcurl transfer with the fetcher's rules. Callbacks reach it through an unretained pointer, valid for the
+/// duration of `perform()`.
+private final class CurlTransfer: @unchecked Sendable {
+    let url: String
+    let target: String
+    let rules: KafkaConnectorConfiguration.HTTPSourceRules
+    let resolve: [String]
+    private let cancelled = Locked(false)
+    private var file: FileHandle?
+    private var bytes = 0
+    /// The easy handle while `perform()` runs (the write callback asks it for the status code).
+    private var handle: UnsafeMutableRawPointer?
+    /// Set by a callback that aborted the transfer: the reason to report instead of curl's code.
+    private var failure: KafkaConnectorError?
 
-    init(target: String, maxBytes: Int) {
+    init(url: String, target: String, rules: KafkaConnectorConfiguration.HTTPSourceRules, resolve: [String]) {
+        self.url = url
         self.target = target
-        self.maxBytes = maxBytes
+        self.rules = rules
+        self.resolve = resolve
     }
 
-    func start(session: URLSession, url: URL, continuation: CheckedContinuation<Outcome, Never>) {
-        let task = session.dataTask(with: url)
-        state.withLock {
-            $0.continuation = continuation
-            $0.task = task
+    func cancel() { cancelled.withLock { $0 = true } }
+
+    func perform() -> Result<HTTPSourceFetcher.FetchResult, KafkaConnectorError> {
+        guard let h = curl_easy_init() else { return .failure(KafkaConnectorError(.client, "curl_easy_init failed")) }
+        handle = h
+        defer {
+            handle = nil
+            curl_easy_cleanup(h)
         }
-        task.resume()
-    }
-
-    func cancel() {
-        let task = state.withLock { state -> URLSessionTask? in
-            if state.failure == nil { state.failure = KafkaConnectorError(.download, "download cancelled") }
-            return state.task
+        var resolveList: UnsafeMutablePointer<curl_slist>?
+        defer { curl_slist_free_all(resolveList) }
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        let timeout = rules.timeout.components
+        let timeoutMs = max(1, Int(timeout.seconds) * 1000 + Int(timeout.attoseconds / 1_000_000_000_000_000))
+        var rc = CURLE_OK
+        func set(_ r: CURLcode) { if rc == CURLE_OK { rc = r } }
+        set(dreamsr_curl_setopt_str(h, CURLOPT_URL, url))
+        set(dreamsr_curl_setopt_str(h, CURLOPT_PROTOCOLS_STR, "http,https"))
+        set(dreamsr_curl_setopt_long(h, CURLOPT_FOLLOWLOCATION, 0))
+        set(dreamsr_curl_setopt_str(h, CURLOPT_PROXY, ""))  // no proxy from the environment
+        set(dreamsr_curl_setopt_long(h, CURLOPT_NOSIGNAL, 1))
+        set(dreamsr_curl_setopt_long(h, CURLOPT_TIMEOUT_MS, timeoutMs))
+        set(dreamsr_curl_setopt_off(h, CURLOPT_MAXFILESIZE_LARGE, curl_off_t(rules.maxBytes)))
+        set(dreamsr_curl_setopt_str(h, CURLOPT_USERAGENT, "dreamsr"))
+        set(dreamsr_curl_setopt_str(h, CURLOPT_ACCEPT_ENCODING, ""))
+        for entry in resolve { resolveList = curl_slist_append(resolveList, entry) }
+        if resolveList != nil { set(dreamsr_curl_setopt_slist(h, CURLOPT_RESOLVE, resolveList)) }
+        set(dreamsr_curl_set_opensocket(h, { userdata, purpose, address in
+            guard let userdata, let address else { return CURL_SOCKET_BAD }
+            let transfer = Unmanaged<CurlTransfer>.fromOpaque(userdata).takeUnretainedValue()
+            return transfer.openSocket(purpose, address)
+        }, me))
+        set(dreamsr_curl_set_write(h, { data, size, count, userdata in
+            guard let userdata else { return 0 }
+            let transfer = Unmanaged<CurlTransfer>.fromOpaque(userdata).takeUnretainedValue()
+            return transfer.write(data, size * count)
+        }, me))
+        set(dreamsr_curl_set_xferinfo(h, { userdata, _, _, _, _ in
+            guard let userdata else { return 1 }
+            return Unmanaged<CurlTransfer>.fromOpaque(userdata).takeUnretainedValue().cancelled.withLock { $0 } ? 1 : 0
+        }, me))
+        guard rc == CURLE_OK else {
+            return .failure(KafkaConnectorError(.client, "curl option refused: \(String(cString: curl_easy_strerror(rc)))"))
         }
-        task?.cancel()
-    }
-
-    func urlSession(_ session: URLSession, task: URLSessionTask, willPerformHTTPRedirection response: HTTPURLResponse,
-                    newRequest request: URLRequest, completionHandler: @escaping (URLRequest?) -> Void) {
-        state.withLock { $0.redirect = response.value(forHTTPHeaderField: "Location") ?? request.url?.absoluteString }
-        completionHandler(nil)
-    }
-
-    func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive response: URLResponse,
-                    completionHandler: @escaping (URLSession.ResponseDisposition) -> Void) {
-        guard let http = response as? HTTPURLResponse else {
-            fail(KafkaConnectorError(.download, "not an HTTP response"))
-            completionHandler(.cancel)
-            return
+        rc = curl_easy_perform(h)
+        let wroteBody = file != nil
+        try? file?.synchronize()
+        try? file?.close()
+        file = nil
+        if let failure { return .failure(failure) }
+        if cancelled.withLock({ $0 }) { return .failure(KafkaConnectorError(.download, "download cancelled")) }
+        var status = 0
+        _ = dreamsr_curl_getinfo_long(h, CURLINFO_RESPONSE_CODE, &status)
+        switch rc {
+        case CURLE_OK:
+            break
+        case CURLE_FILESIZE_EXCEEDED:
+            return .failure(KafkaConnectorError(.limitExceeded,
+                                                "Content-Length exceeds kafka.http.max_bytes \(rules.maxBytes)"))
+        case CURLE_OPERATION_TIMEDOUT:
+            return .failure(KafkaConnectorError(.timeout, "download of \(url) timed out after \(timeoutMs) ms",
+                                                isRetriable: true))
+        case CURLE_UNSUPPORTED_PROTOCOL:
+            return .failure(KafkaConnectorError(.forbiddenSource, "scheme of \(url) is not allowed"))
+        case CURLE_COULDNT_RESOLVE_HOST:
+            return .failure(KafkaConnectorError(.download, "cannot resolve the host of \(url)", isRetriable: true))
+        default:
+            return .failure(KafkaConnectorError(.download, "download of \(url) failed: \(String(cString: curl_easy_strerror(rc)))",
+                                                isRetriable: true))
         }
-        let status = http.statusCode
-        if (300...399).contains(status), let location = http.value(forHTTPHeaderField: "Location") {
-            state.withLock { $0.redirect = location }
-            completionHandler(.cancel)
-            return
+        if (300...399).contains(status) {
+            var location: UnsafeMutablePointer<CChar>?
+            _ = dreamsr_curl_getinfo_str(h, CURLINFO_REDIRECT_URL, &location)
+            guard let location else {
+                return .failure(KafkaConnectorError(.download, "HTTP \(status) without a Location from \(url)"))
+            }
+            return .success(.redirect(String(cString: location)))
         }
         guard (200...299).contains(status) else {
             let retriable = status == 408 || status == 429 || status >= 500
-            fail(KafkaConnectorError(.download, "HTTP \(status) from \(response.url?.absoluteString ?? "?")",
-                                     isRetriable: retriable))
-            completionHandler(.cancel)
-            return
+            return .failure(KafkaConnectorError(.download, "HTTP \(status) from \(url)", isRetriable: retriable))
         }
-        if response.expectedContentLength > Int64(maxBytes) {
-            fail(KafkaConnectorError(.limitExceeded,
-                                     "Content-Length \(response.expectedContentLength) exceeds kafka.http.max_bytes \(maxBytes)"))
-            completionHandler(.cancel)
-            return
+        if !wroteBody {
+            // An empty body: still leave an (empty) file for the decoder to reject with its own error.
+            _ = FileManager.default.createFile(atPath: target, contents: nil)
         }
-        _ = FileManager.default.createFile(atPath: target, contents: nil)
-        guard let handle = FileHandle(forWritingAtPath: target) else {
-            fail(KafkaConnectorError(.download, "cannot create download file \(target)", isRetriable: true))
-            completionHandler(.cancel)
-            return
-        }
-        state.withLock { $0.file = handle }
-        completionHandler(.allow)
+        return .success(.done)
     }
 
-    func urlSession(_ session: URLSession, dataTask: URLSessionDataTask, didReceive data: Data) {
-        let over = state.withLock { state -> Bool in
-            state.bytes += data.count
-            if state.bytes > maxBytes { return true }
-            state.file?.write(data)
-            return false
-        }
-        if over {
-            fail(KafkaConnectorError(.limitExceeded, "download exceeds kafka.http.max_bytes \(maxBytes)"))
-            dataTask.cancel()
-        }
-    }
-
-    func urlSession(_ session: URLSession, task: URLSessionTask, didCompleteWithError error: (any Error)?) {
-        let (continuation, outcome): (CheckedContinuation<Outcome, Never>?, Outcome) = state.withLock { state in
-            let continuation = state.continuation
-            state.continuation = nil
-            try? state.file?.synchronize()
-            try? state.file?.close()
-            state.file = nil
-            if let failure = state.failure { return (continuation, .failure(failure)) }
-            if let redirect = state.redirect { return (continuation, .success(.redirect(redirect))) }
-            if let error = error as? URLError {
-                let timedOut = error.code == .timedOut
-                return (continuation, .failure(KafkaConnectorError(timedOut ? .timeout : .download,
-                                                                   "download failed: \(error.localizedDescription)",
-                                                                   isRetriable: true)))
+    /// CURLOPT_OPENSOCKETFUNCTION: the address curl is about to connect to; refused when forbidden.
+    private func openSocket(_ purpose: curlsocktype, _ a: UnsafeMutablePointer<curl_sockaddr>) -> curl_socket_t {
+        var address: [UInt8] = []
+        withUnsafeMutablePointer(to: &a.pointee.addr) { sa in
+            if a.pointee.family == AF_INET {
+                sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
+                    var v = sin.pointee.sin_addr
+                    address = withUnsafeBytes(of: &v) { Array($0) }
+                }
+            } else if a.pointee.family == AF_INET6 {
+                sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
+                    var v = sin6.pointee.sin6_addr
+                    address = withUnsafeBytes(of: &v) { Array($0) }
+                }
             }
-            if let error { return (continuation, .failure(KafkaConnectorError(.download, "download failed: \(error)",
-                                                                              isRetriable: true))) }
-            return (continuation, .success(.done))
         }
-        continuation?.resume(returning: outcome)
+        if !rules.allowPrivateAddresses && HTTPSourceFetcher.isForbidden(address) {
+            if failure == nil {
+                let host = URL(string: url)?.host ?? url
+                failure = KafkaConnectorError(.forbiddenSource,
+                    "host '\(host)' resolves to \(address.isEmpty ? "a non-IP address" : HTTPSourceFetcher.format(address)), "
+                    + "a loopback/link-local/private address (kafka.http.allow_private)")
+            }
+            return CURL_SOCKET_BAD
+        }
+        return dreamsr_curl_open(a)
     }
 
-    private func fail(_ error: KafkaConnectorError) {
-        state.withLock { if $0.failure == nil { $0.failure = error } }
+    /// CURLOPT_WRITEFUNCTION: the body, capped at `maxBytes`. Returning less than `count` aborts the transfer.
+    private func write(_ data: UnsafeMutablePointer<CChar>?, _ count: Int) -> Int {
+        guard let data else { return 0 }
+        var status = 0
+        if let handle { _ = dreamsr_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status) }
+        // Bodies of redirects and errors are not the image: read and dropped.
+        guard (200...299).contains(status) else { return count }
+        bytes += count
+        if bytes > rules.maxBytes {
+            failure = failure ?? KafkaConnectorError(.limitExceeded, "download exceeds kafka.http.max_bytes \(rules.maxBytes)")
+            return 0
+        }
+        if file == nil {
+            _ = FileManager.default.createFile(atPath: target, contents: nil)
+            guard let handle = FileHandle(forWritingAtPath: target) else {
+                failure = KafkaConnectorError(.download, "cannot create download file \(target)", isRetriable: true)
+                return 0
+            }
+            file = handle
+        }
+        do {
+            try file?.write(contentsOf: UnsafeRawBufferPointer(start: data, count: count))
+        } catch {
+            failure = KafkaConnectorError(.download, "cannot write download file \(target): \(error)", isRetriable: true)
+            return 0
+        }
+        return count
     }
 }

@@ -113,6 +113,45 @@ final class TinyHTTPServer: @unchecked Sendable {
         #expect(error?.isRetriable == true)
     }
 
+    /// The address check runs where the connection is made: a name whose DNS answer (here fixed with curl's
+    /// resolve list, as a rebinding server would answer) is loopback is refused although no pre-flight lookup
+    /// of "rebind.test" could succeed; the same transfer with private addresses allowed goes through.
+    @Test func addressIsCheckedAtConnectTime() async throws {
+        var fetcher = HTTPSourceFetcher(rules: .init())
+        fetcher.rules.allowedSchemes = ["http"]
+        fetcher.resolveOverrides = ["rebind.test:\(server.port):127.0.0.1"]
+        let target = "http://rebind.test:\(server.port)/ok"
+        do {
+            _ = try await fetcher.download(target, name: "rebind")
+            Issue.record("expected refusal")
+        } catch {
+            #expect(error.code == .forbiddenSource)
+            #expect(error.message.contains("rebind.test") && error.message.contains("127.0.0.1"))
+        }
+        fetcher.rules.allowPrivateAddresses = true
+        let file = try await fetcher.download(target, name: "rebind")
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        #expect(FileManager.default.contents(atPath: file) == Data("HTTPIMG".utf8))
+    }
+
+    /// Redirect bodies are not the image, and a failed download leaves no file behind.
+    @Test func redirectBodyIsDroppedAndFailuresLeaveNoFile() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("fetch-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let fetcher = HTTPSourceFetcher(rules: rules, directory: dir.path)
+        let file = try await fetcher.download(url("/redirect/1"), name: "r")
+        #expect(FileManager.default.contents(atPath: file) == Data("HTTPIMG".utf8))
+        try FileManager.default.removeItem(atPath: file)
+        for path in ["/big", "/nolength", "/fail", "/redirect/9"] {
+            do {
+                _ = try await fetcher.download(url(path), name: "f")
+                Issue.record("\(path) must fail")
+            } catch {}
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir.path).isEmpty)
+    }
+
     @Test func privateAddressesAreRefusedByDefault() async {
         do {
             _ = try await HTTPSourceFetcher(rules: .init()).download(url("/ok"), name: "p")
