@@ -241,6 +241,14 @@ struct VAEExecutor {
             }
             try store.put(i, VAETileState(h: h, padded: t.padded, core: t.core))
         }
+        // What the rest of the program still needs around a core, from each op on: the receptive radius of the ops
+        // left (in pixels of the resolution there) and the grid alignment their downsamplings need. At every
+        // synchronisation point each tile is cropped to core ± that radius: the margin that was only needed by the
+        // ops already run is dropped, so later (larger, wider) levels compute and store far fewer halo pixels.
+        let suffixMargin = ops.indices.map { Int(VAEProgram.receptiveRadius(Array(ops[$0...])).rounded(.up)) }
+        let suffixAlignment = ops.indices.map { i in
+            1 << ops[i...].reduce(0) { n, op in if case .downsample = op { return n + 1 } else { return n } }
+        }
         // Image size at the current resolution (for the attention position count).
         var curH = height, curW = width
         var pc = 0
@@ -276,6 +284,7 @@ struct VAEExecutor {
                     crop(s, into: output, shape: outShape)
                     continue
                 }
+                if tiles.count > 1 { Self.shrink(s, margin: suffixMargin[next], alignment: suffixAlignment[next]) }
                 let core = VAERect(y: s.core.y - s.padded.y, x: s.core.x - s.padded.x, h: s.core.h, w: s.core.w)
                 switch ops[next] {
                 case .norm:
@@ -318,6 +327,37 @@ struct VAEExecutor {
             }
             pc = next + 1
         }
+    }
+
+    /// Crops a tile's window (and its residual) to `core ± margin`, rounded outward to multiples of `alignment` and
+    /// never beyond the current window. Every pixel kept is exact: the window was padded by the whole program's
+    /// receptive radius, and the ops run so far have used up at most the part beyond `margin`.
+    static func shrink(_ s: VAETileState, margin: Int, alignment: Int) {
+        func span(core: Int, coreLength: Int, start: Int, length: Int) -> (Int, Int) {
+            let a = max(start, (core - margin) / alignment * alignment)
+            let b = min(start + length, (core + coreLength + margin + alignment - 1) / alignment * alignment)
+            return (a, b - a)
+        }
+        let (y, h) = span(core: s.core.y, coreLength: s.core.h, start: s.padded.y, length: s.padded.h)
+        let (x, w) = span(core: s.core.x, coreLength: s.core.w, start: s.padded.x, length: s.padded.w)
+        guard h < s.padded.h || w < s.padded.w else { return }
+        let window = VAERect(y: y, x: x, h: h, w: w)
+        func crop(_ t: Tensor) -> Tensor {
+            let c = t.shape[1]
+            let out = Tensor(zeros: [1, c, h, w])
+            let dy = y - s.padded.y, dx = x - s.padded.x
+            for ch in 0..<c {
+                for row in 0..<h {
+                    (out.data + (ch * h + row) * w).update(
+                        from: t.data + (ch * s.padded.h + dy + row) * s.padded.w + dx, count: w)
+                }
+            }
+            return out
+        }
+        let shared = s.residual === s.h
+        s.h = crop(s.h)
+        if shared { s.residual = s.h } else if let r = s.residual { s.residual = crop(r) }
+        s.padded = window
     }
 
     private func apply(_ sync: Sync, to s: VAETileState) {
