@@ -217,6 +217,37 @@ struct NearestX4Restorer: TileRestorer {
         #expect(registry.isLoaded)
     }
 
+    /// Tiled VAE states on disk (the default: memory bounded by one tile) or in memory give the same pixels; the
+    /// scratch folder is left empty; a bad value is refused naming the key.
+    @Test func vaeTileStatesOnDiskOrInMemoryGiveTheSamePixels() async throws {
+        try ImageCodec.initialize()
+        let models = try tinyModelsDirectory()
+        let work = try tempDir()
+        let scratch = try tempDir()
+        try writeSmallRGBA(work + "/in.png")
+        let base = tinyPipelineYAML(steps: 2)
+        #expect(try PipelineDefinition.parse(yaml: base, file: "d.yaml").dreamsr.vaeTileStates == "disk")
+        var outputs: [PlanarImage] = []
+        for (i, states) in ["disk", "memory"].enumerated() {
+            let yaml = base.replacingOccurrences(of: "  vae_tile: 64\n",
+                                                 with: "  vae_tile: 64\n  vae_tile_states: \(states)\n  vae_scratch_dir: \(scratch)\n")
+            let def = try PipelineDefinition.parse(yaml: yaml, file: "d.yaml")
+            #expect(def.dreamsr.vaeTileStates == states && def.dreamsr.vaeScratchDirectory == scratch)
+            let o = try #require(try await PipelineRunner(definition: def, config: try dreamsrConfig(models: models))
+                .run([JobRequest(id: JobID("s\(i)"), source: .file(work + "/in.png"), output: work + "/\(states).png")]).first)
+            #expect(o.status == .ok, "\(o.errorStage ?? "") \(o.errorMessage ?? "")")
+            #expect(o.notes.contains { $0.contains("tile states in \(states)") }, "\(o.notes)")
+            outputs.append(try ImageCodec.decode(path: work + "/\(states).png").color)
+        }
+        #expect(outputs[0] == outputs[1])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratch).isEmpty)
+        let bad = base.replacingOccurrences(of: "  vae_tile: 64\n", with: "  vae_tile: 64\n  vae_tile_states: ssd\n")
+        #expect(throws: (any Error).self) { try PipelineDefinition.parse(yaml: bad, file: "d.yaml") }
+        do { _ = try PipelineDefinition.parse(yaml: bad, file: "d.yaml") } catch {
+            #expect("\(error)".contains("vae_tile_states"), "\(error)")
+        }
+    }
+
     @Test func missingWeightsAreAStartUpErrorNamingFileAndLayout() throws {
         let models = try tinyModelsDirectory()
         try FileManager.default.removeItem(atPath: models + "/text_encoder_2")

@@ -113,7 +113,7 @@ struct DreamSRStages: Sendable {
             x.data[(c * ph + y) * pw + xx] = sized.pixels[(c * h + sy) * w + sx] * 2 - 1
         } } }
         let vae = models.vae
-        let tiling = max(pw, ph) > options.vaeTile ? VAETiling(tileSize: options.vaeTile) : .untiled
+        let tiling = max(pw, ph) > options.vaeTile ? options.vaeTiling(tile: options.vaeTile) : .untiled
         let raw = try vae.encode(x, tiling: tiling)
         let z = Tensor(zeros: Array(raw.shape.dropFirst()))
         let sf = vae.config.scalingFactor, sh = vae.config.shiftFactor
@@ -294,7 +294,7 @@ struct DreamSRStages: Sendable {
                     let raw = Tensor(zeros: [1] + zOut.shape)
                     let sf = vae.config.scalingFactor, sh = vae.config.shiftFactor
                     for i in 0..<raw.count { raw.data[i] = zOut.data[i] / sf + sh }
-                    let tiling = max(zOut.shape[1], zOut.shape[2]) > tile ? VAETiling(tileSize: tile) : .untiled
+                    let tiling = max(zOut.shape[1], zOut.shape[2]) > tile ? me.options.vaeTiling(tile: tile) : .untiled
                     let px = try vae.decode(raw, tiling: tiling)
                     let (ph, pw, w, h) = (px.shape[2], px.shape[3], s.outWidth, s.outHeight)
                     var out = PlanarImage(width: w, height: h, channels: 3)
@@ -317,8 +317,18 @@ struct DreamSRStages: Sendable {
             }
             ctx.payload.dreamsr = nil
             let tiled = max(zOut.shape[1], zOut.shape[2]) > tile
-            ctx.notes.append("blend: VAE decode (" + (tiled ? "tiled, \(tile)-cell tiles, shared GroupNorm statistics" : "one tile")
+            ctx.notes.append("blend: VAE decode (" + (tiled ? "tiled, \(tile)-cell tiles, shared GroupNorm statistics, "
+                + "tile states in \(me.options.vaeTileStates)" : "one tile")
                              + "), colour fix \(method.rawValue)" + (decoded.alpha != nil ? ", alpha re-attached" : ""))
         }
+    }
+}
+
+extension DreamSRPipelineOptions {
+    /// The VAE tiling these options ask for, with `tile` cells per tile core.
+    func vaeTiling(tile: Int) -> VAETiling {
+        let storage: VAETiling.StateStorage = vaeTileStates == "memory" ? .memory : .disk(URL(
+            fileURLWithPath: vaeScratchDirectory ?? FileManager.default.temporaryDirectory.path, isDirectory: true))
+        return VAETiling(tileSize: tile, storage: storage)
     }
 }
