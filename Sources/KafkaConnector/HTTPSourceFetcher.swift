@@ -85,60 +85,6 @@ public struct HTTPSourceFetcher: Sendable {
 
     // MARK: Address rules
 
-    /// Resolves `host` and refuses it when any address is in a forbidden range (unless `allowPrivate`). A pre-flight
-    /// check for tools; downloads check the connected address itself (`CurlTransfer`).
-    public static func checkAddress(host: String, allowPrivate: Bool) async throws(KafkaConnectorError) {
-        if allowPrivate { return }
-        let bareHost = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
-        let result: Result<[[UInt8]], KafkaConnectorError> = await withCheckedContinuation { continuation in
-            dnsQueue.async { continuation.resume(returning: resolve(bareHost)) }
-        }
-        let addresses = try result.get()
-        for address in addresses where isForbidden(address) {
-            throw KafkaConnectorError(.forbiddenSource,
-                                      "host '\(host)' resolves to \(format(address)), a loopback/link-local/private address (kafka.http.allow_private)")
-        }
-    }
-
-    private static let dnsQueue = DispatchQueue(label: "dreamsr.kafka.dns", attributes: .concurrent)
-
-    static func resolve(_ host: String) -> Result<[[UInt8]], KafkaConnectorError> {
-        var hints = addrinfo()
-        hints.ai_family = AF_UNSPEC
-        #if canImport(Glibc)
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        #else
-        hints.ai_socktype = SOCK_STREAM
-        #endif
-        var info: UnsafeMutablePointer<addrinfo>?
-        let status = getaddrinfo(host, nil, &hints, &info)
-        guard status == 0, let first = info else {
-            let reason = String(cString: gai_strerror(status))
-            return .failure(KafkaConnectorError(.download, "cannot resolve host '\(host)': \(reason)",
-                                                isRetriable: status == EAI_AGAIN))
-        }
-        defer { freeaddrinfo(first) }
-        var addresses: [[UInt8]] = []
-        var node: UnsafeMutablePointer<addrinfo>? = first
-        while let current = node {
-            if let sockaddr = current.pointee.ai_addr {
-                if current.pointee.ai_family == AF_INET {
-                    sockaddr.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
-                        var addr = sin.pointee.sin_addr
-                        addresses.append(withUnsafeBytes(of: &addr) { Array($0) })
-                    }
-                } else if current.pointee.ai_family == AF_INET6 {
-                    sockaddr.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
-                        var addr = sin6.pointee.sin6_addr
-                        addresses.append(withUnsafeBytes(of: &addr) { Array($0) })
-                    }
-                }
-            }
-            node = current.pointee.ai_next
-        }
-        return .success(addresses)
-    }
-
     /// True for loopback, link-local, private, CGNAT, unspecified, benchmark, multicast and reserved addresses
     /// (4 or 16 bytes, network order); IPv4-mapped and NAT64 IPv6 addresses are checked as IPv4.
     public static func isForbidden(_ a: [UInt8]) -> Bool {
