@@ -50,7 +50,13 @@ public final class Tensor: @unchecked Sendable {
     }
 
     deinit {
-        if ownsBuffer { UnsafeMutableRawPointer(data).deallocate() }
+        guard ownsBuffer else { return }
+        #if DEBUG
+        // Debug builds (the tests) poison a buffer before freeing it: a raw `data` pointer used after its tensor
+        // died (e.g. taken from a temporary) then reads NaN, and parity tests fail loudly instead of passing by luck.
+        data.update(repeating: .nan, count: count)
+        #endif
+        UnsafeMutableRawPointer(data).deallocate()
     }
 
     public var rank: Int { shape.count }
