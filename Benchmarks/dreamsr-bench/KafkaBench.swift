@@ -22,6 +22,8 @@ struct KafkaBench: AsyncParsableCommand {
     @Flag(help: "fsync each output in the fake processor (pipeline work, off by default: not connector overhead).")
     var fsync = false
     @Flag(help: "Print gaps > 50 ms between connector events.") var trace = false
+    @Option(help: "librdkafka property for the connector's clients, KEY=VALUE (repeatable).") var property: [String] = []
+    @Option(help: "Connector max_buffered (default 4 x max_in_flight).") var maxBuffered: Int?
 
     final class Probe: @unchecked Sendable {
         let lock = NSLock()
@@ -132,6 +134,12 @@ struct KafkaBench: AsyncParsableCommand {
                                                      groupID: "bench-\(round)", outputDirectory: output.path,
                                                      maxInFlight: maxInFlight)
             config.drainTimeout = .seconds(10)
+            config.maxBuffered = maxBuffered
+            for p in property {
+                let kv = p.split(separator: "=", maxSplits: 1).map(String.init)
+                guard kv.count == 2 else { throw ValidationError("--property wants KEY=VALUE, got '\(p)'") }
+                config.clientProperties[kv[0]] = kv[1]
+            }
             let probe = Probe()
             probe.target = messages
             probe.trace = trace

@@ -68,10 +68,24 @@ public struct KafkaConnectorConfiguration: Sendable, Equatable {
     public var maxInFlight: Int = 4
     /// Messages consumed ahead of the processor (waiting for a free slot) before the partitions are paused; they
     /// resume when the buffer is half empty, so fetching overlaps work (librdkafka 2.0.2 takes up to ~1 s to deliver
-    /// again after a resume). Default: max(16, 4 x maxInFlight).
+    /// again after a resume). Default (nil): adaptive — max(16, 4 x maxInFlight), raised to the number of jobs
+    /// finished in the last `bufferSeconds` when jobs are that fast (so a resume's fetch delay does not starve the
+    /// processor), at most `adaptiveBufferCap` messages; a set value is used as is.
     /// Buffered messages are not committed: a crash redelivers them.
     public var maxBuffered: Int?
-    var effectiveMaxBuffered: Int { maxBuffered ?? max(16, 4 * maxInFlight) }
+    /// Bytes of buffered message values before the partitions are paused, whatever the count (default 64 MiB).
+    public var maxBufferedBytes: Int = 64 << 20
+    /// Seconds of work the adaptive buffer aims to hold (default 2).
+    public static let bufferSeconds = 2.0
+    /// Upper bound of the adaptive buffer (messages).
+    public static let adaptiveBufferCap = 10_000
+    /// The pause threshold for a processor finishing `jobsPerSecond` jobs per second.
+    func bufferLimit(jobsPerSecond: Double) -> Int {
+        if let maxBuffered { return maxBuffered }
+        let base = max(16, 4 * maxInFlight)
+        let adaptive = min(Double(Self.adaptiveBufferCap), (jobsPerSecond * Self.bufferSeconds).rounded(.up))
+        return max(base, Int(adaptive))
+    }
     /// Largest accepted message value (default 1 MiB); larger ones are dead-lettered.
     public var maxMessageBytes: Int = 1 << 20
     public var retry = RetryPolicy()
@@ -125,6 +139,7 @@ public struct KafkaConnectorConfiguration: Sendable, Equatable {
             throw fail("default_format", "'\(defaultFormat)' is not one of \(InputMessage.formats.sorted())")
         }
         if let maxBuffered, maxBuffered < 1 { throw fail("max_buffered", "\(maxBuffered) < 1") }
+        if maxBufferedBytes < 1 { throw fail("max_buffered_bytes", "\(maxBufferedBytes) < 1") }
         if maxMessageBytes < 64 { throw fail("max_message_bytes", "\(maxMessageBytes) < 64") }
         if retry.maxAttempts < 1 { throw fail("retry.max_attempts", "\(retry.maxAttempts) < 1") }
         if retry.initialBackoff < .zero || retry.maxBackoff < retry.initialBackoff {

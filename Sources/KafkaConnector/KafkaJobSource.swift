@@ -121,7 +121,11 @@ final class SourceCore: @unchecked Sendable {
         var nextGeneration: UInt64 = 1
         var trackers: [TopicPartition: PartitionOffsetTracker] = [:]
         var pending: [Pending] = []
+        /// Bytes of the buffered messages' values.
+        var pendingBytes = 0
         var inFlight = 0
+        /// Jobs finished per second, for the adaptive buffer.
+        var completions = CompletionRate()
         /// Partitions we paused (librdkafka cannot report pause state).
         var paused: Set<TopicPartition> = []
         /// Freshly assigned partitions whose pause state must be set explicitly.
@@ -171,10 +175,11 @@ final class SourceCore: @unchecked Sendable {
     /// Pause every owned partition when the local buffer is full (all `maxInFlight` slots busy and `maxBuffered`
     /// messages waiting) or we are stopping; resume when the buffer is half empty.
     private func syncPauseState() {
-        let limit = configuration.effectiveMaxBuffered
+        let byteLimit = configuration.maxBufferedBytes
         let (toPause, toResume) = state.withLock { s -> ([TopicPartition], [TopicPartition]) in
-            let wantPaused = s.stopping || s.pending.count >= limit
-            let wantResumed = !s.stopping && s.pending.count <= limit / 2
+            let limit = configuration.bufferLimit(jobsPerSecond: s.completions.rate(now: .now))
+            let wantPaused = s.stopping || s.pending.count >= limit || s.pendingBytes >= byteLimit
+            let wantResumed = !s.stopping && s.pending.count <= limit / 2 && s.pendingBytes <= byteLimit / 2
             var pause: [TopicPartition] = []
             var resume: [TopicPartition] = []
             for tp in s.owned.keys {
@@ -216,6 +221,7 @@ final class SourceCore: @unchecked Sendable {
             s.trackers[tp, default: PartitionOffsetTracker()].begin(message.offset)
             guard !s.stopping else { return }
             s.pending.append(Pending(message: message, generation: generation))
+            s.pendingBytes += message.value?.count ?? 0
             dispatchLocked(&s)
         }
     }
@@ -224,6 +230,7 @@ final class SourceCore: @unchecked Sendable {
     private func dispatchLocked(_ s: inout State) {
         while !s.stopping, s.inFlight < configuration.maxInFlight, !s.pending.isEmpty {
             let next = s.pending.removeFirst()
+            s.pendingBytes -= next.message.value?.count ?? 0
             s.inFlight += 1
             let key = s.nextJob
             s.nextJob += 1
@@ -240,6 +247,7 @@ final class SourceCore: @unchecked Sendable {
         state.withLock { s in
             s.jobs.removeValue(forKey: key)
             s.inFlight -= 1
+            s.completions.record(now: .now)
             if finished, !s.closed, s.owned[tp] == job.generation,
                let offset = s.trackers[tp]?.finish(job.message.offset) {
                 do {
@@ -282,6 +290,7 @@ final class SourceCore: @unchecked Sendable {
                     s.unsynced.remove(tp)
                 }
                 s.pending.removeAll { revoked.contains($0.message.topicPartition) }
+                s.pendingBytes = s.pending.reduce(0) { $0 + ($1.message.value?.count ?? 0) }
                 return wasPaused
             }
             // Clear librdkafka's pause flag so a later re-assignment starts fetching.
@@ -516,5 +525,34 @@ final class SourceCore: @unchecked Sendable {
                 return false
             }
         }
+    }
+}
+
+/// Jobs finished per second over the last full window of at least one second (0 before the first window ends).
+struct CompletionRate {
+    private var windowStart: ContinuousClock.Instant?
+    private var count = 0
+    private var lastRate = 0.0
+
+    mutating func record(now: ContinuousClock.Instant) {
+        if windowStart == nil { windowStart = now }
+        count += 1
+        roll(now)
+    }
+
+    mutating func rate(now: ContinuousClock.Instant) -> Double {
+        roll(now)
+        return lastRate
+    }
+
+    private mutating func roll(_ now: ContinuousClock.Instant) {
+        guard let start = windowStart else { return }
+        let elapsed = now - start
+        guard elapsed >= .seconds(1) else { return }
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+        // A window with no completion at all (idle or slow jobs) brings the rate down at once.
+        lastRate = Double(count) / seconds
+        count = 0
+        windowStart = now
     }
 }

@@ -149,6 +149,28 @@ import Testing
         }
     }
 
+    @Test func bufferLimitAdaptsToFastJobsUnlessSet() {
+        var c = KafkaConnectorConfiguration(bootstrapServers: "b", inputTopic: "t", maxInFlight: 8)
+        #expect(c.bufferLimit(jobsPerSecond: 0) == 32)            // 4 x max_in_flight
+        #expect(c.bufferLimit(jobsPerSecond: 0.5) == 32)          // slow jobs (image models): the base
+        #expect(c.bufferLimit(jobsPerSecond: 400) == 800)         // 2 s of work
+        #expect(c.bufferLimit(jobsPerSecond: 1e6) == KafkaConnectorConfiguration.adaptiveBufferCap)
+        c.maxInFlight = 1
+        #expect(c.bufferLimit(jobsPerSecond: 0) == 16)
+        c.maxBuffered = 5
+        #expect(c.bufferLimit(jobsPerSecond: 400) == 5)           // a set value is used as is
+    }
+
+    @Test func completionRateCountsFullWindows() {
+        var r = CompletionRate()
+        let t0 = ContinuousClock.now
+        #expect(r.rate(now: t0) == 0)
+        for i in 0..<50 { r.record(now: t0 + .milliseconds(10 * i)) }
+        #expect(r.rate(now: t0 + .milliseconds(600)) == 0)         // the first window has not ended
+        #expect(abs(r.rate(now: t0 + .milliseconds(1000)) - 50) < 1e-9)
+        #expect(r.rate(now: t0 + .milliseconds(2500)) == 0)        // a second with no completion: idle again
+    }
+
     @Test func backoffDoublesAndCaps() {
         let r = KafkaConnectorConfiguration.RetryPolicy(maxAttempts: 5, initialBackoff: .milliseconds(100),
                                                         maxBackoff: .milliseconds(350))

@@ -13,7 +13,8 @@ import KafkaConnector
 //       output_dir: /srv/out             # required unless every message names an absolute output
 //       format: png                      # default: the pipeline's output format
 //       max_in_flight: 4
-//       max_buffered: 16
+//       max_buffered: 64                 # default: adaptive (see docs/kafka.md)
+//       max_buffered_bytes: 67108864
 //       max_message_bytes: 1048576
 //       allow_absolute_output: false
 //       publish_error_results: true
@@ -29,7 +30,7 @@ extension DaemonConfig {
     static func parseKafka(_ node: ConfigNode, baseDirectory: String,
                            defaultFormat: String) throws -> KafkaConnectorConfiguration {
         try node.checkKeys(["bootstrap", "topic", "group_id", "results_topic", "dlq_topic", "output_dir", "format",
-                            "max_in_flight", "max_buffered", "max_message_bytes", "allow_absolute_output",
+                            "max_in_flight", "max_buffered", "max_buffered_bytes", "max_message_bytes", "allow_absolute_output",
                             "publish_error_results", "drain_seconds", "session_timeout_ms", "max_poll_interval_ms",
                             "commit_interval_ms", "auto_offset_reset", "retry", "http", "client_properties"])
         var c = KafkaConnectorConfiguration(
@@ -40,6 +41,7 @@ extension DaemonConfig {
             maxInFlight: try node.int("max_in_flight", default: 4, min: 1, max: 4096))
         c.defaultFormat = try node.oneOf("format", PipelineDefinition.outputFormats, default: defaultFormat)
         if node.has("max_buffered") { c.maxBuffered = try node.int("max_buffered", default: 16, min: 1, max: 100_000) }
+        c.maxBufferedBytes = try node.int("max_buffered_bytes", default: 64 << 20, min: 1)
         c.maxMessageBytes = try node.int("max_message_bytes", default: 1 << 20, min: 64)
         c.allowAbsoluteOutputPaths = try node.bool("allow_absolute_output", default: false)
         c.publishErrorResults = try node.bool("publish_error_results", default: true)
