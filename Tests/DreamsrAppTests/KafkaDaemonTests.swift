@@ -246,6 +246,7 @@ enum KafkaDaemon {
             topic: images
             output_dir: out
             max_in_flight: 6
+            max_buffered_bytes: 1048576
             retry: {max_attempts: 5, initial_backoff_seconds: 0.25}
             http: {allow_private: true}
             client_properties:
@@ -260,6 +261,7 @@ enum KafkaDaemon {
         #expect(k.outputDirectory == "/etc/dreamsr/out")
         #expect(k.maxInFlight == 6 && k.retry.maxAttempts == 5 && k.retry.initialBackoff == .milliseconds(250))
         #expect(k.http.allowPrivateAddresses)
+        #expect(k.maxBuffered == nil && k.maxBufferedBytes == 1 << 20)  // adaptive count, byte cap as set
         #expect(k.consumerProperties["security.protocol"] == "SASL_SSL")
         #expect(k.consumerProperties["enable.auto.offset.store"] == "false")
     }
@@ -276,6 +278,7 @@ enum KafkaDaemon {
         #expect(problem("sources:\n  kafka:\n    topic: t\n").contains("bootstrap"))
         #expect(problem("sources:\n  kafka:\n    bootstrap: b:1\n    topic: t\n    max_inflight: 3\n").contains("max_inflight"))
         #expect(problem("sources:\n  kafka:\n    bootstrap: b:1\n    topic: t\n    max_in_flight: 0\n").contains("max_in_flight"))
+        #expect(problem("sources:\n  kafka:\n    bootstrap: b:1\n    topic: t\n    max_buffered_bytes: 0\n").contains("max_buffered_bytes"))
         #expect(problem("sources:\n  kafka:\n    bootstrap: b:1\n    topic: 'bad topic'\n").contains("topic"))
     }
 
