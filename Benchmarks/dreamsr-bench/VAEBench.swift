@@ -23,6 +23,8 @@ struct VAEDecodeBench: ParsableCommand {
     @Option(help: "Image size for the tiled peak-RSS run (0 = skip).") var rssSize = 2048
     @Option(help: "Latent tile size (core) for the tiled run (0 = untiled: the working set of one padded tile).")
     var rssTile = 64
+    @Option(help: "Tiled RSS run: MiB of tile states kept in memory before spilling to disk (0: all on disk).")
+    var rssMemoryMb = 0
     @Flag(help: "Skip the timed comparison (only the RSS run).") var skipCompare = false
     @Flag(help: .hidden) var rssChild = false
 
@@ -67,7 +69,7 @@ struct VAEDecodeBench: ParsableCommand {
         }
         let exe = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
         var args = ["vae-decode", "--rss-child", "--rss-size", "\(rssSize)", "--rss-tile", "\(rssTile)",
-                    "--work-dir", dir.path]
+                    "--rss-memory-mb", "\(rssMemoryMb)", "--work-dir", dir.path]
         if threads > 0 { args += ["--threads", "\(threads)"] }
         let out = try runProcess(exe, args)
         print(out.trimmingCharacters(in: .whitespacesAndNewlines))
@@ -82,14 +84,18 @@ struct VAEDecodeBench: ParsableCommand {
             return Float(Int64(bitPattern: s >> 11) % 2_000_000) / 1_000_000 - 1
         }
         let scratch = dir.appendingPathComponent("tiles")
-        let tiling = rssTile > 0 ? VAETiling(tileSize: rssTile, attention: .perTile, storage: .disk(scratch)) : .untiled
+        let storage: VAETiling.StateStorage = rssMemoryMb > 0 ? .spill(scratch, memoryBytes: rssMemoryMb << 20)
+            : .disk(scratch)
+        let tiling = rssTile > 0 ? VAETiling(tileSize: rssTile, attention: .perTile, storage: storage) : .untiled
         let t0 = Date()
         let y = try model.decode(z, tiling: tiling)
         let secs = Date().timeIntervalSince(t0)
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         let weightsMB = Double(VAEWeightMap.canonicalShapes(model.config).reduce(0) { $0 + $1.1.reduce(1, *) }) * 4 / 1e6
-        let mode = rssTile > 0 ? "tiled, latent tile \(rssTile) + auto pad, disk tile states" : "untiled"
+        let mode = rssTile > 0 ? "tiled, latent tile \(rssTile) + auto pad, "
+            + (rssMemoryMb > 0 ? "tile states in memory up to \(rssMemoryMb) MiB, then disk" : "disk tile states")
+            : "untiled"
         print(String(format: "vae-decode %dx%d (%@): %.1f s, peak RSS %.0f MB (weights %.0f MB, output %.0f MB)",
                      rssSize, rssSize, mode, secs,
                      Double(usage.ru_maxrss) / 1024, weightsMB, Double(y.count * 4) / 1e6))

@@ -230,9 +230,11 @@ struct NearestX4Restorer: TileRestorer {
         var outputs: [PlanarImage] = []
         for (i, states) in ["disk", "memory"].enumerated() {
             let yaml = base.replacingOccurrences(of: "  vae_tile: 64\n",
-                                                 with: "  vae_tile: 64\n  vae_tile_states: \(states)\n  vae_scratch_dir: \(scratch)\n")
+                                                 with: "  vae_tile: 64\n  vae_tile_states: \(states)\n  vae_scratch_dir: \(scratch)\n"
+                                                     + (states == "disk" ? "  vae_tile_memory_mb: 0\n" : ""))
             let def = try PipelineDefinition.parse(yaml: yaml, file: "d.yaml")
             #expect(def.dreamsr.vaeTileStates == states && def.dreamsr.vaeScratchDirectory == scratch)
+            #expect(def.dreamsr.vaeTileMemoryMB == (states == "disk" ? 0 : 1024))
             let o = try #require(try await PipelineRunner(definition: def, config: try dreamsrConfig(models: models))
                 .run([JobRequest(id: JobID("s\(i)"), source: .file(work + "/in.png"), output: work + "/\(states).png")]).first)
             #expect(o.status == .ok, "\(o.errorStage ?? "") \(o.errorMessage ?? "")")

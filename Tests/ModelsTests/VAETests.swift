@@ -240,6 +240,13 @@ private func randomLatent(_ shape: [Int], seed: UInt64) -> Tensor {
         let mem = try m.decode(z, tiling: VAETiling(tileSize: 8, attention: .perTile))
         let disk = try m.decode(z, tiling: VAETiling(tileSize: 8, attention: .perTile, storage: .disk(dir)))
         #expect(mem.maxAbsDifference(disk) == 0)
+        // Spilling: a budget of a few tile states keeps some in memory and writes the rest; a large one never
+        // touches the disk (no scratch folder is made).
+        for budget in [0, 200_000, 1 << 30] {
+            let spill = try m.decode(z, tiling: VAETiling(tileSize: 8, attention: .perTile,
+                                                          storage: .spill(dir, memoryBytes: budget)))
+            #expect(mem.maxAbsDifference(spill) == 0, "budget \(budget)")
+        }
         // Encode too (its resnets store a state whose residual is the tile's own activations: written once).
         let x = randomLatent([1, 3, 64, 96], seed: 8)
         let memE = try m.encode(x, tiling: VAETiling(tileSize: 32, attention: .perTile))

@@ -73,9 +73,12 @@ public struct DreamSRPipelineOptions: Sendable, Equatable {
     public var seed: Int = 0
     /// VAE tile core size in pixels (encode) and latent cells x 8 (decode).
     public var vaeTile: Int = 512
-    /// Where tiles wait between GroupNorm synchronisation points when the VAE runs tiled: "disk" (scratch files:
-    /// resident memory bounded by one tile, whatever the image size) or "memory" (faster, memory grows with the image).
+    /// Where tiles wait between GroupNorm synchronisation points when the VAE runs tiled: "disk" (in memory up to
+    /// `vaeTileMemoryMB`, the rest in scratch files: resident memory bounded by one tile plus that budget, whatever
+    /// the image size) or "memory" (all in RAM: memory grows with the image).
     public var vaeTileStates = "disk"
+    /// With "disk": MiB of waiting tile states kept in memory before spilling to scratch files (0: all on disk).
+    public var vaeTileMemoryMB = 1024
     /// Folder for the disk tile states (nil: the system temporary folder, `$TMPDIR` or /tmp).
     public var vaeScratchDirectory: String?
     /// Patches per transformer call.
@@ -201,13 +204,15 @@ public struct PipelineDefinition: Sendable, Equatable {
             def.models = paths
         }
         let d = try root.child("dreamsr")
-        try d.checkKeys(["mode", "color_fix", "steps", "seed", "vae_tile", "vae_tile_states", "vae_scratch_dir", "batch"])
+        try d.checkKeys(["mode", "color_fix", "steps", "seed", "vae_tile", "vae_tile_states", "vae_tile_memory_mb", "vae_scratch_dir",
+                         "batch"])
         def.dreamsr.mode = try d.oneOf("mode", DreamSRPipelineOptions.modes, default: "dual-branch")
         if d.has("color_fix") { def.dreamsr.colorFix = try d.oneOf("color_fix", ["wavelet", "adain", "none"], default: "wavelet") }
         if d.has("steps") { def.dreamsr.steps = try d.int("steps", default: 16, min: 1, max: 1000) }
         def.dreamsr.seed = try d.int("seed", default: 0, min: 0, max: Int(Int32.max))
         def.dreamsr.vaeTile = try d.int("vae_tile", default: 512, min: 64, max: 8192)
         def.dreamsr.vaeTileStates = try d.oneOf("vae_tile_states", ["disk", "memory"], default: "disk")
+        def.dreamsr.vaeTileMemoryMB = try d.int("vae_tile_memory_mb", default: 1024, min: 0, max: 1 << 20)
         def.dreamsr.vaeScratchDirectory = try d.optionalString("vae_scratch_dir")
         def.dreamsr.batch = try d.int("batch", default: 4, min: 1, max: 64)
         let c = try root.child("caption")

@@ -327,8 +327,10 @@ struct DreamSRStages: Sendable {
 extension DreamSRPipelineOptions {
     /// The VAE tiling these options ask for, with `tile` cells per tile core.
     func vaeTiling(tile: Int) -> VAETiling {
-        let storage: VAETiling.StateStorage = vaeTileStates == "memory" ? .memory : .disk(URL(
-            fileURLWithPath: vaeScratchDirectory ?? FileManager.default.temporaryDirectory.path, isDirectory: true))
+        let scratch = URL(fileURLWithPath: vaeScratchDirectory ?? FileManager.default.temporaryDirectory.path,
+                          isDirectory: true)
+        let storage: VAETiling.StateStorage = vaeTileStates == "memory" ? .memory
+            : .spill(scratch, memoryBytes: vaeTileMemoryMB << 20)
         return VAETiling(tileSize: tile, storage: storage)
     }
 }

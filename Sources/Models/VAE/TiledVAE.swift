@@ -21,7 +21,8 @@ import Tensor
 /// multidiffusion-upscaler's tiled VAE; memory bounded by the tile).
 ///
 /// Memory: one tile's activations at a time plus the states of the tiles waiting at the current GroupNorm — all in RAM
-/// with `.memory`, or in scratch files with `.disk` (then resident memory is bounded by the tile size).
+/// with `.memory`, in scratch files with `.disk` (then resident memory is bounded by the tile size), or in RAM up to a
+/// budget and the rest in scratch files with `.spill`.
 public struct VAETiling: Sendable, Equatable {
     public enum Attention: Sendable, Equatable {
         case global
@@ -34,6 +35,10 @@ public struct VAETiling: Sendable, Equatable {
         case memory
         /// Scratch files in this directory (created if needed; files removed after the run).
         case disk(URL)
+        /// In memory while the waiting tile states take at most `memoryBytes`, the rest in scratch files in the
+        /// directory (created only when needed, removed after the run): small images pay no file I/O, large ones
+        /// stay bounded by the tile plus the budget.
+        case spill(URL, memoryBytes: Int)
     }
 
     /// Core tile size in input units (pixels for encode, latent pixels for decode); nil = untiled.
@@ -93,6 +98,46 @@ final class VAEMemoryTileStore: VAETileStore {
     func take(_ index: Int) throws -> VAETileState {
         guard let s = states.removeValue(forKey: index) else { throw VAEError(.badTiling, "tile \(index) has no state") }
         return s
+    }
+}
+
+/// Tile states in memory up to a byte budget, beyond it in scratch files (the scratch folder is made on first use).
+final class VAESpillTileStore: VAETileStore {
+    private let memory = VAEMemoryTileStore()
+    private var disk: VAEDiskTileStore?
+    private let parent: URL
+    private let budget: Int
+    private var resident: [Int: Int] = [:]
+    private var residentBytes = 0
+
+    init(parent: URL, memoryBytes: Int) {
+        self.parent = parent
+        budget = max(0, memoryBytes)
+    }
+
+    static func bytes(_ s: VAETileState) -> Int {
+        4 * (s.h.count + (s.residual.map { $0 === s.h ? 0 : $0.count } ?? 0))
+    }
+
+    func put(_ index: Int, _ state: VAETileState) throws {
+        let bytes = Self.bytes(state)
+        if residentBytes + bytes <= budget {
+            memory.put(index, state)
+            resident[index] = bytes
+            residentBytes += bytes
+        } else {
+            if disk == nil { disk = try VAEDiskTileStore(parent: parent) }
+            try disk!.put(index, state)
+        }
+    }
+
+    func take(_ index: Int) throws -> VAETileState {
+        if let bytes = resident.removeValue(forKey: index) {
+            residentBytes -= bytes
+            return try memory.take(index)
+        }
+        guard let disk else { throw VAEError(.badTiling, "tile \(index) has no state") }
+        return try disk.take(index)
     }
 }
 
@@ -230,6 +275,8 @@ struct VAEExecutor {
         switch tiling.storage {
         case .memory: store = VAEMemoryTileStore()
         case .disk(let dir): store = tiles.count > 1 ? try VAEDiskTileStore(parent: dir) : VAEMemoryTileStore()
+        case .spill(let dir, let bytes):
+            store = tiles.count > 1 ? VAESpillTileStore(parent: dir, memoryBytes: bytes) : VAEMemoryTileStore()
         }
         for (i, t) in tiles.enumerated() {
             let h = Tensor(zeros: [1, channels, t.padded.h, t.padded.w])
