@@ -59,4 +59,5 @@ void ck_bf16_to_f32_scalar(float *dst, const uint16_t *src, size_t n);
 #include "ck_image.h"
 #include "ck_norm.h"
 #include "ck_colorfix.h"
+#include "ck_thread.h"
 #endif

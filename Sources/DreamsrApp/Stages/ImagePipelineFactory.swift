@@ -87,9 +87,13 @@ public struct ImagePipelineFactory: PipelineFactory {
 
     // MARK: Stages
 
-    static func lanes(_ name: String, _ n: Int) -> [ComputeLane] {
-        (0..<n).map { ComputeLane(label: "\(name)-\($0)") }
+    static func lanes(_ name: String, _ n: Int, niceIncrement: Int32 = 0) -> [ComputeLane] {
+        (0..<n).map { ComputeLane(label: "\(name)-\($0)", niceIncrement: niceIncrement) }
     }
+
+    /// Decode and encode lanes run at a lower priority than the model lanes: on a machine whose cores the model
+    /// keeps busy they take what the model leaves instead of preempting its threads.
+    static let sideWorkNice: Int32 = 5
 
     /// Round-robin over a stage's lanes; with `concurrency` workers and as many lanes, each job gets a free one.
     final class LanePool: Sendable {
@@ -100,7 +104,7 @@ public struct ImagePipelineFactory: PipelineFactory {
     }
 
     private func decodeStage(_ def: StageDefinition, limits: ImageLimits, scale: Int) -> Stage<ImageJob> {
-        let pool = LanePool(Self.lanes("decode", def.runtime.concurrency))
+        let pool = LanePool(Self.lanes("decode", def.runtime.concurrency, niceIncrement: Self.sideWorkNice))
         return Stage(def.runtime) { ctx in
             guard case .file(let path) = ctx.request.source else {
                 throw PipelineError.badInput("only local files can be decoded here; URL sources are fetched by their connector")
@@ -168,7 +172,7 @@ public struct ImagePipelineFactory: PipelineFactory {
     }
 
     private func encodeStage(_ def: StageDefinition, defaultFormat: String) -> Stage<ImageJob> {
-        let pool = LanePool(Self.lanes("encode", def.runtime.concurrency))
+        let pool = LanePool(Self.lanes("encode", def.runtime.concurrency, niceIncrement: Self.sideWorkNice))
         return Stage(def.runtime) { ctx in
             guard let decoded = ctx.payload.decoded else { throw PipelineError.stageFailed("encode: no decoded image") }
             let color = ctx.payload.restored ?? decoded.color
