@@ -79,20 +79,9 @@ public struct DreamSRControlNet: Sendable {
 
     /// `vec = time_in(emb(1000 t)) + guidance_in(emb(1000 g)) + vector_in(local pooled)`, `[B, D]`, then SiLU.
     func siluVector(timestep: [Float], guidance: [Float]?, pooled: Tensor, lora: (any LoRAProvider)?) throws -> Tensor {
-        let bsz = timestep.count
-        guard pooled.count == bsz * flux.pooledDim else {
-            throw CheckpointError(.shapeMismatch, "local_pooled_projections \(pooled.shape) vs batch \(bsz) × \(flux.pooledDim)")
-        }
-        let vec = timeIn(TransformerOps.timestepEmbedding(timestep.map { $0 * 1000 }, dim: flux.timestepDim), lora: lora)
-        if let guidanceIn {
-            guard let g = guidance, g.count == bsz else {
-                throw CheckpointError(.shapeMismatch, "the ControlNet embeds guidance: pass one guidance value per batch item")
-            }
-            let gv = guidanceIn(TransformerOps.timestepEmbedding(g.map { $0 * 1000 }, dim: flux.timestepDim), lora: lora)
-            TransformerOps.gatedAdd(vec.data, ldy: vec.count, gv.data, ldx: vec.count, gate: nil, rows: 1, cols: vec.count)
-        }
-        let pv = vectorIn(pooled.reshaped([bsz, flux.pooledDim]), lora: lora)
-        TransformerOps.gatedAdd(vec.data, ldy: vec.count, pv.data, ldx: vec.count, gate: nil, rows: 1, cols: vec.count)
+        let vec = try FluxTransformer.conditioningVector(
+            timeIn: timeIn, guidanceIn: guidanceIn, vectorIn: vectorIn, config: flux, timestep: timestep,
+            guidance: guidance, pooled: pooled, lora: lora, pooledName: "local_pooled_projections", owner: "the ControlNet")
         TransformerOps.silu(vec)
         return vec
     }

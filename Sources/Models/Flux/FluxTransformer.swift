@@ -361,14 +361,24 @@ public struct FluxTransformer: Sendable {
 
     /// `vec = time_in(emb(1000 t)) + guidance_in(emb(1000 g)) + vector_in(pooled)`, `[B, D]`.
     public func conditioningVector(timestep: [Float], guidance: [Float]?, pooled: Tensor, lora: (any LoRAProvider)? = nil) throws -> Tensor {
+        try Self.conditioningVector(timeIn: timeIn, guidanceIn: guidanceIn, vectorIn: vectorIn, config: config,
+                                    timestep: timestep, guidance: guidance, pooled: pooled, lora: lora,
+                                    pooledName: "pooled_projections", owner: "this FLUX model")
+    }
+
+    /// The conditioning vector from a set of FLUX embedders (the transformer's own, or the DreamSR ControlNet's);
+    /// `pooledName` and `owner` name the input and the model in errors.
+    static func conditioningVector(timeIn: MLPEmbedder, guidanceIn: MLPEmbedder?, vectorIn: MLPEmbedder, config: FluxConfig,
+                                   timestep: [Float], guidance: [Float]?, pooled: Tensor, lora: (any LoRAProvider)?,
+                                   pooledName: String, owner: String) throws -> Tensor {
         let bsz = timestep.count
         guard pooled.count == bsz * config.pooledDim else {
-            throw CheckpointError(.shapeMismatch, "pooled_projections \(pooled.shape) vs batch \(bsz) × \(config.pooledDim)")
+            throw CheckpointError(.shapeMismatch, "\(pooledName) \(pooled.shape) vs batch \(bsz) × \(config.pooledDim)")
         }
         let vec = timeIn(TransformerOps.timestepEmbedding(timestep.map { $0 * 1000 }, dim: config.timestepDim), lora: lora)
         if let guidanceIn {
             guard let g = guidance, g.count == bsz else {
-                throw CheckpointError(.shapeMismatch, "this FLUX model embeds guidance: pass one guidance value per batch item")
+                throw CheckpointError(.shapeMismatch, "\(owner) embeds guidance: pass one guidance value per batch item")
             }
             let gv = guidanceIn(TransformerOps.timestepEmbedding(g.map { $0 * 1000 }, dim: config.timestepDim), lora: lora)
             TransformerOps.gatedAdd(vec.data, ldy: vec.count, gv.data, ldx: vec.count, gate: nil, rows: 1, cols: vec.count)
