@@ -210,6 +210,13 @@ public final class SafeTensorsFile: @unchecked Sendable {
         return Tensor(viewing: p, shape: info.shape, owner: self)
     }
 
+    /// Every tensor of the file as float32, by name (small files: fixtures, `dreamsr forward` inputs).
+    public func allTensors() throws -> [String: Tensor] {
+        var out: [String: Tensor] = [:]
+        for n in header.names { out[n] = try tensor(named: n) }
+        return out
+    }
+
     /// A new float32 tensor with the values of `name` (converted from F16 / BF16 / F64 / integer types).
     public func tensor(named name: String) throws -> Tensor {
         guard let info = header[name] else {

@@ -63,10 +63,7 @@ public enum ForwardRegistry {
         } else {
             throw ForwardError(.unknownComponent, "unknown component '\(component)'; known: \(names.joined(separator: ", "))")
         }
-        let file = try SafeTensorsFile(url: inputs)
-        var tensors: [String: Tensor] = [:]
-        for n in file.header.names { tensors[n] = try file.tensor(named: n) }
-        let outputs = try model.run(tensors)
+        let outputs = try model.run(try SafeTensorsFile(url: inputs).allTensors())
         let ordered = outputs.keys.sorted().map { ($0, outputs[$0]!) }
         try SafeTensorsWriter.write(tensors: ordered, metadata: ["dreamsr_forward_component": component], to: out)
         return ordered.map { ($0.0, $0.1.shape) }

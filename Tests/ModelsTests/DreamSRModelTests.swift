@@ -15,10 +15,7 @@ final class DreamSRModelTests: XCTestCase {
     }
 
     static func tensors(_ name: String) throws -> [String: Tensor] {
-        let f = try SafeTensorsFile(url: fixtures.appendingPathComponent(name))
-        var out: [String: Tensor] = [:]
-        for n in f.header.names { out[n] = try f.tensor(named: n) }
-        return out
+        try SafeTensorsFile(url: fixtures.appendingPathComponent(name)).allTensors()
     }
 
     static func inputs(_ t: [String: Tensor], hidden: Tensor, timestep: [Float]) -> DreamSRInputs {

@@ -8,10 +8,7 @@ let fluxFixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
     .deletingLastPathComponent().appendingPathComponent("Fixtures/flux")
 
 func loadTensors(_ url: URL) throws -> [String: Tensor] {
-    let f = try SafeTensorsFile(url: url)
-    var out: [String: Tensor] = [:]
-    for n in f.header.names { out[n] = try f.tensor(named: n) }
-    return out
+    try SafeTensorsFile(url: url).allTensors()
 }
 
 func fluxInputs(_ t: [String: Tensor]) -> FluxInputs {

@@ -23,10 +23,7 @@ final class DreamSRSamplerTests: XCTestCase {
     }
 
     static func tensors(_ name: String) throws -> [String: Tensor] {
-        let f = try SafeTensorsFile(url: fixtures.appendingPathComponent(name))
-        var out: [String: Tensor] = [:]
-        for n in f.header.names { out[n] = try f.tensor(named: n) }
-        return out
+        try SafeTensorsFile(url: fixtures.appendingPathComponent(name)).allTensors()
     }
 
     static func relError(_ a: Tensor, _ b: Tensor) -> Float {
