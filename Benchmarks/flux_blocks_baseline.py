@@ -7,22 +7,12 @@ Run by the benchmark with .venv-ref/bin/python (scripts/setup-reference-env.sh) 
 """
 import argparse
 import json
-import statistics
-import time
 
 import torch
 from diffusers.models.transformers.transformer_flux import (FluxPosEmbed, FluxSingleTransformerBlock,
                                                             FluxTransformerBlock)
 
-
-def timed(fn, repeats):
-    fn()  # warm-up
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return statistics.median(ts)
+from baseline_timing import timed  # Benchmarks/, this script's folder
 
 
 def main():
