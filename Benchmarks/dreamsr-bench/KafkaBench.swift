@@ -3,6 +3,7 @@ import Foundation
 import Jobs
 import KafkaConnector
 import Logging
+import PipelineRuntime
 import ServiceLifecycle
 
 /// `dreamsr-bench kafka`: messages/s through the Kafka connector for N tiny images against an in-process mock
@@ -168,8 +169,3 @@ struct KafkaBench: AsyncParsableCommand {
     }
 }
 
-extension Duration {
-    fileprivate var seconds: Double {
-        Double(components.seconds) + Double(components.attoseconds) * 1e-18
-    }
-}

@@ -1,6 +1,7 @@
 import CCurl
 import Foundation
 import Jobs
+import PipelineRuntime
 
 /// Downloads http(s) sources into a temporary file under the configured rules: allowed schemes, an address check at
 /// connect time (loopback, link-local, private, CGNAT, multicast refused unless allowed: the address checked is the
@@ -154,8 +155,7 @@ private final class CurlTransfer: @unchecked Sendable {
         var resolveList: UnsafeMutablePointer<curl_slist>?
         defer { curl_slist_free_all(resolveList) }
         let me = Unmanaged.passUnretained(self).toOpaque()
-        let timeout = rules.timeout.components
-        let timeoutMs = max(1, Int(timeout.seconds) * 1000 + Int(timeout.attoseconds / 1_000_000_000_000_000))
+        let timeoutMs = max(1, Int((rules.timeout.seconds * 1000).rounded()))
         var rc = CURLE_OK
         func set(_ r: CURLcode) { if rc == CURLE_OK { rc = r } }
         set(dreamsr_curl_setopt_str(h, CURLOPT_URL, url))

@@ -113,6 +113,8 @@ final class SourceCore: @unchecked Sendable {
     struct Pending {
         var message: ConsumedMessage
         var generation: UInt64
+        /// Bytes of the message value (what the buffer's byte limit counts).
+        var bytes: Int { message.value?.count ?? 0 }
     }
 
     struct State {
@@ -220,8 +222,9 @@ final class SourceCore: @unchecked Sendable {
             // Tracked even while stopping: an undispatched message blocks storing past it.
             s.trackers[tp, default: PartitionOffsetTracker()].begin(message.offset)
             guard !s.stopping else { return }
-            s.pending.append(Pending(message: message, generation: generation))
-            s.pendingBytes += message.value?.count ?? 0
+            let waiting = Pending(message: message, generation: generation)
+            s.pending.append(waiting)
+            s.pendingBytes += waiting.bytes
             dispatchLocked(&s)
         }
     }
@@ -230,7 +233,7 @@ final class SourceCore: @unchecked Sendable {
     private func dispatchLocked(_ s: inout State) {
         while !s.stopping, s.inFlight < configuration.maxInFlight, !s.pending.isEmpty {
             let next = s.pending.removeFirst()
-            s.pendingBytes -= next.message.value?.count ?? 0
+            s.pendingBytes -= next.bytes
             s.inFlight += 1
             let key = s.nextJob
             s.nextJob += 1
@@ -290,7 +293,7 @@ final class SourceCore: @unchecked Sendable {
                     s.unsynced.remove(tp)
                 }
                 s.pending.removeAll { revoked.contains($0.message.topicPartition) }
-                s.pendingBytes = s.pending.reduce(0) { $0 + ($1.message.value?.count ?? 0) }
+                s.pendingBytes = s.pending.reduce(0) { $0 + $1.bytes }
                 return wasPaused
             }
             // Clear librdkafka's pause flag so a later re-assignment starts fetching.
@@ -549,9 +552,8 @@ struct CompletionRate {
         guard let start = windowStart else { return }
         let elapsed = now - start
         guard elapsed >= .seconds(1) else { return }
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
         // A window with no completion at all (idle or slow jobs) brings the rate down at once.
-        lastRate = Double(count) / seconds
+        lastRate = Double(count) / elapsed.seconds
         count = 0
         windowStart = now
     }
