@@ -65,13 +65,8 @@ final class RDKafkaProducer: @unchecked Sendable {
     /// Produces one message and waits for its delivery report. Throws a retriable error for transient failures.
     func send(topic: String, key: [UInt8]?, value: [UInt8], headers: [KafkaHeader],
               partition: Int32? = nil) async throws {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let message = OutgoingMessage(key: key, value: value, headers: headers)
-            if let failure = enqueue(topic: topic, message, partition: partition,
-                                     onDelivery: { continuation.resume(with: $0) }) {
-                continuation.resume(throwing: failure)
-            }
-        }
+        try await sendInOrder(topic: topic, [OutgoingMessage(key: key, value: value, headers: headers)],
+                              partition: partition)
     }
 
     /// Produces `messages` in their order (enqueued one after the other before any is awaited, so with the
