@@ -202,6 +202,18 @@ final class VAEDiskTileStore: VAETileStore {
     }
 }
 
+/// Copies the window `rect` of each of `channels` planes of `src` (planes `srcW` wide, `srcH` high) to `dst`, whose
+/// planes are `dstW` wide and `dstH` high, at row `dstY`, column `dstX`.
+func copyPlanarWindow(channels: Int, _ rect: VAERect, from src: UnsafePointer<Float>, srcH: Int, srcW: Int,
+                      to dst: UnsafeMutablePointer<Float>, dstH: Int, dstW: Int, dstY: Int = 0, dstX: Int = 0) {
+    for c in 0..<channels {
+        for row in 0..<rect.h {
+            (dst + (c * dstH + dstY + row) * dstW + dstX).update(
+                from: src + (c * srcH + rect.y + row) * srcW + rect.x, count: rect.w)
+        }
+    }
+}
+
 /// Runs an encoder or decoder op list over the tiles of one image, synchronising the tiles at every GroupNorm (and at
 /// the mid-block attention when it is global). With one tile this is the plain untiled forward.
 struct VAEExecutor {
@@ -274,18 +286,15 @@ struct VAEExecutor {
         let store: VAETileStore
         switch tiling.storage {
         case .memory: store = VAEMemoryTileStore()
-        case .disk(let dir): store = tiles.count > 1 ? try VAEDiskTileStore(parent: dir) : VAEMemoryTileStore()
+        case .disk(let dir):
+            store = tiles.count > 1 ? VAESpillTileStore(parent: dir, memoryBytes: 0) : VAEMemoryTileStore()
         case .spill(let dir, let bytes):
             store = tiles.count > 1 ? VAESpillTileStore(parent: dir, memoryBytes: bytes) : VAEMemoryTileStore()
         }
         for (i, t) in tiles.enumerated() {
             let h = Tensor(zeros: [1, channels, t.padded.h, t.padded.w])
-            for ch in 0..<channels {
-                for y in 0..<t.padded.h {
-                    (h.data + (ch * t.padded.h + y) * t.padded.w).update(
-                        from: input + (ch * height + t.padded.y + y) * width + t.padded.x, count: t.padded.w)
-                }
-            }
+            copyPlanarWindow(channels: channels, t.padded, from: input, srcH: height, srcW: width,
+                             to: h.data, dstH: t.padded.h, dstW: t.padded.w)
             try store.put(i, VAETileState(h: h, padded: t.padded, core: t.core))
         }
         // What the rest of the program still needs around a core, from each op on: the receptive radius of the ops
@@ -344,12 +353,8 @@ struct VAEExecutor {
                         values = Tensor(zeros: [ch, curH * curW])
                     }
                     let x = Tensor(zeros: [ch, core.h * core.w])
-                    for c in 0..<ch {
-                        for y in 0..<core.h {
-                            (x.data + c * core.area + y * core.w).update(
-                                from: s.h.data + (c * s.padded.h + core.y + y) * s.padded.w + core.x, count: core.w)
-                        }
-                    }
+                    copyPlanarWindow(channels: ch, core, from: s.h.data, srcH: s.padded.h, srcW: s.padded.w,
+                                     to: x.data, dstH: core.h, dstW: core.w)
                     let (k, v) = keyValues(name, x.data, positions: core.area)
                     for c in 0..<ch {
                         (keys!.data + c * keys!.shape[1] + kvOffset).update(from: k.data + c * core.area, count: core.area)
@@ -389,16 +394,11 @@ struct VAEExecutor {
         let (x, w) = span(core: s.core.x, coreLength: s.core.w, start: s.padded.x, length: s.padded.w)
         guard h < s.padded.h || w < s.padded.w else { return }
         let window = VAERect(y: y, x: x, h: h, w: w)
+        let local = VAERect(y: y - s.padded.y, x: x - s.padded.x, h: h, w: w)
         func crop(_ t: Tensor) -> Tensor {
-            let c = t.shape[1]
-            let out = Tensor(zeros: [1, c, h, w])
-            let dy = y - s.padded.y, dx = x - s.padded.x
-            for ch in 0..<c {
-                for row in 0..<h {
-                    (out.data + (ch * h + row) * w).update(
-                        from: t.data + (ch * s.padded.h + dy + row) * s.padded.w + dx, count: w)
-                }
-            }
+            let out = Tensor(zeros: [1, t.shape[1], h, w])
+            copyPlanarWindow(channels: t.shape[1], local, from: t.data, srcH: s.padded.h, srcW: s.padded.w,
+                             to: out.data, dstH: h, dstW: w)
             return out
         }
         let shared = s.residual === s.h
@@ -527,12 +527,8 @@ struct VAEExecutor {
     private func crop(_ s: VAETileState, into output: UnsafeMutablePointer<Float>, shape: [Int]) {
         let (c, oh, ow) = (shape[0], shape[1], shape[2])
         precondition(s.h.shape[1] == c, "output channels \(s.h.shape[1]) vs \(c)")
-        let cy = s.core.y - s.padded.y, cx = s.core.x - s.padded.x
-        for ch in 0..<c {
-            for y in 0..<s.core.h {
-                (output + (ch * oh + s.core.y + y) * ow + s.core.x).update(
-                    from: s.h.data + (ch * s.padded.h + cy + y) * s.padded.w + cx, count: s.core.w)
-            }
-        }
+        let local = VAERect(y: s.core.y - s.padded.y, x: s.core.x - s.padded.x, h: s.core.h, w: s.core.w)
+        copyPlanarWindow(channels: c, local, from: s.h.data, srcH: s.padded.h, srcW: s.padded.w,
+                         to: output, dstH: oh, dstW: ow, dstY: s.core.y, dstX: s.core.x)
     }
 }
