@@ -29,6 +29,8 @@ let package = Package(
         .target(name: "CVipsShim", dependencies: ["CVips"], cSettings: kernelCFlags),
         .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka", providers: [.apt(["librdkafka-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        // The build's commit (scripts/build-release.sh defines it); nothing else.
+        .target(name: "CBuildInfo"),
 
         // MARK: Engine (no I/O, no vips, no kafka)
         .target(name: "Tensor", dependencies: ["CKernels", "COpenBLAS"]),
@@ -65,7 +67,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .target(name: "DreamsrApp", dependencies: [
-            "Imaging", "Upscaling", "Jobs", "PipelineRuntime", "WatchFolderConnector", "KafkaConnector",
+            "CBuildInfo", "Tensor", "Imaging", "Upscaling", "Jobs", "PipelineRuntime", "WatchFolderConnector", "KafkaConnector",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
