@@ -34,7 +34,8 @@ public func buildServiceGroup(config: DaemonConfig, logger: Logger, factory: any
                               extraSources: [SourceBuilder] = [],
                               environment: [String: String] = ProcessInfo.processInfo.environment,
                               onWatchEvent: (@Sendable (WatchFolderSource.Event) -> Void)? = nil) throws -> Daemon {
-    let metricsFactory = PrometheusMetricsFactory(registry: registry)
+    let metricsFactory = DaemonMetrics.factory(registry: registry)
+    DaemonMetrics.registerBuildInfo(registry)
     let pipeline = try factory.makePipeline(config.pipeline, config: config, logger: logger, metricsFactory: metricsFactory)
     let router = PipelineRouter(pipeline: pipeline)
 
@@ -102,7 +103,7 @@ func statusHandler(pipeline: PipelineHandle, factory: any PipelineFactory,
             if case .failed(let m) = state { problems.append("pipeline: \(m)") }
             let stateText = describe(state)
             let body = "{\"status\":\"\(problems.isEmpty ? "ok" : "fail")\",\"pipeline\":\"\(pipeline.name)\",\"state\":\"\(stateText)\""
-                + (problems.isEmpty ? "" : ",\"problems\":[\(problems.map { "\"\(jsonEscape($0))\"" }.joined(separator: ","))]") + "}\n"
+                + (problems.isEmpty ? "" : ",\"problems\":[\(problems.map(jsonString).joined(separator: ","))]") + "}\n"
             return HTTPResponse(status: problems.isEmpty ? 200 : 503, contentType: "application/json", body: body)
         case "/ready":
             let state = pipeline.lifecycle()
@@ -111,6 +112,7 @@ func statusHandler(pipeline: PipelineHandle, factory: any PipelineFactory,
                 : HTTPResponse(status: 503, body: "not ready: \(describe(state))\n")
         case "/metrics":
             for (name, value) in factory.scrapeGauges() { registry.makeGauge(name: name).set(value) }
+            DaemonMetrics.updateProcessMetrics(registry)
             return HTTPResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8",
                                 body: registry.emitToString())
         default:
@@ -127,9 +129,4 @@ private func describe(_ state: PipelineLifecycle) -> String {
     case .stopped: return "stopped"
     case .failed(let m): return "failed: \(m)"
     }
-}
-
-private func jsonEscape(_ s: String) -> String {
-    s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-        .replacingOccurrences(of: "\n", with: "\\n")
 }

@@ -62,12 +62,12 @@ public func runDaemon(config: DaemonConfig, factory: any PipelineFactory = Image
     }
     let logger = Logger(label: "dreamsr")
     let registry = PrometheusCollectorRegistry()
-    MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+    MetricsSystem.bootstrap(DaemonMetrics.factory(registry: registry))
     logger.info("starting", metadata: [
         "config": "\(config.file)", "pipeline": "\(config.pipeline.name)",
         "stages": "\(config.pipeline.stages.map(\.kind.rawValue).joined(separator: " -> "))",
         "models_dir": "\(config.modelsDirectory)", "metrics": "\(config.metricsAddress ?? "off")",
-        "pid": "\(ProcessInfo.processInfo.processIdentifier)",
+        "pid": "\(ProcessInfo.processInfo.processIdentifier)", "version": "\(BuildInfo.versionLine)",
     ])
     let daemon = try buildServiceGroup(config: config, logger: logger, factory: factory, registry: registry,
                                        extraSources: extraSources)
