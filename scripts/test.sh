@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (system packages, the Real-ESRGAN weights, tokenizer data,
 # sample photos), builds everything and runs the whole test suite. CI runs this (.ci/run).
+# Every step has a deadline: a hung build or test fails the run instead of stalling CI (whole run < 20 min on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 for s in fetch-models fetch-tokenizers fetch-samples; do
     if [ -f "scripts/$s.sh" ]; then bash "scripts/$s.sh"; fi
 done
-swift build --build-tests
+timeout --kill-after=30 1200 swift build --build-tests
+# The documented systemd install, in a throw-away mount namespace (needs root, as CI runs).
+SUDO=""; if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+timeout --kill-after=30 300 $SUDO bash scripts/test-systemd-unit.sh .build/debug/dreamsr
 # Serially: a few kernel tests switch the process-wide SIMD variant (DREAMSR_KERNEL_ISA) to compare against scalar.
-swift test --skip-build --no-parallel
+timeout --kill-after=60 1500 swift test --skip-build --no-parallel
