@@ -428,6 +428,10 @@ CK_TARGET_AVX512 static void bf16_avx512(const uint8_t *s, float *dst, int64_t n
 
 void ck_dequantize_row(int t, const void *src, float *dst, int64_t n) {
     if (n <= 0) return;
+    if (t == CK_GGML_F16 && ((uintptr_t)src & 1) == 0) { /* the f16 widening kernels (F16C when available) */
+        ck_f16_to_f32(dst, src, (size_t)n);
+        return;
+    }
 #if CK_X86
     const ck_isa isa = ck_isa_active();
     if (isa >= CK_ISA_AVX512) {
