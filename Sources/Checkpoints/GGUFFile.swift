@@ -62,6 +62,10 @@ public struct GGUFHeader: Sendable {
     public static let maxDimensions = 4
     /// Nesting limit for metadata arrays (files in the wild use one level).
     public static let maxArrayDepth = 4
+    /// Limits on header counts and lengths, far above real files (FLUX ~800 tensors, LLM vocabularies ~256k
+    /// strings), so that a hostile header fails fast instead of building a structure many times the file's size.
+    public static let maxTensors = 1 << 20, maxMetadataEntries = 1 << 20, maxArrayElements = 1 << 24
+    public static let maxStringBytes = 1 << 26
 
     public let version: UInt32
     /// Metadata keys in file order, and their values.
@@ -97,9 +101,9 @@ public struct GGUFHeader: Sendable {
         let kvCount = try r.fixed(UInt64.self, "the metadata count")
         // Each metadata entry takes at least 8 (key length) + 4 (type) + 1 bytes; each tensor info at least
         // 8 (name length) + 4 (n_dims) + 4 (type) + 8 (offset).
-        guard kvCount <= UInt64(r.remaining / 13) else {
+        guard kvCount <= UInt64(r.remaining / 13), kvCount <= maxMetadataEntries else {
             throw CheckpointError(.badHeader, "\(source): header claims \(kvCount) metadata entries, but only \(r.remaining) bytes "
-                + "follow (at least 13 each)")
+                + "follow (at least 13 each; at most \(maxMetadataEntries) entries)")
         }
         var keys: [String] = []
         var metadata: [String: GGUFValue] = [:]
@@ -122,9 +126,9 @@ public struct GGUFHeader: Sendable {
             }
             alignment = Int(v)
         }
-        guard tensorCount <= UInt64(r.remaining / 24) else {
+        guard tensorCount <= UInt64(r.remaining / 24), tensorCount <= maxTensors else {
             throw CheckpointError(.badHeader, "\(source): header claims \(tensorCount) tensors, but only \(r.remaining) bytes "
-                + "follow (at least 24 each)")
+                + "follow (at least 24 each; at most \(maxTensors) tensors)")
         }
         var raw: [(name: String, dtype: TensorDType, shape: [Int], offset: Int, bytes: Int)] = []
         for i in 0..<Int(tensorCount) {
@@ -220,6 +224,9 @@ public struct GGUFHeader: Sendable {
         mutating func string(_ what: @autoclosure () -> String) throws -> String {
             let n = try fixed(UInt64.self, what())
             guard n <= UInt64(remaining) else { throw truncated(what(), needs: Int(clamping: n)) }
+            guard n <= GGUFHeader.maxStringBytes else {
+                throw CheckpointError(.badHeader, "\(source): \(what()) is a string of \(n) bytes (at most \(GGUFHeader.maxStringBytes))")
+            }
             let s = String(decoding: UnsafeRawBufferPointer(rebasing: buf[pos..<(pos + Int(n))]), as: UTF8.self)
             pos += Int(n)
             return s
@@ -251,8 +258,9 @@ public struct GGUFHeader: Sendable {
                     throw CheckpointError(.badHeader, "\(source): \(what) is an array of unknown value type \(rawType)")
                 }
                 let count = try fixed(UInt64.self, "the length of \(what)")
-                guard count <= UInt64(remaining / elem.minimumSize) else {
-                    throw CheckpointError(.badHeader, "\(source): \(what) claims \(count) elements, but only \(remaining) bytes follow")
+                guard count <= UInt64(remaining / elem.minimumSize), count <= GGUFHeader.maxArrayElements else {
+                    throw CheckpointError(.badHeader, "\(source): \(what) claims \(count) elements, but only \(remaining) bytes follow "
+                        + "(at most \(GGUFHeader.maxArrayElements) elements)")
                 }
                 var items: [GGUFValue] = []
                 items.reserveCapacity(Int(count))

@@ -190,6 +190,29 @@ struct GGUFReaderTests {
         b.kv.append(("deep", 9, nested + GGUFBuilder.u32(0) + GGUFBuilder.u64(0)))
         try expectError(b.bytes(), .badHeader, mentions: ["metadata 'deep'", "nests"])
     }
+
+    /// A large file (sparse, 80 MB of zeros) whose header claims more tensors / array elements than any real file:
+    /// refused by the count limits before parsing them, not by the file size.
+    @Test func countLimitsHoldInLargeFiles() throws {
+        let dir = try ScratchFolder()
+        func big(_ b: GGUFBuilder) throws -> URL {
+            let url = try dir.write(b.bytes(), name: "big.gguf")
+            let h = try FileHandle(forWritingTo: url)
+            try h.truncate(atOffset: 80 << 20)
+            try h.close()
+            return url
+        }
+        var b = GGUFBuilder.valid()
+        b.tensorCountOverride = UInt64(GGUFHeader.maxTensors + 1)
+        do { _ = try GGUFFile(url: try big(b)); Issue.record("opened") } catch let e as CheckpointError {
+            #expect(e.code == .badHeader && e.message.contains("at most \(GGUFHeader.maxTensors) tensors"), "\(e)")
+        }
+        b = GGUFBuilder.valid()
+        b.kv.append(("tokenizer.ggml.scores", 9, GGUFBuilder.u32(0) + GGUFBuilder.u64(UInt64(GGUFHeader.maxArrayElements + 1))))
+        do { _ = try GGUFFile(url: try big(b)); Issue.record("opened") } catch let e as CheckpointError {
+            #expect(e.code == .badHeader && e.message.contains("tokenizer.ggml.scores") && e.message.contains("at most"), "\(e)")
+        }
+    }
 }
 
 private extension GGUFValue {
