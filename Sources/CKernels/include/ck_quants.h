@@ -7,7 +7,8 @@
  * is one float32 operation, in numpy's order, never contracted to an FMA (quants.c turns contraction off).
  *
  * Each type has a scalar reference `ck_dequantize_row_<type>`; `ck_dequantize_row` dispatches on the type id and on
- * the active ISA (AVX-512 / AVX2 variants for Q8_0, Q4_K, Q6_K and BF16, tested equal to the scalar ones).
+ * the active ISA (AVX-512 / AVX2 variants for Q8_0, Q4_K, Q6_K and BF16, tested equal to the scalar ones; F16 rows
+ * use the F16C widening kernel `ck_f16_to_f32` when 2-byte aligned).
  * `n` is the number of values to write and must be a multiple of the type's block size; `src` needs no alignment. */
 #include <stddef.h>
 #include <stdint.h>
