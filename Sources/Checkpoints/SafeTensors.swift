@@ -5,7 +5,8 @@ import Tensor
 /// Element types of the safetensors format (a safetensors header may use only those with `isSafeTensors`).
 public typealias SafeTensorsDType = TensorDType
 
-/// One tensor's entry in a safetensors header: name, dtype, shape and byte range within the data section.
+/// One tensor's entry in a safetensors or GGUF header: name, dtype, row-major shape and byte range within the file's
+/// data section.
 public struct TensorInfo: Sendable, Equatable {
     public let name: String
     public let dtype: SafeTensorsDType
