@@ -34,7 +34,7 @@ let package = Package(
 
         // MARK: Engine (no I/O, no vips, no kafka)
         .target(name: "Tensor", dependencies: ["CKernels", "COpenBLAS"]),
-        .target(name: "Checkpoints", dependencies: ["Tensor"]),
+        .target(name: "Checkpoints", dependencies: ["Tensor", "CKernels"]),
         .target(name: "Tokenizers"),
         .target(name: "Models", dependencies: ["Tensor", "Checkpoints"]),
         .target(name: "Raster", dependencies: ["CKernels"]),
@@ -88,7 +88,7 @@ let package = Package(
         .target(name: "DreamsrTestKit", dependencies: ["Jobs", "PipelineRuntime", "Raster", "Tensor",
                                                      .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "CKernels", "DreamsrTestKit"]),
-        .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Tensor", "DreamsrTestKit"]),
+        .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Tensor", "CKernels", "DreamsrTestKit"]),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"]),
         .testTarget(name: "CaptioningTests", dependencies: ["Captioning", "DreamsrTestKit"]),
         .testTarget(name: "ModelsTests", dependencies: ["Models", "Checkpoints", "Tensor", "DreamsrTestKit"]),

@@ -2,32 +2,8 @@
 #include "internal.h"
 #include <string.h>
 
-static inline float half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-    uint32_t exp = (h >> 10) & 0x1Fu;
-    uint32_t mant = h & 0x3FFu;
-    uint32_t bits;
-    if (exp == 0) {
-        if (mant == 0) {
-            bits = sign;
-        } else { /* subnormal: normalise */
-            int e = -1;
-            do { e++; mant <<= 1; } while ((mant & 0x400u) == 0);
-            mant &= 0x3FFu;
-            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | (mant << 13);
-        }
-    } else if (exp == 0x1F) {
-        bits = sign | 0x7F800000u | (mant << 13);
-    } else {
-        bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
-    }
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
 void ck_f16_to_f32_scalar(float *dst, const uint16_t *src, size_t n) {
-    for (size_t i = 0; i < n; i++) dst[i] = half_to_float(src[i]);
+    for (size_t i = 0; i < n; i++) dst[i] = ck_half_to_float(src[i]);
 }
 void ck_bf16_to_f32_scalar(float *dst, const uint16_t *src, size_t n) {
     for (size_t i = 0; i < n; i++) {
@@ -40,7 +16,7 @@ void ck_bf16_to_f32_scalar(float *dst, const uint16_t *src, size_t n) {
 CK_TARGET_AVX2 static void f16_to_f32_f16c(float *dst, const uint16_t *src, size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
-    for (; i < n; i++) dst[i] = half_to_float(src[i]);
+    for (; i < n; i++) dst[i] = ck_half_to_float(src[i]);
 }
 CK_TARGET_AVX512 static void bf16_to_f32_avx512(float *dst, const uint16_t *src, size_t n) {
     size_t i = 0;

@@ -2,28 +2,11 @@ import CKernels
 import Foundation
 import Tensor
 
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
+/// Element types of the safetensors format (a safetensors header may use only those with `isSafeTensors`).
+public typealias SafeTensorsDType = TensorDType
 
-/// Element types of the safetensors format.
-public enum SafeTensorsDType: String, Sendable, CaseIterable {
-    case f64 = "F64", f32 = "F32", f16 = "F16", bf16 = "BF16"
-    case i64 = "I64", i32 = "I32", i16 = "I16", i8 = "I8", u8 = "U8", bool = "BOOL"
-
-    public var byteSize: Int {
-        switch self {
-        case .f64, .i64: 8
-        case .f32, .i32: 4
-        case .f16, .bf16, .i16: 2
-        case .i8, .u8, .bool: 1
-        }
-    }
-}
-
-/// One tensor's entry in a safetensors header: name, dtype, shape and byte range within the data section.
+/// One tensor's entry in a safetensors or GGUF header: name, dtype, row-major shape and byte range within the file's
+/// data section.
 public struct TensorInfo: Sendable, Equatable {
     public let name: String
     public let dtype: SafeTensorsDType
@@ -102,7 +85,7 @@ public struct SafeTensorsHeader: Sendable {
             else {
                 throw CheckpointError(.badHeader, "\(source): entry '\(name)' lacks dtype / shape / data_offsets")
             }
-            guard let dtype = SafeTensorsDType(rawValue: dt) else {
+            guard let dtype = SafeTensorsDType(rawValue: dt), dtype.isSafeTensors else {
                 throw CheckpointError(.unsupportedDType, "\(source): tensor '\(name)' has unsupported dtype \(dt)")
             }
             var shape: [Int] = []
@@ -149,46 +132,44 @@ public struct SafeTensorsHeader: Sendable {
 /// A memory-mapped safetensors file. Opening parses the header only; tensor bytes are paged in on first use and
 /// converted to float32 one tensor at a time (`tensor(named:)`), so a bf16 model never has a whole f32 copy.
 ///
+/// FP8 tensors (F8_E4M3 / F8_E5M2) may be ComfyUI "scaled": a weight `<prefix>weight` comes with a one-element
+/// `<prefix>scale_weight`, and its float32 values are `decode(byte) * scale_weight`. The scale is read at open and
+/// applied by `convert`, `tensor(named:)` and `rawView(_:).dequantized()`; the raw view carries it as `scale`.
+///
 /// `@unchecked Sendable`: the mapping is read-only and immutable after `init`.
-public final class SafeTensorsFile: @unchecked Sendable {
-    public let url: URL
+public final class SafeTensorsFile: TensorFile, @unchecked Sendable {
     public let header: SafeTensorsHeader
-    public let fileSize: Int
-    private let base: UnsafeMutableRawPointer?
+    private let mapping: MappedFile
+    /// Per-tensor FP8 scales (`scale_weight`) by weight name.
+    public let fp8Scales: [String: Float]
+
+    public var url: URL { mapping.url }
+    public var fileSize: Int { mapping.size }
+    private var base: UnsafeRawPointer? { mapping.base }
 
     public init(url: URL) throws {
-        self.url = url
-        let path = url.path
-        let fd = open(path, O_RDONLY)
-        guard fd >= 0 else {
-            throw CheckpointError(.io, "\(path): cannot open (\(String(cString: strerror(errno))))")
-        }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw CheckpointError(.io, "\(path): cannot stat") }
-        let size = Int(st.st_size)
-        fileSize = size
-        if size > 0 {
-            guard let p = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else {
-                throw CheckpointError(.io, "\(path): mmap of \(size) bytes failed (\(String(cString: strerror(errno))))")
+        let mapping = try MappedFile(url: url)
+        let header = try SafeTensorsHeader.parse(prefix: mapping.bytes, fileSize: mapping.size, source: url.lastPathComponent)
+        self.mapping = mapping
+        self.header = header
+        var scales: [String: Float] = [:]
+        for t in header.tensors where t.dtype == .f8e4m3 || t.dtype == .f8e5m2 {
+            guard t.name.hasSuffix("weight") else { continue }
+            let scaleName = String(t.name.dropLast("weight".count)) + "scale_weight"
+            guard let s = header[scaleName] else { continue }
+            guard s.elementCount == 1, [.f32, .f16, .bf16].contains(s.dtype) else {
+                throw CheckpointError(.badHeader, "\(url.lastPathComponent): FP8 scale '\(scaleName)' of tensor '\(t.name)' "
+                    + "must be one F32/F16/BF16 value, is \(s.dtype.rawValue) \(s.shape)")
             }
-            base = p
-        } else {
-            base = nil
+            var v: Float = 0
+            Self.convertElementwise(s, UnsafeRawBufferPointer(start: mapping.base.map { $0 + header.dataStart + s.begin }, count: s.byteCount),
+                                    into: &v)
+            scales[t.name] = v
         }
-        do {
-            header = try SafeTensorsHeader.parse(
-                prefix: UnsafeRawBufferPointer(start: base, count: size), fileSize: size, source: url.lastPathComponent)
-        } catch {
-            if let base { munmap(base, size) }
-            throw error
-        }
+        fp8Scales = scales
     }
 
-    deinit {
-        if let base { munmap(base, fileSize) }
-    }
-
+    public var tensorInfos: [TensorInfo] { header.tensors }
     public var metadata: [String: String] { header.metadata }
     public subscript(name: String) -> TensorInfo? { header[name] }
 
@@ -206,8 +187,14 @@ public final class SafeTensorsFile: @unchecked Sendable {
     /// Returns nil when the tensor is not F32 or not aligned.
     public func view(_ info: TensorInfo) -> Tensor? {
         guard canView(info), let base else { return nil }
-        let p = (base + header.dataStart + info.begin).assumingMemoryBound(to: Float.self)
+        let p = UnsafeMutableRawPointer(mutating: base + header.dataStart + info.begin).assumingMemoryBound(to: Float.self)
         return Tensor(viewing: p, shape: info.shape, owner: self)
+    }
+
+    /// The tensor's stored bytes as a typed view (no copy), with its FP8 scale if any.
+    public func rawView(_ info: TensorInfo) -> RawTensorView {
+        RawTensorView(name: info.name, dtype: info.dtype, shape: info.shape, bytes: bytes(info),
+                      scale: fp8Scales[info.name] ?? 1, owner: self)
     }
 
     /// Every tensor of the file as float32, by name (small files: fixtures, `dreamsr forward` inputs).
@@ -229,7 +216,14 @@ public final class SafeTensorsFile: @unchecked Sendable {
 
     /// Converts the tensor's elements to float32 into `dst` (which must hold `info.elementCount` floats).
     public func convert(_ info: TensorInfo, into dst: UnsafeMutablePointer<Float>) {
-        let raw = bytes(info)
+        switch info.dtype {
+        case .f8e4m3, .f8e5m2: rawView(info).dequantize(into: dst)
+        default: Self.convertElementwise(info, bytes(info), into: dst)
+        }
+    }
+
+    /// float32 values of an elementwise (non-FP8) tensor from its raw bytes.
+    static func convertElementwise(_ info: TensorInfo, _ raw: UnsafeRawBufferPointer, into dst: UnsafeMutablePointer<Float>) {
         let n = info.elementCount
         guard n > 0, let src = raw.baseAddress else { return }
         func halves(_ body: (UnsafePointer<UInt16>) -> Void) {
@@ -252,6 +246,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
         case .i16: for i in 0..<n { dst[i] = Float(src.loadUnaligned(fromByteOffset: 2 * i, as: Int16.self)) }
         case .i8: for i in 0..<n { dst[i] = Float(src.load(fromByteOffset: i, as: Int8.self)) }
         case .u8, .bool: for i in 0..<n { dst[i] = Float(src.load(fromByteOffset: i, as: UInt8.self)) }
+        default: RawTensorView.dequantize(info.dtype, raw, elements: n, scale: 1, into: dst)
         }
     }
 }

@@ -12,6 +12,7 @@ public enum SafeTensorsWriter {
         public let fill: (UnsafeMutableRawBufferPointer) -> Void
 
         public init(name: String, dtype: SafeTensorsDType, shape: [Int], fill: @escaping (UnsafeMutableRawBufferPointer) -> Void) {
+            precondition(dtype.isSafeTensors, "\(dtype.rawValue) is a GGUF block type, not a safetensors dtype")
             self.name = name
             self.dtype = dtype
             self.shape = shape

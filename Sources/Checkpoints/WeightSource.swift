@@ -1,21 +1,30 @@
 import Foundation
 import Tensor
 
-/// One or more safetensors files seen as a single key space (e.g. diffusers' sharded
-/// `diffusion_pytorch_model-0000N-of-0000M.safetensors`).
+/// One or more weight files seen as a single key space: safetensors files (e.g. diffusers' sharded
+/// `diffusion_pytorch_model-0000N-of-0000M.safetensors`) or one GGUF file (tensor names as stored).
 public final class CheckpointSet: @unchecked Sendable {
-    public let files: [SafeTensorsFile]
+    /// Every file, in order.
+    public let tensorFiles: [any TensorFile]
+    /// The safetensors files among them.
+    public var files: [SafeTensorsFile] { tensorFiles.compactMap { $0 as? SafeTensorsFile } }
+    /// The GGUF files among them.
+    public var ggufFiles: [GGUFFile] { tensorFiles.compactMap { $0 as? GGUFFile } }
     /// The folder holding the files (where a `config.json` may sit).
     public let directory: URL
     private let index: [String: (Int, TensorInfo)]
 
-    public init(files: [SafeTensorsFile]) throws {
+    public convenience init(files: [SafeTensorsFile]) throws {
+        try self.init(tensorFiles: files)
+    }
+
+    public init(tensorFiles files: [any TensorFile]) throws {
         precondition(!files.isEmpty, "CheckpointSet needs at least one file")
-        self.files = files
+        self.tensorFiles = files
         self.directory = files[0].url.deletingLastPathComponent()
         var idx: [String: (Int, TensorInfo)] = [:]
         for (i, f) in files.enumerated() {
-            for t in f.header.tensors {
+            for t in f.tensorInfos {
                 if idx[t.name] != nil {
                     throw CheckpointError(.badHeader, "tensor '\(t.name)' appears in more than one file (\(f.url.lastPathComponent))")
                 }
@@ -25,7 +34,7 @@ public final class CheckpointSet: @unchecked Sendable {
         index = idx
     }
 
-    /// A single `.safetensors` file, or every `.safetensors` file in a directory (sorted by name).
+    /// A single `.safetensors` or `.gguf` file, or every `.safetensors` file in a directory (sorted by name).
     public convenience init(url: URL) throws {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDir) else {
@@ -36,32 +45,39 @@ public final class CheckpointSet: @unchecked Sendable {
                 .filter { $0.hasSuffix(".safetensors") }.sorted()
             guard !names.isEmpty else { throw CheckpointError(.io, "\(url.path): no .safetensors files") }
             try self.init(files: names.map { try SafeTensorsFile(url: url.appendingPathComponent($0)) })
+        } else if url.pathExtension.lowercased() == "gguf" {
+            try self.init(tensorFiles: [GGUFFile(url: url)])
         } else {
             try self.init(files: [SafeTensorsFile(url: url)])
         }
     }
 
-    public var names: [String] { files.flatMap { $0.header.names } }
+    public var names: [String] { tensorFiles.flatMap { $0.tensorInfos.map(\.name) } }
     public subscript(name: String) -> TensorInfo? { index[name]?.1 }
 
-    /// Metadata of all files merged (first file wins on conflicts).
+    /// Metadata of all files merged (first file wins on conflicts); for GGUF files, the string-valued keys.
     public var metadata: [String: String] {
         var m: [String: String] = [:]
-        for f in files.reversed() { m.merge(f.metadata) { _, new in new } }
+        for f in tensorFiles.reversed() {
+            if let st = f as? SafeTensorsFile { m.merge(st.metadata) { _, new in new } }
+            if let g = f as? GGUFFile { m.merge(g.metadata.compactMapValues(\.stringValue)) { _, new in new } }
+        }
         return m
     }
 
-    public func locate(_ name: String) -> (file: SafeTensorsFile, info: TensorInfo)? {
+    public func locate(_ name: String) -> (file: any TensorFile, info: TensorInfo)? {
         guard let (i, info) = index[name] else { return nil }
-        return (files[i], info)
+        return (tensorFiles[i], info)
     }
 
     /// A float32 copy of a tensor.
     public func tensor(named name: String) throws -> Tensor {
-        guard let (f, _) = locate(name) else {
-            throw CheckpointError(.missingTensor, "no tensor named '\(name)' in \(files.map(\.url.lastPathComponent))")
+        guard let (f, info) = locate(name) else {
+            throw CheckpointError(.missingTensor, "no tensor named '\(name)' in \(tensorFiles.map(\.url.lastPathComponent))")
         }
-        return try f.tensor(named: name)
+        let t = Tensor(zeros: info.shape)
+        f.convert(info, into: t.data)
+        return t
     }
 }
 
@@ -80,9 +96,9 @@ public struct WeightSource: Sendable {
     }
 
     public struct Part: @unchecked Sendable {
-        public let file: SafeTensorsFile
+        public let file: any TensorFile
         public let info: TensorInfo
-        public init(file: SafeTensorsFile, info: TensorInfo) {
+        public init(file: any TensorFile, info: TensorInfo) {
             self.file = file
             self.info = info
         }
@@ -106,7 +122,14 @@ public struct WeightSource: Sendable {
     public var elementCount: Int { shape.reduce(1, *) }
     /// Whether `materialize` is free (a view of an F32 mapping).
     public var isZeroCopy: Bool { transform == .none && parts[0].file.canView(parts[0].info) }
-    public var dtypes: Set<SafeTensorsDType> { Set(parts.map(\.info.dtype)) }
+    public var dtypes: Set<TensorDType> { Set(parts.map(\.info.dtype)) }
+
+    /// The stored bytes of a single-part, untransformed weight (a GGUF block type, FP8, bf16 ...), for kernels that
+    /// dequantize in place; nil when the weight is assembled from several parts or transformed.
+    public var rawView: RawTensorView? {
+        guard transform == .none, parts.count == 1 else { return nil }
+        return parts[0].file.rawView(parts[0].info)
+    }
 
     /// The weight as float32 values in `shape`.
     public func materialize() -> Tensor {

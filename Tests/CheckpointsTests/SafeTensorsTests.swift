@@ -81,8 +81,8 @@ final class SafeTensorsTests: XCTestCase {
         expect(.badHeader, raw("{\"w\": {\"dtype\": \"F32\""), mentions: "not valid JSON")
         expect(.badHeader, raw("[1,2]"), mentions: "not an object")
         expect(.badHeader, raw("{\"w\":{\"dtype\":\"F32\"}}"), mentions: "'w'")
-        expect(.unsupportedDType, raw("{\"w\":{\"dtype\":\"F8_E4M3\",\"shape\":[1],\"data_offsets\":[0,1]}}", data: [0]),
-               mentions: "F8_E4M3")
+        expect(.unsupportedDType, raw("{\"w\":{\"dtype\":\"F8_E8M0\",\"shape\":[1],\"data_offsets\":[0,1]}}", data: [0]),
+               mentions: "F8_E8M0")
     }
 
     func testShapeDTypeMismatchAndOverlap() {

@@ -58,6 +58,7 @@ void ck_bf16_to_f32_scalar(float *dst, const uint16_t *src, size_t n);
 #include "ck_transformer.h"
 #include "ck_image.h"
 #include "ck_norm.h"
+#include "ck_quants.h"
 #include "ck_colorfix.h"
 #include "ck_thread.h"
 #endif
