@@ -56,8 +56,12 @@ public final class Pipeline<Payload: Sendable>: JobProcessor, Service, Sendable 
         var abandoned = 0
         var idleWaiters: [CheckedContinuation<Void, Never>] = []
         var lifecycleWaiters: [CheckedContinuation<Void, Never>] = []
+        /// Admitted, unfinished jobs by their outcome box (a job id may be in flight twice).
+        var tracked: [ObjectIdentifier: InFlightJob.Tracked] = [:]
     }
     private let state = Locked(State())
+    /// Beats whenever a job enters a stage, reports a unit of work or ends (watchdog, /health).
+    public let heartbeat = Heartbeat()
 
     struct Envelope: Sendable {
         var context: JobContext<Payload>
@@ -130,6 +134,13 @@ public final class Pipeline<Payload: Sendable>: JobProcessor, Service, Sendable 
     public var lifecycle: PipelineLifecycle { state.withLock { $0.lifecycle } }
     public var isReady: Bool { lifecycle == .ready }
 
+    /// The jobs admitted and not finished, oldest first, with their stage and progress.
+    public var jobsInFlight: [InFlightJob] {
+        state.current.tracked.values.sorted { $0.admitted < $1.admitted }.map {
+            InFlightJob(id: $0.request.id, source: $0.request.source, admitted: $0.admitted, progress: $0.progress.snapshot)
+        }
+    }
+
     public var stats: PipelineStats {
         let s = state.current
         var depths: [String: Int] = [:]
@@ -187,8 +198,10 @@ public final class Pipeline<Payload: Sendable>: JobProcessor, Service, Sendable 
         }
         let admitted = ContinuousClock.now
         let deadline = configuration.jobTimeout.map { admitted + $0 }
-        let envelope = Envelope(context: JobContext(request: request, payload: makePayload(request)),
+        let progress = JobProgress(heartbeat: heartbeat)
+        let envelope = Envelope(context: JobContext(request: request, payload: makePayload(request), progress: progress),
                                 admitted: admitted, deadline: deadline, box: OutcomeBox())
+        state.withLock { $0.tracked[ObjectIdentifier(envelope.box)] = .init(request: request, admitted: admitted, progress: progress) }
         if await channels[0].send(envelope) == false {
             finish(envelope, abandonedOutcome(request, stage: stages[0].name, stageSeconds: [:]))
         }
@@ -286,6 +299,7 @@ public final class Pipeline<Payload: Sendable>: JobProcessor, Service, Sendable 
             finish(envelope, abandonedOutcome(request, stage: stage.name, stageSeconds: envelope.stageSeconds))
             return
         }
+        envelope.context.progress.enter(stage.name)
         let t0 = ContinuousClock.now
         do {
             envelope.context = try await runBody(stage, envelope.context, deadline: envelope.deadline)
@@ -378,6 +392,7 @@ public final class Pipeline<Payload: Sendable>: JobProcessor, Service, Sendable 
         let duration = ContinuousClock.now - envelope.admitted
         metrics.jobDuration.recordNanoseconds(duration.nanoseconds)
         let idle: [CheckedContinuation<Void, Never>] = state.withLock { s in
+            s.tracked[ObjectIdentifier(envelope.box)] = nil
             s.inFlight -= 1
             if outcome.isAbandoned { s.abandoned += 1 } else if outcome.status == .ok { s.completed += 1 } else { s.failed += 1 }
             guard s.inFlight == 0 else { return [] }
@@ -386,9 +401,30 @@ public final class Pipeline<Payload: Sendable>: JobProcessor, Service, Sendable 
             return w
         }
         if outcome.isAbandoned { metrics.abandoned.increment() } else if outcome.status == .ok { metrics.ok.increment() } else { metrics.failed.increment() }
+        heartbeat.beat()
+        logFinished(envelope.context.request, outcome, seconds: duration.seconds)
         items.release(1)
         envelope.box.set(outcome)
         for w in idle { w.resume() }
+    }
+
+    /// One log line per finished job: id, source, outcome, seconds and per-stage seconds (and the error).
+    private func logFinished(_ request: JobRequest, _ outcome: JobOutcome, seconds: Double) {
+        var metadata: Logger.Metadata = [
+            "job": "\(request.id)", "source": "\(request.source.logDescription)",
+            "outcome": "\(outcome.isAbandoned ? "abandoned" : outcome.status.rawValue)",
+            "seconds": "\(String(format: "%.3f", seconds))",
+            "stages": "\(outcome.stageSeconds.sorted { $0.key < $1.key }.map { "\($0.key)=\(String(format: "%.3f", $0.value))" }.joined(separator: " "))",
+        ]
+        if outcome.status == .ok {
+            if let output = outcome.output { metadata["output"] = "\(output)" }
+            logger.info("job finished", metadata: metadata)
+        } else {
+            metadata["stage"] = "\(outcome.errorStage ?? "?")"
+            metadata["error"] = "\(outcome.errorMessage ?? "")"
+            metadata["retriable"] = "\(outcome.retriable)"
+            if outcome.isAbandoned { logger.info("job finished", metadata: metadata) } else { logger.warning("job finished", metadata: metadata) }
+        }
     }
 
     private func successOutcome(_ e: Envelope) -> JobOutcome {
@@ -408,7 +444,6 @@ public final class Pipeline<Payload: Sendable>: JobProcessor, Service, Sendable 
             message = String(describing: error)
             retriable = false
         }
-        logger.warning("job failed", metadata: ["job": "\(e.context.request.id)", "stage": "\(stage)", "error": "\(message)"])
         return JobOutcome(id: e.context.request.id, status: .error, stageSeconds: e.stageSeconds, errorStage: stage,
                           errorMessage: message, retriable: retriable, pipeline: configuration.name,
                           notes: e.context.notes, origin: e.context.request.origin)

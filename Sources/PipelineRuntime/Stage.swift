@@ -33,13 +33,18 @@ public struct JobContext<Payload: Sendable>: Sendable {
     /// Set when the job timed out or the pipeline is being cancelled; blocking compute on a dedicated thread should
     /// poll `isCancelled` between units of work (tiles) and stop early.
     public let cancellation: CancellationFlag
+    /// Where the job is; long stages report units of work (`progress.report(done:of:)`) for the status page and
+    /// the watchdog.
+    public let progress: JobProgress
 
     public var isCancelled: Bool { cancellation.isCancelled }
 
-    public init(request: JobRequest, payload: Payload, cancellation: CancellationFlag = CancellationFlag()) {
+    public init(request: JobRequest, payload: Payload, cancellation: CancellationFlag = CancellationFlag(),
+                progress: JobProgress = JobProgress()) {
         self.request = request
         self.payload = payload
         self.cancellation = cancellation
+        self.progress = progress
     }
 }
 
