@@ -485,6 +485,38 @@ int dsr_encode_buffer(const float *color, const float *alpha, int width, int hei
 
 void dsr_free_buffer(void *buf) { g_free(buf); }
 
+/* A JPEG thumbnail of a file, at most max_side pixels on its longer side: vips_thumbnail shrinks on load where the
+ * format allows it (JPEG, WebP, HEIF) and streams otherwise; orientation applied, colour to sRGB, metadata dropped. */
+int dsr_thumbnail_jpeg(const char *path, int max_side, void **out_buf, size_t *out_len, char *err, size_t errlen) {
+    *out_buf = NULL;
+    *out_len = 0;
+    VipsImage *thumb = NULL;
+    if (vips_thumbnail(path, &thumb, max_side, "height", max_side, "export_profile", "srgb", NULL) != 0) {
+        dsr_set_error(err, errlen, "thumbnail failed");
+        return -1;
+    }
+    VipsImage *flat = thumb;
+    if (vips_image_hasalpha(thumb)) {
+        double white[3] = {255, 255, 255};
+        VipsArrayDouble *bg = vips_array_double_new(white, 3);
+        int rc = vips_flatten(thumb, &flat, "background", bg, NULL);
+        vips_area_unref(VIPS_AREA(bg));
+        if (rc != 0) {
+            g_object_unref(thumb);
+            dsr_set_error(err, errlen, "thumbnail flatten failed");
+            return -1;
+        }
+    }
+    int rc = vips_jpegsave_buffer(flat, out_buf, out_len, "Q", 80, "strip", TRUE, NULL);
+    if (flat != thumb) g_object_unref(flat);
+    g_object_unref(thumb);
+    if (rc != 0) {
+        dsr_set_error(err, errlen, "thumbnail encode failed");
+        return -1;
+    }
+    return 0;
+}
+
 /* MARK: Lanczos3 resize */
 
 static inline double dsr_sinc(double x) {

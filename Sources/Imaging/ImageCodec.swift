@@ -317,6 +317,22 @@ public enum ImageCodec {
         return Data(bytes: buffer, count: length)
     }
 
+    /// A small JPEG of the image file at `path` (longer side at most `maxSide`, orientation applied, sRGB, alpha
+    /// flattened on white, metadata stripped) for status pages. Shrinks on load where the format allows it, so even
+    /// a large JPEG costs little; callers should only pass files that already passed `probe`'s limits.
+    public static func thumbnailJPEG(path: String, maxSide: Int) throws -> Data {
+        try initialize()
+        var err = [CChar](repeating: 0, count: 1024)
+        var buffer: UnsafeMutableRawPointer? = nil
+        var length = 0
+        let rc = dsr_thumbnail_jpeg(path, Int32(max(1, maxSide)), &buffer, &length, &err, err.count)
+        defer { dsr_free_buffer(buffer) }
+        guard rc == 0, let buffer else {
+            throw ImagingError(.corrupt, "cannot make a thumbnail: \(cMessage(err))", path: path)
+        }
+        return Data(bytes: buffer, count: length)
+    }
+
     static func validateForEncode(color: PlanarImage, alpha: PlanarImage?, path: String?) throws {
         guard color.channels == 3 else {
             throw ImagingError(.encodeFailed, "colour image has \(color.channels) channels, expected 3", path: path)

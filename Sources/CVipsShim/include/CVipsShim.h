@@ -75,6 +75,9 @@ int dsr_encode_buffer(const float *color, const float *alpha, int width, int hei
                       int format, int quality, void **out_buf, size_t *out_len, char *err, size_t errlen);
 void dsr_free_buffer(void *buf);
 
+/* A JPEG thumbnail (longer side <= max_side) of a file, into memory; free with dsr_free_buffer. */
+int dsr_thumbnail_jpeg(const char *path, int max_side, void **out_buf, size_t *out_len, char *err, size_t errlen);
+
 /* Lanczos3 resample of `channels` planes (src: channels*sh*sw, dst: channels*dh*dw). Pure C, exact output size,
  * antialiased when shrinking. Returns -1 when memory for the intermediate buffer cannot be allocated. */
 int dsr_resize_lanczos3(const float *src, int sw, int sh, int channels, float *dst, int dw, int dh);
