@@ -236,6 +236,36 @@ private func running(_ config: WatchFolderConfig, _ processor: any JobProcessor,
         #expect(entries(out).isEmpty)
     }
 
+    // Item 5: outputs stay in the output folder's real path: a link planted under an output name is never written
+    // through (another name is used), and an output folder that comes to resolve into the watch folder holds jobs.
+    @Test func outputsAreConfinedToTheOutputFolder() async throws {
+        let dir = try makeDir(), root = try makeDir(), elsewhere = try makeDir()
+        let out = root + "/out"
+        try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
+        put(elsewhere + "/target", "untouched")
+        try FileManager.default.createSymbolicLink(atPath: out + "/a.png", withDestinationPath: elsewhere + "/target")
+        let health = HealthReporter()
+        let processor = ScriptedProcessor()
+        try await running(config(dir, out), processor, health: health) { _ in
+            put(dir + "/a.png", "a")
+            try await eventually("a.png done") { entries(dir + "/done") == ["a.png"] }
+            #expect(processor.requests.current.first?.output == FileStatus.realPath(out)! + "/a-1.png")
+            // The output folder is swapped for a link into the watch folder: nothing runs, health says why.
+            try FileManager.default.moveItem(atPath: out, toPath: root + "/old-out")
+            try FileManager.default.createSymbolicLink(atPath: out, withDestinationPath: dir + "/done")
+            put(dir + "/b.png", "b")
+            try await eventually("health to report the output folder") {
+                health.current.contains { $0.contains("inside the watch folder") }
+            }
+            #expect(processor.count == 1)
+            #expect(entries(dir + "/processing") == ["b.png"])
+        }
+        #expect(text(elsewhere + "/target") == "untouched")
+        #expect(FileStatus(root + "/old-out/a.png")?.kind == .symlink)
+        #expect(text(root + "/old-out/a-1.png") == "a")
+        #expect(entries(dir + "/done") == ["a.png"], "nothing was written into the watch folder")
+    }
+
     // Item 7: the same name dropped again while the first is processing waits, and neither input nor output is
     // replaced; a.png and a.webp get a.png and a-1.png.
     @Test func nameCollisionsKeepEveryInputAndOutput() async throws {
