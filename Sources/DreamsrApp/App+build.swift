@@ -20,6 +20,8 @@ public struct Daemon: Sendable {
     public let http: HTTPServer?
     public let registry: PrometheusCollectorRegistry
     public let watchFolders: [WatchFolderSource]
+    /// Problems the sources report while they last (a watch folder that cannot be written...); /health reads it.
+    public let health: HealthReporter
 }
 
 /// Wires the daemon: the pipeline (from its definition), the HTTP status endpoint, the sources and the systemd
@@ -38,13 +40,15 @@ public func buildServiceGroup(config: DaemonConfig, logger: Logger, factory: any
     DaemonMetrics.registerBuildInfo(registry)
     let pipeline = try factory.makePipeline(config.pipeline, config: config, logger: logger, metricsFactory: metricsFactory)
     let router = PipelineRouter(pipeline: pipeline)
+    let health = HealthReporter()
 
     var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
     var http: HTTPServer?
     if let addressText = config.metricsAddress {
         let address = try HTTPAddress.parse(addressText) { ConfigError(file: config.file, key: "metrics.address", problem: $0) }
         let server = HTTPServer(address: address, logger: logger,
-                                handler: statusHandler(pipeline: pipeline, factory: factory, registry: registry))
+                                handler: statusHandler(pipeline: pipeline, factory: factory, registry: registry,
+                                                               health: health))
         http = server
         services.append(.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup,
                               failureTerminationBehavior: .gracefullyShutdownGroup))
@@ -54,7 +58,8 @@ public func buildServiceGroup(config: DaemonConfig, logger: Logger, factory: any
 
     var watchers: [WatchFolderSource] = []
     for wf in config.watchFolders {
-        let source = WatchFolderSource(config: wf, processor: router, logger: logger, onEvent: onWatchEvent)
+        let source = WatchFolderSource(config: wf, processor: router, logger: logger, health: health,
+                                       onEvent: onWatchEvent)
         watchers.append(source)
         services.append(.init(service: source, successTerminationBehavior: .gracefullyShutdownGroup,
                               failureTerminationBehavior: .gracefullyShutdownGroup))
@@ -86,14 +91,15 @@ public func buildServiceGroup(config: DaemonConfig, logger: Logger, factory: any
     groupConfig.maximumGracefulShutdownDuration = config.gracePeriod
     groupConfig.maximumCancellationDuration = .seconds(30)
     return Daemon(group: ServiceGroup(configuration: groupConfig), pipeline: pipeline, http: http,
-                  registry: registry, watchFolders: watchers)
+                  registry: registry, watchFolders: watchers, health: health)
 }
 
-/// /health: the process works (image codec round trip, pipeline not failed); answers while models load.
+/// /health: the process works (image codec round trip, pipeline not failed, no source reporting a problem such as
+/// a watch folder it cannot write); answers while models load.
 /// /ready: 200 only once the pipeline's models are loaded and it accepts work.
 /// /metrics: Prometheus text format.
 func statusHandler(pipeline: PipelineHandle, factory: any PipelineFactory,
-                   registry: PrometheusCollectorRegistry) -> HTTPServer.Handler {
+                   registry: PrometheusCollectorRegistry, health: HealthReporter) -> HTTPServer.Handler {
     { path in
         switch path {
         case "/health":
@@ -101,6 +107,7 @@ func statusHandler(pipeline: PipelineHandle, factory: any PipelineFactory,
             var problems: [String] = []
             if let p = factory.healthProblem() { problems.append("imaging: \(p)") }
             if case .failed(let m) = state { problems.append("pipeline: \(m)") }
+            problems += health.current
             let stateText = describe(state)
             let body = "{\"status\":\"\(problems.isEmpty ? "ok" : "fail")\",\"pipeline\":\"\(pipeline.name)\",\"state\":\"\(stateText)\""
                 + (problems.isEmpty ? "" : ",\"problems\":[\(problems.map(jsonString).joined(separator: ","))]") + "}\n"

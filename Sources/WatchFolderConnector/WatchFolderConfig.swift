@@ -1,6 +1,7 @@
 /// Settings of one watch folder. Inputs are dropped into `directory`; `processing/`, `done/` and `failed/` are
-/// created inside it. Outputs go to `outputDirectory` as `<input stem>.<format>` (the same input name always gives
-/// the same output name, so re-processing overwrites).
+/// created inside it. Outputs go to `outputDirectory` as `<input stem>.<format>`; a name that is taken (an earlier
+/// output, or another input with the same stem: `a.png` and `a.webp`) gets the first free `<stem>-N.<format>`, so no
+/// output ever replaces another.
 public struct WatchFolderConfig: Sendable, Equatable {
     public var directory: String
     public var outputDirectory: String
@@ -16,10 +17,23 @@ public struct WatchFolderConfig: Sendable, Equatable {
     public var maxConcurrentJobs: Int
     /// Use inotify for prompt pick-up (polling always runs as well). Default true.
     public var useInotify: Bool
+    /// Wait before the first retry of a retriable failure (and the first re-check of a broken folder); doubles
+    /// with each further attempt up to `maxRetryDelay`. Default 1 s.
+    public var retryDelay: Duration
+    /// Cap of the retry / re-check delay. Default 60 s.
+    public var maxRetryDelay: Duration
+    /// Retriable failures of one input (the pipeline ran and failed) before it goes to `failed/`. Default 10.
+    /// Waiting for a broken output folder is not counted: the model does not run then.
+    public var maxRetries: Int
+    /// A file inotify saw being written and not yet closed is taken anyway once unchanged this long (a writer that
+    /// holds a file open without writing, or a hard link, which inotify reports as created and never closed).
+    /// Default 60 s.
+    public var openWriterLimit: Duration
 
     public init(directory: String, outputDirectory: String, outputFormat: String = "png", pipeline: String? = nil,
                 pollInterval: Duration = .seconds(2), stabilityInterval: Duration = .seconds(1),
-                maxConcurrentJobs: Int = 8, useInotify: Bool = true) {
+                maxConcurrentJobs: Int = 8, useInotify: Bool = true, retryDelay: Duration = .seconds(1),
+                maxRetryDelay: Duration = .seconds(60), maxRetries: Int = 10, openWriterLimit: Duration = .seconds(60)) {
         self.directory = directory
         self.outputDirectory = outputDirectory
         self.outputFormat = outputFormat
@@ -28,6 +42,18 @@ public struct WatchFolderConfig: Sendable, Equatable {
         self.stabilityInterval = stabilityInterval
         self.maxConcurrentJobs = maxConcurrentJobs
         self.useInotify = useInotify
+        self.retryDelay = retryDelay
+        self.maxRetryDelay = maxRetryDelay
+        self.maxRetries = maxRetries
+        self.openWriterLimit = openWriterLimit
+    }
+
+    /// Names a writer uses while a file is incomplete, never taken: hidden (`.name`), `*.part`, `*.tmp`,
+    /// `*.crdownload`, `*~`.
+    public static func isTemporaryName(_ name: String) -> Bool {
+        if name.hasPrefix(".") || name.hasSuffix("~") { return true }
+        let lower = name.lowercased()
+        return [".part", ".tmp", ".crdownload"].contains { lower.hasSuffix($0) }
     }
 
     public var processingDirectory: String { directory + "/processing" }

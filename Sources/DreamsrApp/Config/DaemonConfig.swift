@@ -42,6 +42,9 @@ public struct DaemonConfig: Sendable {
                                                  outputDirectory: absolute(output, base: FileManager.default.currentDirectoryPath),
                                                  outputFormat: config.pipeline.outputFormat)]
         if let metricsAddress { config.metricsAddress = metricsAddress }
+        try checkFolderOverlap(config.watchFolders, kafkaOutput: nil) { _, problem in
+            ConfigError(file: "<command line>", key: "--output", problem: problem)
+        }
         return config
     }
 
@@ -88,7 +91,8 @@ public struct DaemonConfig: Sendable {
         let sources = try root.child("sources")
         try sources.checkKeys(["watch", "kafka"])
         var watch: [WatchFolderConfig] = []
-        for item in try sources.list("watch") {
+        let watchItems = try sources.list("watch")
+        for item in watchItems {
             try item.checkKeys(["dir", "output", "format", "poll_seconds", "stable_seconds", "max_concurrent_jobs", "inotify"])
             let poll = try item.double("poll_seconds", default: 2, min: 0.01, max: 3600)
             let stable = try item.double("stable_seconds", default: 1, min: 0, max: 3600)
@@ -105,6 +109,9 @@ public struct DaemonConfig: Sendable {
         let kafka = try sources.has("kafka")
             ? parseKafka(try sources.child("kafka"), baseDirectory: baseDirectory, defaultFormat: pipeline.outputFormat)
             : nil
+        try checkFolderOverlap(watch, kafkaOutput: kafka?.outputDirectory) { i, problem in
+            i < watchItems.count ? watchItems[i].error("output", problem) : sources.error("kafka", problem)
+        }
         return DaemonConfig(file: file, logLevel: Logger.Level(rawValue: levelText)!, modelsDirectory: models,
                             pipelinesDirectory: pipelinesDir, pipeline: pipeline, metricsAddress: address,
                             gracePeriod: .milliseconds(Int64(grace * 1000)), maxInputMegapixels: maxMP,
