@@ -22,6 +22,8 @@ public struct Daemon: Sendable {
     public let watchFolders: [WatchFolderSource]
     /// Problems the sources report while they last (a watch folder that cannot be written...); /health reads it.
     public let health: HealthReporter
+    /// Recent outcomes and thumbnails for the status page at `/`.
+    public let board: JobBoard
 }
 
 /// Wires the daemon: the pipeline (from its definition), the HTTP status endpoint, the sources and the systemd
@@ -39,8 +41,10 @@ public func buildServiceGroup(config: DaemonConfig, logger: Logger, factory: any
     let metricsFactory = DaemonMetrics.factory(registry: registry)
     DaemonMetrics.registerBuildInfo(registry)
     let pipeline = try factory.makePipeline(config.pipeline, config: config, logger: logger, metricsFactory: metricsFactory)
-    let router = PipelineRouter(pipeline: pipeline)
+    let board = JobBoard()
+    let router = RecordingProcessor(inner: PipelineRouter(pipeline: pipeline), board: board)
     let health = HealthReporter()
+    let stall = PipelineStallCheck(pipeline: pipeline, limit: config.stallLimit)
 
     var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
     var http: HTTPServer?
@@ -48,7 +52,7 @@ public func buildServiceGroup(config: DaemonConfig, logger: Logger, factory: any
         let address = try HTTPAddress.parse(addressText) { ConfigError(file: config.file, key: "metrics.address", problem: $0) }
         let server = HTTPServer(address: address, logger: logger,
                                 handler: statusHandler(pipeline: pipeline, factory: factory, registry: registry,
-                                                               health: health))
+                                                       health: health, stall: stall, board: board))
         http = server
         services.append(.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup,
                               failureTerminationBehavior: .gracefullyShutdownGroup))
@@ -79,7 +83,7 @@ public func buildServiceGroup(config: DaemonConfig, logger: Logger, factory: any
 
     let notifier = SystemdNotifier(environment: environment)
     let systemd = SystemdService(notifier: notifier, watchdog: SystemdNotifier.watchdogInterval(environment: environment),
-                                 logger: logger) {
+                                 logger: logger, isMakingProgress: { stall.problem() == nil }) {
         await pipeline.waitUntilStarted()
         return pipeline.lifecycle() == .ready
     }
@@ -91,15 +95,15 @@ public func buildServiceGroup(config: DaemonConfig, logger: Logger, factory: any
     groupConfig.maximumGracefulShutdownDuration = config.gracePeriod
     groupConfig.maximumCancellationDuration = .seconds(30)
     return Daemon(group: ServiceGroup(configuration: groupConfig), pipeline: pipeline, http: http,
-                  registry: registry, watchFolders: watchers, health: health)
+                  registry: registry, watchFolders: watchers, health: health, board: board)
 }
 
 /// /health: the process works (image codec round trip, pipeline not failed, no source reporting a problem such as
 /// a watch folder it cannot write); answers while models load.
 /// /ready: 200 only once the pipeline's models are loaded and it accepts work.
 /// /metrics: Prometheus text format.
-func statusHandler(pipeline: PipelineHandle, factory: any PipelineFactory,
-                   registry: PrometheusCollectorRegistry, health: HealthReporter) -> HTTPServer.Handler {
+func statusHandler(pipeline: PipelineHandle, factory: any PipelineFactory, registry: PrometheusCollectorRegistry,
+                   health: HealthReporter, stall: PipelineStallCheck, board: JobBoard) -> HTTPServer.Handler {
     { path in
         switch path {
         case "/health":
@@ -107,11 +111,21 @@ func statusHandler(pipeline: PipelineHandle, factory: any PipelineFactory,
             var problems: [String] = []
             if let p = factory.healthProblem() { problems.append("imaging: \(p)") }
             if case .failed(let m) = state { problems.append("pipeline: \(m)") }
+            if let p = stall.problem() { problems.append("pipeline: \(p)") }
             problems += health.current
             let stateText = describe(state)
             let body = "{\"status\":\"\(problems.isEmpty ? "ok" : "fail")\",\"pipeline\":\"\(pipeline.name)\",\"state\":\"\(stateText)\""
                 + (problems.isEmpty ? "" : ",\"problems\":[\(problems.map(jsonString).joined(separator: ","))]") + "}\n"
             return HTTPResponse(status: problems.isEmpty ? 200 : 503, contentType: "application/json", body: body)
+        case "/", "/index.html":
+            board.viewed()
+            let stats = pipeline.stats()
+            let page = StatusPage(
+                pipeline: pipeline.name, state: describe(pipeline.lifecycle()), version: BuildInfo.versionLine,
+                stages: pipeline.stages.map { .init(name: $0.name, workers: $0.workers, queued: stats.queueDepths[$0.name] ?? 0) },
+                inFlight: pipeline.jobsInFlight(), stats: stats, throughput: board.completionsLastHour(),
+                recent: board.recent)
+            return HTTPResponse(status: 200, contentType: "text/html; charset=utf-8", body: page.render())
         case "/ready":
             let state = pipeline.lifecycle()
             return state == .ready
@@ -125,6 +139,20 @@ func statusHandler(pipeline: PipelineHandle, factory: any PipelineFactory,
         default:
             return nil
         }
+    }
+}
+
+/// A pipeline with jobs in flight whose heartbeat is older than `limit` is stuck.
+struct PipelineStallCheck: Sendable {
+    let pipeline: PipelineHandle
+    let limit: Duration
+
+    func problem() -> String? {
+        let quiet = pipeline.heartbeat.sinceLastBeat
+        guard quiet > limit else { return nil }
+        let jobs = pipeline.stats().itemsInFlight
+        guard jobs > 0 else { return nil }
+        return "stuck: no progress for \(Int(quiet.seconds)) s with \(jobs) job(s) in flight (limit \(Int(limit.seconds)) s)"
     }
 }
 

@@ -12,6 +12,10 @@ public struct PipelineHandle: Sendable {
     public let lifecycle: @Sendable () -> PipelineLifecycle
     public let waitUntilStarted: @Sendable () async -> Void
     public let stats: @Sendable () -> PipelineStats
+    public let jobsInFlight: @Sendable () -> [InFlightJob]
+    public let heartbeat: Heartbeat
+    /// Stage names and worker counts, in order.
+    public let stages: [(name: String, workers: Int)]
 
     public init<Payload: Sendable>(_ pipeline: Pipeline<Payload>) {
         name = pipeline.configuration.name
@@ -20,6 +24,9 @@ public struct PipelineHandle: Sendable {
         lifecycle = { pipeline.lifecycle }
         waitUntilStarted = { await pipeline.waitUntilStarted() }
         stats = { pipeline.stats }
+        jobsInFlight = { pipeline.jobsInFlight }
+        heartbeat = pipeline.heartbeat
+        stages = pipeline.stages.map { ($0.name, $0.config.concurrency) }
     }
 }
 

@@ -26,6 +26,8 @@ func tempDir() throws -> String {
 struct FakeFactory: PipelineFactory {
     var loadGate: TestGate?
     var healthy = true
+    /// When set, the restore stage reports 3 of 10 units done and then waits here (a long or stuck stage).
+    var holdRestore: TestGate?
 
     func makePipeline(_ definition: PipelineDefinition, config: DaemonConfig, logger: Logger,
                       metricsFactory: any MetricsFactory) throws -> PipelineHandle {
@@ -40,6 +42,10 @@ struct FakeFactory: PipelineFactory {
                         throw PipelineError.badInput("not an image")
                     }
                     ctx.megapixels = 0.5
+                }
+                if def.kind == .restore, let hold = holdRestore {
+                    ctx.progress.report(done: 3, of: 10)
+                    await hold.pass()
                 }
                 if def.kind == .encode, let out = ctx.request.output {
                     FileManager.default.createFile(atPath: out, contents: Data("upscaled".utf8))

@@ -23,6 +23,9 @@ public struct DaemonConfig: Sendable {
     public var watchFolders: [WatchFolderConfig]
     /// The Kafka source (`sources.kafka`, or `serve --kafka`); nil: none.
     public var kafka: KafkaConnectorConfiguration? = nil
+    /// With jobs in flight and no progress (a stage entered, a tile or step done, a job ended) for this long, the
+    /// pipeline counts as stuck: /health fails and the systemd watchdog stops being pinged.
+    public var stallLimit: Duration = .seconds(1800)
 
     public static let envPrefix = "DREAMSR_"
 

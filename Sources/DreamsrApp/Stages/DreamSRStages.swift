@@ -251,6 +251,7 @@ struct DreamSRStages: Sendable {
             let sampler = me.sampler(models, realesrgan: realesrgan)
             let lane = pool.lanes[pool.take()]
             let flag = ctx.cancellation
+            let progress = ctx.progress
             let request = ctx.request.prompt
             let seed = UInt64(me.options.seed)
             var sigmas: [Double] = []
@@ -262,7 +263,8 @@ struct DreamSRStages: Sendable {
                     try me.ensurePrompts(s, plan: plan, models: models, request: request)
                     let noise = DreamSRNoise.gaussian(shape: zLQ.shape, seed: seed)
                     let r = try sampler.texture(zLQ: zLQ, start: s.zDR ?? zLQ, noise: noise, globalPrompt: s.globalEncoding!,
-                                                localPrompts: s.localEncodings, isCancelled: { flag.isCancelled })
+                                                localPrompts: s.localEncodings, isCancelled: { flag.isCancelled },
+                                                onStep: { progress.report(done: $0, of: $1) })
                     s.zOut = r.zOut
                     return r.sigmas
                 }

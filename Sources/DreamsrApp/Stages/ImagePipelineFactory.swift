@@ -158,9 +158,11 @@ public struct ImagePipelineFactory: PipelineFactory {
             let upscaler = try ImageUpscaler(restorer: base.restorer,
                                              options: UpscaleOptions(scale: scale, tileSize: base.tileSize, overlap: overlap))
             let flag = ctx.cancellation
+            let progress = ctx.progress
             do {
                 ctx.payload.restored = try await pool.lanes[lane].run {
-                    try upscaler.restore(decoded, isCancelled: { flag.isCancelled })
+                    try upscaler.restore(decoded, progress: { progress.report(done: $0, of: $1) },
+                                         isCancelled: { flag.isCancelled })
                 }
             } catch {
                 if flag.isCancelled { throw CancellationError() }

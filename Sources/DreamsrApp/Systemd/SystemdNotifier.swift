@@ -50,19 +50,23 @@ public struct SystemdNotifier: Sendable {
 }
 
 /// Tells systemd about the daemon's life: `STATUS=` and `EXTEND_TIMEOUT_USEC=` while models load, `READY=1` once the pipeline is ready,
-/// `WATCHDOG=1` every half `WatchdogSec`, `STOPPING=1` when graceful shutdown starts. It is the last service of the
+/// `WATCHDOG=1` every half `WatchdogSec` while the pipeline is idle or making progress (a stuck stage stops the
+/// pings, so systemd restarts the service), `STOPPING=1` when graceful shutdown starts. It is the last service of the
 /// group, so it is the first to hear of shutdown.
 public final class SystemdService: Service, Sendable {
     private let notifier: SystemdNotifier
     private let watchdog: Duration?
     private let waitUntilReady: @Sendable () async -> Bool
+    private let isMakingProgress: @Sendable () -> Bool
     private let logger: Logger
 
     public init(notifier: SystemdNotifier, watchdog: Duration?, logger: Logger,
+                isMakingProgress: @escaping @Sendable () -> Bool = { true },
                 waitUntilReady: @escaping @Sendable () async -> Bool) {
         self.notifier = notifier
         self.watchdog = watchdog
         self.logger = logger
+        self.isMakingProgress = isMakingProgress
         self.waitUntilReady = waitUntilReady
     }
 
@@ -87,8 +91,17 @@ public final class SystemdService: Service, Sendable {
             }
             let dog = Task {
                 guard let watchdog = self.watchdog else { return }
+                var stalled = false
                 while !Task.isCancelled {
-                    self.notifier.notify("WATCHDOG=1")
+                    if self.isMakingProgress() {
+                        self.notifier.notify("WATCHDOG=1")
+                        if stalled { self.logger.notice("pipeline progressing again: watchdog pings resumed") }
+                        stalled = false
+                    } else if !stalled {
+                        stalled = true
+                        self.logger.error("pipeline stuck: watchdog pings stopped (systemd will restart the service)")
+                        self.notifier.notify("STATUS=stuck: no progress with jobs in flight")
+                    }
                     try? await Task.sleep(for: watchdog)
                 }
             }
