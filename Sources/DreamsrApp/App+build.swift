@@ -45,6 +45,7 @@ public func buildServiceGroup(config: DaemonConfig, logger: Logger, factory: any
     let router = RecordingProcessor(inner: PipelineRouter(pipeline: pipeline), board: board)
     let health = HealthReporter()
     let stall = PipelineStallCheck(pipeline: pipeline, limit: config.stallLimit)
+    let watcherList = Locked<[WatchFolderSource]>([])
 
     var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
     var http: HTTPServer?
@@ -52,7 +53,8 @@ public func buildServiceGroup(config: DaemonConfig, logger: Logger, factory: any
         let address = try HTTPAddress.parse(addressText) { ConfigError(file: config.file, key: "metrics.address", problem: $0) }
         let server = HTTPServer(address: address, logger: logger,
                                 handler: statusHandler(pipeline: pipeline, factory: factory, registry: registry,
-                                                       health: health, stall: stall, board: board))
+                                                       health: health, stall: stall, board: board,
+                                                       watchers: { watcherList.current }))
         http = server
         services.append(.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup,
                               failureTerminationBehavior: .gracefullyShutdownGroup))
@@ -62,8 +64,9 @@ public func buildServiceGroup(config: DaemonConfig, logger: Logger, factory: any
 
     var watchers: [WatchFolderSource] = []
     for wf in config.watchFolders {
+        let counters = WatchFolderMetrics(directory: wf.directory, factory: metricsFactory)
         let source = WatchFolderSource(config: wf, processor: router, logger: logger, health: health,
-                                       onEvent: onWatchEvent)
+                                       onEvent: { event in counters.count(event); onWatchEvent?(event) })
         watchers.append(source)
         services.append(.init(service: source, successTerminationBehavior: .gracefullyShutdownGroup,
                               failureTerminationBehavior: .gracefullyShutdownGroup))
@@ -77,6 +80,7 @@ public func buildServiceGroup(config: DaemonConfig, logger: Logger, factory: any
                               successTerminationBehavior: .gracefullyShutdownGroup,
                               failureTerminationBehavior: .gracefullyShutdownGroup))
     }
+    watcherList.withLock { $0 = watchers }
     guard !config.watchFolders.isEmpty || !extraSources.isEmpty || config.kafka != nil else {
         throw ConfigError(file: config.file, key: "sources", problem: "no source configured: nothing would ever be processed")
     }
@@ -103,7 +107,8 @@ public func buildServiceGroup(config: DaemonConfig, logger: Logger, factory: any
 /// /ready: 200 only once the pipeline's models are loaded and it accepts work.
 /// /metrics: Prometheus text format.
 func statusHandler(pipeline: PipelineHandle, factory: any PipelineFactory, registry: PrometheusCollectorRegistry,
-                   health: HealthReporter, stall: PipelineStallCheck, board: JobBoard) -> HTTPServer.Handler {
+                   health: HealthReporter, stall: PipelineStallCheck, board: JobBoard,
+                   watchers: @escaping @Sendable () -> [WatchFolderSource]) -> HTTPServer.Handler {
     { path in
         switch path {
         case "/health":
@@ -134,6 +139,7 @@ func statusHandler(pipeline: PipelineHandle, factory: any PipelineFactory, regis
         case "/metrics":
             for (name, value) in factory.scrapeGauges() { registry.makeGauge(name: name).set(value) }
             DaemonMetrics.updateProcessMetrics(registry)
+            for w in watchers() { WatchFolderMetrics.updateBacklog(w, registry: registry) }
             return HTTPResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8",
                                 body: registry.emitToString())
         default:

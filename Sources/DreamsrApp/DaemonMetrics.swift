@@ -1,6 +1,8 @@
 import Foundation
+import Metrics
 import PipelineRuntime
 import Prometheus
+import WatchFolderConnector
 
 /// The daemon's Prometheus setup: duration buckets that fit jobs of milliseconds to hours, `dreamsr_build_info`,
 /// and the standard `process_*` metrics (read from /proc at each scrape).
@@ -33,7 +35,7 @@ public enum DaemonMetrics {
     /// Sets the `process_*` gauges and counter from /proc/self (Linux); a no-op where /proc is unreadable.
     public static func updateProcessMetrics(_ registry: PrometheusCollectorRegistry) {
         guard let sample = ProcessSample.read() else { return }
-        func gauge(_ name: String, _ unit: String, _ help: String) -> Gauge {
+        func gauge(_ name: String, _ unit: String, _ help: String) -> Prometheus.Gauge {
             registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: unit, helpText: help))
         }
         gauge("process_resident_memory", "bytes", "Resident memory size in bytes.").set(sample.residentBytes)
@@ -78,5 +80,38 @@ struct ProcessSample {
         let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0
         return ProcessSample(residentBytes: rss * page, virtualBytes: vsize, cpuSeconds: (utime + stime) / ticks,
                              startTimeSeconds: bootTime + start / ticks, openFDs: fds)
+    }
+}
+
+/// Watch-folder metrics: `dreamsr_watch_files_total{dir,outcome=done|failed}`, `dreamsr_watch_retries_total{dir}`
+/// (counted from the source's events) and `dreamsr_watch_backlog_files{dir,state=waiting|processing}` (counted from
+/// the folders at each scrape).
+struct WatchFolderMetrics: Sendable {
+    let done: Metrics.Counter
+    let failed: Metrics.Counter
+    let retries: Metrics.Counter
+
+    init(directory: String, factory: any MetricsFactory) {
+        done = Metrics.Counter(label: "dreamsr_watch_files_total", dimensions: [("dir", directory), ("outcome", "done")], factory: factory)
+        failed = Metrics.Counter(label: "dreamsr_watch_files_total", dimensions: [("dir", directory), ("outcome", "failed")], factory: factory)
+        retries = Metrics.Counter(label: "dreamsr_watch_retries_total", dimensions: [("dir", directory)], factory: factory)
+    }
+
+    func count(_ event: WatchFolderSource.Event) {
+        switch event {
+        case .done: done.increment()
+        case .failed: failed.increment()
+        case .retrying: retries.increment()
+        default: break
+        }
+    }
+
+    static func updateBacklog(_ source: WatchFolderSource, registry: PrometheusCollectorRegistry) {
+        let (waiting, processing) = source.backlog()
+        let descriptor = MetricNameDescriptor(metricName: "dreamsr_watch_backlog", unitName: "files",
+                                              helpText: "Files waiting in the watch folder, and in processing/ (running or waiting for a retry).")
+        let dir = source.config.directory
+        registry.makeGauge(descriptor: descriptor, labels: [("dir", dir), ("state", "waiting")]).set(Double(waiting))
+        registry.makeGauge(descriptor: descriptor, labels: [("dir", dir), ("state", "processing")]).set(Double(processing))
     }
 }

@@ -258,6 +258,17 @@ public final class WatchFolderSource: Service, Sendable {
     // MARK: Names
 
     /// Visible (not hidden) directory entries, sorted; sub-folders excluded.
+    /// Files waiting in the watch folder (not temporary names) and files in `processing/` (running or waiting for a
+    /// retry), counted from the folders (for the backlog metrics).
+    public func backlog() -> (waiting: Int, processing: Int) {
+        let waiting = listNames(config.directory).filter { name in
+            !WatchFolderConfig.isTemporaryName(name)
+                && FileStatus(config.directory + "/" + name) != nil
+        }.count
+        let processing = listNames(config.directory + "/processing").filter { !$0.hasPrefix(".") }.count
+        return (waiting, processing)
+    }
+
     private func listNames(_ dir: String) -> [String] {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return [] }
         return names.filter { name in

@@ -101,6 +101,11 @@ private final class NotifySocket {
             #expect(page.contains("<table id=\"recent\">"))
             #expect(page.contains("No job is running."))
             #expect(page.contains("Throughput, last hour (1 jobs)"))
+            // Watch-folder metrics: one input done, nothing waiting or in processing/.
+            let samples = try parsePrometheus(try httpGet(port: port, path: "/metrics").body)
+            #expect(samples.first { $0.key.hasPrefix("dreamsr_watch_files_total{") && $0.key.contains("outcome=\"done\"") }?.value == 1)
+            #expect(samples.first { $0.key.hasPrefix("dreamsr_watch_backlog_files{") && $0.key.contains("state=\"waiting\"") }?.value == 0)
+            #expect(samples.first { $0.key.hasPrefix("dreamsr_watch_backlog_files{") && $0.key.contains("state=\"processing\"") }?.value == 0)
 
             await daemon.group.triggerGracefulShutdown()
             try await tasks.waitForAll()
