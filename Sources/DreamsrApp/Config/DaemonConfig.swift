@@ -105,6 +105,7 @@ public struct DaemonConfig: Sendable {
         let kafka = try sources.has("kafka")
             ? parseKafka(try sources.child("kafka"), baseDirectory: baseDirectory, defaultFormat: pipeline.outputFormat)
             : nil
+        try refuseUnknownVariables(root, env: env)
         return DaemonConfig(file: file, logLevel: Logger.Level(rawValue: levelText)!, modelsDirectory: models,
                             pipelinesDirectory: pipelinesDir, pipeline: pipeline, metricsAddress: address,
                             gracePeriod: .milliseconds(Int64(grace * 1000)), maxInputMegapixels: maxMP,
