@@ -16,6 +16,9 @@ public struct UpscaleOptions: Sendable {
     public var quality: Int
     public var limits: ImageLimits
 
+    /// The output scales accepted everywhere (CLI `--scale`, a job's `scale`): integers 1-8, the daemon's rule.
+    public static let scales: ClosedRange<Int> = 1...8
+
     public init(scale: Double? = nil, tileSize: Int = TiledUpscaler.defaultTileSize,
                 overlap: Int = TiledUpscaler.defaultOverlap, contextPadding: Int = TiledUpscaler.defaultContextPadding,
                 format: ImageFormat? = nil, quality: Int = 92, limits: ImageLimits = ImageLimits()) {
@@ -62,8 +65,8 @@ public struct ImageUpscaler: Sendable {
         self.upscaler = try TiledUpscaler(restorer: restorer, tileSize: options.tileSize, overlap: options.overlap,
                                            contextPadding: options.contextPadding)
         self.options = options
-        if let s = options.scale, !(s > 0 && s <= 16) {
-            throw StageError(stage: "config", message: "scale \(s) is outside 0 < scale <= 16")
+        if let s = options.scale, !(s == s.rounded() && UpscaleOptions.scales.contains(Int(s))) {
+            throw StageError(stage: "config", message: "scale \(s) is not an integer \(UpscaleOptions.scales.lowerBound)-\(UpscaleOptions.scales.upperBound)")
         }
     }
 
