@@ -13,10 +13,10 @@ struct ServeCommand: AsyncParsableCommand {
           dreamsr serve --kafka BOOTSTRAP --topic TOPIC --output OUT_DIR   (see docs/kafka.md)
         Files dropped into IN_DIR are upscaled into OUT_DIR; IN_DIR/processing, IN_DIR/done and IN_DIR/failed
         (with NAME.error.json) are created. With a config file: dreamsr serve --config conf/dreamsr.yaml
-        (every key can be overridden by DREAMSR_* environment variables, see conf/dreamsr.yaml; a DREAMSR_* variable
+        (every key can be overridden by DREAMSR_* environment variables, see conf/dreamsr.yaml; a DREAMSR_* variable \
         no key reads is refused).
 
-        Exit status: 0 stopped gracefully, or --check passed; 1 the daemon failed while running; 64 usage error;
+        Exit status: 0 stopped gracefully, or --check passed; 1 the daemon failed while running; 64 usage error; \
         78 invalid configuration (--check and the start refuse exactly the same configurations).
         """)
 

@@ -13,18 +13,18 @@ struct UpscaleCommand: AsyncParsableCommand {
         commandName: "upscale",
         abstract: "Upscale image files (Real-ESRGAN x4plus by default).",
         discussion: """
-            One input: OUTPUT is a file (format from its extension or --format) or an existing folder.
+            One input: OUTPUT is a file (format from its extension or --format) or an existing folder. \
             Several inputs: OUTPUT is a folder (created if missing); each output is named after its input.
-            An output is never one of the inputs (unless --overwrite, for an input's own output), never a device,
-            FIFO or folder, and two inputs never share an output: such a command is refused before any work.
-            Every input is checked (exists, readable, image header within the limits) before the model loads.
-            Each failed input prints one line `dreamsr: error: "INPUT": stage: reason` (names quoted, control
-            characters escaped; libvips warnings go into that line, never to stderr on their own); the others are
-            still processed.
 
-            Exit status: 0 all inputs upscaled; 1 at least one input failed (the others were written);
-            2 the model or pipeline could not be loaded; 64 usage error (bad option or value, refused output),
-            nothing read or written.
+            An output is never one of the inputs (unless --overwrite, for an input's own output), never a device, \
+            FIFO or folder, and two inputs never share an output: such a command is refused before any work. \
+            Every input is checked (exists, readable, image header within the limits) before the model loads. \
+            Each failed input prints one line `dreamsr: error: "INPUT": stage: reason` (names quoted, control \
+            characters escaped, libvips warnings folded into that line); the others are still processed.
+
+            Exit status: 0 all inputs upscaled; 1 at least one input failed (the others were written); \
+            2 the model or pipeline could not be loaded; 64 usage error (bad option or value, refused output: \
+            nothing read or written).
             """
     )
 

@@ -197,6 +197,24 @@ import Upscaling
         #expect(!FileManager.default.fileExists(atPath: dir + "/out/b.png"), "refused before any work")
     }
 
+    /// Regression guard (the temporary-name-then-rename write already behaved so): a symlink at an output name is
+    /// replaced by the output, the file it pointed to outside the folder is untouched.
+    @Test func aSymlinkAtAnOutputNameIsReplacedNeverWrittenThrough() async throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try writeImage(dir + "/a.png")
+        try FileManager.default.createDirectory(atPath: dir + "/out", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: dir + "/elsewhere", withIntermediateDirectories: true)
+        try Data("precious".utf8).write(to: URL(fileURLWithPath: dir + "/elsewhere/target.png"))
+        try FileManager.default.createSymbolicLink(atPath: dir + "/out/a.png", withDestinationPath: dir + "/elsewhere/target.png")
+        let r = try await run([dir + "/a.png", "-o", dir + "/out"], in: dir)
+        #expect(r.status == 0, "\(r.lines)")
+        #expect(bytes(dir + "/elsewhere/target.png") == Data("precious".utf8))
+        var st = stat()
+        #expect(lstat(dir + "/out/a.png", &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG)
+        #expect(listing(dir + "/elsewhere") == ["target.png"])
+    }
+
     @Test func badInputsAreReportedBeforeTheModelLoadsOneQuotedLineEach() async throws {
         let dir = try tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
