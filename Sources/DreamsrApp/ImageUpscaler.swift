@@ -1,5 +1,6 @@
 import Foundation
 import Imaging
+import KafkaConnector
 import Raster
 import Upscaling
 
@@ -16,8 +17,9 @@ public struct UpscaleOptions: Sendable {
     public var quality: Int
     public var limits: ImageLimits
 
-    /// The output scales accepted everywhere (CLI `--scale`, a job's `scale`): integers 1-8, the daemon's rule.
-    public static let scales: ClosedRange<Int> = 1...8
+    /// The output scales accepted everywhere: the CLI's `--scale` follows the rule of a job's `scale` (one documented
+    /// rule, docs/kafka.md), so a command line and a message accept exactly the same integers.
+    public static let scales: ClosedRange<Int> = InputMessage.scales
 
     public init(scale: Double? = nil, tileSize: Int = TiledUpscaler.defaultTileSize,
                 overlap: Int = TiledUpscaler.defaultOverlap, contextPadding: Int = TiledUpscaler.defaultContextPadding,
