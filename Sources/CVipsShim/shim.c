@@ -60,7 +60,11 @@ static void dsr_do_init(void) {
     vips_cache_set_max_files(0);
     /* Refuse loaders libvips marks as unsafe for untrusted input (pdf, svg, fits, matlab, ...). */
     vips_block_untrusted_set(TRUE);
-    g_log_set_handler("VIPS", G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO, dsr_glog, NULL);
+    /* libvips and the GLib/GObject layers under it log through these domains; none of it may reach stderr when
+     * the app routes warnings (the CLI's error lines, the daemon's log). */
+    const GLogLevelFlags levels = G_LOG_LEVEL_CRITICAL | G_LOG_LEVEL_WARNING | G_LOG_LEVEL_MESSAGE | G_LOG_LEVEL_INFO;
+    const char *domains[] = {"VIPS", "GLib", "GLib-GObject", "GModule", "GLib-GIO"};
+    for (size_t i = 0; i < sizeof domains / sizeof domains[0]; i++) g_log_set_handler(domains[i], levels, dsr_glog, NULL);
 }
 
 int dsr_vips_init(const char *argv0, char *err, size_t errlen) {

@@ -81,9 +81,7 @@ public func buildServiceGroup(config: DaemonConfig, logger: Logger, factory: any
                               failureTerminationBehavior: .gracefullyShutdownGroup))
     }
     watcherList.withLock { $0 = watchers }
-    guard !config.watchFolders.isEmpty || !extraSources.isEmpty || config.kafka != nil else {
-        throw ConfigError(file: config.file, key: "sources", problem: "no source configured: nothing would ever be processed")
-    }
+    try requireSource(config, extraSources: extraSources.count)
 
     let notifier = SystemdNotifier(environment: environment)
     let systemd = SystemdService(notifier: notifier, watchdog: SystemdNotifier.watchdogInterval(environment: environment),

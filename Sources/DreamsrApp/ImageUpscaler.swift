@@ -1,5 +1,6 @@
 import Foundation
 import Imaging
+import KafkaConnector
 import Raster
 import Upscaling
 
@@ -15,6 +16,10 @@ public struct UpscaleOptions: Sendable {
     public var format: ImageFormat?
     public var quality: Int
     public var limits: ImageLimits
+
+    /// The output scales accepted everywhere: the CLI's `--scale` follows the rule of a job's `scale` (one documented
+    /// rule, docs/kafka.md), so a command line and a message accept exactly the same integers.
+    public static let scales: ClosedRange<Int> = InputMessage.scales
 
     public init(scale: Double? = nil, tileSize: Int = TiledUpscaler.defaultTileSize,
                 overlap: Int = TiledUpscaler.defaultOverlap, contextPadding: Int = TiledUpscaler.defaultContextPadding,
@@ -62,8 +67,8 @@ public struct ImageUpscaler: Sendable {
         self.upscaler = try TiledUpscaler(restorer: restorer, tileSize: options.tileSize, overlap: options.overlap,
                                            contextPadding: options.contextPadding)
         self.options = options
-        if let s = options.scale, !(s > 0 && s <= 16) {
-            throw StageError(stage: "config", message: "scale \(s) is outside 0 < scale <= 16")
+        if let s = options.scale, !(s == s.rounded() && UpscaleOptions.scales.contains(Int(s))) {
+            throw StageError(stage: "config", message: "scale \(s) is not an integer \(UpscaleOptions.scales.lowerBound)-\(UpscaleOptions.scales.upperBound)")
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Imaging
 import Logging
 import Metrics
 import Prometheus
@@ -61,6 +62,8 @@ public func runDaemon(config: DaemonConfig, factory: any PipelineFactory = Image
         return handler
     }
     let logger = Logger(label: "dreamsr")
+    // libvips warnings go to the log as one structured line each, never to stderr on their own.
+    ImageCodec.setWarningHandler { logger.warning("libvips warning", metadata: ["message": "\($0)"]) }
     let registry = PrometheusCollectorRegistry()
     MetricsSystem.bootstrap(DaemonMetrics.factory(registry: registry))
     logger.info("starting", metadata: [
@@ -69,17 +72,18 @@ public func runDaemon(config: DaemonConfig, factory: any PipelineFactory = Image
         "models_dir": "\(config.modelsDirectory)", "metrics": "\(config.metricsAddress ?? "off")",
         "pid": "\(ProcessInfo.processInfo.processIdentifier)", "version": "\(BuildInfo.versionLine)",
     ])
+    try validateServeConfig(config, extraSources: extraSources.count)
     let daemon = try buildServiceGroup(config: config, logger: logger, factory: factory, registry: registry,
                                        extraSources: extraSources)
     try await daemon.group.run()
     logger.info("stopped")
 }
 
-/// `dreamsr serve --check`: wires the pipeline (without loading weights), checks the model folders exist and
-/// returns a summary; throws `ConfigError` naming the problem.
-public func checkServeConfig(_ config: DaemonConfig, factory: any PipelineFactory = ImagePipelineFactory()) throws -> String {
-    _ = try factory.makePipeline(config.pipeline, config: config, logger: Logger(label: "check"),
-                                 metricsFactory: NOOPMetricsHandler.instance)
+/// What the daemon refuses before it starts, shared by `serve --check` and `serve` so both refuse exactly the same
+/// configurations (exit status 78): no source at all (`sources: {}`, `watch: []`), or a missing models folder or model
+/// folder of a pipeline stage. `extraSources`: sources wired in code (tests).
+public func validateServeConfig(_ config: DaemonConfig, extraSources: Int = 0) throws {
+    try requireSource(config, extraSources: extraSources)
     for (i, stage) in config.pipeline.stages.enumerated() {
         guard let model = stage.model else { continue }
         let dir = DaemonConfig.absolute(model, base: config.modelsDirectory)
@@ -89,6 +93,21 @@ public func checkServeConfig(_ config: DaemonConfig, factory: any PipelineFactor
                               problem: "model folder \(dir) does not exist (models_dir is \(config.modelsDirectory); scripts/fetch-models.sh fetches the Real-ESRGAN weights)")
         }
     }
+}
+
+/// Refuses a configuration without any source: nothing would ever be processed.
+func requireSource(_ config: DaemonConfig, extraSources: Int) throws {
+    guard !config.watchFolders.isEmpty || extraSources > 0 || config.kafka != nil else {
+        throw ConfigError(file: config.file, key: "sources", problem: "no source configured: nothing would ever be processed")
+    }
+}
+
+/// `dreamsr serve --check`: wires the pipeline (without loading weights), checks the model folders exist and
+/// returns a summary; throws `ConfigError` naming the problem.
+public func checkServeConfig(_ config: DaemonConfig, factory: any PipelineFactory = ImagePipelineFactory()) throws -> String {
+    try validateServeConfig(config)
+    _ = try factory.makePipeline(config.pipeline, config: config, logger: Logger(label: "check"),
+                                 metricsFactory: NOOPMetricsHandler.instance)
     var lines = ["configuration OK: \(config.file)"]
     lines.append("  pipeline \(config.pipeline.name) (\(config.pipeline.file)): "
                  + config.pipeline.stages.map { "\($0.kind.rawValue)x\($0.runtime.concurrency)" }.joined(separator: " -> "))

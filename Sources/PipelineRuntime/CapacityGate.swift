@@ -1,8 +1,9 @@
 /// A budget of some quantity (jobs, megapixels) that callers reserve before going on and release when done.
 /// Waiters are served strictly in arrival order, so a large reservation is not starved by a stream of small ones.
-/// A reservation larger than the whole budget is refused at once (`acquire` returns `.tooLarge`).
+/// A reservation larger than the whole budget is not refused: it waits its turn until nothing else is reserved, then
+/// runs alone (while it holds, every later reservation waits), so an oversized job costs throughput, never a refusal.
 public final class CapacityGate: Sendable {
-    public enum Result: Sendable, Equatable { case acquired, tooLarge, closed }
+    public enum Result: Sendable, Equatable { case acquired, closed }
 
     private struct Waiter {
         let id: UInt64
@@ -30,16 +31,16 @@ public final class CapacityGate: Sendable {
 
     /// Amount reserved now.
     public var inUse: Double { state.withLock { $0.used } }
-    /// Largest amount ever reserved at once.
+    /// Largest amount ever reserved at once (above `limit` only while an oversized reservation runs alone).
     public var peak: Double { state.withLock { $0.peak } }
 
-    /// Reserves `amount`, suspending (in FIFO order) until it fits. Cancellation while waiting returns `.closed`.
+    /// Reserves `amount`, suspending (in FIFO order) until it fits: `used + amount <= limit`, or, for an amount larger
+    /// than the limit, until nothing is reserved. Cancellation while waiting returns `.closed`.
     public func acquire(_ amount: Double) async -> Result {
-        if amount > limit { return .tooLarge }
         enum Fast { case done(Result, Double?), wait(UInt64) }
         let fast: Fast = state.withLock { s in
             if s.closed { return .done(.closed, nil) }
-            if s.waiters.isEmpty && s.used + amount <= limit + 1e-9 {
+            if s.waiters.isEmpty && fits(amount, used: s.used) {
                 s.used += amount
                 s.peak = max(s.peak, s.used)
                 return .done(.acquired, s.used)
@@ -97,10 +98,15 @@ public final class CapacityGate: Sendable {
         for w in waiters { w.continuation.resume(returning: .closed) }
     }
 
+    /// Whether `amount` may be reserved on top of `used`: within the limit, or alone when it exceeds the limit.
+    private func fits(_ amount: Double, used: Double) -> Bool {
+        used + amount <= limit + 1e-9 || (used <= 1e-9 && amount > limit)
+    }
+
     private func wakeWaiters() {
         let (woken, used): ([CheckedContinuation<Result, Never>], Double) = state.withLock { s in
             var out: [CheckedContinuation<Result, Never>] = []
-            while let first = s.waiters.first, s.used + first.amount <= limit + 1e-9 {
+            while let first = s.waiters.first, fits(first.amount, used: s.used) {
                 s.waiters.removeFirst()
                 s.used += first.amount
                 s.peak = max(s.peak, s.used)

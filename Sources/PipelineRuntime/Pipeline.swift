@@ -318,7 +318,8 @@ public final class Pipeline<Payload: Sendable>: JobProcessor, Service, Sendable 
         envelope.stageSeconds[stage.name] = elapsed.seconds
         stageTimers[index].recordNanoseconds(elapsed.nanoseconds)
 
-        // Megapixel reservation: once, by the first stage that declares the job's weight.
+        // Megapixel reservation: once, by the first stage that declares the job's weight. A job heavier than the whole
+        // budget is admitted alone once the pipeline holds no pixels (the header limit is what refuses images).
         let declared = envelope.context.megapixels
         if declared > envelope.reservedMegapixels + 1e-9 {
             if envelope.reservedMegapixels > 0 {
@@ -329,10 +330,6 @@ public final class Pipeline<Payload: Sendable>: JobProcessor, Service, Sendable 
             switch await megapixels.acquire(declared) {
             case .acquired:
                 envelope.reservedMegapixels = declared
-            case .tooLarge:
-                let err = PipelineError(.overBudget, String(format: "job needs %.2f megapixels in flight, more than the pipeline's whole budget capacity.megapixels = %.2f", declared, megapixels.limit))
-                finish(envelope, failureOutcome(envelope, stage: stage.name, error: err))
-                return
             case .closed:
                 finish(envelope, abandonedOutcome(request, stage: stage.name, stageSeconds: envelope.stageSeconds))
                 return

@@ -13,7 +13,11 @@ struct ServeCommand: AsyncParsableCommand {
           dreamsr serve --kafka BOOTSTRAP --topic TOPIC --output OUT_DIR   (see docs/kafka.md)
         Files dropped into IN_DIR are upscaled into OUT_DIR; IN_DIR/processing, IN_DIR/done and IN_DIR/failed
         (with NAME.error.json) are created. With a config file: dreamsr serve --config conf/dreamsr.yaml
-        (every key can be overridden by DREAMSR_* environment variables, see conf/dreamsr.yaml).
+        (every key can be overridden by DREAMSR_* environment variables, see conf/dreamsr.yaml; a DREAMSR_* variable \
+        no key reads is refused).
+
+        Exit status: 0 stopped gracefully, or --check passed; 1 the daemon failed while running; 64 usage error; \
+        78 invalid configuration (--check and the start refuse exactly the same configurations).
         """)
 
     @Option(help: "Daemon configuration file (YAML).")
@@ -53,11 +57,18 @@ struct ServeCommand: AsyncParsableCommand {
             } catch let error as ConfigError {
                 FileHandle.standardError.write(Data("dreamsr serve: invalid configuration: \(error)\n".utf8))
                 throw ExitCode(78)
+            } catch let error as AppError where error.code == .models {
+                FileHandle.standardError.write(Data("dreamsr serve: invalid configuration: \(error)\n".utf8))
+                throw ExitCode(78)
             }
         }
         do {
             try await runDaemon(config: cfg)
         } catch let error as ConfigError {
+            FileHandle.standardError.write(Data("dreamsr serve: invalid configuration: \(error)\n".utf8))
+            throw ExitCode(78)
+        } catch let error as AppError where error.code == .models {
+            // Missing or unusable weights found while wiring the pipeline: a configuration problem, as with --check.
             FileHandle.standardError.write(Data("dreamsr serve: invalid configuration: \(error)\n".utf8))
             throw ExitCode(78)
         } catch {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import DreamsrApp
 import Foundation
+import Synchronization
 import Imaging
 import Jobs
 import Tensor
@@ -12,9 +13,18 @@ struct UpscaleCommand: AsyncParsableCommand {
         commandName: "upscale",
         abstract: "Upscale image files (Real-ESRGAN x4plus by default).",
         discussion: """
-            One input: OUTPUT is a file (format from its extension or --format) or an existing folder.
+            One input: OUTPUT is a file (format from its extension or --format) or an existing folder. \
             Several inputs: OUTPUT is a folder (created if missing); each output is named after its input.
-            Each failed input prints one error line; the others are still processed; the exit code is 1 if any failed.
+
+            An output is never one of the inputs (unless --overwrite, for an input's own output), never a device, \
+            FIFO or folder, and two inputs never share an output: such a command is refused before any work. \
+            Every input is checked (exists, readable, image header within the limits) before the model loads. \
+            Each failed input prints one line `dreamsr: error: "INPUT": stage: reason` (names quoted, control \
+            characters escaped, libvips warnings folded into that line); the others are still processed.
+
+            Exit status: 0 all inputs upscaled; 1 at least one input failed (the others were written); \
+            2 the model or pipeline could not be loaded; 64 usage error (bad option or value, refused output: \
+            nothing read or written).
             """
     )
 
@@ -24,8 +34,12 @@ struct UpscaleCommand: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: "Output file (one input) or folder.")
     var output: String
 
-    @Option(help: "Output scale (default: the model's, 4). Other values resample the model output with Lanczos3.")
-    var scale: Double?
+    @Option(help: ArgumentHelp("Output scale, an integer \(UpscaleOptions.scales.lowerBound)-\(UpscaleOptions.scales.upperBound) (default: the model's, 4).",
+                               discussion: "The daemon's range. Other values than the model's resample its output with Lanczos3."))
+    var scale: Int?
+
+    @Flag(help: "Allow the output to be its input file itself: the source is replaced by its upscaled version.")
+    var overwrite = false
 
     @Option(help: "Tile size in input pixels (memory grows with it; the output is the same).")
     var tile: Int = TiledUpscaler.defaultTileSize
@@ -64,71 +78,105 @@ struct UpscaleCommand: AsyncParsableCommand {
     @Option(help: "Largest accepted source image in megapixels (width x height x pages).")
     var maxMegapixels: Double = 50
 
+    @Option(help: "Largest accepted source file in MiB.")
+    var maxFileMb: Double = 256
+
     func validate() throws {
         guard !inputs.isEmpty else { throw ValidationError("give at least one input file") }
         guard (1...100).contains(quality) else { throw ValidationError("--quality must be 1-100, got \(quality)") }
         if let f = format, ImageFormat(rawValue: f.lowercased()) == nil, ImageFormat(fileExtension: f) == nil {
-            throw ValidationError("--format must be png, jpeg, webp or tiff, got '\(f)'")
+            throw ValidationError("--format must be png, jpeg, webp or tiff, got \(quoted(f))")
+        }
+        if let s = scale, !UpscaleOptions.scales.contains(s) {
+            throw ValidationError("--scale must be an integer \(UpscaleOptions.scales.lowerBound)-\(UpscaleOptions.scales.upperBound), got \(s)")
         }
         if let t = threads, t < 1 { throw ValidationError("--threads must be >= 1") }
-        guard maxMegapixels > 0 else { throw ValidationError("--max-megapixels must be positive") }
+        guard maxMegapixels > 0, maxMegapixels.isFinite else { throw ValidationError("--max-megapixels must be positive") }
+        guard maxFileMb > 0, maxFileMb.isFinite else { throw ValidationError("--max-file-mb must be positive") }
     }
 
     func run() async throws {
         if let t = threads { BLASRuntime.setThreads(t) }
         try ImageCodec.initialize()
+        let warnings = WarningCollector()
+        ImageCodec.setWarningHandler { warnings.add($0) }
         let fmt = format.flatMap { ImageFormat(rawValue: $0.lowercased()) ?? ImageFormat(fileExtension: $0) }
-        if let pipeline { return try await runPipeline(pipeline, format: fmt) }
-        var limits = ImageLimits()
-        limits.maxPixels = Int(maxMegapixels * 1_000_000)
-        let options = UpscaleOptions(scale: scale, tileSize: tile, overlap: overlap, contextPadding: tilePad, format: fmt, quality: quality,
-                                     limits: limits)
+        let limits = ImageLimits(maxPixels: Int(maxMegapixels * 1_000_000), maxFileBytes: Int(maxFileMb * 1_048_576),
+                                 pixelLimitHint: "--max-megapixels", fileSizeLimitHint: "--max-file-mb")
+        let planned: [OutputPlan.Target]
+        do {
+            planned = try OutputPlan.plan(inputs: inputs, output: output, format: fmt, overwrite: overwrite)
+        } catch let e as UsageError {
+            printError("dreamsr: error: \(e)")
+            throw ExitCode(64) // EX_USAGE
+        }
+        // Every input is checked before the model loads: a bad file costs a header read, not a model load.
+        var failures = 0
+        var targets: [OutputPlan.Target] = []
+        for t in planned {
+            do {
+                _ = try ImageCodec.probe(path: t.input, limits: limits)
+                targets.append(t)
+            } catch {
+                failures += 1
+                printError("dreamsr: error: \(quoted(t.input)): input: \(oneLine("\(error)"))\(warnings.drainSuffix())")
+            }
+        }
+        if targets.isEmpty { throw ExitCode(1) }
+        if let pipeline {
+            try await runPipeline(pipeline, targets: targets, format: fmt, warnings: warnings, failures: failures)
+            return
+        }
+        let options = UpscaleOptions(scale: scale.map(Double.init), tileSize: tile, overlap: overlap, contextPadding: tilePad,
+                                     format: fmt, quality: quality, limits: limits)
         let restorer: RealESRGANRestorer
+        let upscaler: ImageUpscaler
         do {
             restorer = try RealESRGANRestorer(modelPath: model)
+            upscaler = try ImageUpscaler(restorer: restorer, options: options)
         } catch {
-            printError("dreamsr: error: \(error)")
+            printError("dreamsr: error: \(oneLine("\(error)"))\(warnings.drainSuffix())")
             throw ExitCode(2)
         }
-        let upscaler = try ImageUpscaler(restorer: restorer, options: options)
-        let targets = try planOutputs(format: fmt)
         let lane = ComputeLane(label: "upscale")
-        var failures = 0
-        for (input, out) in targets {
-            let bar = ProgressReporter(label: (input as NSString).lastPathComponent)
+        for t in targets {
+            let bar = ProgressReporter(label: quoted((t.input as NSString).lastPathComponent))
+            _ = warnings.drainSuffix()
             do {
-                let report = try await lane.run { try upscaler.upscaleFile(input: input, output: out, progress: bar.update) }
+                let report = try await lane.run { try upscaler.upscaleFile(input: t.input, output: t.output, progress: bar.update) }
                 bar.finish()
                 let secs = report.stageSeconds.values.reduce(0, +)
-                print("\(input) -> \(report.output) (\(report.width)x\(report.height), \(report.tiles) tiles, "
+                print("\(oneLine(t.input)) -> \(oneLine(report.output)) (\(report.width)x\(report.height), \(report.tiles) tiles, "
                       + String(format: "%.1fs)", secs))
             } catch {
                 bar.finish()
                 failures += 1
-                printError("dreamsr: error: \(input): \(error)")
+                printError("dreamsr: error: \(quoted(t.input)): \(oneLine("\(error)"))\(warnings.drainSuffix())")
             }
         }
         if failures > 0 { throw ExitCode(1) }
     }
 
     /// `--pipeline`: the daemon's runtime, in-process, one job per input; per-stage timings printed per job.
-    private func runPipeline(_ name: String, format fmt: ImageFormat?) async throws {
+    private func runPipeline(_ name: String, targets: [OutputPlan.Target], format fmt: ImageFormat?,
+                             warnings: WarningCollector, failures: Int) async throws {
         let env = ProcessInfo.processInfo.environment
         let cwd = FileManager.default.currentDirectoryPath
-        var config = try DaemonConfig.parse(yaml: "{}", file: "<command line>", baseDirectory: cwd, env: env)
-        if let modelsDir { config.modelsDirectory = URL(fileURLWithPath: modelsDir, relativeTo: URL(fileURLWithPath: cwd)).path }
-        config.maxInputMegapixels = maxMegapixels
-        let dir = pipelinesDir ?? env["DREAMSR_PIPELINES_DIR"] ?? (cwd + "/pipelines")
         let runner: PipelineRunner
         do {
+            var config = try DaemonConfig.parse(yaml: "{}", file: "<command line>", baseDirectory: cwd, env: env)
+            if let modelsDir { config.modelsDirectory = URL(fileURLWithPath: modelsDir, relativeTo: URL(fileURLWithPath: cwd)).path }
+            config.maxInputMegapixels = maxMegapixels
+            config.maxFileBytes = Int(maxFileMb * 1_048_576)
+            let dir = pipelinesDir ?? env["DREAMSR_PIPELINES_DIR"] ?? (cwd + "/pipelines")
             runner = PipelineRunner(definition: try PipelineRunner.resolve(name, pipelinesDirectory: dir), config: config)
         } catch {
-            printError("dreamsr: error: \(error)")
+            printError("dreamsr: error: \(oneLine("\(error)"))")
             throw ExitCode(2)
         }
-        let requests = try planOutputs(format: fmt).map { input, out in
-            JobRequest(id: JobID((input as NSString).lastPathComponent), source: .file(input), output: out, prompt: prompt,
-                       scale: scale.map { Int($0.rounded()) }, format: fmt?.fileExtension)
+        let requests = targets.map { t in
+            JobRequest(id: JobID((t.input as NSString).lastPathComponent), source: .file(t.input), output: t.output, prompt: prompt,
+                       scale: scale, format: fmt?.fileExtension)
         }
         let order = ["decode", "caption", "restore", "texture", "blend", "encode"]
         let outcomes: [JobOutcome]
@@ -137,32 +185,38 @@ struct UpscaleCommand: AsyncParsableCommand {
                 let stages = o.stageSeconds.sorted { (order.firstIndex(of: $0.key) ?? 99, $0.key) < (order.firstIndex(of: $1.key) ?? 99, $1.key) }
                     .map { String(format: "%@ %.2fs", $0.key, $0.value) }.joined(separator: ", ")
                 if o.status == .ok {
-                    print("\(o.id) -> \(o.output ?? "?") (\(o.width ?? 0)x\(o.height ?? 0)) [\(o.pipeline ?? name)] \(stages)")
+                    print("\(oneLine(o.id.rawValue)) -> \(oneLine(o.output ?? "?")) (\(o.width ?? 0)x\(o.height ?? 0)) [\(o.pipeline ?? name)] \(stages)")
                 } else {
-                    printError("dreamsr: error: \(o.id): \(o.errorStage ?? "?"): \(o.errorMessage ?? "failed") [\(stages)]")
+                    printError("dreamsr: error: \(quoted(o.id.rawValue)): \(o.errorStage ?? "?"): \(oneLine(o.errorMessage ?? "failed")) [\(stages)]"
+                               + warnings.drainSuffix())
                 }
-                for n in o.notes { print("  \(n)") }
+                for n in o.notes { print("  \(oneLine(n))") }
             }
         } catch {
-            printError("dreamsr: error: \(error)")
+            printError("dreamsr: error: \(oneLine("\(error)"))")
             throw ExitCode(2)
         }
-        if outcomes.contains(where: { $0.status != .ok }) { throw ExitCode(1) }
+        if failures > 0 || outcomes.contains(where: { $0.status != .ok }) { throw ExitCode(1) }
+    }
+}
+
+/// libvips warnings of the input being processed, kept out of stderr and appended to that input's error line.
+final class WarningCollector: Sendable {
+    private let lines = Mutex<[String]>([])
+
+    func add(_ warning: String) {
+        lines.withLock { if $0.count < 20 { $0.append(warning) } }
     }
 
-    /// Pairs each input with its output path.
-    private func planOutputs(format: ImageFormat?) throws -> [(String, String)] {
-        var isDir: ObjCBool = false
-        let exists = FileManager.default.fileExists(atPath: output, isDirectory: &isDir)
-        let asFolder = inputs.count > 1 || (exists && isDir.boolValue) || output.hasSuffix("/")
-        if !asFolder { return [(inputs[0], output)] }
-        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
-        return inputs.map { input in
-            let base = ((input as NSString).lastPathComponent as NSString).deletingPathExtension
-            let inExt = (input as NSString).pathExtension
-            let ext = format?.fileExtension ?? ImageFormat(fileExtension: inExt)?.fileExtension ?? "png"
-            return (input, (output as NSString).appendingPathComponent("\(base).\(ext)"))
+    /// " (libvips: w1; w2)" with the warnings gathered since the last call, or "" when there were none.
+    func drainSuffix() -> String {
+        let taken = lines.withLock { l in
+            let out = l
+            l = []
+            return out
         }
+        guard !taken.isEmpty else { return "" }
+        return " (libvips: " + oneLine(taken.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }.joined(separator: "; ")) + ")"
     }
 }
 

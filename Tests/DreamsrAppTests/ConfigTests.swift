@@ -56,7 +56,7 @@ import Testing
         #expect(badType.key == "shutdown.grace_seconds" && badType.problem.contains("expected a number"))
 
         let badEnv = try #require(parseError("{}", env: ["DREAMSR_SHUTDOWN_GRACE_SECONDS": "-1"]))
-        #expect(badEnv.key == "shutdown.grace_seconds" && badEnv.problem.contains("DREAMSR_SHUTDOWN_GRACE_SECONDS"))
+        #expect(badEnv.key == "shutdown.grace_seconds" && badEnv.environmentVariable == "DREAMSR_SHUTDOWN_GRACE_SECONDS")
 
         let badAddress = try #require(parseError("metrics:\n  address: nowhere\n"))
         #expect(badAddress.key == "metrics.address")
@@ -145,3 +145,88 @@ import Testing
         #expect(handle.lifecycle() == .created)
     }
 }
+
+/// Issue 12 item 13: the environment is validated like the file, and `serve --check` refuses what `serve` refuses.
+@Suite(.timeLimit(.minutes(2))) struct ConfigEnvironmentTests {
+    func parseError(_ yaml: String, env: [String: String]) -> ConfigError? {
+        do {
+            _ = try DaemonConfig.parse(yaml: yaml, file: "test.yaml", baseDirectory: "/tmp", env: env)
+            return nil
+        } catch {
+            return error as? ConfigError
+        }
+    }
+
+    @Test func unknownDreamsrVariablesAreRefusedByNameWithASuggestion() throws {
+        let typo = try #require(parseError("{}", env: ["DREAMSR_METRICS_ADRESS": "127.0.0.1:1", "PATH": "/bin"]))
+        #expect(typo.environmentVariable == "DREAMSR_METRICS_ADRESS")
+        #expect(typo.description.hasPrefix("environment variable DREAMSR_METRICS_ADRESS: unknown variable"), "\(typo)")
+        #expect(typo.problem.contains("did you mean DREAMSR_METRICS_ADDRESS?"), "\(typo)")
+
+        // A second watch folder's variable without a second entry in the file is read by nothing: refused.
+        let yaml = "sources:\n  watch:\n    - dir: /a\n      output: /b\n"
+        let extra = try #require(parseError(yaml, env: ["DREAMSR_SOURCES_WATCH_1_DIR": "/c"]))
+        #expect(extra.environmentVariable == "DREAMSR_SOURCES_WATCH_1_DIR")
+        #expect(extra.problem.contains("did you mean DREAMSR_SOURCES_WATCH_0_DIR?"))
+
+        // Far from every known name: named, no suggestion.
+        let far = try #require(parseError("{}", env: ["DREAMSR_COMPLETELY_DIFFERENT_THING": "1"]))
+        #expect(far.environmentVariable == "DREAMSR_COMPLETELY_DIFFERENT_THING" && !far.problem.contains("did you mean"))
+
+        // Variables a key reads, and the engine's own (kernel choice), are accepted.
+        #expect(parseError(yaml, env: ["DREAMSR_SOURCES_WATCH_0_DIR": "/c", "DREAMSR_LOG_LEVEL": "debug",
+                                       "DREAMSR_KERNEL_ISA": "scalar", "DREAMSR_LIMITS_MAX_FILE_BYTES": "1000"]) == nil)
+    }
+
+    @Test func badValuesFromTheEnvironmentAreBlamedOnTheVariableNotAFileLine() throws {
+        let yaml = "log_level: info\nshutdown:\n  grace_seconds: 5\nmetrics:\n  address: 127.0.0.1:9464\n"
+        let grace = try #require(parseError(yaml, env: ["DREAMSR_SHUTDOWN_GRACE_SECONDS": "-1"]))
+        #expect(grace.line == nil && grace.environmentVariable == "DREAMSR_SHUTDOWN_GRACE_SECONDS")
+        #expect(grace.description.hasPrefix("environment variable DREAMSR_SHUTDOWN_GRACE_SECONDS (key 'shutdown.grace_seconds'): "),
+                "\(grace)")
+        let level = try #require(parseError(yaml, env: ["DREAMSR_LOG_LEVEL": "loud"]))
+        #expect(level.line == nil && level.environmentVariable == "DREAMSR_LOG_LEVEL", "\(level)")
+        let address = try #require(parseError(yaml, env: ["DREAMSR_METRICS_ADDRESS": "nowhere"]))
+        #expect(address.line == nil && address.environmentVariable == "DREAMSR_METRICS_ADDRESS", "\(address)")
+        // The same bad value in the file is still blamed on its line.
+        let inFile = try #require(parseError("shutdown:\n  grace_seconds: -1\n", env: [:]))
+        #expect(inFile.line == 2 && inFile.environmentVariable == nil)
+    }
+
+    @Test func checkRefusesAConfigurationWithoutSources() throws {
+        for yaml in ["sources: {}\n", "sources:\n  watch: []\n", "{}\n"] {
+            var config = try DaemonConfig.parse(yaml: yaml, file: "c.yaml", baseDirectory: "/tmp", env: [:])
+            config.modelsDirectory = try Daemon.modelsDir()
+            #expect(throws: ConfigError.self, "\(yaml)") { try checkServeConfig(config, factory: FakeFactory()) }
+        }
+    }
+
+    /// `serve` and `serve --check` exit 78 with the same message for each configuration the start refuses.
+    @Test func serveAndCheckRefuseTheSameConfigurationsWithExit78() async throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try FileManager.default.createDirectory(atPath: dir + "/in", withIntermediateDirectories: true)
+        try Data("sources: {}\n".utf8).write(to: URL(fileURLWithPath: dir + "/nosources.yaml"))
+        try Data("sources:\n  watch: []\n".utf8).write(to: URL(fileURLWithPath: dir + "/emptywatch.yaml"))
+        let quick = ["serve", "--watch", dir + "/in", "--output", dir + "/out", "--metrics", "127.0.0.1:0"]
+        let cases: [(String, [String], [String: String], String)] = [
+            ("no sources", ["serve", "--config", dir + "/nosources.yaml"], [:], "no source configured"),
+            ("empty watch list", ["serve", "--config", dir + "/emptywatch.yaml"], [:], "no source configured"),
+            ("missing models folder", quick, ["DREAMSR_MODELS_DIR": dir + "/no-models"], "does not exist"),
+            ("unknown variable", quick, ["DREAMSR_SHUTDOWN_GRACE_SECOND": "1"],
+             "environment variable DREAMSR_SHUTDOWN_GRACE_SECOND: unknown variable"),
+        ]
+        for (what, args, env, message) in cases {
+            for check in [true, false] {
+                let log = dir + "/log-\(UUID().uuidString).txt"
+                let p = try Daemon.start(args + (check ? ["--check"] : []), log: log, env: env)
+                defer { if p.isRunning { p.terminate() } }
+                let status = try await Daemon.waitForExit(p)
+                let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+                #expect(status == 78, "\(what) (--check: \(check)): exit \(status)\n\(text)")
+                #expect(text.contains(message), "\(what) (--check: \(check)):\n\(text)")
+            }
+        }
+    }
+}
+

@@ -62,16 +62,32 @@ struct FakeFactory: PipelineFactory {
     func healthProblem() -> String? { healthy ? nil : "codec round trip failed" }
 }
 
-/// A blocking HTTP/1.1 GET over a plain socket (no HTTP client dependency in tests).
-func httpGet(port: UInt16, path: String) throws -> (status: Int, body: String) {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+/// A blocking HTTP/1.1 GET over a plain socket (no HTTP client dependency in tests), to 127.0.0.1 or another IPv4
+/// or IPv6 `host`; each send and receive gives up after `timeout` seconds, so a stuck server fails the test.
+func httpGet(port: UInt16, path: String, host: String = "127.0.0.1", timeout: Int = 10) throws -> (status: Int, body: String) {
+    let v6 = host.contains(":")
+    let fd = socket(v6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
-    var sin = sockaddr_in()
-    sin.sin_family = sa_family_t(AF_INET)
-    sin.sin_port = port.bigEndian
-    inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr)
-    let rc = withUnsafePointer(to: &sin) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    var limit = timeval(tv_sec: timeout, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+    let rc: Int32
+    if v6 {
+        var sin6 = sockaddr_in6()
+        sin6.sin6_family = sa_family_t(AF_INET6)
+        sin6.sin6_port = port.bigEndian
+        inet_pton(AF_INET6, host, &sin6.sin6_addr)
+        rc = withUnsafePointer(to: &sin6) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+        }
+    } else {
+        var sin = sockaddr_in()
+        sin.sin_family = sa_family_t(AF_INET)
+        sin.sin_port = port.bigEndian
+        inet_pton(AF_INET, host, &sin.sin_addr)
+        rc = withUnsafePointer(to: &sin) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
     }
     guard rc == 0 else { throw POSIXError(.ECONNREFUSED) }
     let req = Array("GET \(path) HTTP/1.1\r\nHost: localhost\r\n\r\n".utf8)
@@ -80,6 +96,7 @@ func httpGet(port: UInt16, path: String) throws -> (status: Int, body: String) {
     var buf = [UInt8](repeating: 0, count: 4096)
     while true {
         let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { throw POSIXError(.ETIMEDOUT) }
         if n <= 0 { break }
         data += buf[0..<n]
     }

@@ -102,21 +102,6 @@ private func withRunning<T: Sendable>(_ pipeline: Pipeline<FakePayload>,
         }
     }
 
-    @Test func jobLargerThanTheWholeBudgetFailsAloneAndOthersContinue() async throws {
-        let pipeline = try makePipeline([FakeStages.stage("decode", weighs: true), FakeStages.stage("blend")],
-                                        items: 4, megapixels: 64)
-        try await withRunning(pipeline) {
-            async let huge = pipeline.process(FakeStages.request("16k", megapixels: 268.4))
-            async let small = pipeline.process(FakeStages.request("small", megapixels: 1))
-            let (h, s) = await (huge, small)
-            #expect(h.status == .error)
-            #expect(h.errorStage == "decode")
-            #expect(h.errorMessage?.contains("capacity.megapixels") == true)
-            #expect(!h.isAbandoned)
-            #expect(s.status == .ok)
-        }
-    }
-
     @Test func failuresAreIsolatedPerJobWithStageAndReason() async throws {
         let pipeline = try makePipeline([
             FakeStages.stage("decode", weighs: true), FakeStages.stage("restore"), FakeStages.stage("blend"),
@@ -250,9 +235,8 @@ private func withRunning<T: Sendable>(_ pipeline: Pipeline<FakePayload>,
         #expect(await r.value == nil)
     }
 
-    @Test func capacityGateServesInOrderAndRefusesOversize() async throws {
+    @Test func capacityGateServesInOrder() async throws {
         let gate = CapacityGate(limit: 10)
-        #expect(await gate.acquire(11) == .tooLarge)
         #expect(await gate.acquire(8) == .acquired)
         let order = AsyncEvents<String>()
         let big = Task { _ = await gate.acquire(9); order.emit("big") }
@@ -262,5 +246,107 @@ private func withRunning<T: Sendable>(_ pipeline: Pipeline<FakePayload>,
         #expect(gate.inUse == 9)
         #expect(gate.peak <= 10)
         _ = await big.value
+    }
+}
+
+private struct TimedOut: Error, CustomStringConvertible { let description: String }
+
+/// Runs `operation` and returns its value, or throws once `limit` has passed (the operation's task is left behind):
+/// the deadline that makes a wait on an event fail instead of hang when a regression means it never comes.
+private func within<T: Sendable>(_ limit: Duration, _ what: String,
+                                 _ operation: @escaping @Sendable () async -> T) async throws -> T {
+    let pending = Locked<CheckedContinuation<T, any Error>?>(nil)
+    let take: @Sendable () -> CheckedContinuation<T, any Error>? = {
+        pending.withLock { c in
+            let taken = c
+            c = nil
+            return taken
+        }
+    }
+    return try await withCheckedThrowingContinuation { (cont: CheckedContinuation<T, any Error>) in
+        pending.withLock { $0 = cont }
+        Task { let value = await operation(); take()?.resume(returning: value) }
+        Task {
+            try? await Task.sleep(for: limit)
+            take()?.resume(throwing: TimedOut(description: "timed out after \(limit) waiting for \(what)"))
+        }
+    }
+}
+
+/// Issue 12 item 9: a job heavier than the pipeline's megapixel capacity (the default is 256 MP of input + output, so a
+/// 20 MP photo upscaled 4x weighs 20 x 17 = 340 MP) is admitted alone instead of being refused.
+@Suite(.timeLimit(.minutes(1))) struct OversizedAdmissionTests {
+    @Test func oversizedJobWaitsForAnEmptyPipelineThenRunsAloneWhileOthersWait() async throws {
+        let gate = TestGate()
+        let events = AsyncEvents<StageEvent>()
+        let pipeline = try makePipeline([
+            FakeStages.stage("decode", concurrency: 2, weighs: true),
+            FakeStages.stage("restore", concurrency: 2, gate: gate, events: events),
+        ], items: 8, megapixels: 256)
+        let entered: @Sendable (StageEvent) -> Bool = { if case .entered = $0 { return true } else { return false } }
+        let bigEntered: @Sendable (StageEvent) -> Bool = { $0 == .entered(stage: "restore", job: "big") }
+        try await withRunning(pipeline) {
+            let outcomes = AsyncEvents<JobOutcome>()
+            try await withThrowingTaskGroup(of: Void.self) { producers in
+                defer { gate.openAll() } // whatever happens, no stage stays parked at the gate
+                for (id, mp) in [("a", 3.0), ("big", 340.0), ("b", 3.0), ("c", 3.0)] {
+                    producers.addTask { outcomes.emit(await pipeline.process(FakeStages.request(id, megapixels: mp))) }
+                }
+                // Let the jobs ahead of big through one at a time, each to its end (its pixels released), until big
+                // has entered restore: it can only do so once nothing else holds pixels.
+                var released = 0
+                while true {
+                    let count = released + 1
+                    _ = try await within(.seconds(10), "\(count) jobs in restore (big never admitted?)") {
+                        await events.waitFor(count: count, where: entered)
+                    }
+                    if events.all.contains(where: bigEntered) { break }
+                    gate.release(1)
+                    released += 1
+                    let done = released
+                    _ = try await within(.seconds(10), "\(done) outcomes") { await outcomes.waitFor(count: done) }
+                }
+                // big is parked in restore: it holds its 340 MP and nothing else holds any.
+                #expect(pipeline.stats.megapixelsInFlight == 340)
+                #expect(events.all.filter(entered).last == .entered(stage: "restore", job: "big"))
+                #expect(outcomes.all.count == released, "every job admitted before big has finished")
+                gate.openAll()
+                let all = try await within(.seconds(10), "all 4 outcomes") { await outcomes.waitFor(count: 4) }
+                #expect(all.allSatisfy { $0.status == .ok }, "\(all.map { ($0.id.rawValue, $0.errorMessage ?? "ok") })")
+                // Nobody entered restore between big's entry and big's exit.
+                let trace = events.all
+                let bigIn = try #require(trace.firstIndex(of: .entered(stage: "restore", job: "big")))
+                let bigOut = try #require(trace.firstIndex(of: .left(stage: "restore", job: "big")))
+                #expect(!trace[(bigIn + 1)..<bigOut].contains(where: entered), "\(trace)")
+                try await producers.waitForAll()
+            }
+        }
+        #expect(pipeline.stats.peakMegapixels == 340, "big ran alone: the peak is its own weight, never more")
+    }
+
+    @Test func severalOversizedJobsQueuedBetweenSmallOnesAllFinishWithoutDeadlock() async throws {
+        let pipeline = try makePipeline([
+            FakeStages.stage("decode", concurrency: 2, weighs: true),
+            FakeStages.stage("restore", concurrency: 2),
+            FakeStages.stage("encode"),
+        ], items: 4, megapixels: 256)
+        let outcomes: [JobOutcome] = try await withRunning(pipeline) {
+            try await within(.seconds(20), "9 jobs, 3 of them oversized, to finish") {
+                await withTaskGroup(of: JobOutcome.self) { group in
+                    for i in 0..<9 {
+                        let mp = i % 3 == 0 ? 300.0 + Double(i) : 40.0
+                        group.addTask { await pipeline.process(FakeStages.request("job\(i)", megapixels: mp)) }
+                    }
+                    var out: [JobOutcome] = []
+                    for await o in group { out.append(o) }
+                    return out
+                }
+            }
+        }
+        #expect(outcomes.count == 9)
+        #expect(outcomes.allSatisfy { $0.status == .ok }, "\(outcomes.map { ($0.id.rawValue, $0.errorMessage ?? "ok") })")
+        // Each oversized job ran alone: nothing ever held more than the largest of them.
+        #expect(pipeline.stats.peakMegapixels <= 306)
+        #expect(pipeline.stats.megapixelsInFlight == 0)
     }
 }

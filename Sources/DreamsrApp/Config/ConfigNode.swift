@@ -4,12 +4,22 @@ import Yams
 /// A typed, validating view of one YAML mapping. Every accessor names the full key path in its errors, unknown keys
 /// are refused (`checkKeys`), and — when `envPrefix` is set — a scalar key can be overridden by an environment
 /// variable `<envPrefix><PATH>` (path upper-cased, `.` -> `_`), e.g. `DREAMSR_METRICS_ADDRESS` for `metrics.address`.
+/// Every variable name a parse consults is recorded (`consultedVariables`), so the caller can refuse the prefixed
+/// variables nothing reads (a typo must not be silently ignored there either).
 struct ConfigNode {
     let file: String
     let path: String
     let node: Node?
     let env: [String: String]
     let envPrefix: String?
+    let consulted: ConsultedVariables
+
+    /// The environment variable names read during one parse (shared by all nodes of that parse; single-threaded).
+    final class ConsultedVariables {
+        var names: Set<String> = []
+    }
+
+    var consultedVariables: Set<String> { consulted.names }
 
     static func parse(yaml: String, file: String, env: [String: String], envPrefix: String?) throws -> ConfigNode {
         do {
@@ -17,7 +27,7 @@ struct ConfigNode {
             if let node, node.mapping == nil {
                 throw ConfigError(file: file, key: "", problem: "the top level must be a mapping of keys", line: node.mark?.line)
             }
-            return ConfigNode(file: file, path: "", node: node, env: env, envPrefix: envPrefix)
+            return ConfigNode(file: file, path: "", node: node, env: env, envPrefix: envPrefix, consulted: ConsultedVariables())
         } catch let e as ConfigError {
             throw e
         } catch {
@@ -33,8 +43,19 @@ struct ConfigNode {
         envPrefix.map { $0 + keyPath(key).uppercased().replacingOccurrences(of: ".", with: "_").replacingOccurrences(of: "-", with: "_") }
     }
 
+    /// The environment variable overriding `key`, when one is set.
+    func overridingVariable(_ key: String) -> String? {
+        guard let name = envName(key) else { return nil }
+        consulted.names.insert(name)
+        return env[name] == nil ? nil : name
+    }
+
+    /// An error about `key`, blamed on its environment variable when one overrides it, else on the file line.
     func error(_ key: String, _ problem: String, at node: Node? = nil) -> ConfigError {
-        ConfigError(file: file, key: keyPath(key), problem: problem, line: (node ?? self.node)?.mark?.line)
+        if let variable = overridingVariable(key) {
+            return ConfigError(file: file, key: keyPath(key), problem: problem, environmentVariable: variable)
+        }
+        return ConfigError(file: file, key: keyPath(key), problem: problem, line: (node ?? self.node)?.mark?.line)
     }
 
     func child(_ key: String) throws -> ConfigNode {
@@ -42,16 +63,17 @@ struct ConfigNode {
         if let value, value.mapping == nil, !(value.scalar.map { $0.string.isEmpty || $0.string == "~" || $0.string == "null" } ?? false) {
             throw error(key, "expected a mapping of keys", at: value)
         }
-        return ConfigNode(file: file, path: keyPath(key), node: value?.mapping == nil ? nil : value, env: env, envPrefix: envPrefix)
+        return ConfigNode(file: file, path: keyPath(key), node: value?.mapping == nil ? nil : value, env: env, envPrefix: envPrefix,
+                          consulted: consulted)
     }
 
-    func has(_ key: String) -> Bool { node?.mapping?[key] != nil || envName(key).flatMap { env[$0] } != nil }
+    func has(_ key: String) -> Bool { node?.mapping?[key] != nil || overridingVariable(key) != nil }
 
     func list(_ key: String) throws -> [ConfigNode] {
         guard let value = node?.mapping?[key] else { return [] }
         guard let seq = value.sequence else { throw error(key, "expected a list", at: value) }
         return seq.enumerated().map { i, item in
-            ConfigNode(file: file, path: keyPath(key) + ".\(i)", node: item, env: env, envPrefix: envPrefix)
+            ConfigNode(file: file, path: keyPath(key) + ".\(i)", node: item, env: env, envPrefix: envPrefix, consulted: consulted)
         }
     }
 
@@ -66,20 +88,18 @@ struct ConfigNode {
     }
 
     /// The raw scalar text for `key`: the environment override first, then the file.
-    private func raw(_ key: String) throws -> (String, String)? {
-        if let name = envName(key), let v = env[name] { return (v, "environment variable \(name)") }
+    private func raw(_ key: String) throws -> String? {
+        if let name = overridingVariable(key), let v = env[name] { return v }
         guard let value = node?.mapping?[key] else { return nil }
         guard let scalar = value.scalar else { throw error(key, "expected a single value, not a list or mapping", at: value) }
         if scalar.string == "~" || scalar.string == "null" { return nil }
-        return (scalar.string, "")
+        return scalar.string
     }
-
-    private func describe(_ source: String) -> String { source.isEmpty ? "" : " (from \(source))" }
 
     func string(_ key: String, default def: String) throws -> String { try optionalString(key) ?? def }
 
     func optionalString(_ key: String) throws -> String? {
-        try raw(key)?.0
+        try raw(key)
     }
 
     func requiredString(_ key: String) throws -> String {
@@ -88,35 +108,35 @@ struct ConfigNode {
     }
 
     func int(_ key: String, default def: Int, min: Int = .min, max: Int = .max) throws -> Int {
-        guard let (text, source) = try raw(key) else { return def }
+        guard let text = try raw(key) else { return def }
         guard let v = Int(text.trimmingCharacters(in: .whitespaces)) else {
-            throw error(key, "expected an integer, got '\(text)'\(describe(source))", at: node?.mapping?[key])
+            throw error(key, "expected an integer, got '\(text)'", at: node?.mapping?[key])
         }
         guard v >= min && v <= max else {
-            throw error(key, "\(v) is out of range \(min == .min ? "" : "\(min)")...\(max == .max ? "" : "\(max)")\(describe(source))", at: node?.mapping?[key])
+            throw error(key, "\(v) is out of range \(min == .min ? "" : "\(min)")...\(max == .max ? "" : "\(max)")", at: node?.mapping?[key])
         }
         return v
     }
 
     func double(_ key: String, default def: Double, min: Double = -.infinity, max: Double = .infinity,
                 exclusiveMin: Bool = false) throws -> Double {
-        guard let (text, source) = try raw(key) else { return def }
+        guard let text = try raw(key) else { return def }
         guard let v = Double(text.trimmingCharacters(in: .whitespaces)), v.isFinite else {
-            throw error(key, "expected a number, got '\(text)'\(describe(source))", at: node?.mapping?[key])
+            throw error(key, "expected a number, got '\(text)'", at: node?.mapping?[key])
         }
         guard (exclusiveMin ? v > min : v >= min) && v <= max else {
             let lower = exclusiveMin ? "> \(min)" : ">= \(min)"
-            throw error(key, "\(v) must be \(lower)\(max.isFinite ? " and <= \(max)" : "")\(describe(source))", at: node?.mapping?[key])
+            throw error(key, "\(v) must be \(lower)\(max.isFinite ? " and <= \(max)" : "")", at: node?.mapping?[key])
         }
         return v
     }
 
     func bool(_ key: String, default def: Bool) throws -> Bool {
-        guard let (text, source) = try raw(key) else { return def }
+        guard let text = try raw(key) else { return def }
         switch text.lowercased() {
         case "true", "yes", "on", "1": return true
         case "false", "no", "off", "0": return false
-        default: throw error(key, "expected true or false, got '\(text)'\(describe(source))", at: node?.mapping?[key])
+        default: throw error(key, "expected true or false, got '\(text)'", at: node?.mapping?[key])
         }
     }
 

@@ -115,6 +115,7 @@ public struct DaemonConfig: Sendable {
         try checkFolderOverlap(watch, kafkaOutput: kafka?.outputDirectory) { i, problem in
             i < watchItems.count ? watchItems[i].error("output", problem) : sources.error("kafka", problem)
         }
+        try refuseUnknownVariables(root, env: env)
         return DaemonConfig(file: file, logLevel: Logger.Level(rawValue: levelText)!, modelsDirectory: models,
                             pipelinesDirectory: pipelinesDir, pipeline: pipeline, metricsAddress: address,
                             gracePeriod: .milliseconds(Int64(grace * 1000)), maxInputMegapixels: maxMP,
