@@ -88,6 +88,12 @@ public struct KafkaConnectorConfiguration: Sendable, Equatable {
     }
     /// Largest accepted message value (default 1 MiB); larger ones are dead-lettered.
     public var maxMessageBytes: Int = 1 << 20
+    /// Largest dead letter in bytes: the producer's `message.max.bytes` (from `clientProperties`, else librdkafka's
+    /// default 1,000,000). A larger original is cut to fit (see `DeadLetter`); a broker refusal ("message size too
+    /// large", e.g. a smaller `max.message.bytes` on the topic) lowers it for the rest of the run.
+    public var deadLetterMaxBytes: Int {
+        clientProperties["message.max.bytes"].flatMap { Int($0) } ?? 1_000_000
+    }
     public var retry = RetryPolicy()
     public var http = HTTPSourceRules()
     /// Publish `status: error` results for dead-lettered messages too (default true).

@@ -385,7 +385,7 @@ public final class Pipeline<Payload: Sendable>: JobProcessor, Service, Sendable 
             s.idleWaiters = []
             return w
         }
-        if outcome.isAbandoned { metrics.abandoned.increment() } else if outcome.status == .ok { metrics.ok.increment() } else { metrics.failed.increment() }
+        metrics.record(outcome)
         items.release(1)
         envelope.box.set(outcome)
         for w in idle { w.resume() }
