@@ -179,6 +179,12 @@ public struct KafkaConnectorConfiguration: Sendable, Equatable {
             "queued.max.messages.kbytes": "1024",
             "fetch.wait.max.ms": "100",
             "fetch.error.backoff.ms": "50",
+            // A fetch returns at least one whole record batch however large (KIP-74); a response over this limit
+            // fails with "Invalid response size ...: increase receive.message.max.bytes" and librdkafka retries it
+            // forever, stalling the partition. At librdkafka's maximum, any message the broker accepted can be
+            // fetched (and dead-lettered if over max_message_bytes). Lowering it in client_properties brings the
+            // stall back (see docs/kafka.md).
+            "receive.message.max.bytes": "2147483647",
         ]
         props.merge(clientProperties) { _, new in new }
         return props

@@ -63,6 +63,33 @@ import Testing
         #expect(ten.flatMap { Self.header($0, DeadLetterHeader.error) } == "message value is 10000000 bytes, limit 1048576")
     }
 
+    /// Fetch limits below the message size (a consumer fetch.max.bytes of 600 KB, a producer message.max.bytes of
+    /// 600 KB) still let a 2 MB message through: it is fetched whole, dead-lettered cut to 600 KB, and committed.
+    /// (librdkafka fails a fetch response over receive.message.max.bytes and retries it forever; the connector sets
+    /// that to librdkafka's maximum.)
+    @Test func messageOverTheFetchLimitsIsFetchedAndDeadLettered() async throws {
+        let f = try Fixture("fetch-limit", partitions: 1)
+        let ok = try f.writeInput("before.raw", "BEFORE")
+        try await KafkaTools.produce(bootstrap: f.bootstrap, topic: f.topic, messages: [
+            (key: Array("before".utf8), value: Array(#"{"id":"before","source":"\#(ok)"}"#.utf8), headers: []),
+            (key: Array("big".utf8), value: Self.poison("big", size: 2_000_000), headers: []),
+        ], maxMessageBytes: 16 << 20)
+        var configuration = f.configuration(maxInFlight: 1)
+        configuration.clientProperties = ["fetch.max.bytes": "600000", "message.max.bytes": "600000"]
+        #expect(configuration.consumerProperties["receive.message.max.bytes"] == "2147483647")
+        let events = EventLog()
+        let reached = try await f.run(configuration, processor: FakeProcessor(), events: events, timeout: .seconds(30)) {
+            okResults($0) == 1 && deadLetters($0) == 1
+                && $0.contains { if case .offsetStored(_, 2) = $0 { return true } else { return false } }
+        }
+        #expect(reached, "ok=\(okResults(events.events)) dlq=\(deadLetters(events.events))")
+        let dlq = try await KafkaTools.read(bootstrap: f.bootstrap, topic: "\(f.topic).dlq", partitions: 1, count: 1)
+        #expect(dlq.first.map { ($0.value?.count ?? 0) < 600_000 && $0.value?.count ?? 0 > 590_000 } == true)
+        #expect(dlq.first.flatMap { Self.header($0, DeadLetterHeader.originalSize) } == "2000000")
+        let (committed, high) = try await f.committedEqualsWatermarks()
+        #expect(committed == high && high == [2])
+    }
+
     /// The broker refuses the dead letter as too large (a topic whose max.message.bytes is below the producer's
     /// limit): the source retries with half the value each time, and later letters start from the learned size.
     @Test func brokerRefusalShrinksTheDeadLetterUntilItFits() async throws {
