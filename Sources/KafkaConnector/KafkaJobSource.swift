@@ -522,7 +522,9 @@ final class SourceCore: @unchecked Sendable {
         headers.append(KafkaHeader(DeadLetterHeader.attempts, String(attempts)))
         var letter = DeadLetter(original: message, dreamsrHeaders: headers, limit: deadLetterLimit.withLock { $0 })
         var published = false
+        var deliveryAttempt = 0
         while true {
+            deliveryAttempt += 1
             do {
                 try await producer.send(topic: configuration.deadLetterTopic, key: letter.key, value: letter.value,
                                         headers: letter.headers)
@@ -542,7 +544,7 @@ final class SourceCore: @unchecked Sendable {
             } catch let failure as KafkaConnectorError where failure.isRetriable && !Task.isCancelled {
                 logger.warning("delivery failed, retrying", metadata: [
                     "topic": "\(configuration.deadLetterTopic)", "error": "\(failure)"])
-                do { try await Task.sleep(for: configuration.retry.delay(afterAttempt: attempts)) } catch { return false }
+                do { try await Task.sleep(for: configuration.retry.delay(afterAttempt: deliveryAttempt)) } catch { return false }
             } catch {
                 if Task.isCancelled { return false }
                 if (error as? KafkaConnectorError)?.code == .closed { return false }
