@@ -62,7 +62,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .target(name: "KafkaConnector", dependencies: [
-            "Jobs", "PipelineRuntime", "CRdKafka", "CCurl",
+            "Jobs", "PipelineRuntime", "CRdKafka", "CCurl", "Captioning",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
@@ -97,7 +97,8 @@ let package = Package(
         .testTarget(name: "UpscalingTests", dependencies: ["Upscaling", "Raster", "Models", "Tensor", "DreamsrTestKit"]),
         .testTarget(name: "PipelineRuntimeTests", dependencies: ["PipelineRuntime", "Jobs", "DreamsrTestKit"]),
         .testTarget(name: "WatchFolderConnectorTests", dependencies: ["WatchFolderConnector", "PipelineRuntime", "Jobs", "DreamsrTestKit"]),
-        .testTarget(name: "KafkaConnectorTests", dependencies: ["KafkaConnector", "PipelineRuntime", "Jobs", "DreamsrTestKit"]),
+        .testTarget(name: "KafkaConnectorTests", dependencies: ["KafkaConnector", "PipelineRuntime", "Jobs", "DreamsrTestKit",
+                                                             "Captioning", .product(name: "Metrics", package: "swift-metrics")]),
         .testTarget(name: "DreamsrAppTests", dependencies: ["DreamsrApp", "DreamsrTestKit"]),
     ]
 )

@@ -76,7 +76,8 @@ public func buildServiceGroup(config: DaemonConfig, logger: Logger, factory: any
                               failureTerminationBehavior: .gracefullyShutdownGroup))
     }
     if let kafka = config.kafka {
-        services.append(.init(service: KafkaJobSource(configuration: kafka, processor: router, logger: logger),
+        services.append(.init(service: KafkaJobSource(configuration: kafka, processor: router, logger: logger,
+                                                     metrics: SourceMetrics(source: "kafka", factory: metricsFactory)),
                               successTerminationBehavior: .gracefullyShutdownGroup,
                               failureTerminationBehavior: .gracefullyShutdownGroup))
     }

@@ -88,6 +88,12 @@ public struct KafkaConnectorConfiguration: Sendable, Equatable {
     }
     /// Largest accepted message value (default 1 MiB); larger ones are dead-lettered.
     public var maxMessageBytes: Int = 1 << 20
+    /// Largest dead letter in bytes: the producer's `message.max.bytes` (from `clientProperties`, else librdkafka's
+    /// default 1,000,000). A larger original is cut to fit (see `DeadLetter`); a broker refusal ("message size too
+    /// large", e.g. a smaller `max.message.bytes` on the topic) lowers it for the rest of the run.
+    public var deadLetterMaxBytes: Int {
+        clientProperties["message.max.bytes"].flatMap { Int($0) } ?? 1_000_000
+    }
     public var retry = RetryPolicy()
     public var http = HTTPSourceRules()
     /// Publish `status: error` results for dead-lettered messages too (default true).
@@ -173,6 +179,12 @@ public struct KafkaConnectorConfiguration: Sendable, Equatable {
             "queued.max.messages.kbytes": "1024",
             "fetch.wait.max.ms": "100",
             "fetch.error.backoff.ms": "50",
+            // A fetch returns at least one whole record batch however large (KIP-74); a response over this limit
+            // fails with "Invalid response size ...: increase receive.message.max.bytes" and librdkafka retries it
+            // forever, stalling the partition. At librdkafka's maximum, any message the broker accepted can be
+            // fetched (and dead-lettered if over max_message_bytes). Lowering it in client_properties brings the
+            // stall back (see docs/kafka.md).
+            "receive.message.max.bytes": "2147483647",
         ]
         props.merge(clientProperties) { _, new in new }
         return props

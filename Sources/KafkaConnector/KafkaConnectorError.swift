@@ -23,8 +23,14 @@ public struct KafkaConnectorError: Error, CustomStringConvertible, Sendable, Equ
         public static let consumer = Code("consumer")
         /// The input message is not valid per the message contract (bad JSON, wrong types, missing source).
         public static let invalidMessage = Code("invalid_message")
-        /// The source file is missing or unreadable.
+        /// The source file is missing, unreadable, or not a regular file (a folder, a device).
         public static let source = Code("source")
+        /// The output cannot be written where the message asks: a folder on its path is a file or a symbolic
+        /// link, or the name is too long. Checked before the model runs; never retried.
+        public static let output = Code("output")
+        /// The broker or the producer refused a message as too large (`message.max.bytes`, the topic's
+        /// `max.message.bytes`).
+        public static let messageTooLarge = Code("message_too_large")
         /// A limit was exceeded (message size, download size, scale).
         public static let limitExceeded = Code("limit_exceeded")
         /// The URL resolves to an address the rules forbid (loopback, link-local, private), or a scheme not allowed.
@@ -64,7 +70,8 @@ public struct KafkaConnectorError: Error, CustomStringConvertible, Sendable, Equ
     static func rdkafka(_ err: rd_kafka_resp_err_t, _ code: Code, _ context: String,
                         file: String = #fileID, line: Int = #line) -> KafkaConnectorError {
         let name = String(cString: rd_kafka_err2str(err))
-        return KafkaConnectorError(code, "\(context): \(name) (\(err.rawValue))",
+        let tooLarge = err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE || err == RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE
+        return KafkaConnectorError(tooLarge ? .messageTooLarge : code, "\(context): \(name) (\(err.rawValue))",
                                    isRetriable: Self.isRetriable(err), file: file, line: line)
     }
 

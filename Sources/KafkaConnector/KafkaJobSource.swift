@@ -31,12 +31,15 @@ public final class KafkaJobSource: Service, Sendable {
     private let processor: any JobProcessor
     private let logger: Logger
     private let onEvent: (@Sendable (KafkaSourceEvent) -> Void)?
+    private let metrics: SourceMetrics
 
     public init(configuration: KafkaConnectorConfiguration, processor: any JobProcessor, logger: Logger,
+                metrics: SourceMetrics = SourceMetrics(source: "kafka"),
                 onEvent: (@Sendable (KafkaSourceEvent) -> Void)? = nil) {
         self.configuration = configuration
         self.processor = processor
         self.logger = logger
+        self.metrics = metrics
         self.onEvent = onEvent
     }
 
@@ -45,7 +48,7 @@ public final class KafkaJobSource: Service, Sendable {
         let producer = try RDKafkaProducer(properties: configuration.producerProperties,
                                            logger: logger.with("kafka.client", "producer"))
         let core = SourceCore(configuration: configuration, processor: processor, producer: producer,
-                              logger: logger, onEvent: onEvent)
+                              logger: logger, metrics: metrics, onEvent: onEvent)
         let consumer: RDKafkaConsumer
         do {
             consumer = try RDKafkaConsumer(properties: configuration.consumerProperties,
@@ -146,17 +149,24 @@ final class SourceCore: @unchecked Sendable {
     let producer: RDKafkaProducer
     let logger: Logger
     let onEvent: (@Sendable (KafkaSourceEvent) -> Void)?
+    let metrics: SourceMetrics
     let fetcher: HTTPSourceFetcher
     let state = Locked(State())
+    /// What the dead-letter topic accepts (bytes of one message), learned from refusals; starts at the producer's
+    /// `message.max.bytes`.
+    let deadLetterLimit: Locked<Int>
     /// Set once before the poll thread starts.
     nonisolated(unsafe) var consumer: RDKafkaConsumer!
 
     init(configuration: KafkaConnectorConfiguration, processor: any JobProcessor, producer: RDKafkaProducer,
-         logger: Logger, onEvent: (@Sendable (KafkaSourceEvent) -> Void)?) {
+         logger: Logger, metrics: SourceMetrics = SourceMetrics(source: "kafka"),
+         onEvent: (@Sendable (KafkaSourceEvent) -> Void)?) {
         self.configuration = configuration
         self.processor = processor
         self.producer = producer
         self.logger = logger
+        self.metrics = metrics
+        self.deadLetterLimit = Locked(configuration.deadLetterMaxBytes)
         self.onEvent = onEvent
         self.fetcher = HTTPSourceFetcher(rules: configuration.http, directory: configuration.downloadDirectory)
     }
@@ -413,21 +423,31 @@ final class SourceCore: @unchecked Sendable {
                     downloaded = localPath
                 } catch {
                     if error.isRetriable && attempt < configuration.retry.maxAttempts {
-                        guard await backoff(tp, message.offset, attempt) else { return false }
+                        guard await backoff(tp, message.offset, attempt, stage: "download") else { return false }
                         continue
                     }
                     return await deadLetter(message, id: id, stage: "download", error: error, attempts: attempt)
                 }
             }
-            if !FileManager.default.isReadableFile(atPath: localPath) {
-                let error = KafkaConnectorError(.source, "source file '\(localPath)' does not exist or is unreadable")
+            // Failures no retry can fix end here, before the model runs (one dead letter, no retries).
+            do {
+                try JobPreflight.checkSource(localPath)
+            } catch {
+                if let downloaded { try? FileManager.default.removeItem(atPath: downloaded) }
                 return await deadLetter(message, id: id, stage: "source", error: error, attempts: attempt)
             }
-            try? FileManager.default.createDirectory(atPath: (output as NSString).deletingLastPathComponent,
-                                                     withIntermediateDirectories: true)
+            do {
+                // Relative outputs stay confined to kafka.output_dir (no symlink on the way is followed).
+                try JobPreflight.prepareOutput(output, root: configuration.outputDirectory)
+            } catch {
+                if let downloaded { try? FileManager.default.removeItem(atPath: downloaded) }
+                return await deadLetter(message, id: id, stage: "output", error: error, attempts: attempt)
+            }
+            var jobOrigin = origin
+            jobOrigin[PipelineMetrics.attemptsLeftOrigin] = String(configuration.retry.maxAttempts - attempt)
             let request = JobRequest(id: id, source: .file(localPath), output: output, prompt: input.prompt,
                                      scale: input.scale, format: format, pipeline: input.pipeline,
-                                     origin: origin)
+                                     origin: jobOrigin)
             var outcome = await processor.process(request)
             if let downloaded { try? FileManager.default.removeItem(atPath: downloaded) }
             if Self.isAbandoned(outcome) {
@@ -451,7 +471,9 @@ final class SourceCore: @unchecked Sendable {
             if outcome.retriable && attempt < configuration.retry.maxAttempts {
                 logger.info("retriable failure", metadata: ["id": "\(id)", "attempt": "\(attempt)",
                                                             "error": "\(outcome.errorMessage ?? "")"])
-                guard await backoff(tp, message.offset, attempt) else { return false }
+                guard await backoff(tp, message.offset, attempt, stage: outcome.errorStage ?? "process") else {
+                    return false
+                }
                 continue
             }
             let error = KafkaConnectorError(.processing, outcome.errorMessage ?? "pipeline error",
@@ -465,8 +487,9 @@ final class SourceCore: @unchecked Sendable {
     static func isAbandoned(_ outcome: JobOutcome) -> Bool { outcome.isAbandoned }
 
     /// Waits before the next attempt. False when the job should end unfinished instead (shutdown, cancellation).
-    private func backoff(_ tp: TopicPartition, _ offset: Int64, _ attempt: Int) async -> Bool {
+    private func backoff(_ tp: TopicPartition, _ offset: Int64, _ attempt: Int, stage: String) async -> Bool {
         if state.withLock({ $0.stopping }) { return false }
+        metrics.retried(stage: stage)
         onEvent?(.retrying(tp, offset: offset, attempt: attempt + 1))
         do {
             try await Task.sleep(for: configuration.retry.delay(afterAttempt: attempt))
@@ -476,36 +499,81 @@ final class SourceCore: @unchecked Sendable {
         }
     }
 
-    /// Publishes the original bytes to the dead-letter topic (plus an error result when configured).
+    /// Publishes the original bytes to the dead-letter topic (plus an error result when configured). A dead letter
+    /// always fits: the original value is carried up to what the topic accepts (`DeadLetter.fitting`), smaller on
+    /// each "message too large" refusal; if even the smallest form is refused, the failure is recorded in the error
+    /// result and the message still counts as finished (its offset advances).
     private func deadLetter(_ message: ConsumedMessage, id: JobID, stage: String, error: any Error, attempts: Int,
                             outcome: JobOutcome? = nil) async -> Bool {
         let connectorError = error as? KafkaConnectorError
-        let text = connectorError?.message ?? "\(error)"
+        var text = connectorError?.message ?? "\(error)"
         let code = connectorError?.code.rawValue ?? "error"
         logger.warning("dead-lettering message", metadata: [
             "id": "\(id)", "partition": "\(message.topicPartition)", "offset": "\(message.offset)",
             "stage": "\(stage)", "error": "\(text)",
         ])
-        var headers = message.headers
-        headers.append(KafkaHeader(DeadLetterHeader.error, text))
+        var headers: [KafkaHeader] = []
+        headers.append(KafkaHeader(DeadLetterHeader.error, String(text.prefix(DeadLetter.maxErrorBytes))))
         headers.append(KafkaHeader(DeadLetterHeader.errorCode, code))
         headers.append(KafkaHeader(DeadLetterHeader.stage, stage))
         headers.append(KafkaHeader(DeadLetterHeader.topic, message.topic))
         headers.append(KafkaHeader(DeadLetterHeader.partition, String(message.partition)))
         headers.append(KafkaHeader(DeadLetterHeader.offset, String(message.offset)))
         headers.append(KafkaHeader(DeadLetterHeader.attempts, String(attempts)))
-        guard await publish(topic: configuration.deadLetterTopic, key: message.key, value: message.value ?? [],
-                            headers: headers) else { return false }
-        onEvent?(.deadLettered(message.topicPartition, offset: message.offset, stage: stage))
-        if configuration.publishErrorResults {
+        var letter = DeadLetter(original: message, dreamsrHeaders: headers, limit: deadLetterLimit.withLock { $0 })
+        var published = false
+        var deliveryAttempt = 0
+        while true {
+            deliveryAttempt += 1
+            do {
+                try await producer.send(topic: configuration.deadLetterTopic, key: letter.key, value: letter.value,
+                                        headers: letter.headers)
+                published = true
+                break
+            } catch let refusal as KafkaConnectorError where refusal.code == .messageTooLarge {
+                // The topic (or the producer) takes less than we thought: remember it, try a smaller letter.
+                let size = letter.size
+                deadLetterLimit.withLock { $0 = min($0, size - 1) }
+                logger.warning("dead letter refused as too large; retrying smaller", metadata: [
+                    "id": "\(id)", "bytes": "\(size)", "error": "\(refusal.message)"])
+                guard let smaller = letter.smaller() else {
+                    text += "; the dead letter could not be published: \(refusal.message) even without the original value"
+                    break
+                }
+                letter = smaller
+            } catch let failure as KafkaConnectorError where failure.isRetriable && !Task.isCancelled {
+                logger.warning("delivery failed, retrying", metadata: [
+                    "topic": "\(configuration.deadLetterTopic)", "error": "\(failure)"])
+                do { try await Task.sleep(for: configuration.retry.delay(afterAttempt: deliveryAttempt)) } catch { return false }
+            } catch {
+                if Task.isCancelled { return false }
+                if (error as? KafkaConnectorError)?.code == .closed { return false }
+                text += "; the dead letter could not be published: \(error)"
+                logger.error("dead letter delivery failed", metadata: [
+                    "topic": "\(configuration.deadLetterTopic)", "error": "\(error)"])
+                break
+            }
+        }
+        if published {
+            metrics.deadLettered(stage: stage)
+            onEvent?(.deadLettered(message.topicPartition, offset: message.offset, stage: stage))
+        } else {
+            metrics.deadLetterFailed(stage: stage)
+            logger.error("dead letter not published; recording the failure in the error result and moving on",
+                         metadata: ["id": "\(id)", "offset": "\(message.offset)", "error": "\(text)"])
+        }
+        if configuration.publishErrorResults || !published {
             var failed = outcome ?? JobOutcome(id: id, status: .error)
             failed.status = .error
             failed.errorStage = stage
             failed.errorMessage = text
             let result = ResultMessage(outcome: failed, attempts: attempts, message: message)
-            guard await publish(topic: configuration.resultsTopic, key: Array(id.rawValue.utf8),
-                                value: result.encoded(), headers: []) else { return false }
-            onEvent?(.resultPublished(message.topicPartition, offset: message.offset, status: "error"))
+            let sent = await publish(topic: configuration.resultsTopic, key: Array(id.rawValue.utf8),
+                                     value: result.encoded(), headers: [])
+            // A refused error result is logged by publish(); the message still advances once it was recorded
+            // somewhere (or, with no dead letter either, after the log line: nothing more can be done with it).
+            if sent { onEvent?(.resultPublished(message.topicPartition, offset: message.offset, status: "error")) }
+            if !sent && Task.isCancelled { return false }
         }
         return true
     }

@@ -34,6 +34,13 @@ public final class MockKafkaCluster: @unchecked Sendable {
         }
     }
 
+    /// Makes the next `count` produce requests to this cluster fail with "message size too large", as a broker
+    /// does for a message over the topic's `max.message.bytes` (for tests of the dead-letter size fallback).
+    public func refuseNextProduceRequestsAsTooLarge(_ count: Int) {
+        let errors = [rd_kafka_resp_err_t](repeating: RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, count: count)
+        rd_kafka_mock_push_request_errors_array(cluster, 0 /* ProduceRequest */, count, errors)
+    }
+
     deinit {
         rd_kafka_mock_cluster_destroy(cluster)
         rd_kafka_destroy(client)
@@ -47,9 +54,9 @@ public enum KafkaTools {
     /// delivery reports. At most librdkafka's queue (queue.buffering.max.messages, 100000) at once.
     public static func produce(bootstrap: String, topic: String,
                                messages: [(key: [UInt8]?, value: [UInt8], headers: [KafkaHeader])],
-                               partition: Int32? = nil) async throws {
+                               partition: Int32? = nil, maxMessageBytes: Int = 1_000_000) async throws {
         let producer = try RDKafkaProducer(properties: ["bootstrap.servers": bootstrap, "enable.idempotence": "true",
-                                                        "linger.ms": "1"],
+                                                        "linger.ms": "1", "message.max.bytes": String(maxMessageBytes)],
                                            logger: Logger(label: "dreamsr.kafka.tools"))
         do {
             // In order: a partition receives the messages in the order given (concurrent sends would not).

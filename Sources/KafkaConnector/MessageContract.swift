@@ -1,5 +1,6 @@
 import Foundation
 import Jobs
+import PipelineRuntime
 
 /// The input message's JSON value (see docs/kafka.md). Unknown fields are ignored; wrong types are rejected.
 public struct InputMessage: Sendable, Equatable, Decodable {
@@ -13,9 +14,58 @@ public struct InputMessage: Sendable, Equatable, Decodable {
 
     enum CodingKeys: String, CodingKey { case id, source, output, prompt, scale, format, pipeline }
 
-    /// Accepted output formats and scales.
+    public init(id: String? = nil, source: String, output: String? = nil, prompt: String? = nil, scale: Int? = nil,
+                format: String? = nil, pipeline: String? = nil) {
+        self.id = id
+        self.source = source
+        self.output = output
+        self.prompt = prompt
+        self.scale = scale
+        self.format = format
+        self.pipeline = pipeline
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        id = try c.decodeIfPresent(String.self, forKey: .id)
+        source = try c.decode(String.self, forKey: .source)
+        output = try c.decodeIfPresent(String.self, forKey: .output)
+        prompt = try c.decodeIfPresent(String.self, forKey: .prompt)
+        format = try c.decodeIfPresent(String.self, forKey: .format)
+        pipeline = try c.decodeIfPresent(String.self, forKey: .pipeline)
+        scale = try Self.decodeScale(c)
+    }
+
+    /// `scale` is an integer or absent/null; anything else (4.5, "4", true) gets the scale rule's own message.
+    static func decodeScale(_ c: KeyedDecodingContainer<CodingKeys>) throws -> Int? {
+        guard c.contains(.scale), try !c.decodeNil(forKey: .scale) else { return nil }
+        if let value = try? c.decode(Int.self, forKey: .scale) { return value }
+        let got: String
+        if let number = try? c.decode(Double.self, forKey: .scale) {
+            got = "\(number)"
+        } else if let text = try? c.decode(String.self, forKey: .scale) {
+            got = "the string \"\(text.prefix(20))\""
+        } else if let flag = try? c.decode(Bool.self, forKey: .scale) {
+            got = "\(flag)"
+        } else {
+            got = "a JSON array or object"
+        }
+        throw KafkaConnectorError(.invalidMessage, scaleRule(got: got))
+    }
+
+    /// Accepted output formats.
     public static let formats: Set<String> = ["png", "jpeg", "jpg", "webp", "tiff", "tif"]
-    public static let scales: ClosedRange<Int> = 1...8
+    /// Accepted scales: integers 1...4 (the native scale of the shipped models, Real-ESRGAN x4plus and DreamSR x4;
+    /// the restore stage cannot go above its model's scale). The CLI and docs state the same rule.
+    public static let scales: ClosedRange<Int> = 1...4
+    static func scaleRule(got: String) -> String {
+        "field 'scale' must be an integer in \(scales.lowerBound)...\(scales.upperBound), got \(got)"
+    }
+    /// Limits of `output` (checked at parse time): bytes of the whole value, path components (folders + file).
+    public static let maxOutputBytes = 1024
+    public static let maxOutputComponents = 16
+    /// Name endings of files still being written by common tools; an output must not look like one.
+    static let temporarySuffixes = [".part", ".partial", ".tmp", ".crdownload", "~"]
     static let idCharacters = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
     /// Parses and validates a message value. Every failure is a non-retriable `KafkaConnectorError`
@@ -30,6 +80,8 @@ public struct InputMessage: Sendable, Equatable, Decodable {
         let message: InputMessage
         do {
             message = try JSONDecoder().decode(InputMessage.self, from: Data(bytes))
+        } catch let error as KafkaConnectorError {
+            throw error
         } catch let error as DecodingError {
             throw KafkaConnectorError(.invalidMessage, Self.describe(error))
         } catch {
@@ -50,11 +102,50 @@ public struct InputMessage: Sendable, Equatable, Decodable {
             }
         }
         if let scale, !Self.scales.contains(scale) {
-            throw KafkaConnectorError(.limitExceeded, "field 'scale' = \(scale) is outside \(Self.scales)")
+            throw KafkaConnectorError(.limitExceeded, Self.scaleRule(got: "\(scale)"))
         }
+        for (field, value) in [("source", source), ("output", output ?? "")] {
+            if let bad = value.unicodeScalars.enumerated().first(where: { $0.element.properties.generalCategory == .control }) {
+                let hex = String(bad.element.value, radix: 16, uppercase: true)
+                let codePoint = "U+" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
+                throw KafkaConnectorError(.invalidMessage, "field '\(field)' contains the control character "
+                                          + "\(codePoint) at position \(bad.offset); control characters are not allowed")
+            }
+        }
+        if let output { try Self.checkOutputRule(output) }
         if let format, !Self.formats.contains(format.lowercased()) {
             throw KafkaConnectorError(.invalidMessage,
                                       "field 'format' = '\(format)' is not one of \(Self.formats.sorted())")
+        }
+    }
+
+    /// The rule for `output` (see docs/kafka.md, "Field rules"): at most `maxOutputBytes` bytes and
+    /// `maxOutputComponents` path components; no `..`; no component that is hidden (leading '.') or looks like a
+    /// temporary file (`temporarySuffixes`); each folder at most NAME_MAX (255) bytes and the file name at most
+    /// `OutputFiles.maxNameBytes`, so its temporary name fits too.
+    static func checkOutputRule(_ output: String) throws(KafkaConnectorError) {
+        func fail(_ why: String) -> KafkaConnectorError { KafkaConnectorError(.invalidMessage, "field 'output': \(why)") }
+        if output.utf8.count > maxOutputBytes {
+            throw fail("\(output.utf8.count) bytes, limit \(maxOutputBytes)")
+        }
+        let components = output.split(separator: "/")
+        if components.contains("..") { throw fail("'..' is not allowed") }
+        if components.count > maxOutputComponents {
+            throw fail("\(components.count) path components, limit \(maxOutputComponents)")
+        }
+        for (index, component) in components.enumerated() {
+            let isFileName = index == components.count - 1 && !output.hasSuffix("/")
+            if component.hasPrefix(".") {
+                throw fail("'\(component)' is a hidden name (starts with '.')")
+            }
+            if let suffix = temporarySuffixes.first(where: { component.lowercased().hasSuffix($0) }) {
+                throw fail("'\(component)' looks like a temporary file (ends with '\(suffix)')")
+            }
+            let limit = isFileName ? OutputFiles.maxNameBytes : OutputFiles.nameMax
+            if component.utf8.count > limit {
+                throw fail("name '\(component.prefix(32))...' is \(component.utf8.count) bytes, limit \(limit)"
+                           + (isFileName ? " (NAME_MAX 255 less room for the temporary name written first)" : " (NAME_MAX)"))
+            }
         }
     }
 
@@ -223,4 +314,9 @@ public enum DeadLetterHeader {
     public static let partition = "dreamsr.source.partition"
     public static let offset = "dreamsr.source.offset"
     public static let attempts = "dreamsr.attempts"
+    /// On a dead letter cut to fit the topic: the original value's size in bytes, its SHA-256 (hex), and what was
+    /// cut (`value`, or `value,key,headers` when the original key and headers were dropped too).
+    public static let originalSize = "dreamsr.original.size"
+    public static let originalSHA256 = "dreamsr.original.sha256"
+    public static let truncated = "dreamsr.truncated"
 }

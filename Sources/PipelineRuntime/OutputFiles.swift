@@ -4,6 +4,11 @@ import Foundation
 /// complete, so no partial file is ever visible under a final name. Sources remove stale temporaries on start.
 public enum OutputFiles {
     static let marker = ".dreamsr-partial-"
+    /// NAME_MAX of Linux file systems (bytes of one path component).
+    public static let nameMax = 255
+    /// The longest final file name whose temporary name (`.NAME` + marker + a pid of up to 7 digits) still fits
+    /// in NAME_MAX: 230 bytes.
+    public static let maxNameBytes = nameMax - (1 + marker.utf8.count + 7)
 
     /// `dir/.NAME.dreamsr-partial-<pid>` for `dir/NAME`.
     public static func temporaryPath(for finalPath: String) -> String {

@@ -397,7 +397,7 @@ public final class Pipeline<Payload: Sendable>: JobProcessor, Service, Sendable 
             s.idleWaiters = []
             return w
         }
-        if outcome.isAbandoned { metrics.abandoned.increment() } else if outcome.status == .ok { metrics.ok.increment() } else { metrics.failed.increment() }
+        metrics.record(outcome)
         heartbeat.beat()
         logFinished(envelope.context.request, outcome, seconds: duration.seconds)
         items.release(1)

@@ -35,10 +35,10 @@ enum KafkaDaemon {
         return setup
     }
 
-    /// A 16x16 PNG with a pattern depending on `seed`.
-    static func writeImage(_ path: String, seed: Int) throws {
-        var img = PlanarImage(width: 16, height: 16, channels: 3)
-        for c in 0..<3 { for y in 0..<16 { for x in 0..<16 { img[c, y, x] = Float((x * 7 + y * 13 + c * 50 + seed * 17) % 255) / 255 } } }
+    /// A `size` x `size` PNG (default 16) with a pattern depending on `seed`.
+    static func writeImage(_ path: String, seed: Int, size: Int = 16) throws {
+        var img = PlanarImage(width: size, height: size, channels: 3)
+        for c in 0..<3 { for y in 0..<size { for x in 0..<size { img[c, y, x] = Float((x * 7 + y * 13 + c * 50 + seed * 17) % 255) / 255 } } }
         try ImageCodec.encode(color: img, alpha: nil, bitDepth: 8, grey: false, format: .png, quality: 90, to: path)
     }
 
@@ -234,6 +234,108 @@ enum KafkaDaemon {
         let dlq = try await KafkaTools.read(bootstrap: s.bootstrap, topic: s.topic + ".dlq", partitions: 1, count: 1_000,
                                             timeout: .seconds(3))
         #expect(Set(dlq.map { String(decoding: $0.key ?? [], as: UTF8.self) }) == Set((0..<4).map { "bad\($0)" }))
+    }
+
+    /// Issue 12 acceptance, at the process level: a seeded random mix of valid, slow (larger image), poison (bad
+    /// JSON; bad fields: scale 4.5, a NUL in source that would read a real file if cut, a hidden output; missing
+    /// source; a folder as source) and one oversized message (over max_message_bytes and over the producer's
+    /// message.max.bytes, alone in its partition: the mock broker drops older message sets when a partition holds
+    /// more than about 1 MB), with the daemon SIGKILLed twice at random moments and restarted. Every message ends as
+    /// ok results + its output or as dead letters, never both; committed offsets reach the partition ends.
+    @Test func propertyRandomMixWithSigkillsEndsWithEveryMessageAccountedFor() async throws {
+        let seed = ProcessInfo.processInfo.environment["DREAMSR_PROPERTY_SEED"].flatMap { UInt64($0) } ?? 20_261_203
+        var rng = SplitMix64(seed: seed)
+        let s = try KafkaDaemon.setup("prop", partitions: 3)
+        enum Kind: CaseIterable { case valid, slow, badJSON, badField, missing, folder }
+        var kinds: [String: Kind] = [:]
+        var messages: [(key: [UInt8]?, value: [UInt8], headers: [KafkaHeader])] = []
+        try KafkaDaemon.writeImage(s.input + "/real.png", seed: 99)
+        try FileManager.default.createDirectory(atPath: s.input + "/a-folder", withIntermediateDirectories: true)
+        for i in 0..<24 {
+            // At least half valid, so the kills land between outputs.
+            let kind: Kind = i % 2 == 0 ? .valid : Kind.allCases.randomElement(using: &rng)!
+            let id = "p\(i)"
+            kinds[id] = kind
+            let json: String
+            switch kind {
+            case .valid:
+                try KafkaDaemon.writeImage(s.input + "/\(id).png", seed: i)
+                json = #"{"id":"\#(id)","source":"\#(s.input)/\#(id).png"}"#
+            case .slow:
+                try KafkaDaemon.writeImage(s.input + "/\(id).png", seed: i, size: 48)
+                json = #"{"id":"\#(id)","source":"\#(s.input)/\#(id).png"}"#
+            case .badJSON: json = #"{"id":"\#(id)","source":"#
+            case .badField:
+                json = [#"{"id":"\#(id)","source":"\#(s.input)/real.png","scale":4.5}"#,
+                        #"{"id":"\#(id)","source":"\#(s.input)/real.png\u0000.png"}"#,
+                        #"{"id":"\#(id)","source":"\#(s.input)/real.png","output":".\#(id).png"}"#].randomElement(using: &rng)!
+            case .missing: json = #"{"id":"\#(id)","source":"\#(s.input)/absent-\#(i).png"}"#
+            case .folder: json = #"{"id":"\#(id)","source":"\#(s.input)/a-folder"}"#
+            }
+            messages.append((key: Array(id.utf8), value: Array(json.utf8), headers: []))
+        }
+        for partition in 0..<2 {
+            try await KafkaTools.produce(bootstrap: s.bootstrap, topic: s.topic,
+                                         messages: messages.enumerated().filter { $0.offset % 2 == partition }.map(\.element),
+                                         partition: Int32(partition))
+        }
+        let oversized = Array(#"{"id":"big","source":"\#(s.input)/real.png","prompt":""#.utf8)
+            + [UInt8](repeating: UInt8(ascii: "x"), count: 1_100_000)
+        try await KafkaTools.produce(bootstrap: s.bootstrap, topic: s.topic,
+                                     messages: [(key: Array("big".utf8), value: oversized, headers: [])],
+                                     partition: 2, maxMessageBytes: 4 << 20)
+        let high = try await KafkaTools.highWatermarks(bootstrap: s.bootstrap, topic: s.topic, partitions: 3)
+        #expect(high.reduce(0, +) == 25)
+        let outputKinds: Set<Kind> = [.valid, .slow]
+        let validIDs = kinds.filter { outputKinds.contains($0.value) }.map(\.key)
+        let configPath = try KafkaDaemon.config(s)
+
+        var threshold = 0
+        for run in 0..<2 {
+            threshold = min(validIDs.count - 1, threshold + Int.random(in: 1...5, using: &rng))
+            let log = s.root + "/log\(run)"
+            let p = try Daemon.start(["serve", "--config", configPath], log: log)
+            try await Daemon.waitUntil("\(threshold) outputs", timeout: .seconds(120), log: log) {
+                listing(s.output).count >= threshold
+            }
+            kill(p.processIdentifier, SIGKILL)
+            _ = try await Daemon.waitForExit(p)
+        }
+        let log = s.root + "/log-final"
+        let p = try Daemon.start(["serve", "--config", configPath], log: log)
+        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        try await KafkaDaemon.waitForCommitted(s, high, log: log, timeout: .seconds(150))
+        kill(p.processIdentifier, SIGTERM)
+        #expect(try await Daemon.waitForExit(p) == 0)
+
+        let results = try await KafkaTools.read(bootstrap: s.bootstrap, topic: s.topic + ".results", partitions: 1,
+                                                count: 1_000, timeout: .seconds(5))
+            .map { try JSONDecoder().decode(ResultMessage.self, from: Data($0.value ?? [])) }
+        let letters = try await KafkaTools.read(bootstrap: s.bootstrap, topic: s.topic + ".dlq", partitions: 1,
+                                                count: 1_000, timeout: .seconds(3))
+        let okIDs = Set(results.filter { $0.status == "ok" }.map(\.id))
+        let deadIDs = Set(letters.map { String(decoding: $0.key ?? [], as: UTF8.self) })
+        #expect(okIDs == Set(validIDs), "seed \(seed): ok results for exactly the valid messages")
+        #expect(deadIDs == Set(kinds.filter { !outputKinds.contains($0.value) }.map(\.key) + ["big"]),
+                "seed \(seed): dead letters for exactly the poison messages")
+        #expect(listing(s.output, hidden: true) == validIDs.map { $0 + ".png" }.sorted(),
+                "seed \(seed): one output per valid message, no temporary left")
+        let big = letters.first { $0.key == Array("big".utf8) }
+        #expect(big.map { ($0.value?.count ?? .max) < 1_000_000 } == true, "the oversized dead letter was cut to fit")
+        #expect(big?.headers.first { $0.name == DeadLetterHeader.originalSize }?.stringValue == String(oversized.count))
+    }
+}
+
+/// SplitMix64: a seeded generator, so a failing mix can be replayed (`DREAMSR_PROPERTY_SEED`).
+struct SplitMix64: RandomNumberGenerator {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }
 

@@ -5,7 +5,7 @@ import PipelineRuntime
 
 /// A JobProcessor for tests: "upscales" by writing `UPSCALED:<input bytes>` to `<output>/<id>.<format>` atomically
 /// (temp + fsync + rename). Inputs starting with `CORRUPT` fail in stage `decode` (not retriable); inputs starting
-/// with `FLAKY` fail retriably the first `flakyFailures` times.
+/// with `FLAKY` fail retriably the first `flakyFailures` times; inputs starting with `SLOW` take `slowDelay` more.
 final class FakeProcessor: JobProcessor, @unchecked Sendable {
     struct Stats {
         var inFlight = 0
@@ -21,9 +21,12 @@ final class FakeProcessor: JobProcessor, @unchecked Sendable {
     let hangIDs: Set<String>
     /// Jobs whose id is here end with the pipeline's "abandoned" outcome (as when the pipeline shuts down).
     let abandonIDs: Set<String>
+    let slowDelay: Duration
 
-    init(delay: Duration = .zero, flakyFailures: Int = 2, hangIDs: Set<String> = [], abandonIDs: Set<String> = []) {
+    init(delay: Duration = .zero, flakyFailures: Int = 2, hangIDs: Set<String> = [], abandonIDs: Set<String> = [],
+         slowDelay: Duration = .milliseconds(400)) {
         self.delay = delay
+        self.slowDelay = slowDelay
         self.flakyFailures = flakyFailures
         self.hangIDs = hangIDs
         self.abandonIDs = abandonIDs
@@ -51,6 +54,7 @@ final class FakeProcessor: JobProcessor, @unchecked Sendable {
         guard case .file(let path) = request.source, let input = FileManager.default.contents(atPath: path) else {
             return JobOutcome(id: request.id, status: .error, errorStage: "read", errorMessage: "unreadable")
         }
+        if input.starts(with: Data("SLOW".utf8)) { try? await Task.sleep(for: slowDelay) }
         if input.starts(with: Data("CORRUPT".utf8)) {
             return JobOutcome(id: request.id, status: .error, errorStage: "decode",
                               errorMessage: "not a decodable image", retriable: false)
