@@ -1,0 +1,493 @@
+/* GEMM with low-precision weights (bf16, Q8_0, any type through a row dequantizer); see ck_lowprec.h.
+ *
+ * Blocking: the columns [n0, n1) are walked in panels of W rows sized for L2 (PANEL_BYTES); for each panel every
+ * block of 4 activation rows (kept in L1) meets every group of 4 W rows of the panel. A 4x4 micro-tile keeps one
+ * vector accumulator per (row, column) pair along k and reduces it at the end. Ragged edges reuse a valid row
+ * pointer for the missing rows and drop those results. */
+#include "internal.h"
+#include "ck_lowprec.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TILE 4
+#ifndef PANEL_BYTES
+#define PANEL_BYTES (512u * 1024u)
+#endif
+
+#if CK_X86
+#define CK_TARGET_AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")))
+#define CK_TARGET_AVX512_VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+#endif
+
+/* ---------------------------------------------------------------------------------------------------------------- */
+/* Conversions and activation preparation (one implementation for every ISA: O(m*k), next to O(m*n*k)).           */
+
+uint16_t ck_f32_to_bf16_rne(float v) {
+    uint32_t u;
+    memcpy(&u, &v, sizeof u);
+    if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (uint16_t)((u >> 16) | 0x0040u); /* NaN stays a quiet NaN */
+    u += 0x7FFFu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline float f16_to_f32(uint16_t h) {
+    float f;
+    ck_f16_to_f32_scalar(&f, &h, 1);
+    return f;
+}
+
+size_t ck_lp_bf16_ld(size_t k) { return (k + 31) / 32 * 32; }
+
+void ck_lp_prepare_bf16(uint16_t *xb, size_t ldxb, const float *x, size_t ldx, size_t rows, size_t k) {
+    for (size_t r = 0; r < rows; r++) {
+        uint16_t *d = xb + r * ldxb;
+        const float *s = x + r * ldx;
+        for (size_t i = 0; i < k; i++) d[i] = ck_f32_to_bf16_rne(s[i]);
+        for (size_t i = k; i < ldxb; i++) d[i] = 0;
+    }
+}
+
+void ck_lp_prepare_q8_0(int8_t *xq, float *xd, const float *x, size_t ldx, size_t rows, size_t k) {
+    size_t nb = k / CK_Q8_0_BLOCK;
+    for (size_t r = 0; r < rows; r++) {
+        const float *s = x + r * ldx;
+        for (size_t b = 0; b < nb; b++) {
+            const float *v = s + b * CK_Q8_0_BLOCK;
+            float amax = 0;
+            for (int i = 0; i < CK_Q8_0_BLOCK; i++) amax = fmaxf(amax, fabsf(v[i]));
+            float d = amax / 127.0f;
+            float id = d != 0.0f ? 1.0f / d : 0.0f;
+            int8_t *q = xq + r * k + b * CK_Q8_0_BLOCK;
+            for (int i = 0; i < CK_Q8_0_BLOCK; i++) q[i] = (int8_t)roundf(v[i] * id);
+            xd[r * nb + b] = d;
+        }
+    }
+}
+
+/* W rows per L2 panel: a multiple of TILE, at least TILE. */
+static size_t panel_rows_for(size_t row_bytes) {
+    size_t p = PANEL_BYTES / (row_bytes ? row_bytes : 1);
+    p = p / TILE * TILE;
+    return p < TILE ? TILE : p;
+}
+
+/* Stores a TILE x TILE block of results (rows mr, columns nr valid) plus bias. */
+static inline void store_tile(const float acc[TILE][TILE], size_t mr, size_t nr, const float *bias, float *y,
+                              size_t ldy, size_t i0, size_t j0) {
+    for (size_t a = 0; a < mr; a++)
+        for (size_t b = 0; b < nr; b++) y[(i0 + a) * ldy + j0 + b] = acc[a][b] + (bias ? bias[j0 + b] : 0.0f);
+}
+
+/* ---------------------------------------------------------------------------------------------------------------- */
+/* Scalar references                                                                                                */
+
+static void gemm_bf16_scalar(const uint16_t *xb, size_t ldxb, size_t m, size_t k, const uint8_t *w,
+                             size_t w_row_bytes, size_t n0, size_t n1, const float *bias, float *y, size_t ldy) {
+    for (size_t i = 0; i < m; i++) {
+        const uint16_t *xr = xb + i * ldxb;
+        for (size_t n = n0; n < n1; n++) {
+            const uint8_t *wr = w + n * w_row_bytes;
+            float acc = 0;
+            for (size_t kk = 0; kk < k; kk++) {
+                uint16_t h;
+                memcpy(&h, wr + 2 * kk, 2);
+                acc += bf16_to_f32(xr[kk]) * bf16_to_f32(h); /* the product is exact in float32 */
+            }
+            y[i * ldy + n] = acc + (bias ? bias[n] : 0.0f);
+        }
+    }
+}
+
+static void gemm_q8_0_scalar(const int8_t *xq, const float *xd, size_t m, size_t k, const uint8_t *w,
+                             size_t w_row_bytes, size_t n0, size_t n1, const float *bias, float *y, size_t ldy) {
+    size_t nb = k / CK_Q8_0_BLOCK;
+    for (size_t i = 0; i < m; i++) {
+        for (size_t n = n0; n < n1; n++) {
+            const uint8_t *wr = w + n * w_row_bytes;
+            float acc = 0;
+            for (size_t b = 0; b < nb; b++) {
+                const uint8_t *blk = wr + b * CK_Q8_0_BYTES;
+                uint16_t dh;
+                memcpy(&dh, blk, 2);
+                const int8_t *qw = (const int8_t *)(blk + 2);
+                const int8_t *qx = xq + i * k + b * CK_Q8_0_BLOCK;
+                int32_t isum = 0;
+                for (int t = 0; t < CK_Q8_0_BLOCK; t++) isum += (int32_t)qx[t] * (int32_t)qw[t];
+                acc += (xd[i * nb + b] * f16_to_f32(dh)) * (float)isum;
+            }
+            y[i * ldy + n] = acc + (bias ? bias[n] : 0.0f);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------------------------- */
+/* SIMD variants                                                                                                    */
+#if CK_X86
+
+CK_TARGET_AVX2 static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+/* --- bf16, AVX512_BF16: 32 k per vdpbf16ps ---------------------------------------------------------------------- */
+CK_TARGET_AVX512_BF16 static void bf16_tile_avx512(const uint16_t *const xr[TILE], const uint8_t *const wr[TILE],
+                                                   size_t k, float out[TILE][TILE]) {
+    __m512 acc[TILE][TILE];
+    for (int a = 0; a < TILE; a++)
+        for (int b = 0; b < TILE; b++) acc[a][b] = _mm512_setzero_ps();
+    size_t kk = 0;
+    for (; kk + 32 <= k; kk += 32) {
+        __m512i xv[TILE], wv[TILE];
+        for (int b = 0; b < TILE; b++) wv[b] = _mm512_loadu_si512((const void *)(wr[b] + 2 * kk));
+        for (int a = 0; a < TILE; a++) xv[a] = _mm512_loadu_si512((const void *)(xr[a] + kk));
+        for (int a = 0; a < TILE; a++)
+            for (int b = 0; b < TILE; b++) acc[a][b] = _mm512_dpbf16_ps(acc[a][b], (__m512bh)xv[a], (__m512bh)wv[b]);
+    }
+    if (kk < k) { /* W rows end at k: masked loads; the activation rows are zero padded to 32 */
+        __mmask32 mk = (__mmask32)((1ull << (k - kk)) - 1ull);
+        __m512i xv[TILE], wv[TILE];
+        for (int b = 0; b < TILE; b++) wv[b] = _mm512_maskz_loadu_epi16(mk, (const void *)(wr[b] + 2 * kk));
+        for (int a = 0; a < TILE; a++) xv[a] = _mm512_maskz_loadu_epi16(mk, (const void *)(xr[a] + kk));
+        for (int a = 0; a < TILE; a++)
+            for (int b = 0; b < TILE; b++) acc[a][b] = _mm512_dpbf16_ps(acc[a][b], (__m512bh)xv[a], (__m512bh)wv[b]);
+    }
+    for (int a = 0; a < TILE; a++)
+        for (int b = 0; b < TILE; b++) out[a][b] = _mm512_reduce_add_ps(acc[a][b]);
+}
+
+/* --- bf16, AVX2: widen to float32 (shift by 16) and FMA, 8 k per step; 2 x 4 tiles fit the 16 registers ------- */
+CK_TARGET_AVX2 static inline __m256 bf16x8_to_ps(const void *p) {
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+
+CK_TARGET_AVX2 static void bf16_tile_avx2(const uint16_t *const xr[TILE], const uint8_t *const wr[TILE], size_t k,
+                                          float out[TILE][TILE]) {
+    for (int half = 0; half < TILE; half += 2) {
+        __m256 acc[2][TILE];
+        for (int a = 0; a < 2; a++)
+            for (int b = 0; b < TILE; b++) acc[a][b] = _mm256_setzero_ps();
+        size_t kk = 0;
+        for (; kk + 8 <= k; kk += 8) {
+            __m256 x0 = bf16x8_to_ps(xr[half] + kk), x1 = bf16x8_to_ps(xr[half + 1] + kk);
+            for (int b = 0; b < TILE; b++) {
+                __m256 wv = bf16x8_to_ps(wr[b] + 2 * kk);
+                acc[0][b] = _mm256_fmadd_ps(x0, wv, acc[0][b]);
+                acc[1][b] = _mm256_fmadd_ps(x1, wv, acc[1][b]);
+            }
+        }
+        for (int a = 0; a < 2; a++)
+            for (int b = 0; b < TILE; b++) {
+                float s = hsum8(acc[a][b]);
+                for (size_t t = kk; t < k; t++) {
+                    uint16_t h;
+                    memcpy(&h, wr[b] + 2 * t, 2);
+                    s += bf16_to_f32(xr[half + a][t]) * bf16_to_f32(h);
+                }
+                out[half + a][b] = s;
+            }
+    }
+}
+
+/* --- Q8_0, AVX512_VNNI: two blocks per 512-bit vector -------------------------------------------------------------
+ * vpdpbusd multiplies unsigned by signed bytes. The activations (int8 in [-127, 127]) are offset to u = q + 128;
+ * the accumulator starts at -128 * (sum of the w bytes of each lane), so each int32 lane ends with the exact sum of
+ * q * w over its 4 byte pairs. Lanes 0-7 belong to block b, lanes 8-15 to block b + 1; they are scaled by dx * dw
+ * of their block in float32 and summed along k.
+ * Both operands are repacked so the inner loop is 4 vector operations per (row, column) pair and 2 blocks, all loads
+ * aligned: a panel of W rows once per panel (pairs of blocks: 64 qs bytes, 16 int32 corrections, 16 scales), and
+ * 4 activation rows once per row block (64 offset bytes, 16 scales). */
+typedef struct { __m512i q; __m512i corr; __m512 d; } q8_wpair;
+typedef struct { __m512i u; __m512 d; } q8_xpair;
+
+CK_TARGET_AVX512_VNNI static inline __m512 two_scales(float lo, float hi) {
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_set1_ps(lo)),
+                                               _mm256_castps_pd(_mm256_set1_ps(hi)), 1));
+}
+
+CK_TARGET_AVX512_VNNI static void q8_0_pack_w_vnni(q8_wpair *dst, const uint8_t *row, size_t nb) {
+    const __m512i bias8 = _mm512_set1_epi8((char)0x80);
+    for (size_t blk = 0, p = 0; blk < nb; blk += 2, p++) {
+        int two = blk + 1 < nb;
+        const uint8_t *q = row + blk * CK_Q8_0_BYTES;
+        __m256i lo = _mm256_loadu_si256((const __m256i *)(q + 2));
+        __m256i hi = two ? _mm256_loadu_si256((const __m256i *)(q + CK_Q8_0_BYTES + 2)) : _mm256_setzero_si256();
+        __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        uint16_t h0, h1 = 0;
+        memcpy(&h0, q, 2);
+        if (two) memcpy(&h1, q + CK_Q8_0_BYTES, 2);
+        dst[p].q = wv;
+        dst[p].corr = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), bias8, wv));
+        dst[p].d = two_scales(_cvtsh_ss(h0), two ? _cvtsh_ss(h1) : 0.0f);
+    }
+}
+
+CK_TARGET_AVX512_VNNI static void q8_0_pack_x_vnni(q8_xpair *dst, const int8_t *q, const float *d, size_t nb) {
+    const __m512i bias8 = _mm512_set1_epi8((char)0x80);
+    for (size_t blk = 0, p = 0; blk < nb; blk += 2, p++) {
+        int two = blk + 1 < nb;
+        __m256i lo = _mm256_loadu_si256((const __m256i *)(q + blk * CK_Q8_0_BLOCK));
+        __m256i hi = two ? _mm256_loadu_si256((const __m256i *)(q + (blk + 1) * CK_Q8_0_BLOCK)) : _mm256_setzero_si256();
+        dst[p].u = _mm512_xor_si512(_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), bias8);
+        dst[p].d = two_scales(d[blk], two ? d[blk + 1] : 0.0f);
+    }
+}
+
+CK_TARGET_AVX512_VNNI static void q8_0_tile_vnni(const q8_xpair *const xr[TILE], const q8_wpair *const wr[TILE],
+                                                 size_t np, float out[TILE][TILE]) {
+    __m512 acc[TILE][TILE];
+    for (int a = 0; a < TILE; a++)
+        for (int b = 0; b < TILE; b++) acc[a][b] = _mm512_setzero_ps();
+    for (size_t p = 0; p < np; p++) {
+        __m512i xu[TILE];
+        __m512 dx[TILE];
+        for (int a = 0; a < TILE; a++) {
+            xu[a] = xr[a][p].u;
+            dx[a] = xr[a][p].d;
+        }
+        for (int b = 0; b < TILE; b++) {
+            __m512i wv = wr[b][p].q, corr = wr[b][p].corr;
+            for (int a = 0; a < TILE; a++) {
+                __m512i dot = _mm512_dpbusd_epi32(corr, xu[a], wv);
+                acc[a][b] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dx[a], wr[b][p].d), acc[a][b]);
+            }
+        }
+    }
+    for (int a = 0; a < TILE; a++)
+        for (int b = 0; b < TILE; b++) out[a][b] = _mm512_reduce_add_ps(acc[a][b]);
+}
+
+/* Returns -1 when the packing buffers cannot be allocated (nothing written). */
+static int gemm_q8_0_vnni(const int8_t *xq, const float *xd, size_t m, size_t k, const uint8_t *w,
+                          size_t w_row_bytes, size_t n0, size_t n1, const float *bias, float *y, size_t ldy) {
+    size_t nb = k / CK_Q8_0_BLOCK, np = (nb + 1) / 2;
+    size_t pr = panel_rows_for(np * sizeof(q8_wpair));
+    if (pr > n1 - n0) pr = (n1 - n0 + TILE - 1) / TILE * TILE;
+    q8_wpair *wp = aligned_alloc(64, pr * np * sizeof(q8_wpair));
+    q8_xpair *xp = aligned_alloc(64, TILE * np * sizeof(q8_xpair));
+    if (!wp || !xp) {
+        free(wp);
+        free(xp);
+        return -1;
+    }
+    for (size_t p0 = n0; p0 < n1; p0 += pr) {
+        size_t p1 = p0 + pr < n1 ? p0 + pr : n1;
+        for (size_t r = p0; r < p1; r++) q8_0_pack_w_vnni(wp + (r - p0) * np, w + r * w_row_bytes, nb);
+        for (size_t i0 = 0; i0 < m; i0 += TILE) {
+            size_t mr = m - i0 < TILE ? m - i0 : TILE;
+            const q8_xpair *xr[TILE];
+            for (size_t a = 0; a < TILE; a++) {
+                if (a < mr) q8_0_pack_x_vnni(xp + a * np, xq + (i0 + a) * k, xd + (i0 + a) * nb, nb);
+                xr[a] = xp + (a < mr ? a : 0) * np;
+            }
+            for (size_t j0 = p0; j0 < p1; j0 += TILE) {
+                size_t nr = p1 - j0 < TILE ? p1 - j0 : TILE;
+                const q8_wpair *wr[TILE];
+                for (size_t b = 0; b < TILE; b++) wr[b] = wp + (j0 - p0 + (b < nr ? b : 0)) * np;
+                float out[TILE][TILE];
+                q8_0_tile_vnni(xr, wr, np, out);
+                store_tile(out, mr, nr, bias, y, ldy, i0, j0);
+            }
+        }
+    }
+    free(wp);
+    free(xp);
+    return 0;
+}
+
+/* --- Q8_0, AVX2: one block per 256-bit vector; maddubs needs an unsigned operand: |w| (0..128 fits a byte) times
+ * x with w's sign (x is in [-127, 127], so negating it cannot overflow); pairs sum to at most 2*128*127 < 2^15. */
+CK_TARGET_AVX2 static void q8_0_tile_avx2(const int8_t *const xq[TILE], const float *const xd[TILE],
+                                          const uint8_t *const wr[TILE], size_t nb, float out[TILE][TILE]) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int half = 0; half < TILE; half += 2) {
+        __m256 acc[2][TILE];
+        for (int a = 0; a < 2; a++)
+            for (int b = 0; b < TILE; b++) acc[a][b] = _mm256_setzero_ps();
+        for (size_t blk = 0; blk < nb; blk++) {
+            __m256i x0 = _mm256_loadu_si256((const __m256i *)(xq[half] + blk * CK_Q8_0_BLOCK));
+            __m256i x1 = _mm256_loadu_si256((const __m256i *)(xq[half + 1] + blk * CK_Q8_0_BLOCK));
+            __m256 d0 = _mm256_set1_ps(xd[half][blk]), d1 = _mm256_set1_ps(xd[half + 1][blk]);
+            for (int b = 0; b < TILE; b++) {
+                const uint8_t *p = wr[b] + blk * CK_Q8_0_BYTES;
+                __m256i wv = _mm256_loadu_si256((const __m256i *)(p + 2));
+                __m256i aw = _mm256_abs_epi8(wv);
+                uint16_t h;
+                memcpy(&h, p, 2);
+                __m256 dw = _mm256_set1_ps(_cvtsh_ss(h));
+                __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(x0, wv)), ones);
+                __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(x1, wv)), ones);
+                acc[0][b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), _mm256_mul_ps(d0, dw), acc[0][b]);
+                acc[1][b] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p1), _mm256_mul_ps(d1, dw), acc[1][b]);
+            }
+        }
+        for (int a = 0; a < 2; a++)
+            for (int b = 0; b < TILE; b++) out[half + a][b] = hsum8(acc[a][b]);
+    }
+}
+#endif
+
+/* ---------------------------------------------------------------------------------------------------------------- */
+/* Drivers: panels of W rows, 4-row activation blocks, 4-row W groups.                                            */
+
+
+typedef enum { LP_SCALAR, LP_AVX2, LP_AVX512 } lp_variant;
+
+static lp_variant bf16_variant(ck_isa isa) {
+    ck_isa best = ck_isa_detect();
+    if (isa > best) isa = best;
+    if (isa >= CK_ISA_AVX512 && ck_cpu_has_avx512_bf16()) return LP_AVX512;
+    if (isa >= CK_ISA_AVX2) return LP_AVX2;
+    return LP_SCALAR;
+}
+static lp_variant q8_0_variant(ck_isa isa) {
+    ck_isa best = ck_isa_detect();
+    if (isa > best) isa = best;
+    if (isa >= CK_ISA_AVX512 && ck_cpu_has_avx512_vnni()) return LP_AVX512;
+    if (isa >= CK_ISA_AVX2) return LP_AVX2;
+    return LP_SCALAR;
+}
+const char *ck_lp_bf16_variant(ck_isa isa) {
+    switch (bf16_variant(isa)) {
+    case LP_AVX512: return "avx512-bf16";
+    case LP_AVX2: return "avx2";
+    default: return "scalar";
+    }
+}
+const char *ck_lp_q8_0_variant(ck_isa isa) {
+    switch (q8_0_variant(isa)) {
+    case LP_AVX512: return "avx512-vnni";
+    case LP_AVX2: return "avx2";
+    default: return "scalar";
+    }
+}
+
+static inline size_t min_sz(size_t a, size_t b) { return a < b ? a : b; }
+
+#if CK_X86
+typedef void (*bf16_tile_fn)(const uint16_t *const xr[TILE], const uint8_t *const wr[TILE], size_t k,
+                             float out[TILE][TILE]);
+typedef void (*q8_0_tile_fn)(const int8_t *const xq[TILE], const float *const xd[TILE],
+                             const uint8_t *const wr[TILE], size_t nb, float out[TILE][TILE]);
+
+static void gemm_bf16_tiled(bf16_tile_fn tile, const uint16_t *xb, size_t ldxb, size_t m, size_t k,
+                            const uint8_t *w, size_t w_row_bytes, size_t n0, size_t n1, const float *bias, float *y,
+                            size_t ldy) {
+    size_t pr = panel_rows_for(k * 2);
+    for (size_t p0 = n0; p0 < n1; p0 += pr) {
+        size_t p1 = min_sz(n1, p0 + pr);
+        for (size_t i0 = 0; i0 < m; i0 += TILE) {
+            size_t mr = min_sz(TILE, m - i0);
+            const uint16_t *xr[TILE];
+            for (size_t a = 0; a < TILE; a++) xr[a] = xb + (i0 + (a < mr ? a : 0)) * ldxb;
+            for (size_t j0 = p0; j0 < p1; j0 += TILE) {
+                size_t nr = min_sz(TILE, p1 - j0);
+                const uint8_t *wr[TILE];
+                for (size_t b = 0; b < TILE; b++) wr[b] = w + (j0 + (b < nr ? b : 0)) * w_row_bytes;
+                float out[TILE][TILE];
+                tile(xr, wr, k, out);
+                store_tile(out, mr, nr, bias, y, ldy, i0, j0);
+            }
+        }
+    }
+}
+
+static void gemm_q8_0_tiled(q8_0_tile_fn tile, const int8_t *xq, const float *xd, size_t m, size_t k,
+                            const uint8_t *w, size_t w_row_bytes, size_t n0, size_t n1, const float *bias, float *y,
+                            size_t ldy) {
+    size_t nb = k / CK_Q8_0_BLOCK;
+    size_t pr = panel_rows_for(nb * CK_Q8_0_BYTES);
+    for (size_t p0 = n0; p0 < n1; p0 += pr) {
+        size_t p1 = min_sz(n1, p0 + pr);
+        for (size_t i0 = 0; i0 < m; i0 += TILE) {
+            size_t mr = min_sz(TILE, m - i0);
+            const int8_t *xr[TILE];
+            const float *dr[TILE];
+            for (size_t a = 0; a < TILE; a++) {
+                size_t row = i0 + (a < mr ? a : 0);
+                xr[a] = xq + row * k;
+                dr[a] = xd + row * nb;
+            }
+            for (size_t j0 = p0; j0 < p1; j0 += TILE) {
+                size_t nr = min_sz(TILE, p1 - j0);
+                const uint8_t *wr[TILE];
+                for (size_t b = 0; b < TILE; b++) wr[b] = w + (j0 + (b < nr ? b : 0)) * w_row_bytes;
+                float out[TILE][TILE];
+                tile(xr, dr, wr, nb, out);
+                store_tile(out, mr, nr, bias, y, ldy, i0, j0);
+            }
+        }
+    }
+}
+#endif
+
+void ck_lp_gemm_bf16(const uint16_t *xb, size_t ldxb, size_t m, size_t k, const void *w, size_t w_row_bytes,
+                     size_t n0, size_t n1, const float *bias, float *y, size_t ldy, ck_isa isa) {
+    if (m == 0 || n1 <= n0) return;
+    const uint8_t *wb = (const uint8_t *)w;
+#if CK_X86
+    switch (bf16_variant(isa)) {
+    case LP_AVX512: gemm_bf16_tiled(bf16_tile_avx512, xb, ldxb, m, k, wb, w_row_bytes, n0, n1, bias, y, ldy); return;
+    case LP_AVX2: gemm_bf16_tiled(bf16_tile_avx2, xb, ldxb, m, k, wb, w_row_bytes, n0, n1, bias, y, ldy); return;
+    default: break;
+    }
+#endif
+    gemm_bf16_scalar(xb, ldxb, m, k, wb, w_row_bytes, n0, n1, bias, y, ldy);
+}
+
+void ck_lp_gemm_q8_0(const int8_t *xq, const float *xd, size_t m, size_t k, const void *w, size_t w_row_bytes,
+                     size_t n0, size_t n1, const float *bias, float *y, size_t ldy, ck_isa isa) {
+    if (m == 0 || n1 <= n0) return;
+    const uint8_t *wb = (const uint8_t *)w;
+#if CK_X86
+    switch (q8_0_variant(isa)) {
+    case LP_AVX512:
+        if (gemm_q8_0_vnni(xq, xd, m, k, wb, w_row_bytes, n0, n1, bias, y, ldy) == 0) return;
+        break; /* no memory for the packed panels: the reference still gives the answer */
+    case LP_AVX2: gemm_q8_0_tiled(q8_0_tile_avx2, xq, xd, m, k, wb, w_row_bytes, n0, n1, bias, y, ldy); return;
+    default: break;
+    }
+#endif
+    gemm_q8_0_scalar(xq, xd, m, k, wb, w_row_bytes, n0, n1, bias, y, ldy);
+}
+
+void ck_lp_dequant_panel_f32(float *panel, const void *w, size_t w_row_bytes, size_t k,
+                             ck_dequant_row_fn dequant_row, size_t r0, size_t rows) {
+    const uint8_t *wb = (const uint8_t *)w;
+    for (size_t r = 0; r < rows; r++) dequant_row(wb + (r0 + r) * w_row_bytes, panel + r * k, (int64_t)k);
+}
+
+int ck_lp_gemm_dequant_bf16(const uint16_t *xb, size_t ldxb, size_t m, size_t k, const void *w,
+                            size_t w_row_bytes, ck_dequant_row_fn dequant_row, size_t panel_rows, size_t n0,
+                            size_t n1, const float *bias, float *y, size_t ldy, ck_isa isa) {
+    if (m == 0 || n1 <= n0) return 0;
+    if (panel_rows < TILE) panel_rows = TILE;
+    uint16_t *panel = malloc(panel_rows * ldxb * sizeof(uint16_t) + 1);
+    float *row = malloc((k ? k : 1) * sizeof(float));
+    if (!panel || !row) {
+        free(panel);
+        free(row);
+        return -1;
+    }
+    for (size_t p0 = n0; p0 < n1; p0 += panel_rows) {
+        size_t rows = min_sz(panel_rows, n1 - p0);
+        for (size_t r = 0; r < rows; r++) {
+            ck_lp_dequant_panel_f32(row, w, w_row_bytes, k, dequant_row, p0 + r, 1);
+            ck_lp_prepare_bf16(panel + r * ldxb, ldxb, row, k, 1, k);
+        }
+        ck_lp_gemm_bf16(xb, ldxb, m, k, panel, ldxb * sizeof(uint16_t), 0, rows, bias ? bias + p0 : NULL, y + p0,
+                        ldy, isa);
+    }
+    free(panel);
+    free(row);
+    return 0;
+}
