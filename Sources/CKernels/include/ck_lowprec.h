@@ -73,6 +73,19 @@ int ck_lp_gemm_dequant_bf16(const uint16_t *xb, size_t ldxb, size_t m, size_t k,
 void ck_lp_dequant_panel_f32(float *panel, const void *w, size_t w_row_bytes, size_t k,
                              ck_dequant_row_fn dequant_row, size_t r0, size_t rows);
 
+/* ------------------------------------------------------------------------------------------------------------ */
+/* Attention in bf16 (one head, one block of queries): out[i, 0..d) = softmax(scale * q_i . K^T) . V with the two
+ * products in the bf16 kernel (float32 accumulation) and the softmax in float32 (ck_softmax_rows); the
+ * probabilities are rounded to bf16 for the second product.
+ *   qb: [nq, ldqb] bf16 queries, kb: [keys, ldkb] bf16 keys (ldqb = ldkb = ck_lp_bf16_ld(d), zero padded),
+ *   vt: [d, ldvt] bf16 values transposed (ldvt = ck_lp_bf16_ld(keys), zero padded),
+ *   scores: nq * keys floats and pb: nq * ldvt bf16 of scratch; out rows ldo floats apart. */
+void ck_lp_attention_bf16(const uint16_t *qb, size_t ldqb, size_t nq, const uint16_t *kb, size_t ldkb, size_t keys,
+                          const uint16_t *vt, size_t ldvt, size_t d, float scale, float *scores, uint16_t *pb,
+                          float *out, size_t ldo, ck_isa isa);
+/* vt[c * ldvt + r] = bf16(v[r * ldv + c]) for r < rows, c < cols; 0 for rows <= r < ldvt. */
+void ck_lp_prepare_bf16_transposed(uint16_t *vt, size_t ldvt, const float *v, size_t ldv, size_t rows, size_t cols);
+
 #ifdef __cplusplus
 }
 #endif
