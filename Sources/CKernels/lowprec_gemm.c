@@ -62,11 +62,19 @@ void ck_lp_prepare_q8_0(int8_t *xq, float *xd, const float *x, size_t ldx, size_
         for (size_t b = 0; b < nb; b++) {
             const float *v = s + b * CK_Q8_0_BLOCK;
             float amax = 0;
-            for (int i = 0; i < CK_Q8_0_BLOCK; i++) amax = fmaxf(amax, fabsf(v[i]));
+            for (int i = 0; i < CK_Q8_0_BLOCK; i++) {
+                float a = fabsf(v[i]);
+                amax = (a > amax || a != a) ? a : amax; /* a NaN sticks: the block's scale becomes NaN */
+            }
             float d = amax / 127.0f;
-            float id = d != 0.0f ? 1.0f / d : 0.0f;
+            /* a non-finite block (NaN or inf inside) gets q = 0 and its non-finite scale, so its outputs are not
+             * finite either, as in float32 */
+            float id = (d != 0.0f && isfinite(d)) ? 1.0f / d : 0.0f;
             int8_t *q = xq + r * k + b * CK_Q8_0_BLOCK;
-            for (int i = 0; i < CK_Q8_0_BLOCK; i++) q[i] = (int8_t)roundf(v[i] * id);
+            for (int i = 0; i < CK_Q8_0_BLOCK; i++) {
+                float t = v[i] * id;
+                q[i] = t == t ? (int8_t)roundf(t) : 0;
+            }
             xd[r * nb + b] = d;
         }
     }

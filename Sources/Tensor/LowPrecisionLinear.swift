@@ -119,7 +119,18 @@ public struct WeightMatrix: @unchecked Sendable {
                     let src = weights.data + r * cols + b * 32
                     let blk = dst + r * rowBytes + b * 34
                     var amax: Float = 0
-                    for i in 0..<32 { amax = max(amax, abs(src[i])) }
+                    var finite = true
+                    for i in 0..<32 {
+                        amax = max(amax, abs(src[i]))
+                        finite = finite && src[i].isFinite
+                    }
+                    guard finite else {
+                        throw WeightMatrixError(description: "\(name): row \(r), block \(b): non-finite value for q8_0")
+                    }
+                    guard amax / 127 <= Float(Float16.greatestFiniteMagnitude) else {
+                        throw WeightMatrixError(
+                            description: "\(name): row \(r), block \(b): scale \(amax / 127) exceeds the half range of q8_0")
+                    }
                     let d = amax / 127
                     let id: Float = d != 0 ? 1 / d : 0
                     blk.storeBytes(of: Float16(d).bitPattern, as: UInt16.self)

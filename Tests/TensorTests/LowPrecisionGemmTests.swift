@@ -285,6 +285,40 @@ struct LowPrecisionGemmTests {
             #expect(ok.rowStride == 34)
         }
         #expect(throws: WeightMatrixError.self) { try WeightMatrix.encoded(Tensor(zeros: [2, 33]), as: .q8_0) }
+        let nanRow = Tensor(zeros: [2, 64])
+        nanRow.data[70] = .nan
+        #expect(throws: WeightMatrixError(description: "w: row 1, block 0: non-finite value for q8_0")) {
+            try WeightMatrix.encoded(nanRow, as: .q8_0, name: "w")
+        }
+        nanRow.data[70] = 1e10 // scale 7.9e7 > 65504
+        #expect(throws: WeightMatrixError.self) { try WeightMatrix.encoded(nanRow, as: .q8_0, name: "w") }
+    }
+
+    /// A NaN or inf activation makes its own output row non-finite (as float32 does), never a crash, and leaves the
+    /// other rows as they were.
+    @Test func nonFiniteActivationsStayInTheirRow() throws {
+        var rng = SplitMix(seed: 13)
+        let m = 6, n = 10, k = 96
+        let wf = Tensor(shape: [n, k], values: random(n * k, &rng))
+        let clean = Tensor(shape: [m, k], values: random(m * k, &rng))
+        let dirty = clean.copy()
+        dirty.data[1 * k + 40] = .nan
+        dirty.data[4 * k + 3] = -.infinity
+        for format in [WeightMatrix.Format.bf16, .q8_0] {
+            let w = try WeightMatrix.encoded(wf, as: format)
+            for isa in isas() {
+                let a = TransformerOps.linear(clean, w, bias: nil, isa: isa)
+                let b = TransformerOps.linear(dirty, w, bias: nil, isa: isa)
+                for r in 0..<m {
+                    let rowA = Array(a.buffer[(r * n)..<((r + 1) * n)]), rowB = Array(b.buffer[(r * n)..<((r + 1) * n)])
+                    if r == 1 || r == 4 {
+                        #expect(rowB.allSatisfy { !$0.isFinite }, "\(format) \(isa) row \(r)")
+                    } else {
+                        #expect(rowA == rowB, "\(format) \(isa) row \(r)")
+                    }
+                }
+            }
+        }
     }
 
     @Test func variantsNameTheInstructionsUsed() throws {

@@ -47,7 +47,8 @@ void ck_lp_gemm_bf16(const uint16_t *xb, size_t ldxb, size_t m, size_t k, const 
  * a multiple of 32 and a row holds k/32 consecutive blocks.
  * Activations are quantized per block of 32 as ggml's quantize_row_q8_0 does (amax = max |x|, d = amax / 127,
  * q = roundf(x / d), q = 0 when d = 0), except that the block scale stays float32 (ggml rounds it to half).
- * Each output is sum over blocks b of (dx[m,b] * dw[n,b]) * (float)(sum_i q_x * q_w), the integer dot exact. */
+ * Each output is sum over blocks b of (dx[m,b] * dw[n,b]) * (float)(sum_i q_x * q_w), the integer dot exact.
+ * A block holding NaN or inf gets q = 0 and a non-finite scale, so its outputs are not finite (as in float32). */
 #define CK_Q8_0_BLOCK 32
 #define CK_Q8_0_BYTES 34
 
