@@ -17,6 +17,8 @@ struct LowPrecisionGemmBench: ParsableCommand {
     @Option(help: "Comma-separated KxN shapes (in x out features).")
     var shapes: String = "3072x3072,3072x9216,3072x12288,12288x3072"
     @Option(help: "Timed repetitions (median; one warm-up run first).") var repeats: Int = 3
+    @Option(help: "Attention heads x head dim for the attention line (0 heads: skip it).") var heads: Int = 24
+    @Option(help: "Head dimension for the attention line.") var headDim: Int = 128
 
     func run() throws {
         let parsed = try shapes.split(separator: ",").map { s -> (k: Int, n: Int) in
@@ -81,6 +83,29 @@ struct LowPrecisionGemmBench: ParsableCommand {
                          "\(tokens)x\(k)x\(n)" as NSString, f32.seconds, g(f32.seconds),
                          bf.seconds, g(bf.seconds), bf.seconds / f32.seconds, relL2(bf.result, f32.result),
                          q8.seconds, g(q8.seconds), q8.seconds / f32.seconds, relL2(q8.result, f32.result)))
+        }
+        if heads > 0 {
+            // joint attention over all tokens (q, k, v from one [tokens, 3 * heads * headDim] projection)
+            let width = heads * headDim, ld = 3 * width
+            let qkv = uniform([tokens, ld], scale: 1)
+            func attend(bf16: Bool) -> Tensor {
+                let out = Tensor(zeros: [tokens, width])
+                if bf16 {
+                    TransformerOps.attentionBF16(q: qkv.data, ldq: ld, k: qkv.data + width, ldk: ld, v: qkv.data + 2 * width,
+                                                 ldv: ld, out: out.data, ldo: width, queries: tokens, keys: tokens,
+                                                 heads: heads, headDim: headDim, workers: workers)
+                } else {
+                    TransformerOps.attention(q: qkv.data, ldq: ld, k: qkv.data + width, ldk: ld, v: qkv.data + 2 * width,
+                                             ldv: ld, out: out.data, ldo: width, queries: tokens, keys: tokens,
+                                             heads: heads, headDim: headDim)
+                }
+                return out
+            }
+            let flops = 4.0 * Double(tokens) * Double(tokens) * Double(width)
+            let f32 = median { attend(bf16: false) }, bf = median { attend(bf16: true) }
+            print(String(format: "attention %d heads x %d, %d tokens: f32 %.3f s (%.1f GFLOP/s) | bf16 %.3f s (%.1f GFLOP/s)  %.2fx  relL2 %.1e",
+                         heads, headDim, tokens, f32.seconds, flops / f32.seconds / 1e9, bf.seconds,
+                         flops / bf.seconds / 1e9, bf.seconds / f32.seconds, relL2(bf.result, f32.result)))
         }
         print("ratio = our time / sgemm time (lower is faster); relL2 = relative L2 difference to the float32 result")
     }

@@ -147,6 +147,23 @@ CK_TARGET_AVX2 static inline float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+/* Sums each of the 16 accumulators of a 4x4 tile: out[a][b] = sum of the lanes of acc[a][b]. A transpose-and-add
+ * tree (45 operations instead of 16 full reductions, which matters for short k such as attention's head dim). */
+CK_TARGET_AVX512 static inline void reduce_tile_avx512(__m512 acc[TILE][TILE], float out[TILE][TILE]) {
+    __m512 v[TILE];
+    for (int a = 0; a < TILE; a++) {
+        __m512 s01 = _mm512_add_ps(_mm512_unpacklo_ps(acc[a][0], acc[a][1]), _mm512_unpackhi_ps(acc[a][0], acc[a][1]));
+        __m512 s23 = _mm512_add_ps(_mm512_unpacklo_ps(acc[a][2], acc[a][3]), _mm512_unpackhi_ps(acc[a][2], acc[a][3]));
+        /* per 128-bit lane: [b0, b1, b2, b3] partial sums */
+        v[a] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(s01), _mm512_castps_pd(s23))),
+                             _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(s01), _mm512_castps_pd(s23))));
+    }
+    __m512 u01 = _mm512_add_ps(_mm512_shuffle_f32x4(v[0], v[1], 0x44), _mm512_shuffle_f32x4(v[0], v[1], 0xEE));
+    __m512 u23 = _mm512_add_ps(_mm512_shuffle_f32x4(v[2], v[3], 0x44), _mm512_shuffle_f32x4(v[2], v[3], 0xEE));
+    __m512 r = _mm512_add_ps(_mm512_shuffle_f32x4(u01, u23, 0x88), _mm512_shuffle_f32x4(u01, u23, 0xDD));
+    _mm512_storeu_ps(&out[0][0], r);
+}
+
 /* --- bf16, AVX512_BF16: 32 k per vdpbf16ps ---------------------------------------------------------------------- */
 CK_TARGET_AVX512_BF16 static void bf16_tile_avx512(const uint16_t *const xr[TILE], const uint8_t *const wr[TILE],
                                                    size_t k, float out[TILE][TILE]) {
@@ -169,8 +186,85 @@ CK_TARGET_AVX512_BF16 static void bf16_tile_avx512(const uint16_t *const xr[TILE
         for (int a = 0; a < TILE; a++)
             for (int b = 0; b < TILE; b++) acc[a][b] = _mm512_dpbf16_ps(acc[a][b], (__m512bh)xv[a], (__m512bh)wv[b]);
     }
-    for (int a = 0; a < TILE; a++)
-        for (int b = 0; b < TILE; b++) out[a][b] = _mm512_reduce_add_ps(acc[a][b]);
+    reduce_tile_avx512(acc, out);
+}
+
+/* --- bf16, AVX512_BF16, many activation rows: the classic broadcast form ----------------------------------------
+ * A strip of 32 W rows is repacked once as k-pairs ([k/2][32][2] bf16: two vectors per pair), then every block of
+ * 12 activation rows runs over it: per k pair, one broadcast of each row's pair and 24 vdpbf16ps into 12 x 2
+ * accumulators of 16 outputs each, with no horizontal sums (short k, as attention's head dim, stays efficient).
+ * The repacking costs O(32 k) per strip, so rows < BCAST_MIN_ROWS keep the dot form above, reading W in place. */
+#define BCAST_ROWS 12
+#define BCAST_COLS 32
+#define BCAST_MIN_ROWS 16
+
+static void bf16_pack_strip(uint16_t *bp, const uint8_t *w, size_t w_row_bytes, size_t j0, size_t nc, size_t k) {
+    size_t kp = (k + 1) / 2;
+    for (size_t c = 0; c < BCAST_COLS; c++) {
+        uint16_t *d = bp + 2 * c;
+        if (c >= nc) {
+            for (size_t p = 0; p < kp; p++) d[p * 2 * BCAST_COLS] = d[p * 2 * BCAST_COLS + 1] = 0;
+            continue;
+        }
+        const uint8_t *row = w + (j0 + c) * w_row_bytes;
+        for (size_t t = 0; t + 1 < k; t += 2) {
+            uint16_t h[2];
+            memcpy(h, row + 2 * t, 4);
+            d[(t / 2) * 2 * BCAST_COLS] = h[0];
+            d[(t / 2) * 2 * BCAST_COLS + 1] = h[1];
+        }
+        if (k & 1) {
+            uint16_t h;
+            memcpy(&h, row + 2 * (k - 1), 2);
+            d[(k / 2) * 2 * BCAST_COLS] = h;
+            d[(k / 2) * 2 * BCAST_COLS + 1] = 0;
+        }
+    }
+}
+
+CK_TARGET_AVX512_BF16 static void bf16_bcast_tile(const uint16_t *const xr[BCAST_ROWS], const uint16_t *bp, size_t kp,
+                                                  size_t mr, size_t nc, const float *bias, float *y, size_t ldy) {
+    __m512 acc[BCAST_ROWS][2];
+    for (int a = 0; a < BCAST_ROWS; a++) acc[a][0] = acc[a][1] = _mm512_setzero_ps();
+    for (size_t p = 0; p < kp; p++) {
+        __m512bh b0 = (__m512bh)_mm512_load_si512((const void *)(bp + p * 2 * BCAST_COLS));
+        __m512bh b1 = (__m512bh)_mm512_load_si512((const void *)(bp + p * 2 * BCAST_COLS + BCAST_COLS));
+        for (int a = 0; a < BCAST_ROWS; a++) {
+            int32_t pair;
+            memcpy(&pair, xr[a] + 2 * p, 4);
+            __m512bh xa = (__m512bh)_mm512_set1_epi32(pair);
+            acc[a][0] = _mm512_dpbf16_ps(acc[a][0], xa, b0);
+            acc[a][1] = _mm512_dpbf16_ps(acc[a][1], xa, b1);
+        }
+    }
+    __mmask16 m0 = (__mmask16)(nc >= 16 ? 0xFFFFu : (1u << nc) - 1u);
+    __mmask16 m1 = (__mmask16)(nc >= 32 ? 0xFFFFu : nc > 16 ? (1u << (nc - 16)) - 1u : 0u);
+    __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+    __m512 bias1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+    for (size_t a = 0; a < mr; a++) {
+        _mm512_mask_storeu_ps(y + a * ldy, m0, _mm512_add_ps(acc[a][0], bias0));
+        _mm512_mask_storeu_ps(y + a * ldy + 16, m1, _mm512_add_ps(acc[a][1], bias1));
+    }
+}
+
+/* Returns -1 when the strip buffer cannot be allocated (nothing written). */
+static int gemm_bf16_bcast(const uint16_t *xb, size_t ldxb, size_t m, size_t k, const uint8_t *w, size_t w_row_bytes,
+                           size_t n0, size_t n1, const float *bias, float *y, size_t ldy) {
+    size_t kp = (k + 1) / 2;
+    uint16_t *bp = aligned_alloc(64, kp * 2 * BCAST_COLS * sizeof(uint16_t));
+    if (!bp) return -1;
+    for (size_t j0 = n0; j0 < n1; j0 += BCAST_COLS) {
+        size_t nc = n1 - j0 < BCAST_COLS ? n1 - j0 : BCAST_COLS;
+        bf16_pack_strip(bp, w, w_row_bytes, j0, nc, k);
+        for (size_t i0 = 0; i0 < m; i0 += BCAST_ROWS) {
+            size_t mr = m - i0 < BCAST_ROWS ? m - i0 : BCAST_ROWS;
+            const uint16_t *xr[BCAST_ROWS];
+            for (size_t a = 0; a < BCAST_ROWS; a++) xr[a] = xb + (i0 + (a < mr ? a : 0)) * ldxb;
+            bf16_bcast_tile(xr, bp, kp, mr, nc, bias ? bias + j0 : NULL, y + i0 * ldy + j0, ldy);
+        }
+    }
+    free(bp);
+    return 0;
 }
 
 /* --- bf16, AVX2: widen to float32 (shift by 16) and FMA, 8 k per step; 2 x 4 tiles fit the 16 registers ------- */
@@ -270,8 +364,7 @@ CK_TARGET_AVX512_VNNI static void q8_0_tile_vnni(const q8_xpair *const xr[TILE],
             }
         }
     }
-    for (int a = 0; a < TILE; a++)
-        for (int b = 0; b < TILE; b++) out[a][b] = _mm512_reduce_add_ps(acc[a][b]);
+    reduce_tile_avx512(acc, out);
 }
 
 /* Returns -1 when the packing buffers cannot be allocated (nothing written). */
@@ -444,7 +537,10 @@ void ck_lp_gemm_bf16(const uint16_t *xb, size_t ldxb, size_t m, size_t k, const 
     const uint8_t *wb = (const uint8_t *)w;
 #if CK_X86
     switch (bf16_variant(isa)) {
-    case LP_AVX512: gemm_bf16_tiled(bf16_tile_avx512, xb, ldxb, m, k, wb, w_row_bytes, n0, n1, bias, y, ldy); return;
+    case LP_AVX512:
+        if (m >= BCAST_MIN_ROWS && gemm_bf16_bcast(xb, ldxb, m, k, wb, w_row_bytes, n0, n1, bias, y, ldy) == 0) return;
+        gemm_bf16_tiled(bf16_tile_avx512, xb, ldxb, m, k, wb, w_row_bytes, n0, n1, bias, y, ldy);
+        return;
     case LP_AVX2: gemm_bf16_tiled(bf16_tile_avx2, xb, ldxb, m, k, wb, w_row_bytes, n0, n1, bias, y, ldy); return;
     default: break;
     }

@@ -36,10 +36,11 @@ struct LowPrecisionAttentionTests {
             }
             #expect(worst <= 2.2e-3 * vmax, "\(isa): \(worst) vs max|v| \(vmax)")
             #expect(worst > 0, "the probabilities' rounding shows (else the comparison tests nothing)")
-            // one thread, one query block: the same bits
+            // one thread: the same bits (heads are independent)
             var single = [Float](repeating: -7, count: queries * ld)
             TransformerOps.attentionBF16(q: q, ldq: ld, k: k, ldk: ld, v: v, ldv: ld, out: &single, ldo: ld,
-                                         queries: queries, keys: keys, heads: heads, headDim: headDim, isa: isa)
+                                         queries: queries, keys: keys, heads: heads, headDim: headDim, isa: isa,
+                                         queryBlock: 16)
             #expect(single == got, "\(isa)")
         }
     }

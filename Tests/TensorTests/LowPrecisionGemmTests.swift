@@ -6,16 +6,20 @@ import Tensor
 /// Low-precision GEMM kernels (bf16, Q8_0, generic dequantize-per-panel): every SIMD variant this CPU has against
 /// the scalar reference, and the kernels against float32 GEMM on the same values.
 ///
-/// Bounds are relative to the magnitude of the sum, S = Σ_k |x_k w_k| (for Q8_0: Σ_blocks |dx dw Σ qx qw|), since
-/// float32 summation order is the only difference between variants: error <= 1e-6 · S (measured ~5e-8 for bf16,
-/// ~4e-7 for Q8_0 at these sizes).
+/// Bounds are relative to the magnitude of the sum, S = Σ_k |x_k w_k| (for Q8_0: Σ_blocks |dx dw| Σ_i |qx qw|; the
+/// SIMD variants scale partial sums of 4 to 16 products, which can exceed a block's total), since float32 summation
+/// order is the only difference between variants: error <= 1e-6 · S (measured ~5e-8 for bf16, <= 1e-7 for Q8_0 at
+/// these sizes).
 @Suite(.timeLimit(.minutes(2)))
 struct LowPrecisionGemmTests {
-    /// Ragged M and N (not multiples of the 4x4 tile or the 16-row thread split), K not a multiple of 64 / 32.
+    /// Ragged M and N (not multiples of the 4x4 / 12x32 tiles or the 16-row thread split), K not a multiple of
+    /// 64 / 32, odd K; M below 16 runs the dot-product form, M from 16 the broadcast form (bf16 / Q8_0 on AVX-512).
     static let shapes: [(m: Int, n: Int, k: Int)] = [(1, 1, 1), (5, 7, 33), (4, 16, 64), (13, 21, 100), (9, 37, 250),
-                                                     (3, 5, 1000)]
+                                                     (3, 5, 1000), (16, 1, 3), (17, 45, 77), (40, 33, 301),
+                                                     (25, 70, 1000)]
     static let q8Shapes: [(m: Int, n: Int, k: Int)] = [(1, 1, 32), (5, 7, 96), (4, 16, 64), (13, 21, 160),
-                                                       (9, 37, 480), (6, 9, 1024)]
+                                                       (9, 37, 480), (6, 9, 1024), (16, 1, 32), (17, 45, 96),
+                                                       (30, 33, 320), (25, 70, 1024)]
 
     func isas() -> [KernelISA] { [KernelISA.scalar, .avx2, .avx512].filter { $0.rawValue <= KernelISA.detected.rawValue } }
 
@@ -157,11 +161,15 @@ struct LowPrecisionGemmTests {
                     for b in 0..<nb {
                         let o = (j * nb + b) * 34
                         let dw = half(UInt16(w[o]) | UInt16(w[o + 1]) << 8)
-                        var isum = 0
-                        for t in 0..<32 { isum += Int(xq[i * k + b * 32 + t]) * Int(Int8(bitPattern: w[o + 2 + t])) }
-                        let term = Double(xd[i * nb + b] * dw) * Double(isum)
-                        exact += term
-                        s += abs(term)
+                        var isum = 0, iabs = 0
+                        for t in 0..<32 {
+                            let p = Int(xq[i * k + b * 32 + t]) * Int(Int8(bitPattern: w[o + 2 + t]))
+                            isum += p
+                            iabs += abs(p)
+                        }
+                        let scale = Double(xd[i * nb + b] * dw)
+                        exact += scale * Double(isum)
+                        s += abs(scale) * Double(iabs)
                     }
                     scale[i * n + j] = s
                     #expect(abs(Double(ref[i * n + j]) - exact) <= 1e-6 * max(s, 1e-30), "scalar q8_0 vs float64")
