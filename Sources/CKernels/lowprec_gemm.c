@@ -405,6 +405,119 @@ static int gemm_q8_0_vnni(const int8_t *xq, const float *xd, size_t m, size_t k,
     return 0;
 }
 
+/* --- Q8_0, AVX512_VNNI, many activation rows: broadcast form ------------------------------------------------------
+ * A strip of 32 W rows is repacked per block as 8 groups of [32 columns][4 bytes] (two vectors per group), with each
+ * column's correction -128 * sum(qs) and its scale as float. For 6 activation rows at a time (offset to u = q + 128
+ * once per strip), each group is one broadcast of 4 activation bytes per row and vpdpbusd into 6 x 2 integer
+ * accumulators started at the correction, so after 8 groups each lane holds a block's exact integer dot; it is
+ * scaled by dx * dw in float32 (one FMA) and summed over blocks in block order. */
+#define Q8B_ROWS 6
+
+typedef struct {
+    int8_t qs[8][BCAST_COLS][4];
+    int32_t corr[BCAST_COLS];
+    float d[BCAST_COLS];
+} q8_strip_block;
+
+static void q8_0_pack_strip(q8_strip_block *sp, const uint8_t *w, size_t w_row_bytes, size_t j0, size_t nc,
+                            size_t nb) {
+    for (size_t b = 0; b < nb; b++) {
+        q8_strip_block *blk = sp + b;
+        for (size_t c = 0; c < BCAST_COLS; c++) {
+            if (c >= nc) {
+                for (int g = 0; g < 8; g++) memset(blk->qs[g][c], 0, 4);
+                blk->corr[c] = 0;
+                blk->d[c] = 0;
+                continue;
+            }
+            const uint8_t *src = w + (j0 + c) * w_row_bytes + b * CK_Q8_0_BYTES;
+            uint16_t h;
+            memcpy(&h, src, 2);
+            int32_t sum = 0;
+            for (int g = 0; g < 8; g++) {
+                memcpy(blk->qs[g][c], src + 2 + 4 * g, 4);
+                for (int t = 0; t < 4; t++) sum += blk->qs[g][c][t];
+            }
+            blk->corr[c] = -128 * sum;
+            blk->d[c] = f16_to_f32(h);
+        }
+    }
+}
+
+CK_TARGET_AVX512_VNNI static void q8_0_bcast_tile(const uint8_t *const xu[Q8B_ROWS], const float *const xd[Q8B_ROWS],
+                                                  const q8_strip_block *sp, size_t nb, size_t mr, size_t nc,
+                                                  const float *bias, float *y, size_t ldy) {
+    __m512 acc[Q8B_ROWS][2];
+    for (int a = 0; a < Q8B_ROWS; a++) acc[a][0] = acc[a][1] = _mm512_setzero_ps();
+    for (size_t b = 0; b < nb; b++) {
+        const q8_strip_block *blk = sp + b;
+        __m512i c0 = _mm512_load_si512((const void *)blk->corr), c1 = _mm512_load_si512((const void *)(blk->corr + 16));
+        __m512i dot[Q8B_ROWS][2];
+        for (int a = 0; a < Q8B_ROWS; a++) {
+            dot[a][0] = c0;
+            dot[a][1] = c1;
+        }
+        for (int g = 0; g < 8; g++) {
+            __m512i w0 = _mm512_load_si512((const void *)blk->qs[g][0]);
+            __m512i w1 = _mm512_load_si512((const void *)blk->qs[g][16]);
+            for (int a = 0; a < Q8B_ROWS; a++) {
+                int32_t quad;
+                memcpy(&quad, xu[a] + b * CK_Q8_0_BLOCK + 4 * g, 4);
+                __m512i xa = _mm512_set1_epi32(quad);
+                dot[a][0] = _mm512_dpbusd_epi32(dot[a][0], xa, w0);
+                dot[a][1] = _mm512_dpbusd_epi32(dot[a][1], xa, w1);
+            }
+        }
+        __m512 d0 = _mm512_load_ps(blk->d), d1 = _mm512_load_ps(blk->d + 16);
+        for (int a = 0; a < Q8B_ROWS; a++) {
+            __m512 dx = _mm512_set1_ps(xd[a][b]);
+            acc[a][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[a][0]), _mm512_mul_ps(dx, d0), acc[a][0]);
+            acc[a][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[a][1]), _mm512_mul_ps(dx, d1), acc[a][1]);
+        }
+    }
+    __mmask16 m0 = (__mmask16)(nc >= 16 ? 0xFFFFu : (1u << nc) - 1u);
+    __mmask16 m1 = (__mmask16)(nc >= 32 ? 0xFFFFu : nc > 16 ? (1u << (nc - 16)) - 1u : 0u);
+    __m512 bias0 = bias ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+    __m512 bias1 = bias ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
+    for (size_t a = 0; a < mr; a++) {
+        _mm512_mask_storeu_ps(y + a * ldy, m0, _mm512_add_ps(acc[a][0], bias0));
+        _mm512_mask_storeu_ps(y + a * ldy + 16, m1, _mm512_add_ps(acc[a][1], bias1));
+    }
+}
+
+/* Returns -1 when the strip buffers cannot be allocated (nothing written). */
+static int gemm_q8_0_bcast(const int8_t *xq, const float *xd, size_t m, size_t k, const uint8_t *w,
+                           size_t w_row_bytes, size_t n0, size_t n1, const float *bias, float *y, size_t ldy) {
+    size_t nb = k / CK_Q8_0_BLOCK;
+    q8_strip_block *sp = aligned_alloc(64, nb * sizeof(q8_strip_block));
+    uint8_t *xu = malloc(Q8B_ROWS * k);
+    if (!sp || !xu) {
+        free(sp);
+        free(xu);
+        return -1;
+    }
+    for (size_t j0 = n0; j0 < n1; j0 += BCAST_COLS) {
+        size_t nc = n1 - j0 < BCAST_COLS ? n1 - j0 : BCAST_COLS;
+        q8_0_pack_strip(sp, w, w_row_bytes, j0, nc, nb);
+        for (size_t i0 = 0; i0 < m; i0 += Q8B_ROWS) {
+            size_t mr = m - i0 < Q8B_ROWS ? m - i0 : Q8B_ROWS;
+            const uint8_t *xr[Q8B_ROWS];
+            const float *dr[Q8B_ROWS];
+            for (size_t a = 0; a < Q8B_ROWS; a++) {
+                size_t row = a < mr ? a : 0;
+                if (a < mr)
+                    for (size_t t = 0; t < k; t++) xu[a * k + t] = (uint8_t)(xq[(i0 + a) * k + t] ^ (int8_t)0x80);
+                xr[a] = xu + row * k;
+                dr[a] = xd + (i0 + row) * nb;
+            }
+            q8_0_bcast_tile(xr, dr, sp, nb, mr, nc, bias ? bias + j0 : NULL, y + i0 * ldy + j0, ldy);
+        }
+    }
+    free(sp);
+    free(xu);
+    return 0;
+}
+
 /* --- Q8_0, AVX2: one block per 256-bit vector; maddubs needs an unsigned operand: |w| (0..128 fits a byte) times
  * x with w's sign (x is in [-127, 127], so negating it cannot overflow); pairs sum to at most 2*128*127 < 2^15. */
 CK_TARGET_AVX2 static void q8_0_tile_avx2(const int8_t *const xq[TILE], const float *const xd[TILE],
@@ -555,6 +668,7 @@ void ck_lp_gemm_q8_0(const int8_t *xq, const float *xd, size_t m, size_t k, cons
 #if CK_X86
     switch (q8_0_variant(isa)) {
     case LP_AVX512:
+        if (m >= BCAST_MIN_ROWS && gemm_q8_0_bcast(xq, xd, m, k, wb, w_row_bytes, n0, n1, bias, y, ldy) == 0) return;
         if (gemm_q8_0_vnni(xq, xd, m, k, wb, w_row_bytes, n0, n1, bias, y, ldy) == 0) return;
         break; /* no memory for the packed panels: the reference still gives the answer */
     case LP_AVX2: gemm_q8_0_tiled(q8_0_tile_avx2, xq, xd, m, k, wb, w_row_bytes, n0, n1, bias, y, ldy); return;
