@@ -1,9 +1,14 @@
 /* GEMM with low-precision weights (bf16, Q8_0, any type through a row dequantizer); see ck_lowprec.h.
  *
- * Blocking: the columns [n0, n1) are walked in panels of W rows sized for L2 (PANEL_BYTES); for each panel every
- * block of 4 activation rows (kept in L1) meets every group of 4 W rows of the panel. A 4x4 micro-tile keeps one
- * vector accumulator per (row, column) pair along k and reduces it at the end. Ragged edges reuse a valid row
- * pointer for the missing rows and drop those results. */
+ * Two loop structures:
+ *  - dot form (AVX2 variants, and AVX-512 with fewer than BCAST_MIN_ROWS activation rows): W read in place. The
+ *    columns [n0, n1) are walked in panels of W rows sized for L2 (PANEL_BYTES); for each panel every block of 4
+ *    activation rows meets every group of 4 W rows. A 4x4 micro-tile keeps one vector accumulator per (row,
+ *    column) pair along k and sums its lanes at the end.
+ *  - broadcast form (AVX512_BF16 / AVX512_VNNI with many activation rows): a strip of 32 W rows is repacked so one
+ *    vector holds 16 columns, and each activation row's k-group is broadcast; no horizontal sums.
+ * Ragged edges reuse a valid row pointer for the missing rows and drop those results, so every output depends only
+ * on its own row and column: splitting [n0, n1) across threads never changes a bit. */
 #include "internal.h"
 #include "ck_lowprec.h"
 #include <math.h>
@@ -11,7 +16,7 @@
 #include <string.h>
 
 #define TILE 4
-#ifndef PANEL_BYTES
+#ifndef PANEL_BYTES /* (a -D override is for tuning experiments) */
 #define PANEL_BYTES (512u * 1024u)
 #endif
 
@@ -46,7 +51,7 @@ static inline float f16_to_f32(uint16_t h) {
 
 size_t ck_lp_bf16_ld(size_t k) { return (k + 31) / 32 * 32; }
 
-void ck_lp_prepare_bf16(uint16_t *xb, size_t ldxb, const float *x, size_t ldx, size_t rows, size_t k) {
+void ck_lp_prepare_bf16_scalar(uint16_t *xb, size_t ldxb, const float *x, size_t ldx, size_t rows, size_t k) {
     for (size_t r = 0; r < rows; r++) {
         uint16_t *d = xb + r * ldxb;
         const float *s = x + r * ldx;
@@ -55,7 +60,7 @@ void ck_lp_prepare_bf16(uint16_t *xb, size_t ldxb, const float *x, size_t ldx, s
     }
 }
 
-void ck_lp_prepare_q8_0(int8_t *xq, float *xd, const float *x, size_t ldx, size_t rows, size_t k) {
+void ck_lp_prepare_q8_0_scalar(int8_t *xq, float *xd, const float *x, size_t ldx, size_t rows, size_t k) {
     size_t nb = k / CK_Q8_0_BLOCK;
     for (size_t r = 0; r < rows; r++) {
         const float *s = x + r * ldx;
@@ -78,6 +83,84 @@ void ck_lp_prepare_q8_0(int8_t *xq, float *xd, const float *x, size_t ldx, size_
             xd[r * nb + b] = d;
         }
     }
+}
+
+#if CK_X86
+/* The same bits as the scalar preparation: integer round-to-nearest-even, NaN kept quiet. */
+CK_TARGET_AVX512 static inline __m256i bf16x16_rne(__m512 v) {
+    __m512i u = _mm512_castps_si512(v);
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF))), 16);
+    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7FFFFFFF)),
+                                            _mm512_set1_epi32(0x7F800000));
+    r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+    return _mm512_cvtepi32_epi16(r);
+}
+
+CK_TARGET_AVX512 static void prepare_bf16_avx512(uint16_t *xb, size_t ldxb, const float *x, size_t ldx, size_t rows,
+                                                 size_t k) {
+    for (size_t r = 0; r < rows; r++) {
+        uint16_t *d = xb + r * ldxb;
+        const float *s = x + r * ldx;
+        for (size_t i = 0; i < ldxb; i += 16) {
+            size_t left = k > i ? k - i : 0, room = ldxb - i;
+            __mmask16 lk = (__mmask16)(left >= 16 ? 0xFFFFu : (1u << left) - 1u);
+            __mmask16 sk = (__mmask16)(room >= 16 ? 0xFFFFu : (1u << room) - 1u);
+            /* lanes past k load as 0.0f, which rounds to bf16 0: the zero padding */
+            _mm256_mask_storeu_epi16(d + i, sk, bf16x16_rne(_mm512_maskz_loadu_ps(lk, s + i)));
+        }
+    }
+}
+
+/* roundf (half away from zero) for lanes of t: trunc, then one step away from zero when |t - trunc| >= 0.5 (exact). */
+CK_TARGET_AVX512 static inline __m512 round_half_away(__m512 t) {
+    __m512 r = _mm512_roundscale_ps(t, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    __m512 frac = _mm512_abs_ps(_mm512_sub_ps(t, r));
+    __mmask16 up = _mm512_cmp_ps_mask(frac, _mm512_set1_ps(0.5f), _CMP_GE_OQ);
+    __m512i sign = _mm512_and_si512(_mm512_castps_si512(t), _mm512_set1_epi32((int)0x80000000u));
+    __m512 one = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(_mm512_set1_ps(1.0f)), sign));
+    return _mm512_mask_add_ps(r, up, r, one);
+}
+
+CK_TARGET_AVX512 static void prepare_q8_0_avx512(int8_t *xq, float *xd, const float *x, size_t ldx, size_t rows,
+                                                 size_t k) {
+    size_t nb = k / CK_Q8_0_BLOCK;
+    for (size_t r = 0; r < rows; r++) {
+        for (size_t b = 0; b < nb; b++) {
+            const float *v = x + r * ldx + b * CK_Q8_0_BLOCK;
+            __m512 v0 = _mm512_loadu_ps(v), v1 = _mm512_loadu_ps(v + 16);
+            __mmask16 nan = _mm512_cmp_ps_mask(v0, v1, _CMP_UNORD_Q);
+            nan |= _mm512_cmp_ps_mask(v0, v0, _CMP_UNORD_Q);
+            float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+            if (nan) amax = NAN; /* as the scalar loop: a NaN sticks */
+            float d = amax / 127.0f;
+            float id = (d != 0.0f && isfinite(d)) ? 1.0f / d : 0.0f;
+            __m512 vid = _mm512_set1_ps(id);
+            __m512 t0 = _mm512_mul_ps(v0, vid), t1 = _mm512_mul_ps(v1, vid);
+            /* NaN lanes (NaN input, or inf * 0) become 0 */
+            __m512i q0 = _mm512_maskz_cvttps_epi32(_mm512_cmp_ps_mask(t0, t0, _CMP_ORD_Q), round_half_away(t0));
+            __m512i q1 = _mm512_maskz_cvttps_epi32(_mm512_cmp_ps_mask(t1, t1, _CMP_ORD_Q), round_half_away(t1));
+            int8_t *q = xq + r * k + b * CK_Q8_0_BLOCK;
+            _mm_storeu_si128((__m128i *)q, _mm512_cvtepi32_epi8(q0));
+            _mm_storeu_si128((__m128i *)(q + 16), _mm512_cvtepi32_epi8(q1));
+            xd[r * nb + b] = d;
+        }
+    }
+}
+#endif
+
+void ck_lp_prepare_bf16(uint16_t *xb, size_t ldxb, const float *x, size_t ldx, size_t rows, size_t k) {
+#if CK_X86
+    if (ck_isa_active() >= CK_ISA_AVX512) { prepare_bf16_avx512(xb, ldxb, x, ldx, rows, k); return; }
+#endif
+    ck_lp_prepare_bf16_scalar(xb, ldxb, x, ldx, rows, k);
+}
+
+void ck_lp_prepare_q8_0(int8_t *xq, float *xd, const float *x, size_t ldx, size_t rows, size_t k) {
+#if CK_X86
+    if (ck_isa_active() >= CK_ISA_AVX512) { prepare_q8_0_avx512(xq, xd, x, ldx, rows, k); return; }
+#endif
+    ck_lp_prepare_q8_0_scalar(xq, xd, x, ldx, rows, k);
 }
 
 /* W rows per L2 panel: a multiple of TILE, at least TILE. */

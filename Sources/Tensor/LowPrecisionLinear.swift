@@ -224,13 +224,13 @@ extension TransformerOps {
                 defer { xb.deallocate() }
                 parallel(m, align: 1) { lo, hi in ck_lp_prepare_bf16(xb + lo * ld, ld, x.data + lo * k, k, hi - lo, k) }
                 if case .dequantized(let d) = w.format {
-                    parallel(n, align: 16) { lo, hi in
+                    parallel(n, align: 32) { lo, hi in
                         let rc = ck_lp_gemm_dequant_bf16(xb, ld, m, k, w.base, w.rowStride, d.function, 64, lo, hi,
                                                          biasPtr, y.data, n, ck)
                         precondition(rc == 0, "linear \(w.name): out of memory for the dequantization panel")
                     }
                 } else {
-                    parallel(n, align: 16) { lo, hi in
+                    parallel(n, align: 32) { lo, hi in
                         ck_lp_gemm_bf16(xb, ld, m, k, w.base, w.rowStride, lo, hi, biasPtr, y.data, n, ck)
                     }
                 }
@@ -242,7 +242,7 @@ extension TransformerOps {
                 parallel(m, align: 1) { lo, hi in
                     ck_lp_prepare_q8_0(xq + lo * k, xd + lo * nb, x.data + lo * k, k, hi - lo, k)
                 }
-                parallel(n, align: 16) { lo, hi in
+                parallel(n, align: 32) { lo, hi in
                     ck_lp_gemm_q8_0(xq, xd, m, k, w.base, w.rowStride, lo, hi, biasPtr, y.data, n, ck)
                 }
             }

@@ -49,6 +49,36 @@ struct LowPrecisionGemmTests {
         #expect(ck_f32_to_bf16_rne(Float(bitPattern: 0x7F7F_FFFF)) == 0x7F80) // max float rounds to inf
     }
 
+    /// The dispatched activation preparations (AVX-512 here) give the scalar references' bits, on random bit
+    /// patterns (NaN payloads, infinities, subnormals), rounding ties and non-finite or all-zero Q8_0 blocks.
+    @Test func preparationsMatchScalarBitForBit() {
+        var rng = SplitMix(seed: 17)
+        let rows = 7, k = 1000, ld = ck_lp_bf16_ld(k)
+        var x = (0..<(rows * k)).map { i -> Float in
+            i % 3 == 0 ? Float(bitPattern: UInt32(truncatingIfNeeded: rng.next())) : Float(Int(rng.next() % 2001) - 1000) / 8
+        }
+        x[5] = .nan; x[40] = .infinity; x[77] = -.infinity; x[100] = 1e-40; x[101] = -0.0
+        var a = [UInt16](repeating: 0xAAAA, count: rows * ld), b = [UInt16](repeating: 0x5555, count: rows * ld)
+        ck_lp_prepare_bf16_scalar(&a, ld, x, k, rows, k)
+        ck_lp_prepare_bf16(&b, ld, x, k, rows, k)
+        #expect(a == b)
+
+        let k2 = 1024, nb = k2 / 32
+        var y = (0..<(rows * k2)).map { i in Float(Int(rng.next() % 1001) - 500) / 4 * ((i / 32) % 3 == 0 ? 1 : 0.37) }
+        for i in stride(from: 0, to: y.count, by: 32) { y[i + 3] = 127 } // d = 1: the k/4 values hit .5 ties
+        y[64 + 7] = .nan; y[160 + 2] = .infinity
+        for i in 320..<352 { y[i] = 0 }
+        var qa = [Int8](repeating: 1, count: rows * k2), qb = [Int8](repeating: 2, count: rows * k2)
+        var da = [Float](repeating: 1, count: rows * nb), db = [Float](repeating: 2, count: rows * nb)
+        ck_lp_prepare_q8_0_scalar(&qa, &da, y, k2, rows, k2)
+        ck_lp_prepare_q8_0(&qb, &db, y, k2, rows, k2)
+        #expect(qa == qb)
+        #expect(zip(da, db).allSatisfy { $0.bitPattern == $1.bitPattern || ($0.isNaN && $1.isNaN) })
+        #expect(da[2].isNaN && qa[64..<96].allSatisfy { $0 == 0 }, "a NaN block: NaN scale, zero quanta")
+        #expect(da[10] == 0 && qa[320..<352].allSatisfy { $0 == 0 })
+        #expect(qa[0 * 32 + 3] == 127 && da[0] == 1 && Float(qa[1]) == (y[1]).rounded(), "ties round away from zero")
+    }
+
     @Test func bf16VariantsMatchScalar() {
         var rng = SplitMix(seed: 7)
         for (m, n, k) in Self.shapes {

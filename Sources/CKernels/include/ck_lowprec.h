@@ -6,7 +6,7 @@
  *
  * x is float32 activations, prepared once per call into a low-precision copy (ck_lp_prepare_*); w is N rows of K
  * values, `w_row_bytes` apart, never copied to float32 as a whole. Callers split [0, N) across threads (each range
- * writes only its own columns of y); a range should be a multiple of 16 rows for speed, any range is correct.
+ * writes only its own columns of y); a range should be a multiple of 32 rows for speed, any range is correct.
  *
  * Every GEMM takes the ISA to run (`ck_isa_active()` in normal use; tests pass each one): CK_ISA_SCALAR is the
  * reference that defines the numerics, the SIMD variants match it up to float32 summation order.
@@ -36,6 +36,7 @@ const char *ck_lp_q8_0_variant(ck_isa isa);
 size_t ck_lp_bf16_ld(size_t k);
 /* xb[r * ldxb + i] = bf16(x[r * ldx + i]) for i < k, 0 for k <= i < ldxb; rows [0, rows). */
 void ck_lp_prepare_bf16(uint16_t *xb, size_t ldxb, const float *x, size_t ldx, size_t rows, size_t k);
+void ck_lp_prepare_bf16_scalar(uint16_t *xb, size_t ldxb, const float *x, size_t ldx, size_t rows, size_t k);
 /* Round one float to bf16 bits (the rounding the preparation uses). */
 uint16_t ck_f32_to_bf16_rne(float v);
 
@@ -52,8 +53,10 @@ void ck_lp_gemm_bf16(const uint16_t *xb, size_t ldxb, size_t m, size_t k, const 
 #define CK_Q8_0_BLOCK 32
 #define CK_Q8_0_BYTES 34
 
-/* xq[r * k + i] = int8 quantized activations, xd[r * (k/32) + b] = their float scales; rows [0, rows). */
+/* xq[r * k + i] = int8 quantized activations, xd[r * (k/32) + b] = their float scales; rows [0, rows).
+ * The preparations are dispatched on ck_isa_active() and give the same bits as their scalar references. */
 void ck_lp_prepare_q8_0(int8_t *xq, float *xd, const float *x, size_t ldx, size_t rows, size_t k);
+void ck_lp_prepare_q8_0_scalar(int8_t *xq, float *xd, const float *x, size_t ldx, size_t rows, size_t k);
 
 void ck_lp_gemm_q8_0(const int8_t *xq, const float *xd, size_t m, size_t k, const void *w, size_t w_row_bytes,
                      size_t n0, size_t n1, const float *bias, float *y, size_t ldy, ck_isa isa);
