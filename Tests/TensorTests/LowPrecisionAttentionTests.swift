@@ -24,24 +24,27 @@ struct LowPrecisionAttentionTests {
         let workers = ParallelWorkers(count: 2)
         defer { workers.shutdown() }
         let isas = [KernelISA.scalar, .avx2, .avx512].filter { $0.rawValue <= KernelISA.detected.rawValue }
-        for isa in isas {
-            var got = [Float](repeating: -7, count: queries * ld)
-            TransformerOps.attentionBF16(q: q, ldq: ld, k: k, ldk: ld, v: v, ldv: ld, out: &got, ldo: ld,
-                                         queries: queries, keys: keys, heads: heads, headDim: headDim,
-                                         workers: workers, isa: isa, queryBlock: 16)
-            var worst: Float = 0
-            for r in 0..<queries {
-                for c in 0..<(heads * headDim) { worst = max(worst, abs(got[r * ld + c] - ref[r * ld + c])) }
-                #expect(got[(r * ld + heads * headDim)..<((r + 1) * ld)].allSatisfy { $0 == -7 }, "stride gap untouched")
+        // the softmax is the dispatched float32 kernel: keep the ISA fixed while comparing bits
+        KernelISATestLock.withLock {
+            for isa in isas {
+                var got = [Float](repeating: -7, count: queries * ld)
+                TransformerOps.attentionBF16(q: q, ldq: ld, k: k, ldk: ld, v: v, ldv: ld, out: &got, ldo: ld,
+                                             queries: queries, keys: keys, heads: heads, headDim: headDim,
+                                             workers: workers, isa: isa, queryBlock: 16)
+                var worst: Float = 0
+                for r in 0..<queries {
+                    for c in 0..<(heads * headDim) { worst = max(worst, abs(got[r * ld + c] - ref[r * ld + c])) }
+                    #expect(got[(r * ld + heads * headDim)..<((r + 1) * ld)].allSatisfy { $0 == -7 }, "stride gap untouched")
+                }
+                #expect(worst <= 2.2e-3 * vmax, "\(isa): \(worst) vs max|v| \(vmax)")
+                #expect(worst > 0, "the probabilities' rounding shows (else the comparison tests nothing)")
+                // one thread: the same bits (heads are independent)
+                var single = [Float](repeating: -7, count: queries * ld)
+                TransformerOps.attentionBF16(q: q, ldq: ld, k: k, ldk: ld, v: v, ldv: ld, out: &single, ldo: ld,
+                                             queries: queries, keys: keys, heads: heads, headDim: headDim, isa: isa,
+                                             queryBlock: 16)
+                #expect(single == got, "\(isa)")
             }
-            #expect(worst <= 2.2e-3 * vmax, "\(isa): \(worst) vs max|v| \(vmax)")
-            #expect(worst > 0, "the probabilities' rounding shows (else the comparison tests nothing)")
-            // one thread: the same bits (heads are independent)
-            var single = [Float](repeating: -7, count: queries * ld)
-            TransformerOps.attentionBF16(q: q, ldq: ld, k: k, ldk: ld, v: v, ldv: ld, out: &single, ldo: ld,
-                                         queries: queries, keys: keys, heads: heads, headDim: headDim, isa: isa,
-                                         queryBlock: 16)
-            #expect(single == got, "\(isa)")
         }
     }
 }
