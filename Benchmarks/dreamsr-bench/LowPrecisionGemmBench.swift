@@ -16,7 +16,7 @@ struct LowPrecisionGemmBench: ParsableCommand {
     @Option(help: "Rows of the activations (tokens): 1536 = 1024 image + 512 text.") var tokens: Int = 1536
     @Option(help: "Comma-separated KxN shapes (in x out features).")
     var shapes: String = "3072x3072,3072x9216,3072x12288,12288x3072"
-    @Option(help: "Timed repetitions (median; one warm-up run first).") var repeats: Int = 3
+    @Option(help: "Timed rounds (median; one warm-up round first).") var repeats: Int = 5
     @Option(help: "Attention heads x head dim for the attention line (0 heads: skip it).") var heads: Int = 24
     @Option(help: "Head dimension for the attention line.") var headDim: Int = 128
 
@@ -48,15 +48,19 @@ struct LowPrecisionGemmBench: ParsableCommand {
                 return (Float(state >> 40) / Float(1 << 24) * 2 - 1) * scale
             }
         }
-        func median(_ body: () -> Tensor) -> (seconds: Double, result: Tensor) {
-            var result = body()
-            var ts: [Double] = []
+        /// Median seconds of each body over `repeats` rounds, the bodies interleaved within a round (A B C, A B C,
+        /// ...) so a burst of load from other processes hits all of them alike; one warm-up round first.
+        func medians(_ bodies: [() -> Tensor]) -> [(seconds: Double, result: Tensor)] {
+            var results = bodies.map { $0() }
+            var ts = [[Double]](repeating: [], count: bodies.count)
             for _ in 0..<repeats {
-                let t0 = DispatchTime.now().uptimeNanoseconds
-                result = body()
-                ts.append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+                for (i, body) in bodies.enumerated() {
+                    let t0 = DispatchTime.now().uptimeNanoseconds
+                    results[i] = body()
+                    ts[i].append(Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9)
+                }
             }
-            return (ts.sorted()[ts.count / 2], result)
+            return zip(ts, results).map { ($0.sorted()[$0.count / 2], $1) }
         }
         func relL2(_ a: Tensor, _ b: Tensor) -> Double {
             var num = 0.0, den = 0.0
@@ -75,9 +79,12 @@ struct LowPrecisionGemmBench: ParsableCommand {
             let wBf16 = try WeightMatrix.encoded(w, as: .bf16, name: "bench.bf16")
             let wQ8 = try WeightMatrix.encoded(w, as: .q8_0, name: "bench.q8_0")
             let flops = 2.0 * Double(tokens) * Double(k) * Double(n)
-            let f32 = median { TransformerOps.linear(x, weight: w, bias: bias) }
-            let bf = median { TransformerOps.linear(x, wBf16, bias: bias, workers: workers) }
-            let q8 = median { TransformerOps.linear(x, wQ8, bias: bias, workers: workers) }
+            let m = medians([
+                { TransformerOps.linear(x, weight: w, bias: bias) },
+                { TransformerOps.linear(x, wBf16, bias: bias, workers: workers) },
+                { TransformerOps.linear(x, wQ8, bias: bias, workers: workers) },
+            ])
+            let (f32, bf, q8) = (m[0], m[1], m[2])
             func g(_ s: Double) -> Double { flops / s / 1e9 }
             print(String(format: "%-22@ %8.3f  %7.1f | %6.3f  %7.1f  %5.2fx  %.1e | %6.3f  %7.1f  %5.2fx  %.1e",
                          "\(tokens)x\(k)x\(n)" as NSString, f32.seconds, g(f32.seconds),
@@ -102,7 +109,8 @@ struct LowPrecisionGemmBench: ParsableCommand {
                 return out
             }
             let flops = 4.0 * Double(tokens) * Double(tokens) * Double(width)
-            let f32 = median { attend(bf16: false) }, bf = median { attend(bf16: true) }
+            let m = medians([{ attend(bf16: false) }, { attend(bf16: true) }])
+            let (f32, bf) = (m[0], m[1])
             print(String(format: "attention %d heads x %d, %d tokens: f32 %.3f s (%.1f GFLOP/s) | bf16 %.3f s (%.1f GFLOP/s)  %.2fx  relL2 %.1e",
                          heads, headDim, tokens, f32.seconds, flops / f32.seconds / 1e9, bf.seconds,
                          flops / bf.seconds / 1e9, bf.seconds / f32.seconds, relL2(bf.result, f32.result)))

@@ -297,6 +297,35 @@ struct LowPrecisionGemmTests {
                 "float32 panels skip the activation rounding")
     }
 
+    /// Rows `rowStride` apart with NaN bytes between them: the kernels read only the rows' own bytes (masked tails),
+    /// so the result is the packed matrix's, bit for bit, in both loop forms (M = 5 and M = 20) and every variant.
+    @Test func paddedRowsAreNeverRead() throws {
+        var rng = SplitMix(seed: 23)
+        let n = 19, k = 96
+        let wf = Tensor(shape: [n, k], values: random(n * k, &rng))
+        for format in [WeightMatrix.Format.bf16, .q8_0] {
+            let packed = try WeightMatrix.encoded(wf, as: format)
+            let rowBytes = packed.withBytes { $0.count } / n
+            let stride = rowBytes + 6
+            var bytes = [UInt8](repeating: 0xFF, count: n * stride) // 0xFFFF: a NaN in bf16 and in half
+            packed.withBytes { src in
+                for r in 0..<n { for i in 0..<rowBytes { bytes[r * stride + i] = src[r * rowBytes + i] } }
+            }
+            let owner = RawBytes(bytes)
+            let strided = try WeightMatrix(name: "strided", format: format, rows: n, cols: k, bytes: owner.bytes,
+                                           owner: owner, rowStride: stride)
+            for m in [5, 20] {
+                let x = Tensor(shape: [m, k], values: random(m * k, &rng))
+                for isa in isas() {
+                    let a = TransformerOps.linear(x, packed, bias: nil, isa: isa)
+                    let b = TransformerOps.linear(x, strided, bias: nil, isa: isa)
+                    #expect(a.toArray() == b.toArray(), "\(format) \(isa) m=\(m)")
+                    #expect(b.toArray().allSatisfy { $0.isFinite })
+                }
+            }
+        }
+    }
+
     // MARK: Validation
 
     @Test func badWeightDescriptionsThrowNamingTheWeight() throws {
