@@ -59,7 +59,9 @@ struct ConvTests {
         let w = randomTensor([3, 4, 3, 3], seed: 5)
         let one = Conv2D(weight: w, bias: nil, padding: (1, 1, 1, 1))(x)
         let banded = Conv2D(weight: w, bias: nil, padding: (1, 1, 1, 1), columnBudgetBytes: 1)(x)
-        #expect(one.maxAbsDifference(banded) == 0)
+        // sgemm over a narrower N may take OpenBLAS's edge kernels (another summation order): rounding-level
+        // differences are allowed; a wrong band (rows or padding) would differ by the size of the values
+        #expect(one.maxAbsDifference(banded) <= 1e-6 * max(1, one.maxAbs()))
     }
 
     @Test("1x1, stride 2, dilation 2 and asymmetric sizes match the direct reference")
@@ -94,13 +96,16 @@ struct ConvTests {
         let x = randomTensor([1, 32, 23, 9], seed: 31)
         let wt = randomTensor([48, 32, 3, 3], seed: 32)
         let conv = WinogradConv3x3(weight: wt, bias: nil, activation: .leakyReLU(slope: 0.2))
-        let single = conv(x.packed16(), scratch: ConvScratch(maxTilesPerBatch: 5))
         let workers = ParallelWorkers(count: 3)
         defer { workers.shutdown() }
-        let p = x.packed16()
-        let multi = Tensor(zeros: single.shape)
-        conv.forward(input: p.data, height: 23, width: 9, output: multi.data, scratch: ConvScratch(maxTilesPerBatch: 5),
-                     workers: workers)
+        let (single, multi) = KernelISATestLock.withLock { () -> (Tensor, Tensor) in
+            let single = conv(x.packed16(), scratch: ConvScratch(maxTilesPerBatch: 5))
+            let p = x.packed16()
+            let multi = Tensor(zeros: single.shape)
+            conv.forward(input: p.data, height: 23, width: 9, output: multi.data,
+                         scratch: ConvScratch(maxTilesPerBatch: 5), workers: workers)
+            return (single, multi)
+        }
         #expect(multi.maxAbsDifference(single) == 0)
     }
 
@@ -170,24 +175,26 @@ struct ConvKernelDispatchTests {
         }
         let refUp = Tensor(zeros: [blocks, 2 * h, 2 * w, 16])
         ck_upsample_nearest2x_scalar(refUp.data, src.data, blocks, h, w, 16)
-        let previous = KernelISA.active
-        defer { KernelISA.force(previous) }
-        for isa in [KernelISA.scalar, .avx2, .avx512] where isa.rawValue <= KernelISA.detected.rawValue {
-            KernelISA.force(isa)
-            let v = Tensor(zeros: [36, tiles, ld])
-            ck_wino43_input_p16(v.data, src.data, h, w, 0, tilesY, 0, blocks, ld, tiles * ld)
-            #expect(v.maxAbsDifference(refV) < 1e-4, "input transform \(isa)")
-            let out = Tensor(zeros: [blocks, h, w, 16])
-            ck_wino43_output_p16(out.data, mIn.data, bias.data, h, w, 0, tilesY, 0, blocks, ld, tiles * ld,
-                                 1, 0.2, res.data, 0.2, 1.0)
-            #expect(out.maxAbsDifference(refOut) < 1e-4, "output transform \(isa)")
-            let up = Tensor(zeros: [blocks, 2 * h, 2 * w, 16])
-            ck_upsample_nearest2x(up.data, src.data, blocks, h, w, 16)
-            #expect(up.maxAbsDifference(refUp) == 0, "upsample \(isa)")
-            for (gn, a, b, ref) in gemmRefs {
-                let c = Tensor(zeros: [gm, gn])
-                ck_sgemm_n16(c.data, a.data, b.data, gm, gn, gk, gk + 3, gn, gn)
-                #expect(c.maxAbsDifference(ref) < 1e-4, "sgemm_n16 n=\(gn) \(isa)")
+        KernelISATestLock.withLock {
+            let previous = KernelISA.active
+            defer { KernelISA.force(previous) }
+            for isa in [KernelISA.scalar, .avx2, .avx512] where isa.rawValue <= KernelISA.detected.rawValue {
+                KernelISA.force(isa)
+                let v = Tensor(zeros: [36, tiles, ld])
+                ck_wino43_input_p16(v.data, src.data, h, w, 0, tilesY, 0, blocks, ld, tiles * ld)
+                #expect(v.maxAbsDifference(refV) < 1e-4, "input transform \(isa)")
+                let out = Tensor(zeros: [blocks, h, w, 16])
+                ck_wino43_output_p16(out.data, mIn.data, bias.data, h, w, 0, tilesY, 0, blocks, ld, tiles * ld,
+                                     1, 0.2, res.data, 0.2, 1.0)
+                #expect(out.maxAbsDifference(refOut) < 1e-4, "output transform \(isa)")
+                let up = Tensor(zeros: [blocks, 2 * h, 2 * w, 16])
+                ck_upsample_nearest2x(up.data, src.data, blocks, h, w, 16)
+                #expect(up.maxAbsDifference(refUp) == 0, "upsample \(isa)")
+                for (gn, a, b, ref) in gemmRefs {
+                    let c = Tensor(zeros: [gm, gn])
+                    ck_sgemm_n16(c.data, a.data, b.data, gm, gn, gk, gk + 3, gn, gn)
+                    #expect(c.maxAbsDifference(ref) < 1e-4, "sgemm_n16 n=\(gn) \(isa)")
+                }
             }
         }
     }

@@ -56,6 +56,7 @@ void ck_bf16_to_f32_scalar(float *dst, const uint16_t *src, size_t n);
 /* Kernel families, one header each. */
 #include "ck_conv.h"
 #include "ck_transformer.h"
+#include "ck_lowprec.h"
 #include "ck_image.h"
 #include "ck_norm.h"
 #include "ck_quants.h"
