@@ -30,7 +30,8 @@ wait_for() { # seconds, command...
 }
 wait_for 120 curl -sf "$url/ready" -o /dev/null || fail "daemon not ready: $(tail -5 "$t/daemon.log")"
 curl -sf "$url/" -o /dev/null   # a page view turns thumbnails on
-cp samples/astronaut.png "$t/in/astronaut.png"
+vips crop samples/astronaut.png "$t/astronaut.png" 128 48 256 256   # a 256x256 crop: a job of a few seconds
+mv "$t/astronaut.png" "$t/in/astronaut.png"
 wait_for 60 sh -c "curl -sf '$url/' | grep -q 'astronaut.png'" || fail "job never appeared on the page"
 browse() { # what, dom file, screenshot file
     timeout 60 chromium --headless=new --no-sandbox --disable-gpu --hide-scrollbars --window-size=1100,900 \

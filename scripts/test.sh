@@ -12,5 +12,7 @@ timeout --kill-after=30 1200 swift build --build-tests
 # The documented systemd install, in a throw-away mount namespace (needs root, as CI runs).
 SUDO=""; if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 timeout --kill-after=30 300 $SUDO bash scripts/test-systemd-unit.sh .build/debug/dreamsr
+# The live status page in headless Chromium while a job runs (installs the chromium package if missing).
+timeout --kill-after=30 600 bash scripts/test-status-page.sh .build/debug/dreamsr
 # Serially: a few kernel tests switch the process-wide SIMD variant (DREAMSR_KERNEL_ISA) to compare against scalar.
 timeout --kill-after=60 1500 swift test --skip-build --no-parallel

@@ -142,6 +142,13 @@ func statusHandler(pipeline: PipelineHandle, factory: any PipelineFactory, regis
             return HTTPResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8",
                                 body: registry.emitToString())
         default:
+            // /thumbnails/N/before.jpg | after.jpg: a recent job's thumbnail (made off the loop thread).
+            let parts = path.split(separator: "/")
+            if parts.count == 3, parts[0] == "thumbnails", let n = Int(parts[1]),
+               let which = ["before.jpg": "before", "after.jpg": "after"][String(parts[2])],
+               let jpeg = board.thumbnail(number: n, which: which) {
+                return HTTPResponse(status: 200, contentType: "image/jpeg", bytes: Array(jpeg))
+            }
             return nil
         }
     }

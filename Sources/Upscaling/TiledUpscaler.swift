@@ -63,6 +63,7 @@ public struct TiledUpscaler: Sendable {
         var blender = GridBlender(grid: outGrid, channels: 3, weighting: .feather(ramp: max(1, overlap * s)))
         let total = grid.count
         var done = 0
+        progress?(0, total)
         for tile in grid.tiles {
             if isCancelled() { throw UpscalingError(.cancelled, "cancelled after \(done) of \(total) tiles") }
             let r = tile.rect

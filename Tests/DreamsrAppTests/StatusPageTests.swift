@@ -116,8 +116,9 @@ private final class NotifySocket {
         let board = JobBoard(capacity: 3)
         let now = Date()
         for (i, age) in [3599.0, 1800, 10, 5, 3700].enumerated() {
-            board.record(JobRequest(id: JobID("j\(i)"), source: .url("https://u:p@example.com/x.png?sig=secret")),
-                         JobOutcome(id: JobID("j\(i)"), status: .ok), seconds: 1, now: now.addingTimeInterval(-age))
+            let request = JobRequest(id: JobID("j\(i)"), source: .url("https://u:p@example.com/x.png?sig=secret"))
+            board.record(board.begin(request), request, JobOutcome(id: JobID("j\(i)"), status: .ok), seconds: 1,
+                         now: now.addingTimeInterval(-age))
         }
         let bins = board.completionsLastHour(bins: 12, now: now)
         #expect(bins.count == 12)

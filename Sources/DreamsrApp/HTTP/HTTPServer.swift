@@ -44,11 +44,18 @@ public struct HTTPAddress: Sendable, Equatable, CustomStringConvertible {
 public struct HTTPResponse: Sendable {
     public var status: Int
     public var contentType: String
-    public var body: String
+    /// The body's bytes (text is UTF-8).
+    public var bytes: [UInt8]
+    public var body: String { String(decoding: bytes, as: UTF8.self) }
     public init(status: Int, contentType: String = "text/plain; charset=utf-8", body: String) {
         self.status = status
         self.contentType = contentType
-        self.body = body
+        self.bytes = Array(body.utf8)
+    }
+    public init(status: Int, contentType: String, bytes: [UInt8]) {
+        self.status = status
+        self.contentType = contentType
+        self.bytes = bytes
     }
 }
 
@@ -318,7 +325,7 @@ public final class HTTPServer: Service, Sendable {
         }
         let reason: String = [200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
                               503: "Service Unavailable"][response.status] ?? "Status"
-        let body = Array(response.body.utf8)
+        let body = response.bytes
         var head = "HTTP/1.1 \(response.status) \(reason)\r\nContent-Type: \(response.contentType)\r\n"
         head += "Content-Length: \(body.count)\r\nConnection: close\r\n\r\n"
         var out = Array(head.utf8)

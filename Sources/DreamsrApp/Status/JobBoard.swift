@@ -5,9 +5,9 @@ import Jobs
 import PipelineRuntime
 
 /// What the status page shows about past jobs: the most recent outcomes, completions over the last hour, and
-/// before/after thumbnails. The router records every outcome here; thumbnails are made on a background thread, and
-/// only while somebody looks at the page (a page view keeps them on for `thumbnailWindow`), so an unwatched daemon
-/// pays nothing for them.
+/// before/after thumbnails (the input's when the job starts, the output's when it ends). The router records every
+/// job here; thumbnails are made on a background thread, and only while somebody looks at the page (a page view
+/// keeps them on for `thumbnailWindow`), so an unwatched daemon pays nothing for them.
 public final class JobBoard: Sendable {
     public struct Entry: Sendable {
         public let number: Int
@@ -16,8 +16,8 @@ public final class JobBoard: Sendable {
         public let outcome: JobOutcome
         public let finished: Date
         public let seconds: Double
-        public var before: Data?
-        public var after: Data?
+        public var before: Data? = nil
+        public var after: Data? = nil
     }
 
     private struct State {
@@ -26,6 +26,8 @@ public final class JobBoard: Sendable {
         var completions: [Date] = []
         var lastView: ContinuousClock.Instant?
         var pendingThumbnails = 0
+        /// Thumbnails of jobs still running, by "number/which".
+        var thumbnails: [String: Data] = [:]
     }
 
     public let capacity: Int
@@ -40,13 +42,25 @@ public final class JobBoard: Sendable {
         self.thumbnailWindow = thumbnailWindow
     }
 
-    /// Records a finished job (called before the source moves its input away, so the input is still on disk).
-    public func record(_ request: JobRequest, _ outcome: JobOutcome, seconds: Double, now: Date = Date()) {
-        let (number, wantThumbnails): (Int, Bool) = state.withLock { s in
+    /// A job starts: returns its number on the board. While the page is watched, the input's thumbnail is made
+    /// now (the source may move the input away once the job ends).
+    public func begin(_ request: JobRequest) -> Int {
+        let (number, want): (Int, Bool) = state.withLock { s in
             let n = s.next
             s.next += 1
-            s.recent.insert(Entry(number: n, id: request.id, source: request.source.logDescription, outcome: outcome,
-                                  finished: now, seconds: seconds), at: 0)
+            return (n, reserveThumbnail(&s))
+        }
+        if want, case .file(let path) = request.source { makeThumbnail(number, "before", path) }
+        else if want { state.withLock { $0.pendingThumbnails -= 1 } }
+        return number
+    }
+
+    /// Records a finished job; its output's thumbnail is made now while the page is watched.
+    public func record(_ number: Int, _ request: JobRequest, _ outcome: JobOutcome, seconds: Double, now: Date = Date()) {
+        let want: Bool = state.withLock { s in
+            s.recent.insert(Entry(number: number, id: request.id, source: request.source.logDescription,
+                                  outcome: outcome, finished: now, seconds: seconds,
+                                  before: s.thumbnails.removeValue(forKey: "\(number)/before")), at: 0)
             if s.recent.count > capacity { s.recent.removeLast(s.recent.count - capacity) }
             if !outcome.isAbandoned {
                 s.completions.append(now)
@@ -54,24 +68,31 @@ public final class JobBoard: Sendable {
                 if let first = s.completions.firstIndex(where: { $0 >= hourAgo }) { s.completions.removeFirst(first) }
                 else { s.completions.removeAll() }
             }
-            let watched = s.lastView.map { ContinuousClock.now - $0 < thumbnailWindow } ?? false
-            let want = watched && s.pendingThumbnails < 4
-            if want { s.pendingThumbnails += 1 }
-            return (n, want)
+            return outcome.status == .ok && outcome.output != nil && reserveThumbnail(&s)
         }
-        guard wantThumbnails else { return }
-        let input: String?
-        if case .file(let path) = request.source { input = path } else { input = nil }
-        let output = outcome.status == .ok ? outcome.output : nil
+        if want, let output = outcome.output { makeThumbnail(number, "after", output) }
+    }
+
+    /// True (and one more pending) when thumbnails are on and the background queue is not behind.
+    private func reserveThumbnail(_ s: inout State) -> Bool {
+        let watched = s.lastView.map { ContinuousClock.now - $0 < thumbnailWindow } ?? false
+        guard watched, s.pendingThumbnails < 4 else { return false }
+        s.pendingThumbnails += 1
+        return true
+    }
+
+    private func makeThumbnail(_ number: Int, _ which: String, _ path: String) {
         let side = thumbnailSide
         queue.async { [self] in
-            let before = input.flatMap { try? ImageCodec.thumbnailJPEG(path: $0, maxSide: side) }
-            let after = output.flatMap { try? ImageCodec.thumbnailJPEG(path: $0, maxSide: side) }
+            let jpeg = try? ImageCodec.thumbnailJPEG(path: path, maxSide: side)
             state.withLock { s in
                 s.pendingThumbnails -= 1
-                guard let i = s.recent.firstIndex(where: { $0.number == number }) else { return }
-                s.recent[i].before = before
-                s.recent[i].after = after
+                if let i = s.recent.firstIndex(where: { $0.number == number }) {
+                    if which == "before" { s.recent[i].before = jpeg } else { s.recent[i].after = jpeg }
+                } else if let jpeg, which == "before" {
+                    s.thumbnails["\(number)/before"] = jpeg  // the job is still running
+                    if s.thumbnails.count > 64 { s.thumbnails.removeAll() }
+                }
             }
         }
     }
@@ -107,8 +128,9 @@ struct RecordingProcessor: JobProcessor {
 
     func process(_ request: JobRequest) async -> JobOutcome {
         let t0 = ContinuousClock.now
+        let number = board.begin(request)
         let outcome = await inner.process(request)
-        board.record(request, outcome, seconds: (ContinuousClock.now - t0).seconds)
+        board.record(number, request, outcome, seconds: (ContinuousClock.now - t0).seconds)
         return outcome
     }
 }
