@@ -25,23 +25,6 @@ private func tinyPNG(_ n: Int, in dir: String) throws -> Data {
 }
 
 /// Puts a regular file where the folder `path` is (the daemon may recreate the folder in between: try again).
-func replaceWithFile(_ path: String) async throws {
-    // The daemon recreates a missing folder at once, so the folder must never be missing: a file made beside it
-    // (hidden, so never taken) is swapped with it in one step (renameat2 RENAME_EXCHANGE, through dlsym: Swift's
-    // Glibc does not declare it), then the old folder is removed from its new place.
-    typealias RenameAt2 = @convention(c) (Int32, UnsafePointer<CChar>, Int32, UnsafePointer<CChar>, UInt32) -> Int32
-    guard let symbol = dlsym(nil, "renameat2") else { throw Daemon.Failure("renameat2 not found in libc") }
-    let renameat2 = unsafeBitCast(symbol, to: RenameAt2.self)
-    let url = URL(fileURLWithPath: path)
-    let staged = url.deletingLastPathComponent().path + "/." + url.lastPathComponent + ".staged"
-    _ = FileManager.default.createFile(atPath: staged, contents: Data("a file where a folder should be".utf8))
-    let exchange: UInt32 = 2  // RENAME_EXCHANGE
-    guard renameat2(AT_FDCWD, staged, AT_FDCWD, path, exchange) == 0 else {
-        throw Daemon.Failure("could not replace \(path) with a file: errno \(errno)")
-    }
-    try FileManager.default.removeItem(atPath: staged)
-}
-
 private func logText(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
 
 /// Regular files of `dir` (hidden ones too), sorted.
@@ -130,7 +113,7 @@ private func createNew(_ path: String, _ data: Data, staging: String) -> Bool {
         let staging = root + "/staging"
         try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
 
-        try await replaceWithFile(dir + "/processing")
+        try replaceFolderWithFile(dir + "/processing")
         #expect(createNew(dir + "/a.png", try tinyPNG(1, in: staging), staging: staging))
         try await Daemon.waitUntil("/health to fail", timeout: .seconds(20), log: log) {
             (try? httpGet(port: port, path: "/health"))?.status == 503
