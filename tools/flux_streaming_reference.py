@@ -16,6 +16,11 @@ usage: flux_streaming_reference.py WEIGHTS (.gguf | .safetensors) INPUTS.safeten
 Checked against the engine's float32 forward on the tiny committed model:
   python3 tools/flux_streaming_reference.py Tests/Fixtures/flux/gguf/flux-q8_0.gguf \\
       Tests/Fixtures/flux/guidance/inputs_b2.safetensors /tmp/ref.safetensors --compare /tmp/ours.safetensors
+  (relative L2 6e-6; on guidance/flux-bfl.safetensors vs diffusers' outputs_b2.safetensors: 5.8e-6.)
+Full depth (measured 2026-12-03, 2 busy cores): tools/make_full_size_flux.py --only flux-q8_0, 16 image + 8 text
+tokens: this script 139 s, `dreamsr forward flux` (float32, config inferred) 149 s, relative L2 1.66e-5; the
+residual stream stays at max |x| 5-6 through all 57 blocks. Peak RSS of both ~12.6 GB is the file's mapped pages
+(reclaimable page cache, not copies); the arrays themselves stay under ~1 GB.
 """
 import argparse
 import json
