@@ -34,6 +34,18 @@ Kinds (all by default; each is streamed tensor by tensor, peak memory ~1.5 GB, t
                  Linear of the main double / single blocks (`transformer.transformer_blocks.N.<module>.lora_A/B.weight`)
                  and of the ControlNet blocks (`controlnet.transformer_blocks.L.<module>.lora_A/B.weight`); BF16.
 
+Measured 2026-12-03 (2 cores shared with other builds; each file then opened by `dreamsr models check --weights F`
+in < 0.6 s, and deleted):
+  flux-q8_0  11.79 GiB  346 s  peak RSS 0.7 GB   GGUF v3, F32 x466, Q8_0 x314; 11.90 G params
+  flux-q4_k   6.24 GiB  789 s  peak RSS 0.9 GB   GGUF v3, F32 x466, Q4_K x313, F16 x1; 11.90 G params
+  flux-fp8   11.09 GiB  416 s  peak RSS 0.7 GB   safetensors, F32 x466, F8_E4M3 x315, BF16 x314 (F32 = norms + scales)
+  flux-bf16  22.17 GiB  542 s  peak RSS 0.7 GB   safetensors, BF16 x780; 11.90 G params
+  t5-q8_0     4.71 GiB  122 s  peak RSS 1.3 GB   GGUF v3, Q8_0 x169, F32 x50; 4.76 G params
+  dreamsr     9.95 GiB  139 s  peak RSS 0.6 GB   safetensors, BF16 x1672; 5.34 G params
+A full-width 1 double + 1 single block version (--depth 1 --depth-single 1 --controlnet-depth 1 --t5-layers 1) of
+every kind loads in the engine (`dreamsr forward flux` on each FLUX file, `dreamsr-step` / `dreamsr-restore` with the
+DreamSR file, `t5` with the T5 file); drift vs bf16 there: Q8_0 1.0 %, scaled FP8 4.6 %, Q4_K 12 % (relative L2).
+
 The weights are the SAME in every FLUX file: each tensor is drawn from its own generator seeded by (seed, crc32 of
 its BFL name), rounded to bf16 (the bf16 file holds them exactly), and the other files quantize those values, so the
 drift between formats (issue 14 benchmark 4) is quantization drift only.
