@@ -18,10 +18,10 @@ struct ForwardCommand: ParsableCommand {
     @Argument(help: "Component name (\(ForwardRegistry.names.joined(separator: ", "))).")
     var component: String
 
-    @Option(help: "Weights: a .safetensors file or a folder of shards.")
+    @Option(help: "Weights: a .safetensors file (any float dtype, FP8 plain or ComfyUI-scaled), a folder of shards, or a .gguf file.")
     var weights: String
 
-    @Option(help: "Model config (diffusers config.json); default: beside the weights, metadata, or detected.")
+    @Option(help: "Model config (diffusers config.json); default: beside the weights, metadata, or inferred from the tensor names and shapes.")
     var config: String?
 
     @Option(help: "DreamSR checkpoint (.safetensors with `dreamsr_config` metadata) for dreamsr-step / dreamsr-restore.")

@@ -3,7 +3,8 @@ import DreamsrApp
 import Foundation
 
 /// `dreamsr models check [--pipeline P]`: which weights of a pipeline's model set are present, which are missing, and
-/// the memory each needs, from safetensors headers only (nothing is loaded).
+/// for each weight file its format, tensor types, parameters and resident size, from headers only (nothing is
+/// loaded). `dreamsr models check --weights FILE ...` describes the given files (safetensors or GGUF) instead.
 struct ModelsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "models", abstract: "Inspect the model weights pipelines need.", subcommands: [Check.self])
@@ -18,8 +19,38 @@ struct ModelsCommand: ParsableCommand {
         var pipelinesDir: String?
         @Option(help: "Models folder (default: $DREAMSR_MODELS_DIR, else ./models).")
         var modelsDir: String?
+        @Option(help: "Describe these weight files or folders (.safetensors, .gguf) instead of a pipeline's model set.")
+        var weights: [String] = []
+
+        static func gib(_ b: Int) -> String {
+            b >= 1 << 30 ? String(format: "%.2f GiB", Double(b) / 1_073_741_824) : String(format: "%.1f MiB", Double(b) / 1_048_576)
+        }
+
+        static func params(_ n: Int) -> String {
+            n >= 1_000_000_000 ? String(format: "%.2f G", Double(n) / 1e9)
+                : n >= 1_000_000 ? String(format: "%.2f M", Double(n) / 1e6) : "\(n)"
+        }
+
+        /// `         path: GGUF v3, Q8_0 x304, F32 x476; 11.90 G params, 12.64 GiB resident (mapped)`
+        static func describe(_ f: WeightFileSummary, indent: String) -> String {
+            "\(indent)\(f.path): \(f.format), \(f.typesDescription); \(params(f.parameters)) params, "
+                + "\(gib(f.residentBytes)) resident (mapped)"
+        }
 
         func run() throws {
+            if !weights.isEmpty {
+                var failed = 0
+                for w in weights {
+                    do {
+                        for f in try WeightFileSummary.summarize(URL(fileURLWithPath: w)) { print(Self.describe(f, indent: "")) }
+                    } catch {
+                        failed += 1
+                        print("UNREADABLE \(w): \(error)")
+                    }
+                }
+                if failed > 0 { throw ExitCode(1) }
+                return
+            }
             let env = ProcessInfo.processInfo.environment
             let cwd = FileManager.default.currentDirectoryPath
             let dir = pipelinesDir ?? env["DREAMSR_PIPELINES_DIR"] ?? (cwd + "/pipelines")
@@ -31,9 +62,7 @@ struct ModelsCommand: ParsableCommand {
             }
             let base = URL(fileURLWithPath: models, relativeTo: URL(fileURLWithPath: cwd)).path
             let entries = ModelRegistry(paths: paths.resolved(base: base)).check()
-            func gib(_ b: Int) -> String {
-                b >= 1 << 30 ? String(format: "%.2f GiB", Double(b) / 1_073_741_824) : String(format: "%.1f MiB", Double(b) / 1_048_576)
-            }
+            let gib = Self.gib
             var total = 0
             for e in entries {
                 let c = e.component
@@ -42,6 +71,7 @@ struct ModelsCommand: ParsableCommand {
                     let size = c.kind == .safetensors
                         ? "\(e.parameters) params, \(gib(e.fileBytes)) on disk, \(gib(e.memoryBytes)) as float32" : "tokenizer"
                     print("present  \(c.key.padding(toLength: 15, withPad: " ", startingAt: 0)) \(c.path)  (\(size))")
+                    for f in e.weightFiles { print(Self.describe(f, indent: "         ")) }
                 } else {
                     print("MISSING  \(c.key.padding(toLength: 15, withPad: " ", startingAt: 0)) \(c.path): \(e.problem ?? "")")
                     print("         expected: \(c.expectedLayout)")

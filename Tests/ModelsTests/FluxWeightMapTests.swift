@@ -24,22 +24,9 @@ final class FluxWeightMapTests: XCTestCase {
         return (obj["diffusers"]!, obj["bfl"]!)
     }
 
-    /// Writes a safetensors header for `tensors` (BF16) and extends the file to its full size without data.
+    /// Writes a sparse BF16 safetensors header for `tensors` (see `writeSparseSafeTensors`).
     func writeSparse(_ tensors: [(String, [Int])], to url: URL) throws {
-        var offset = 0
-        var parts: [String] = []
-        for (name, shape) in tensors {
-            let bytes = shape.reduce(1, *) * 2
-            parts.append("\"\(name)\":{\"dtype\":\"BF16\",\"shape\":[\(shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + bytes)]}")
-            offset += bytes
-        }
-        var header = Array(("{" + parts.joined(separator: ",") + "}").utf8)
-        while header.count % 8 != 0 { header.append(0x20) }
-        var len = UInt64(header.count).littleEndian
-        FileManager.default.createFile(atPath: url.path, contents: Data(bytes: &len, count: 8) + Data(header))
-        let h = try FileHandle(forWritingTo: url)
-        try h.truncate(atOffset: UInt64(8 + header.count + offset))
-        try h.close()
+        try writeSparseSafeTensors(tensors.map { ($0.0, "BF16", $0.1) }, to: url)
     }
 
     func testBFLHeaderMapsEveryKey() throws {

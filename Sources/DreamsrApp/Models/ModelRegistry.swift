@@ -15,6 +15,57 @@ public struct ModelComponent: Sendable, Equatable {
     public var expectedLayout: String
 }
 
+/// One weight file as `dreamsr models check` describes it, from its header only: format, tensor types with counts,
+/// parameter count and resident size (the tensor bytes as mapped: weights are used in place, so this is what the
+/// file costs in memory once every page has been touched).
+public struct WeightFileSummary: Sendable, Equatable {
+    public var path: String
+    /// `safetensors` or `GGUF v<N>`.
+    public var format: String
+    /// Tensor count per stored type, most frequent first (ties by type name).
+    public var typeCounts: [(type: TensorDType, count: Int)]
+    public var parameters: Int
+    /// Bytes of all tensors as stored (and mapped).
+    public var residentBytes: Int
+    public var fileBytes: Int
+
+    public var tensorCount: Int { typeCounts.reduce(0) { $0 + $1.count } }
+    /// e.g. `Q8_0 x304, F32 x476`.
+    public var typesDescription: String { typeCounts.map { "\($0.type.rawValue) x\($0.count)" }.joined(separator: ", ") }
+
+    public init(_ file: any TensorFile) {
+        path = file.url.path
+        if let g = file as? GGUFFile {
+            format = "GGUF v\(g.header.version)"
+            fileBytes = g.fileSize
+        } else {
+            format = "safetensors"
+            fileBytes = (file as? SafeTensorsFile)?.fileSize ?? 0
+        }
+        var counts: [TensorDType: Int] = [:]
+        var params = 0, bytes = 0
+        for t in file.tensorInfos {
+            counts[t.dtype, default: 0] += 1
+            params += t.elementCount
+            bytes += t.byteCount
+        }
+        typeCounts = counts.map { (type: $0.key, count: $0.value) }
+            .sorted { ($0.count, $1.type.rawValue) > ($1.count, $0.type.rawValue) }
+        parameters = params
+        residentBytes = bytes
+    }
+
+    /// Every file of a weight path (a file or a folder of shards), as `CheckpointSet(url:)` opens it.
+    public static func summarize(_ url: URL) throws -> [WeightFileSummary] {
+        try CheckpointSet(url: url).tensorFiles.map { WeightFileSummary($0) }
+    }
+
+    public static func == (a: WeightFileSummary, b: WeightFileSummary) -> Bool {
+        a.path == b.path && a.format == b.format && a.typesDescription == b.typesDescription
+            && a.parameters == b.parameters && a.residentBytes == b.residentBytes && a.fileBytes == b.fileBytes
+    }
+}
+
 /// What `dreamsr models check` reports for one component, read from file headers only (nothing is loaded).
 public struct ModelCheckEntry: Sendable {
     public var component: ModelComponent
@@ -22,8 +73,10 @@ public struct ModelCheckEntry: Sendable {
     /// Why it is unusable (missing file, unreadable header, wrong layout).
     public var problem: String?
     public var files: [String] = []
+    /// Each weight file: format, tensor types, parameters, resident size.
+    public var weightFiles: [WeightFileSummary] = []
     public var parameters: Int = 0
-    /// Bytes on disk of the tensors.
+    /// Bytes of the tensors as stored on disk (and as mapped).
     public var fileBytes: Int = 0
     /// Bytes the engine holds once loaded (float32 for every tensor: the upper bound; FLUX bf16 weights may stay
     /// memory-mapped and widen per layer).
@@ -79,8 +132,9 @@ public final class ModelRegistry: Sendable {
         self.paths = paths
         components = [
             ModelComponent(key: "flux", path: paths.flux, kind: .safetensors,
-                           expectedLayout: "FLUX.1 transformer: a .safetensors file or a folder of them (BFL `double_blocks.*`, "
-                           + "ComfyUI `model.diffusion_model.*` or diffusers `transformer/` layout)"),
+                           expectedLayout: "FLUX.1 transformer: a .safetensors file (bf16/f16/f32, FP8 plain or ComfyUI-scaled), a "
+                           + "folder of them, or a .gguf file (BFL `double_blocks.*`, ComfyUI / sd.cpp "
+                           + "`model.diffusion_model.*` or diffusers `transformer/` layout)"),
             ModelComponent(key: "vae", path: paths.vae, kind: .safetensors,
                            expectedLayout: "FLUX VAE: BFL ae.safetensors, or a diffusers vae/ folder "
                            + "(diffusion_pytorch_model.safetensors + config.json)"),
@@ -136,10 +190,10 @@ public final class ModelRegistry: Sendable {
         case .safetensors:
             do {
                 let set = try CheckpointSet(url: URL(fileURLWithPath: c.path))
-                e.files = set.files.map(\.url.path)
-                for f in set.files {
-                    for t in f.header.tensors { e.parameters += t.elementCount; e.fileBytes += t.byteCount }
-                }
+                e.files = set.tensorFiles.map(\.url.path)
+                e.weightFiles = set.tensorFiles.map { WeightFileSummary($0) }
+                e.parameters = e.weightFiles.reduce(0) { $0 + $1.parameters }
+                e.fileBytes = e.weightFiles.reduce(0) { $0 + $1.residentBytes }
                 if c.key == "dreamsr", set.metadata[DreamSRConfig.metadataKey] == nil {
                     e.problem = "no `\(DreamSRConfig.metadataKey)` metadata in \(c.path)"
                 }

@@ -76,6 +76,14 @@ public struct FluxConfig: Sendable, Equatable, Codable {
         return [a0, a1, headDim - a0 - a1]
     }
 
+    /// The config of a FLUX transformer checkpoint inferred from its tensor names and shapes alone (any layout and
+    /// prefix `FluxWeightMap.detect` knows; safetensors in any dtype, FP8 plain or scaled, or GGUF): depths from the
+    /// block indices, width from `img_in`, heads from the q-norm scale, dev vs schnell from `guidance_in`.
+    public static func inferred(from set: CheckpointSet) throws -> FluxConfig {
+        let (layout, prefix) = try FluxWeightMap.detect(names: set.names)
+        return try FluxConfig(detectingFrom: FluxWeightMap.canonicalShapes(of: set, layout: layout, prefix: prefix))
+    }
+
     /// Infers the config from canonical (BFL) tensor shapes: widths from `img_in`, `txt_in`, `vector_in`, the head
     /// dim from the q-norm scale, depths from the block indices, guidance from `guidance_in`. RoPE axes cannot be
     /// seen in shapes: FLUX's split of the head dim is assumed.

@@ -349,11 +349,11 @@ public struct FluxTransformer: Sendable {
             }
         }
         if config == nil {
-            config = try FluxConfig(detectingFrom: FluxWeightMap.canonicalShapes(of: set, layout: layout, prefix: prefix))
+            config = try FluxConfig.inferred(from: set)
         }
         let sources = try FluxWeightMap.resolve(set, config: config!, layout: layout, prefix: prefix,
                                                 allowUnexpected: allowUnexpected)
-        // Lazy (per-call conversion) only pays off for half-precision weights.
+        // Lazy (per-call conversion) only pays off for weights narrower than float32 (bf16/f16, FP8, GGUF blocks).
         let halfPrecision = sources.values.contains { !$0.dtypes.isSubset(of: [.f32]) }
         let weights = FluxWeights(sources: sources, residentWeights: residentWeights ?? !halfPrecision)
         return try FluxTransformer(weights: weights, config: config!)

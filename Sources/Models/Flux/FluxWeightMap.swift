@@ -194,6 +194,19 @@ public enum FluxWeightMap {
                     what: "FLUX \(layout.rawValue) checkpoint", unexpectedUnder: allowUnexpected ? nil : prefix)
     }
 
+    /// ComfyUI "scaled FP8" companions that belong to tensors in `used` and are consumed with them rather than mapped:
+    /// the `<prefix>scaled_fp8` marker, each used weight's `scale_weight` (applied by the reader when it dequantizes)
+    /// and `scale_input` (the activation scale of ComfyUI's FP8 matmul; float32 compute does not need it).
+    public static func consumedCompanions(of used: Set<String>, prefix: String) -> Set<String> {
+        var out: Set<String> = [prefix + "scaled_fp8"]
+        for name in used where name.hasSuffix(".weight") {
+            let stem = name.dropLast("weight".count)
+            out.insert(stem + "scale_weight")
+            out.insert(stem + "scale_input")
+        }
+        return out
+    }
+
     /// Generic form (ControlNets and other FLUX-derived modules reuse it with their own recipes): builds a
     /// `WeightSource` for each `(canonical name, expected shape)`, listing missing source keys and shape mismatches in
     /// one error; with `unexpectedUnder` set, keys under that prefix that no recipe uses are an error too.
@@ -228,7 +241,8 @@ public enum FluxWeightMap {
                 "\(what) has \(mismatched.count) tensor(s) with unexpected shapes: \(mismatched.sorted().prefix(20).joined(separator: "; "))")
         }
         if let prefix = unexpectedUnder {
-            let unexpected = set.names.filter { $0.hasPrefix(prefix) && !used.contains($0) }
+            let consumed = consumedCompanions(of: used, prefix: prefix)
+            let unexpected = set.names.filter { $0.hasPrefix(prefix) && !used.contains($0) && !consumed.contains($0) }
             if !unexpected.isEmpty {
                 throw CheckpointError(.unexpectedKeys,
                     "\(what) has \(unexpected.count) unexpected tensor(s): \(unexpected.sorted().prefix(40).joined(separator: ", "))")
