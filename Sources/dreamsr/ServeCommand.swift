@@ -14,7 +14,8 @@ struct ServeCommand: AsyncParsableCommand {
         Files dropped into IN_DIR are upscaled into OUT_DIR; IN_DIR/processing, IN_DIR/done and IN_DIR/failed
         (with NAME.error.json) are created. With a config file: dreamsr serve --config conf/dreamsr.yaml
         (every key can be overridden by DREAMSR_* environment variables, see conf/dreamsr.yaml; a DREAMSR_* variable \
-        no key reads is refused).
+        no key reads is refused). String values may use ${NAME} (environment); Kafka secrets can come from files \
+        (client_properties_file, <property>_file) or DREAMSR_KAFKA_PROPERTY_<NAME> (see docs/operations.md).
 
         Exit status: 0 stopped gracefully, or --check passed; 1 the daemon failed while running; 64 usage error; \
         78 invalid configuration (--check and the start refuse exactly the same configurations).
