@@ -48,9 +48,9 @@ import Testing
 
     @Test func environmentInterpolationOnlyTheBracedFormWithDollarEscape() throws {
         let env = ["DATA": "/srv/data", "DREAMSR_BASE": "/opt/m"]
-        let c = try parse("models_dir: ${DREAMSR_BASE}/models\npipelines_dir: ${DATA}/p$$x/$HOME\npipeline: realesrgan", env: env)
-        #expect(c.modelsDirectory == "/opt/m/models")  // ${DREAMSR_*} is read, so not an unknown variable
-        #expect(c.pipelinesDirectory == "/srv/data/p$x/$HOME")
+        let c = try parse("models_dir: ${DREAMSR_BASE}/models$$x/$HOME\nsources: {watch: [{dir: '${DATA}/in', output: /o}]}", env: env)
+        #expect(c.modelsDirectory == "/opt/m/models$x/$HOME")  // ${DREAMSR_*} is read, so not an unknown variable
+        #expect(c.watchFolders.first?.directory == "/srv/data/in")
         let unset = try #require(error("models_dir: ${NOPE_NOT_SET}/m"))
         #expect(unset.key == "models_dir" && unset.problem.contains("NOPE_NOT_SET is not set"))
         #expect(error("models_dir: ${bad-name}")?.problem.contains("not a variable reference") == true)
@@ -60,7 +60,7 @@ import Testing
     @Test func kafkaPropertiesFromFileSecretFileEnvironmentAndInterpolation() throws {
         let dir = try tempDir()
         try "\(Self.secret)\n".write(toFile: dir + "/password", atomically: true, encoding: .utf8)
-        try "# credentials\nsasl.username = dreamsr\n\nssl.ca.location=/etc/ssl/ca.pem\r\n".write(toFile: dir + "/kafka.properties", atomically: true, encoding: .utf8)
+        try "# credentials\nsasl.username = dreamsr \n\nssl.ca.location=/etc/ssl/ca.pem\r\n".write(toFile: dir + "/kafka.properties", atomically: true, encoding: .utf8)
         let yaml = Self.kafka + """
             client_properties:
               security.protocol: SASL_SSL

@@ -82,7 +82,8 @@ extension DaemonConfig {
     /// The librdkafka client properties, from (later wins, each source refusing a name twice within itself):
     /// 1. `client_properties` in the file (values may use `${NAME}`; `NAME_file: PATH` reads the value of `NAME`
     ///    from a file, e.g. `sasl.password_file: ${CREDENTIALS_DIRECTORY}/kafka-password`);
-    /// 2. `client_properties_file: PATH`, a file of `name=value` lines (`#` comments, blank lines skipped);
+    /// 2. `client_properties_file: PATH`, a file of `name=value` lines (`#` comments, blank lines skipped; spaces
+    ///    around the name and the value dropped);
     /// 3. `DREAMSR_KAFKA_PROPERTY_*` environment variables.
     /// A property set by two sources is an error naming the property; no error shows a value.
     static func clientProperties(_ node: ConfigNode, baseDirectory: String) throws -> [String: String] {
@@ -117,7 +118,8 @@ extension DaemonConfig {
         if let pathText = try node.optionalString("client_properties_file") {
             let path = absolute(pathText, base: baseDirectory)
             let text = try readSecretFile(path, node: node, key: "client_properties_file", at: node.node?.mapping?["client_properties_file"], trim: false)
-            for (number, line) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            // Character-wise split: "\r\n" is one Character, so CRLF files work too.
+            for (number, line) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
                 let trimmed = line.trimmingCharacters(in: .whitespaces)
                 if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
                 guard let eq = trimmed.firstIndex(of: "="), eq != trimmed.startIndex else {
@@ -125,7 +127,7 @@ extension DaemonConfig {
                     throw node.error("client_properties_file", "\(path) line \(number + 1): expected name=value")
                 }
                 let name = trimmed[..<eq].trimmingCharacters(in: .whitespaces)
-                let value = String(trimmed[trimmed.index(after: eq)...]).trimmingCharacters(in: CharacterSet(charactersIn: "\r"))
+                let value = trimmed[trimmed.index(after: eq)...].trimmingCharacters(in: .whitespaces)
                 try set(name, value, from: "client_properties_file (\(path))", key: "client_properties_file", at: nil)
             }
         }
