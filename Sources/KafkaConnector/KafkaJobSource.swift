@@ -205,8 +205,9 @@ final class SourceCore: @unchecked Sendable {
         if let changed { kafkaMetrics.paused(changed) }
     }
 
-    /// Every `lagInterval`: lag = high watermark (asked of the broker) - the offset we would commit next (the
-    /// tracker's, or the group's committed offset before any message of this assignment arrived).
+    /// Every `lagInterval`: lag = high watermark (asked of the broker) - the offset we would commit next: the
+    /// tracker's; before any message of this assignment arrived, the group's committed offset, or where
+    /// `auto_offset_reset` starts when nothing is committed (low watermark for earliest, high for latest).
     private func refreshLagIfDue() {
         let now = ContinuousClock.now
         let due = state.withLock { s -> [(TopicPartition, Int64?)]? in
@@ -216,8 +217,9 @@ final class SourceCore: @unchecked Sendable {
         }
         guard let due else { return }
         for (tp, next) in due {
-            guard let high = consumer.highWatermark(tp, timeoutMs: 1_000),
-                  let position = next ?? consumer.committedOffset(tp, timeoutMs: 1_000) else { continue }
+            guard let (low, high) = consumer.watermarks(tp, timeoutMs: 1_000) else { continue }
+            let position = next ?? consumer.committedOffset(tp, timeoutMs: 1_000)
+                ?? (configuration.autoOffsetReset == "latest" ? high : low)
             // Still ours? A revoke during the queries removed the series; do not bring it back.
             let stillOwned = state.withLock { $0.owned[tp] != nil }
             if stillOwned { kafkaMetrics.lag(tp, max(0, high - position)) }

@@ -2,8 +2,9 @@ import Metrics
 
 /// The Kafka source's own metrics (Prometheus names):
 /// - `dreamsr_kafka_consumer_lag{topic,partition}` (gauge): the partition's high watermark minus the offset this
-///   consumer would commit next (the oldest unfinished message, or one past the last one finished) — the messages
-///   not yet done. Refreshed on the poll thread every `KafkaConnectorConfiguration.lagInterval` from the broker
+///   consumer would commit next (the oldest unfinished message, or one past the last one finished; before the
+///   assignment's first message, the committed offset or where `auto_offset_reset` starts) — the messages not yet
+///   done. Refreshed on the poll thread every `KafkaConnectorConfiguration.lagInterval` from the broker
 ///   (not the fetch cache, which stops moving while a partition is paused); removed when the partition is revoked.
 /// - `dreamsr_kafka_messages_total{topic}` (counter): messages consumed (before any parsing).
 /// - `dreamsr_kafka_rebalances_total{kind=assign|revoke}` (counter): rebalance callbacks.

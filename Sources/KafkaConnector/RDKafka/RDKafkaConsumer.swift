@@ -156,13 +156,14 @@ final class RDKafkaConsumer: @unchecked Sendable {
         }
     }
 
-    /// The partition's high watermark (the next offset to be written), asked of the broker (blocking up to
-    /// `timeoutMs`; the cached value stops moving while a partition is paused). Nil when the broker did not answer.
-    func highWatermark(_ tp: TopicPartition, timeoutMs: Int32) -> Int64? {
+    /// The partition's low and high watermarks (first offset kept, next offset to be written), asked of the broker
+    /// (blocking up to `timeoutMs`; the cached values stop moving while a partition is paused). Nil when the broker
+    /// did not answer.
+    func watermarks(_ tp: TopicPartition, timeoutMs: Int32) -> (low: Int64, high: Int64)? {
         var low: Int64 = -1
         var high: Int64 = -1
         let err = rd_kafka_query_watermark_offsets(handle, tp.topic, tp.partition, &low, &high, timeoutMs)
-        return err == RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0 ? high : nil
+        return err == RD_KAFKA_RESP_ERR_NO_ERROR && low >= 0 && high >= 0 ? (low, high) : nil
     }
 
     /// The group's committed offset of a partition (blocking up to `timeoutMs`); nil when none is committed yet or
