@@ -96,6 +96,18 @@ func bootstrapLogging(level: Logger.Level, format: DaemonConfig.LogFormat) {
     }
 }
 
+/// Writes the line `dreamsr serve` ends with when `runDaemon` fails (logging is set up by then) in the configured
+/// log format, so a `log_format: json` stream stays one JSON object per line to the end.
+public func writeServeFailure(_ message: String, format: DaemonConfig.LogFormat) {
+    switch format {
+    case .text:
+        FileHandle.standardError.write(Data("dreamsr serve: \(message)\n".utf8))
+    case .json:
+        JSONLogHandler.standardError(JSONLogHandler.line(time: Date(), level: .critical, label: "dreamsr",
+                                                         message: "dreamsr serve failed", metadata: ["error": "\(message)"]))
+    }
+}
+
 /// What the daemon refuses before it starts, shared by `serve --check` and `serve` so both refuse exactly the same
 /// configurations (exit status 78): no source at all (`sources: {}`, `watch: []`), or a missing models folder or model
 /// folder of a pipeline stage. `extraSources`: sources wired in code (tests).

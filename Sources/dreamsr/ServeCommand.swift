@@ -63,17 +63,18 @@ struct ServeCommand: AsyncParsableCommand {
                 throw ExitCode(78)
             }
         }
+        // Logging is set up inside runDaemon: its failures are written in the configured log format.
         do {
             try await runDaemon(config: cfg)
         } catch let error as ConfigError {
-            FileHandle.standardError.write(Data("dreamsr serve: invalid configuration: \(error)\n".utf8))
+            writeServeFailure("invalid configuration: \(error)", format: cfg.logFormat)
             throw ExitCode(78)
         } catch let error as AppError where error.code == .models {
             // Missing or unusable weights found while wiring the pipeline: a configuration problem, as with --check.
-            FileHandle.standardError.write(Data("dreamsr serve: invalid configuration: \(error)\n".utf8))
+            writeServeFailure("invalid configuration: \(error)", format: cfg.logFormat)
             throw ExitCode(78)
         } catch {
-            FileHandle.standardError.write(Data("dreamsr serve: \(error)\n".utf8))
+            writeServeFailure("\(error)", format: cfg.logFormat)
             throw ExitCode(1)
         }
     }

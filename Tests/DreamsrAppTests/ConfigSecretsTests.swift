@@ -83,6 +83,14 @@ import Testing
         #expect(!"\(unread)".contains(Self.secret))
     }
 
+    @Test func kafkaQuickStartTakesClientPropertiesFromTheEnvironment() throws {
+        let c = try DaemonConfig.quickStartKafka(bootstrap: "127.0.0.1:1", topic: "t", output: "/tmp/o", watch: nil,
+                                                 metricsAddress: nil,
+                                                 env: ["DREAMSR_KAFKA_PROPERTY_SASL_PASSWORD": Self.secret,
+                                                       "DREAMSR_KAFKA_PROPERTY_SECURITY_PROTOCOL": "SASL_SSL"])
+        #expect(c.kafka?.clientProperties == ["sasl.password": Self.secret, "security.protocol": "SASL_SSL"])
+    }
+
     @Test func secretErrorsNameTheKeyAndFileButNeverTheValue() throws {
         let dir = try tempDir()
         try "sasl.username=u\n\(Self.secret)\n".write(toFile: dir + "/bad.properties", atomically: true, encoding: .utf8)

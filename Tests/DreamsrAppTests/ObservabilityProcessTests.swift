@@ -101,6 +101,31 @@ import Testing
         #expect(lines.contains { $0["msg"] as? String == "stopped" })
     }
 
+    /// A start that fails after logging is set up (here: the model folder is missing) ends with a JSON line too.
+    @Test func jsonLogsStayJSONWhenTheStartFails() async throws {
+        let root = try tempDir()
+        try FileManager.default.createDirectory(atPath: root + "/no-models", withIntermediateDirectories: true)
+        let config = root + "/dreamsr.yaml"
+        try """
+        log_format: json
+        models_dir: \(root)/no-models
+        metrics: {address: "off"}
+        sources:
+          watch: [{dir: \(root)/in, output: \(root)/out}]
+        """.write(toFile: config, atomically: true, encoding: .utf8)
+        let log = root + "/daemon.log"
+        // DREAMSR_MODELS_DIR (set by Daemon.start) would override the file: point it at the empty folder too.
+        let p = try Daemon.start(["serve", "--config", config], log: log, env: ["DREAMSR_MODELS_DIR": root + "/no-models"])
+        defer { if p.isRunning { kill(p.processIdentifier, SIGKILL) } }
+        #expect(try await Daemon.waitForExit(p) == 78)
+        let lines = try Self.jsonLines(log)
+        #expect(lines.first?["msg"] as? String == "starting")
+        let last = try #require(lines.last)
+        #expect(last["level"] as? String == "critical" && last["msg"] as? String == "dreamsr serve failed")
+        #expect((last["error"] as? String)?.contains("invalid configuration") == true)
+        #expect((last["error"] as? String)?.contains("realesrgan-x4plus") == true)
+    }
+
     /// Every `dreamsr_*` / `process_*` name used by deploy/monitoring (dashboard and alert rules) is one a daemon
     /// exports: scraped from a daemon running a watch folder and a Kafka source (mock broker) after one ok job and
     /// one dead letter of each.
