@@ -98,7 +98,10 @@ struct ConfigNode {
 
     /// A file value with `${NAME}` references expanded (see `ConfigInterpolation`); an error names the key and the
     /// variable, never a value. Variables read this way count as consulted (`${DREAMSR_...}` is not "unknown").
+    /// Only the daemon configuration (the one parsed with an environment prefix) is interpolated; pipeline files
+    /// are taken literally.
     func interpolated(_ text: String, key: String, at value: Node? = nil) throws -> String {
+        guard envPrefix != nil else { return text }
         do {
             return try ConfigInterpolation.expand(text, env: env) { consulted.names.insert($0) }
         } catch {
