@@ -64,6 +64,7 @@ let package = Package(
         .target(name: "KafkaConnector", dependencies: [
             "Jobs", "PipelineRuntime", "CRdKafka", "CCurl", "Captioning",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .target(name: "DreamsrApp", dependencies: [

@@ -38,7 +38,7 @@ public func buildServiceGroup(config: DaemonConfig, logger: Logger, factory: any
                               extraSources: [SourceBuilder] = [],
                               environment: [String: String] = ProcessInfo.processInfo.environment,
                               onWatchEvent: (@Sendable (WatchFolderSource.Event) -> Void)? = nil) throws -> Daemon {
-    let metricsFactory = DaemonMetrics.factory(registry: registry)
+    let metricsFactory = DaemonMetrics.factory(registry: registry, buckets: config.durationBuckets)
     DaemonMetrics.registerBuildInfo(registry)
     let pipeline = try factory.makePipeline(config.pipeline, config: config, logger: logger, metricsFactory: metricsFactory)
     let board = JobBoard()
@@ -77,7 +77,8 @@ public func buildServiceGroup(config: DaemonConfig, logger: Logger, factory: any
     }
     if let kafka = config.kafka {
         services.append(.init(service: KafkaJobSource(configuration: kafka, processor: router, logger: logger,
-                                                     metrics: SourceMetrics(source: "kafka", factory: metricsFactory)),
+                                                     metrics: SourceMetrics(source: "kafka", factory: metricsFactory),
+                                                     kafkaMetrics: KafkaMetrics(factory: metricsFactory)),
                               successTerminationBehavior: .gracefullyShutdownGroup,
                               failureTerminationBehavior: .gracefullyShutdownGroup))
     }
@@ -138,6 +139,7 @@ func statusHandler(pipeline: PipelineHandle, factory: any PipelineFactory, regis
         case "/metrics":
             for (name, value) in factory.scrapeGauges() { registry.makeGauge(name: name).set(value) }
             DaemonMetrics.updateProcessMetrics(registry)
+            DaemonMetrics.updateReadiness(registry, ready: pipeline.lifecycle() == .ready)
             for w in watchers() { WatchFolderMetrics.updateBacklog(w, registry: registry) }
             return HTTPResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8",
                                 body: registry.emitToString())

@@ -32,6 +32,14 @@ public enum DaemonMetrics {
         ]).set(Double(1))
     }
 
+    /// `dreamsr_ready`: 1 while the pipeline's models are loaded and it accepts work (what /ready answers 200 to),
+    /// else 0. Set at each scrape, so alert rules can see "not ready" without probing /ready.
+    public static func updateReadiness(_ registry: PrometheusCollectorRegistry, ready: Bool) {
+        registry.makeGauge(descriptor: MetricNameDescriptor(
+            metricName: "dreamsr_ready", unitName: "", helpText: "1 while the pipeline accepts work (/ready answers 200), else 0."))
+            .set(Double(ready ? 1 : 0))
+    }
+
     /// Sets the `process_*` gauges and counter from /proc/self (Linux); a no-op where /proc is unreadable.
     public static func updateProcessMetrics(_ registry: PrometheusCollectorRegistry) {
         guard let sample = ProcessSample.read() else { return }

@@ -55,28 +55,57 @@ public func loadServeConfig(_ options: ServeOptions,
 /// returns its source `Service`, which the group runs after the watch folders.
 public func runDaemon(config: DaemonConfig, factory: any PipelineFactory = ImagePipelineFactory(),
                       extraSources: [SourceBuilder] = []) async throws {
-    let level = config.logLevel
-    LoggingSystem.bootstrap { label in
-        var handler = StreamLogHandler.standardError(label: label)
-        handler.logLevel = level
-        return handler
-    }
+    bootstrapLogging(level: config.logLevel, format: config.logFormat)
     let logger = Logger(label: "dreamsr")
     // libvips warnings go to the log as one structured line each, never to stderr on their own.
     ImageCodec.setWarningHandler { logger.warning("libvips warning", metadata: ["message": "\($0)"]) }
     let registry = PrometheusCollectorRegistry()
-    MetricsSystem.bootstrap(DaemonMetrics.factory(registry: registry))
-    logger.info("starting", metadata: [
+    MetricsSystem.bootstrap(DaemonMetrics.factory(registry: registry, buckets: config.durationBuckets))
+    var startup: Logger.Metadata = [
         "config": "\(config.file)", "pipeline": "\(config.pipeline.name)",
         "stages": "\(config.pipeline.stages.map(\.kind.rawValue).joined(separator: " -> "))",
         "models_dir": "\(config.modelsDirectory)", "metrics": "\(config.metricsAddress ?? "off")",
         "pid": "\(ProcessInfo.processInfo.processIdentifier)", "version": "\(BuildInfo.versionLine)",
-    ])
+    ]
+    if let kafka = config.kafka {
+        // Names only: values hold SASL/SSL secrets.
+        startup["kafka_client_properties"] = "\(kafka.clientProperties.keys.sorted().joined(separator: ","))"
+    }
+    logger.info("starting", metadata: startup)
     try validateServeConfig(config, extraSources: extraSources.count)
     let daemon = try buildServiceGroup(config: config, logger: logger, factory: factory, registry: registry,
                                        extraSources: extraSources)
     try await daemon.group.run()
     logger.info("stopped")
+}
+
+/// Installs the process's log handler: swift-log's text lines, or `JSONLogHandler` (one JSON object per line), on
+/// standard error at `level`.
+func bootstrapLogging(level: Logger.Level, format: DaemonConfig.LogFormat) {
+    LoggingSystem.bootstrap { label in
+        switch format {
+        case .text:
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        case .json:
+            var handler = JSONLogHandler(label: label)
+            handler.logLevel = level
+            return handler
+        }
+    }
+}
+
+/// Writes the line `dreamsr serve` ends with when `runDaemon` fails (logging is set up by then) in the configured
+/// log format, so a `log_format: json` stream stays one JSON object per line to the end.
+public func writeServeFailure(_ message: String, format: DaemonConfig.LogFormat) {
+    switch format {
+    case .text:
+        FileHandle.standardError.write(Data("dreamsr serve: \(message)\n".utf8))
+    case .json:
+        JSONLogHandler.standardError(JSONLogHandler.line(time: Date(), level: .critical, label: "dreamsr",
+                                                         message: "dreamsr serve failed", metadata: ["error": "\(message)"]))
+    }
 }
 
 /// What the daemon refuses before it starts, shared by `serve --check` and `serve` so both refuse exactly the same
@@ -91,6 +120,13 @@ public func validateServeConfig(_ config: DaemonConfig, extraSources: Int = 0) t
         guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
             throw ConfigError(file: config.pipeline.file, key: "stages.\(i).model",
                               problem: "model folder \(dir) does not exist (models_dir is \(config.modelsDirectory); scripts/fetch-models.sh fetches the Real-ESRGAN weights)")
+        }
+    }
+    if let kafka = config.kafka {
+        do {
+            try kafka.checkClientProperties()
+        } catch {
+            throw ConfigError(file: config.file, key: "sources.kafka.client_properties", problem: error.message)
         }
     }
 }
@@ -113,10 +149,14 @@ public func checkServeConfig(_ config: DaemonConfig, factory: any PipelineFactor
                  + config.pipeline.stages.map { "\($0.kind.rawValue)x\($0.runtime.concurrency)" }.joined(separator: " -> "))
     lines.append("  capacity \(config.pipeline.capacity.items) jobs, \(config.pipeline.capacity.megapixels) MP in flight")
     lines.append("  models_dir \(config.modelsDirectory)")
-    lines.append("  metrics \(config.metricsAddress ?? "off"), grace \(config.gracePeriod)")
+    lines.append("  metrics \(config.metricsAddress ?? "off"), grace \(config.gracePeriod), log_format \(config.logFormat.rawValue)")
+    lines.append("  duration buckets (s) \(config.durationBuckets.map { String(format: "%g", $0) }.joined(separator: ", "))")
     for w in config.watchFolders { lines.append("  watch \(w.directory) -> \(w.outputDirectory) (\(w.outputFormat))") }
     if let k = config.kafka {
         lines.append("  kafka \(k.bootstrapServers) topic \(k.inputTopic) group \(k.groupID) -> \(k.outputDirectory ?? "(message outputs)"); results \(k.resultsTopic), dlq \(k.deadLetterTopic)")
+        // Names only: values hold SASL/SSL secrets.
+        let names = k.clientProperties.keys.sorted()
+        lines.append("  kafka client properties: \(names.isEmpty ? "(none)" : names.joined(separator: ", "))")
     }
     return lines.joined(separator: "\n")
 }

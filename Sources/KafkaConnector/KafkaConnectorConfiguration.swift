@@ -1,3 +1,5 @@
+import CRdKafka
+
 /// Configuration of the Kafka source/sink. Every field has a documented default except the broker list and the
 /// input topic; `validate()` names the offending key.
 public struct KafkaConnectorConfiguration: Sendable, Equatable {
@@ -110,6 +112,8 @@ public struct KafkaConnectorConfiguration: Sendable, Equatable {
     public var commitIntervalMs: Int = 1_000
     /// Extra librdkafka properties for both clients (e.g. `security.protocol`, `sasl.*`, `ssl.*`), applied last.
     public var clientProperties: [String: String] = [:]
+    /// How often the consumer lag (`dreamsr_kafka_consumer_lag`) is asked of the broker.
+    public var lagInterval: Duration = .seconds(5)
     /// Folder for downloads (default: the system temporary folder).
     public var downloadDirectory: String?
 
@@ -202,5 +206,14 @@ public struct KafkaConnectorConfiguration: Sendable, Equatable {
         ]
         props.merge(clientProperties) { _, new in new }
         return props
+    }
+
+    /// Hands the consumer and producer properties to librdkafka's configuration parser (no connection is made):
+    /// `serve --check` refuses what the start would. The error names the property, never its value.
+    public func checkClientProperties() throws(KafkaConnectorError) {
+        for properties in [consumerProperties, producerProperties] {
+            let conf = try RDKafkaConfig.make(properties)
+            rd_kafka_conf_destroy(conf)
+        }
     }
 }

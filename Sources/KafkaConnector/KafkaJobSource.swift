@@ -32,14 +32,16 @@ public final class KafkaJobSource: Service, Sendable {
     private let logger: Logger
     private let onEvent: (@Sendable (KafkaSourceEvent) -> Void)?
     private let metrics: SourceMetrics
+    private let kafkaMetrics: KafkaMetrics
 
     public init(configuration: KafkaConnectorConfiguration, processor: any JobProcessor, logger: Logger,
-                metrics: SourceMetrics = SourceMetrics(source: "kafka"),
+                metrics: SourceMetrics = SourceMetrics(source: "kafka"), kafkaMetrics: KafkaMetrics = KafkaMetrics(),
                 onEvent: (@Sendable (KafkaSourceEvent) -> Void)? = nil) {
         self.configuration = configuration
         self.processor = processor
         self.logger = logger
         self.metrics = metrics
+        self.kafkaMetrics = kafkaMetrics
         self.onEvent = onEvent
     }
 
@@ -48,7 +50,7 @@ public final class KafkaJobSource: Service, Sendable {
         let producer = try RDKafkaProducer(properties: configuration.producerProperties,
                                            logger: logger.with("kafka.client", "producer"))
         let core = SourceCore(configuration: configuration, processor: processor, producer: producer,
-                              logger: logger, metrics: metrics, onEvent: onEvent)
+                              logger: logger, metrics: metrics, kafkaMetrics: kafkaMetrics, onEvent: onEvent)
         let consumer: RDKafkaConsumer
         do {
             consumer = try RDKafkaConsumer(properties: configuration.consumerProperties,
@@ -142,6 +144,10 @@ final class SourceCore: @unchecked Sendable {
         var jobs: [UInt64: Task<Void, Never>] = [:]
         var nextJob: UInt64 = 1
         var fatalReason: String?
+        /// When the consumer lag was last asked of the broker; nil: never.
+        var lagRefreshed: ContinuousClock.Instant?
+        /// The paused-partition count last reported to the gauge.
+        var reportedPaused = -1
     }
 
     let configuration: KafkaConnectorConfiguration
@@ -150,6 +156,7 @@ final class SourceCore: @unchecked Sendable {
     let logger: Logger
     let onEvent: (@Sendable (KafkaSourceEvent) -> Void)?
     let metrics: SourceMetrics
+    let kafkaMetrics: KafkaMetrics
     let fetcher: HTTPSourceFetcher
     let state = Locked(State())
     /// What the dead-letter topic accepts (bytes of one message), learned from refusals; starts at the producer's
@@ -160,12 +167,13 @@ final class SourceCore: @unchecked Sendable {
 
     init(configuration: KafkaConnectorConfiguration, processor: any JobProcessor, producer: RDKafkaProducer,
          logger: Logger, metrics: SourceMetrics = SourceMetrics(source: "kafka"),
-         onEvent: (@Sendable (KafkaSourceEvent) -> Void)?) {
+         kafkaMetrics: KafkaMetrics = KafkaMetrics(), onEvent: (@Sendable (KafkaSourceEvent) -> Void)?) {
         self.configuration = configuration
         self.processor = processor
         self.producer = producer
         self.logger = logger
         self.metrics = metrics
+        self.kafkaMetrics = kafkaMetrics
         self.deadLetterLimit = Locked(configuration.deadLetterMaxBytes)
         self.onEvent = onEvent
         self.fetcher = HTTPSourceFetcher(rules: configuration.http, directory: configuration.downloadDirectory)
@@ -178,9 +186,43 @@ final class SourceCore: @unchecked Sendable {
     func pollOnce() {
         syncPauseState()
         switch consumer.poll(timeoutMs: 100) {
-        case .message(let message): accept(message)
+        case .message(let message):
+            kafkaMetrics.consumed(topic: message.topic)
+            accept(message)
         case .error(let error): logger.warning("consumer error", metadata: ["error": "\(error)"])
         case .nothing: break
+        }
+        reportPaused()
+        refreshLagIfDue()
+    }
+
+    private func reportPaused() {
+        let changed = state.withLock { s -> Int? in
+            guard s.paused.count != s.reportedPaused else { return nil }
+            s.reportedPaused = s.paused.count
+            return s.paused.count
+        }
+        if let changed { kafkaMetrics.paused(changed) }
+    }
+
+    /// Every `lagInterval`: lag = high watermark (asked of the broker) - the offset we would commit next: the
+    /// tracker's; before any message of this assignment arrived, the group's committed offset, or where
+    /// `auto_offset_reset` starts when nothing is committed (low watermark for earliest, high for latest).
+    private func refreshLagIfDue() {
+        let now = ContinuousClock.now
+        let due = state.withLock { s -> [(TopicPartition, Int64?)]? in
+            if let last = s.lagRefreshed, now - last < configuration.lagInterval { return nil }
+            s.lagRefreshed = now
+            return s.owned.keys.map { ($0, s.trackers[$0]?.committable) }
+        }
+        guard let due else { return }
+        for (tp, next) in due {
+            guard let (low, high) = consumer.watermarks(tp, timeoutMs: 1_000) else { continue }
+            let position = next ?? consumer.committedOffset(tp, timeoutMs: 1_000)
+                ?? (configuration.autoOffsetReset == "latest" ? high : low)
+            // Still ours? A revoke during the queries removed the series; do not bring it back.
+            let stillOwned = state.withLock { $0.owned[tp] != nil }
+            if stillOwned { kafkaMetrics.lag(tp, max(0, high - position)) }
         }
     }
 
@@ -290,6 +332,9 @@ final class SourceCore: @unchecked Sendable {
                     s.unsynced.insert(tp)
                 }
             }
+            kafkaMetrics.rebalanced(assigned: true)
+            // Fresh partitions: report their lag at the next poll.
+            state.withLock { $0.lagRefreshed = nil }
             logger.info("partitions assigned", metadata: ["partitions": "\(partitions)"])
             onEvent?(.assigned(partitions))
         case .revoked(let partitions):
@@ -312,6 +357,8 @@ final class SourceCore: @unchecked Sendable {
             if let error = consumer.commitStored() {
                 logger.warning("commit on revoke failed", metadata: ["error": "\(error)"])
             }
+            kafkaMetrics.rebalanced(assigned: false)
+            for tp in partitions { kafkaMetrics.removeLag(tp) }
             logger.info("partitions revoked", metadata: ["partitions": "\(partitions)"])
             onEvent?(.revoked(partitions))
         }

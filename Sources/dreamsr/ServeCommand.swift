@@ -14,7 +14,8 @@ struct ServeCommand: AsyncParsableCommand {
         Files dropped into IN_DIR are upscaled into OUT_DIR; IN_DIR/processing, IN_DIR/done and IN_DIR/failed
         (with NAME.error.json) are created. With a config file: dreamsr serve --config conf/dreamsr.yaml
         (every key can be overridden by DREAMSR_* environment variables, see conf/dreamsr.yaml; a DREAMSR_* variable \
-        no key reads is refused).
+        no key reads is refused). String values may use ${NAME} (environment); Kafka secrets can come from files \
+        (client_properties_file, <property>_file) or DREAMSR_KAFKA_PROPERTY_<NAME> (see docs/operations.md).
 
         Exit status: 0 stopped gracefully, or --check passed; 1 the daemon failed while running; 64 usage error; \
         78 invalid configuration (--check and the start refuse exactly the same configurations).
@@ -62,17 +63,18 @@ struct ServeCommand: AsyncParsableCommand {
                 throw ExitCode(78)
             }
         }
+        // Logging is set up inside runDaemon: its failures are written in the configured log format.
         do {
             try await runDaemon(config: cfg)
         } catch let error as ConfigError {
-            FileHandle.standardError.write(Data("dreamsr serve: invalid configuration: \(error)\n".utf8))
+            writeServeFailure("invalid configuration: \(error)", format: cfg.logFormat)
             throw ExitCode(78)
         } catch let error as AppError where error.code == .models {
             // Missing or unusable weights found while wiring the pipeline: a configuration problem, as with --check.
-            FileHandle.standardError.write(Data("dreamsr serve: invalid configuration: \(error)\n".utf8))
+            writeServeFailure("invalid configuration: \(error)", format: cfg.logFormat)
             throw ExitCode(78)
         } catch {
-            FileHandle.standardError.write(Data("dreamsr serve: \(error)\n".utf8))
+            writeServeFailure("\(error)", format: cfg.logFormat)
             throw ExitCode(1)
         }
     }

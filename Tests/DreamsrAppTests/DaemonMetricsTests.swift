@@ -1,5 +1,6 @@
 import DreamsrApp
 import Foundation
+import Logging
 import Metrics
 import Prometheus
 import Testing
@@ -30,6 +31,20 @@ import Testing
         #expect(count(1200) == 2)
         let finite = b.filter { $0.le != "+Inf" }
         #expect(Double(finite.last?.le ?? "") == 14400)
+    }
+
+    /// `metrics.duration_buckets_seconds` reaches the daemon's histograms (built as `serve` builds them).
+    @Test func configuredBucketsAreTheDaemonsHistogramBuckets() throws {
+        let dir = try tempDir()
+        var config = try DaemonConfig.quickStart(watch: dir + "/in", output: dir + "/out", metricsAddress: nil,
+                                                 env: ["DREAMSR_METRICS_DURATION_BUCKETS_SECONDS": "1,90,28800"])
+        config.metricsAddress = nil
+        let daemon = try buildServiceGroup(config: config, logger: Logger(label: "test"), factory: FakeFactory(),
+                                           environment: [:])
+        let text = daemon.registry.emitToString()
+        #expect(buckets(text, "dreamsr_job_duration_seconds").map(\.le) == ["1.0", "90.0", "28800.0", "+Inf"]
+                || buckets(text, "dreamsr_job_duration_seconds").map(\.le) == ["1", "90", "28800", "+Inf"],
+                "\(buckets(text, "dreamsr_job_duration_seconds"))")
     }
 
     @Test func bucketsAreAscendingFrom50msTo4h() {

@@ -93,7 +93,20 @@ struct ConfigNode {
         guard let value = node?.mapping?[key] else { return nil }
         guard let scalar = value.scalar else { throw error(key, "expected a single value, not a list or mapping", at: value) }
         if scalar.string == "~" || scalar.string == "null" { return nil }
-        return scalar.string
+        return try interpolated(scalar.string, key: key, at: value)
+    }
+
+    /// A file value with `${NAME}` references expanded (see `ConfigInterpolation`); an error names the key and the
+    /// variable, never a value. Variables read this way count as consulted (`${DREAMSR_...}` is not "unknown").
+    /// Only the daemon configuration (the one parsed with an environment prefix) is interpolated; pipeline files
+    /// are taken literally.
+    func interpolated(_ text: String, key: String, at value: Node? = nil) throws -> String {
+        guard envPrefix != nil else { return text }
+        do {
+            return try ConfigInterpolation.expand(text, env: env) { consulted.names.insert($0) }
+        } catch {
+            throw ConfigError(file: file, key: keyPath(key), problem: error.problem, line: (value ?? node)?.mark?.line)
+        }
     }
 
     func string(_ key: String, default def: String) throws -> String { try optionalString(key) ?? def }

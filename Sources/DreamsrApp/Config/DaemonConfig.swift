@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Yams
 import KafkaConnector
 import WatchFolderConnector
 
@@ -10,12 +11,16 @@ import WatchFolderConnector
 public struct DaemonConfig: Sendable {
     public var file: String
     public var logLevel: Logger.Level
+    /// `log_format`: `text` (swift-log's stream format) or `json` (one object per line, see `JSONLogHandler`).
+    public var logFormat: LogFormat = .text
     public var modelsDirectory: String
     /// Folder of `NAME.yaml` pipeline files; nil: only the built-in default pipeline.
     public var pipelinesDirectory: String?
     public var pipeline: PipelineDefinition
     /// `host:port` for /health, /ready and /metrics; nil: no HTTP endpoint.
     public var metricsAddress: String?
+    /// `metrics.duration_buckets_seconds`: histogram buckets of every duration metric (jobs, stages), ascending.
+    public var durationBuckets: [Double] = DaemonMetrics.defaultDurationBuckets
     /// Time to finish in-flight jobs after SIGTERM before they are abandoned (left for retry).
     public var gracePeriod: Duration
     public var maxInputMegapixels: Double
@@ -28,6 +33,10 @@ public struct DaemonConfig: Sendable {
     public var stallLimit: Duration = .seconds(1800)
 
     public static let envPrefix = "DREAMSR_"
+
+    public enum LogFormat: String, Sendable, CaseIterable {
+        case text, json
+    }
 
     public static func load(path: String, env: [String: String] = ProcessInfo.processInfo.environment) throws -> DaemonConfig {
         guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
@@ -54,8 +63,9 @@ public struct DaemonConfig: Sendable {
     public static func parse(yaml: String, file: String, baseDirectory: String,
                              env: [String: String] = [:]) throws -> DaemonConfig {
         let root = try ConfigNode.parse(yaml: yaml, file: file, env: env, envPrefix: envPrefix)
-        try root.checkKeys(["log_level", "models_dir", "pipelines_dir", "pipeline", "metrics", "shutdown", "limits", "sources"])
+        try root.checkKeys(["log_level", "log_format", "models_dir", "pipelines_dir", "pipeline", "metrics", "shutdown", "limits", "sources"])
         let levelText = try root.oneOf("log_level", Logger.Level.allCases.map(\.rawValue), default: "info")
+        let logFormat = LogFormat(rawValue: try root.oneOf("log_format", LogFormat.allCases.map(\.rawValue), default: "text"))!
         let models = absolute(try root.string("models_dir", default: "./models"), base: baseDirectory)
         let pipelinesDir = try root.optionalString("pipelines_dir").map { absolute($0, base: baseDirectory) }
         let pipelineName = try root.string("pipeline", default: "realesrgan")
@@ -77,7 +87,8 @@ public struct DaemonConfig: Sendable {
         }
 
         let metrics = try root.child("metrics")
-        try metrics.checkKeys(["address"])
+        try metrics.checkKeys(["address", "duration_buckets_seconds"])
+        let buckets = try parseBuckets(metrics)
         var address = try metrics.optionalString("address")
         if let a = address, a.isEmpty || a == "off" { address = nil }
         if let a = address { _ = try HTTPAddress.parse(a, error: { metrics.error("address", $0) }) }
@@ -116,10 +127,46 @@ public struct DaemonConfig: Sendable {
             i < watchItems.count ? watchItems[i].error("output", problem) : sources.error("kafka", problem)
         }
         try refuseUnknownVariables(root, env: env)
-        return DaemonConfig(file: file, logLevel: Logger.Level(rawValue: levelText)!, modelsDirectory: models,
-                            pipelinesDirectory: pipelinesDir, pipeline: pipeline, metricsAddress: address,
+        return DaemonConfig(file: file, logLevel: Logger.Level(rawValue: levelText)!, logFormat: logFormat,
+                            modelsDirectory: models, pipelinesDirectory: pipelinesDir, pipeline: pipeline,
+                            metricsAddress: address, durationBuckets: buckets,
                             gracePeriod: .milliseconds(Int64(grace * 1000)), maxInputMegapixels: maxMP,
                             maxFileBytes: maxBytes, watchFolders: watch, kafka: kafka)
+    }
+
+    /// `metrics.duration_buckets_seconds`: a list of positive, strictly ascending, finite numbers (seconds); from
+    /// the environment (`DREAMSR_METRICS_DURATION_BUCKETS_SECONDS`) as a comma-separated list.
+    static func parseBuckets(_ metrics: ConfigNode) throws -> [Double] {
+        let key = "duration_buckets_seconds"
+        var texts: [(String, Node?)] = []
+        if let variable = metrics.overridingVariable(key), let value = metrics.env[variable] {
+            texts = value.split(separator: ",").map { (String($0).trimmingCharacters(in: .whitespaces), nil) }
+        } else if let value = metrics.node?.mapping?[key] {
+            guard let items = value.sequence else {
+                throw metrics.error(key, "expected a list of seconds, e.g. [0.5, 60, 3600]", at: value)
+            }
+            for item in items {
+                guard let text = item.scalar?.string else {
+                    throw metrics.error(key, "expected a list of numbers (seconds)", at: item)
+                }
+                texts.append((text, item))
+            }
+        } else {
+            return DaemonMetrics.defaultDurationBuckets
+        }
+        guard !texts.isEmpty else { throw metrics.error(key, "needs at least one bucket") }
+        var buckets: [Double] = []
+        for (text, node) in texts {
+            guard let v = Double(text), v.isFinite else {
+                throw metrics.error(key, "'\(text)' is not a number of seconds", at: node)
+            }
+            guard v > 0 else { throw metrics.error(key, "bucket \(text) must be > 0 seconds", at: node) }
+            if let last = buckets.last, v <= last {
+                throw metrics.error(key, "buckets must be strictly ascending: \(text) after \(last)", at: node)
+            }
+            buckets.append(v)
+        }
+        return buckets
     }
 
     static func absolute(_ path: String, base: String) -> String {

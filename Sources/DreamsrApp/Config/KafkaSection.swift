@@ -1,5 +1,6 @@
 import Foundation
 import KafkaConnector
+import Yams
 
 // The `sources.kafka` section of the daemon config and the `--kafka` quick start (see docs/kafka.md).
 //
@@ -23,16 +24,19 @@ import KafkaConnector
 //       max_poll_interval_ms: 300000
 //       commit_interval_ms: 1000
 //       auto_offset_reset: earliest
+//       lag_interval_seconds: 5          # how often dreamsr_kafka_consumer_lag is asked of the broker
 //       retry: {max_attempts: 4, initial_backoff_seconds: 0.5, max_backoff_seconds: 30}
 //       http: {allow_private: false, timeout_seconds: 10, max_bytes: 67108864, max_redirects: 3}
-//       client_properties: {security.protocol: SASL_SSL, ...}   # passed to librdkafka as is
+//       client_properties: {security.protocol: SASL_SSL, sasl.password_file: /run/credentials/...}  # to librdkafka
+//       client_properties_file: ${CREDENTIALS_DIRECTORY}/kafka.properties   # name=value lines
 extension DaemonConfig {
     static func parseKafka(_ node: ConfigNode, baseDirectory: String,
                            defaultFormat: String) throws -> KafkaConnectorConfiguration {
         try node.checkKeys(["bootstrap", "topic", "group_id", "results_topic", "dlq_topic", "output_dir", "format",
                             "max_in_flight", "max_buffered", "max_buffered_bytes", "max_message_bytes", "allow_absolute_output",
                             "publish_error_results", "drain_seconds", "session_timeout_ms", "max_poll_interval_ms",
-                            "commit_interval_ms", "auto_offset_reset", "retry", "http", "client_properties"])
+                            "commit_interval_ms", "auto_offset_reset", "retry", "http", "client_properties",
+                            "client_properties_file", "lag_interval_seconds"])
         var c = KafkaConnectorConfiguration(
             bootstrapServers: try node.requiredString("bootstrap"), inputTopic: try node.requiredString("topic"),
             groupID: try node.string("group_id", default: "dreamsr"),
@@ -49,6 +53,7 @@ extension DaemonConfig {
         c.sessionTimeoutMs = try node.int("session_timeout_ms", default: 10_000, min: 1_000)
         c.maxPollIntervalMs = try node.int("max_poll_interval_ms", default: 300_000, min: 1_000)
         c.commitIntervalMs = try node.int("commit_interval_ms", default: 1_000, min: 10)
+        c.lagInterval = .milliseconds(Int64(try node.double("lag_interval_seconds", default: 5, min: 0.1, max: 3600) * 1000))
         c.autoOffsetReset = try node.oneOf("auto_offset_reset", ["earliest", "latest", "error"], default: "earliest")
         let retry = try node.child("retry")
         try retry.checkKeys(["max_attempts", "initial_backoff_seconds", "max_backoff_seconds"])
@@ -61,17 +66,7 @@ extension DaemonConfig {
                        timeout: .milliseconds(Int64(try http.double("timeout_seconds", default: 10, min: 0.1) * 1000)),
                        maxBytes: try http.int("max_bytes", default: 64 << 20, min: 1),
                        maxRedirects: try http.int("max_redirects", default: 3, min: 0, max: 100))
-        if let mapping = node.node?.mapping?["client_properties"] {
-            guard let properties = mapping.mapping else {
-                throw node.error("client_properties", "expected a mapping of librdkafka properties", at: mapping)
-            }
-            for (key, value) in properties {
-                guard let name = key.string, let text = value.scalar?.string else {
-                    throw node.error("client_properties", "each librdkafka property must be a single value", at: value)
-                }
-                c.clientProperties[name] = text
-            }
-        }
+        c.clientProperties = try clientProperties(node, baseDirectory: baseDirectory)
         do {
             try c.validate()
         } catch {
@@ -80,19 +75,111 @@ extension DaemonConfig {
         return c
     }
 
+    /// Prefix of the environment variables that set librdkafka properties: `DREAMSR_KAFKA_PROPERTY_SASL_PASSWORD`
+    /// sets `sasl.password` (the rest of the name in lower case, `_` -> `.`; librdkafka property names have no `_`).
+    public static let kafkaPropertyPrefix = "DREAMSR_KAFKA_PROPERTY_"
+
+    /// The librdkafka client properties, from (later wins, each source refusing a name twice within itself):
+    /// 1. `client_properties` in the file (values may use `${NAME}`; `NAME_file: PATH` reads the value of `NAME`
+    ///    from a file, e.g. `sasl.password_file: ${CREDENTIALS_DIRECTORY}/kafka-password`);
+    /// 2. `client_properties_file: PATH`, a file of `name=value` lines (`#` comments, blank lines skipped; spaces
+    ///    around the name and the value dropped);
+    /// 3. `DREAMSR_KAFKA_PROPERTY_*` environment variables.
+    /// A property set by two sources is an error naming the property; no error shows a value.
+    static func clientProperties(_ node: ConfigNode, baseDirectory: String) throws -> [String: String] {
+        var properties: [String: String] = [:]
+        var origin: [String: String] = [:]
+        func set(_ name: String, _ value: String, from source: String, key: String, at: Node?) throws {
+            if let first = origin[name] {
+                throw node.error(key, "librdkafka property '\(name)' is set twice: by \(first) and by \(source)", at: at)
+            }
+            properties[name] = value
+            origin[name] = source
+        }
+        if let mapping = node.node?.mapping?["client_properties"] {
+            guard let entries = mapping.mapping else {
+                throw node.error("client_properties", "expected a mapping of librdkafka properties", at: mapping)
+            }
+            for (key, value) in entries {
+                guard let name = key.string, let raw = value.scalar?.string else {
+                    throw node.error("client_properties", "each librdkafka property must be a single value", at: value)
+                }
+                let text = try node.interpolated(raw, key: "client_properties.\(name)", at: value)
+                if name.hasSuffix("_file") {
+                    let property = String(name.dropLast(5))
+                    let path = absolute(text, base: baseDirectory)
+                    let secret = try readSecretFile(path, node: node, key: "client_properties.\(name)", at: value)
+                    try set(property, secret, from: "client_properties.\(name)", key: "client_properties", at: key)
+                } else {
+                    try set(name, text, from: "client_properties", key: "client_properties", at: key)
+                }
+            }
+        }
+        if let pathText = try node.optionalString("client_properties_file") {
+            let path = absolute(pathText, base: baseDirectory)
+            let text = try readSecretFile(path, node: node, key: "client_properties_file", at: node.node?.mapping?["client_properties_file"], trim: false)
+            // Character-wise split: "\r\n" is one Character, so CRLF files work too.
+            for (number, line) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
+                let trimmed = line.trimmingCharacters(in: .whitespaces)
+                if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
+                guard let eq = trimmed.firstIndex(of: "="), eq != trimmed.startIndex else {
+                    // The line may hold a secret: name its number only.
+                    throw node.error("client_properties_file", "\(path) line \(number + 1): expected name=value")
+                }
+                let name = trimmed[..<eq].trimmingCharacters(in: .whitespaces)
+                let value = trimmed[trimmed.index(after: eq)...].trimmingCharacters(in: .whitespaces)
+                try set(name, value, from: "client_properties_file (\(path))", key: "client_properties_file", at: nil)
+            }
+        }
+        // The environment overrides the file, as for every other key.
+        for (name, entry) in environmentProperties(node.env) {
+            node.consulted.names.insert(entry.variable)
+            properties[name] = entry.value
+        }
+        return properties
+    }
+
+    /// The `DREAMSR_KAFKA_PROPERTY_*` variables as librdkafka property names (`SASL_PASSWORD` -> `sasl.password`).
+    static func environmentProperties(_ env: [String: String]) -> [String: (variable: String, value: String)] {
+        var out: [String: (variable: String, value: String)] = [:]
+        for (variable, value) in env where variable.hasPrefix(kafkaPropertyPrefix) && variable.count > kafkaPropertyPrefix.count {
+            let name = variable.dropFirst(kafkaPropertyPrefix.count).lowercased().replacingOccurrences(of: "_", with: ".")
+            out[name] = (variable, value)
+        }
+        return out
+    }
+
+    /// Reads a secret file (`*_file` keys). Errors name the file and the key, never the content. One trailing
+    /// newline is dropped (`echo secret > file`), unless `trim` is false.
+    static func readSecretFile(_ path: String, node: ConfigNode, key: String, at: Node?, trim: Bool = true) throws -> String {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw node.error(key, "cannot read \(path)", at: at)
+        }
+        guard var text = String(data: data, encoding: .utf8) else {
+            throw node.error(key, "\(path) is not UTF-8 text", at: at)
+        }
+        if trim {
+            if text.hasSuffix("\r\n") { text.removeLast(2) } else if text.hasSuffix("\n") { text.removeLast() }
+        }
+        return text
+    }
+
     /// `dreamsr serve --kafka BOOTSTRAP --topic TOPIC --output OUT_DIR [--watch IN_DIR]`: defaults (plus environment
     /// overrides), group `dreamsr`, results to `TOPIC.results`, dead letters to `TOPIC.dlq`.
     public static func quickStartKafka(bootstrap: String, topic: String, output: String, watch: String?,
                                        metricsAddress: String?,
                                        env: [String: String] = ProcessInfo.processInfo.environment) throws -> DaemonConfig {
         let cwd = FileManager.default.currentDirectoryPath
-        var config = try watch.map { try quickStart(watch: $0, output: output, metricsAddress: metricsAddress, env: env) }
-            ?? parse(yaml: "{}", file: "<command line>", baseDirectory: cwd, env: env)
+        // DREAMSR_KAFKA_PROPERTY_* are read here, not by a key of the (empty) file.
+        let otherEnv = env.filter { !$0.key.hasPrefix(kafkaPropertyPrefix) }
+        var config = try watch.map { try quickStart(watch: $0, output: output, metricsAddress: metricsAddress, env: otherEnv) }
+            ?? parse(yaml: "{}", file: "<command line>", baseDirectory: cwd, env: otherEnv)
         if let metricsAddress { config.metricsAddress = metricsAddress }
         var kafka = KafkaConnectorConfiguration(bootstrapServers: bootstrap, inputTopic: topic,
                                                 outputDirectory: absolute(output, base: cwd))
         kafka.defaultFormat = config.pipeline.outputFormat
         kafka.drainTimeout = min(kafka.drainTimeout, config.gracePeriod)
+        kafka.clientProperties = environmentProperties(env).mapValues(\.value)
         do {
             try kafka.validate()
         } catch {

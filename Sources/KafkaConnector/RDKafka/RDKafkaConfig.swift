@@ -1,7 +1,8 @@
 import CRdKafka
 import Logging
 
-/// Builds an `rd_kafka_conf_t` from a property dictionary; any refused key becomes a `KafkaConnectorError` naming it.
+/// Builds an `rd_kafka_conf_t` from a property dictionary; any refused key becomes a `KafkaConnectorError` naming it
+/// (and never showing its value: client properties hold SASL/SSL secrets).
 enum RDKafkaConfig {
     static func make(_ properties: [String: String]) throws(KafkaConnectorError) -> OpaquePointer {
         guard let conf = rd_kafka_conf_new() else {
@@ -12,8 +13,10 @@ enum RDKafkaConfig {
             let result = rd_kafka_conf_set(conf, key, value, &errstr, errstr.count)
             if result != RD_KAFKA_CONF_OK {
                 rd_kafka_conf_destroy(conf)
-                throw KafkaConnectorError(.configuration,
-                                          "librdkafka property '\(key)'='\(value)': \(string(errstr))")
+                // Never the value (it may be a secret), not even inside librdkafka's own message.
+                var reason = string(errstr)
+                if !value.isEmpty { reason = reason.replacingOccurrences(of: value, with: "<value>") }
+                throw KafkaConnectorError(.configuration, "librdkafka property '\(key)': \(reason)")
             }
         }
         return conf

@@ -156,6 +156,27 @@ final class RDKafkaConsumer: @unchecked Sendable {
         }
     }
 
+    /// The partition's low and high watermarks (first offset kept, next offset to be written), asked of the broker
+    /// (blocking up to `timeoutMs`; the cached values stop moving while a partition is paused). Nil when the broker
+    /// did not answer.
+    func watermarks(_ tp: TopicPartition, timeoutMs: Int32) -> (low: Int64, high: Int64)? {
+        var low: Int64 = -1
+        var high: Int64 = -1
+        let err = rd_kafka_query_watermark_offsets(handle, tp.topic, tp.partition, &low, &high, timeoutMs)
+        return err == RD_KAFKA_RESP_ERR_NO_ERROR && low >= 0 && high >= 0 ? (low, high) : nil
+    }
+
+    /// The group's committed offset of a partition (blocking up to `timeoutMs`); nil when none is committed yet or
+    /// the broker did not answer.
+    func committedOffset(_ tp: TopicPartition, timeoutMs: Int32) -> Int64? {
+        RDKafkaPartitionList.with([tp]) { list -> Int64? in
+            guard rd_kafka_committed(handle, list, timeoutMs) == RD_KAFKA_RESP_ERR_NO_ERROR,
+                  list.pointee.elems[0].err == RD_KAFKA_RESP_ERR_NO_ERROR else { return nil }
+            let offset = list.pointee.elems[0].offset
+            return offset >= 0 ? offset : nil
+        }
+    }
+
     /// Synchronous commit of the stored offsets (blocking). "Nothing to commit" is not an error.
     func commitStored() -> KafkaConnectorError? {
         let err = rd_kafka_commit(handle, nil, 0)
