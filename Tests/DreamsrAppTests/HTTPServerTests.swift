@@ -66,10 +66,12 @@ import Testing
             }
             trickle.start()
             defer { stop.withLock { $0 = true } }
-            // And a request whose handler takes a second, running while /health is asked.
-            let slow = Locked<(status: Int, body: String)?>(nil)
-            let slowThread = Thread { slow.withLock { $0 = try? httpGet(port: port, path: "/slow", timeout: 5) } }
-            slowThread.start()
+            // And three requests whose handler takes a second, more than the handler threads (2): /health, a probe
+            // path, has its own thread and must not queue behind them.
+            let slow = Locked<[String]>([])
+            for _ in 0..<3 {
+                Thread { let body = (try? httpGet(port: port, path: "/slow", timeout: 5))?.body ?? "failed"; slow.withLock { $0.append(body) } }.start()
+            }
             usleep(200_000) // the server has accepted them all and is waiting on them
             for attempt in 0..<3 {
                 let t0 = ContinuousClock.now
@@ -79,8 +81,8 @@ import Testing
                 #expect(elapsed < .milliseconds(500), "attempt \(attempt): /health took \(elapsed) behind stalled clients")
             }
             let deadline = ContinuousClock.now + .seconds(5)
-            while slow.current == nil && ContinuousClock.now < deadline { usleep(20_000) }
-            #expect(slow.current?.body == "slow\n", "the slow request is answered too")
+            while slow.current.count < 3 && ContinuousClock.now < deadline { usleep(20_000) }
+            #expect(slow.current == ["slow\n", "slow\n", "slow\n"], "the slow requests are answered too")
         }
     }
 

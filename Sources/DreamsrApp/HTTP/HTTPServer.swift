@@ -72,7 +72,8 @@ public struct HTTPResponse: Sendable {
 /// 431. A request head must arrive whole within `requestTimeout` of its first byte (or of the connection opening);
 /// a connection silent for `idleTimeout` is closed; at most `maxConnections` are held, the oldest being dropped to
 /// make room, so idle sockets can never lock the endpoint. Handlers are synchronous and may take milliseconds (the
-/// metrics scrape, thumbnail bytes): they run on a small thread pool, never on the event loop.
+/// metrics scrape, thumbnail bytes): they run on a small thread pool, never on the event loop; the probe paths
+/// (/health, /ready) have a thread of their own, so a flood of scrapes never queues the kubelet's probes.
 public final class HTTPServer: Service, Sendable {
     public typealias Handler = @Sendable (_ path: String) -> HTTPResponse?
 
@@ -83,8 +84,10 @@ public final class HTTPServer: Service, Sendable {
         public var idleTimeout: Duration = .seconds(60)
         public var maxConnections = 256
         public var maxRequestBytes = 16384
-        /// Threads running the handlers.
+        /// Threads running the handlers (besides the probes' own thread).
         public var handlerThreads = 2
+        /// Paths whose handlers run on their own thread, never queued behind the others.
+        public var probePaths: Set<String> = ["/health", "/ready"]
         public init() {}
     }
 
@@ -129,8 +132,7 @@ public final class HTTPServer: Service, Sendable {
     /// answer it is writing (up to a second), closes them all and returns.
     public func run() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let pool = NIOThreadPool(numberOfThreads: max(1, limits.handlerThreads))
-        pool.start()
+        let pool = HandlerThreads(general: max(1, limits.handlerThreads), probePaths: limits.probePaths)
         let connections = OpenConnections()
         let listener: any Channel
         do {
@@ -139,7 +141,7 @@ public final class HTTPServer: Service, Sendable {
         } catch {
             stopped.withLock { $0 = true }
             publish(nil)
-            try? await pool.shutdownGracefully()
+            await pool.shutdown()
             try? await group.shutdownGracefully()
             throw AppError.http("cannot listen on \(address): \(error)")
         }
@@ -157,11 +159,11 @@ public final class HTTPServer: Service, Sendable {
         }
         for channel in connections.all { try? await channel.close() }
         try? await group.shutdownGracefully()
-        try? await pool.shutdownGracefully()
+        await pool.shutdown()
         logger.info("HTTP status endpoint stopped")
     }
 
-    private func bootstrap(group: MultiThreadedEventLoopGroup, pool: NIOThreadPool,
+    private func bootstrap(group: MultiThreadedEventLoopGroup, pool: HandlerThreads,
                            connections: OpenConnections) -> ServerBootstrap {
         var bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 256)
@@ -182,6 +184,28 @@ public final class HTTPServer: Service, Sendable {
                     try sync.addHandler(StatusRequestHandler(handler: handler, pool: pool))
                 }
             }
+    }
+}
+
+/// Where handlers run: the probe paths on a thread of their own, everything else on a small pool.
+private struct HandlerThreads: Sendable {
+    let general: NIOThreadPool
+    let probes: NIOThreadPool
+    let probePaths: Set<String>
+
+    init(general threads: Int, probePaths: Set<String>) {
+        general = NIOThreadPool(numberOfThreads: threads)
+        probes = NIOThreadPool(numberOfThreads: 1)
+        self.probePaths = probePaths
+        general.start()
+        probes.start()
+    }
+
+    func pool(for path: String) -> NIOThreadPool { probePaths.contains(path) ? probes : general }
+
+    func shutdown() async {
+        try? await general.shutdownGracefully()
+        try? await probes.shutdownGracefully()
     }
 }
 
@@ -282,17 +306,17 @@ private final class RequestHeadGuard: ChannelDuplexHandler {
     }
 }
 
-/// Answers decoded requests: the handler runs on the thread pool, the answer is written back on the event loop.
+/// Answers decoded requests: the handler runs on a handler thread, the answer is written back on the event loop.
 /// One request at a time per connection (NIO's pipelining handler holds the next one until this answer is written).
 private final class StatusRequestHandler: ChannelInboundHandler {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
     private let handler: HTTPServer.Handler
-    private let pool: NIOThreadPool
+    private let pool: HandlerThreads
     private var request: HTTPRequestHead?
 
-    init(handler: @escaping HTTPServer.Handler, pool: NIOThreadPool) {
+    init(handler: @escaping HTTPServer.Handler, pool: HandlerThreads) {
         self.handler = handler
         self.pool = pool
     }
@@ -322,7 +346,7 @@ private final class StatusRequestHandler: ChannelInboundHandler {
             return
         }
         let path = String(head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
-        pool.runIfActive(eventLoop: context.eventLoop) { [handler] in handler(path) }
+        pool.pool(for: path).runIfActive(eventLoop: context.eventLoop) { [handler] in handler(path) }
             .assumeIsolated()
             .whenComplete { result in
                 let response: HTTPResponse
