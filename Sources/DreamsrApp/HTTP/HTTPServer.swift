@@ -62,7 +62,6 @@ public struct HTTPResponse: Sendable {
     }
 }
 
-
 /// The status endpoint's HTTP/1.1 server (health, readiness, metrics, the status page and its thumbnails), on
 /// SwiftNIO: one event-loop thread serves every connection, so a client that sends half a request and stalls, or
 /// reads its answer slowly, only holds its own connection, never the others.
