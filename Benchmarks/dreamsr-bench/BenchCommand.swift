@@ -17,6 +17,7 @@ struct BenchCommand: AsyncParsableCommand {
             TextEncodersBench.self,
             KafkaBench.self,
             LowPrecisionGemmBench.self,
+            HTTPBench.self,
         ]
     )
 }

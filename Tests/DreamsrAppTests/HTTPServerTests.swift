@@ -16,7 +16,14 @@ import Testing
                     _ body: @Sendable (UInt16) async throws -> Void) async throws {
         let parsed = try HTTPAddress.parse(address) { AppError(.http, $0) }
         let server = HTTPServer(address: parsed, logger: Logger(label: "test"), limits: limits) { path in
-            path == "/health" ? HTTPResponse(status: 200, body: "ok\n") : nil
+            switch path {
+            case "/health": return HTTPResponse(status: 200, body: "ok\n")
+            case "/slow": // a handler that takes its time (a big metrics scrape): it must not hold the others
+                usleep(1_000_000)
+                return HTTPResponse(status: 200, body: "slow\n")
+            case "/bytes": return HTTPResponse(status: 200, contentType: "application/octet-stream", bytes: [0, 255, 13, 10])
+            default: return nil
+            }
         }
         let group = ServiceGroup(services: [server], logger: Logger(label: "test"))
         try await withThrowingTaskGroup(of: Void.self) { tasks in
@@ -35,15 +42,7 @@ import Testing
 
     /// A connected IPv4 socket to 127.0.0.1:port that sent `partial` and then nothing.
     func stalledClient(port: UInt16, partial: String) throws -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var sin = sockaddr_in()
-        sin.sin_family = sa_family_t(AF_INET)
-        sin.sin_port = port.bigEndian
-        inet_pton(AF_INET, "127.0.0.1", &sin.sin_addr)
-        let rc = withUnsafePointer(to: &sin) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard rc == 0 else { close(fd); throw POSIXError(.ECONNREFUSED) }
+        let fd = try connectedSocket(port: port)
         let bytes = Array(partial.utf8)
         _ = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
         return fd
@@ -67,6 +66,12 @@ import Testing
             }
             trickle.start()
             defer { stop.withLock { $0 = true } }
+            // And three requests whose handler takes a second, more than the handler threads (2): /health, a probe
+            // path, has its own thread and must not queue behind them.
+            let slow = Locked<[String]>([])
+            for _ in 0..<3 {
+                Thread { let body = (try? httpGet(port: port, path: "/slow", timeout: 5))?.body ?? "failed"; slow.withLock { $0.append(body) } }.start()
+            }
             usleep(200_000) // the server has accepted them all and is waiting on them
             for attempt in 0..<3 {
                 let t0 = ContinuousClock.now
@@ -75,6 +80,9 @@ import Testing
                 #expect(answer.status == 200)
                 #expect(elapsed < .milliseconds(500), "attempt \(attempt): /health took \(elapsed) behind stalled clients")
             }
+            let deadline = ContinuousClock.now + .seconds(5)
+            while slow.current.count < 3 && ContinuousClock.now < deadline { usleep(20_000) }
+            #expect(slow.current == ["slow\n", "slow\n", "slow\n"], "the slow requests are answered too")
         }
     }
 
@@ -112,4 +120,143 @@ import Testing
         #expect(throws: AppError.self) { try HTTPAddress.parse("[nonsense]:9464") { AppError(.http, $0) } }
         #expect(throws: AppError.self) { try HTTPAddress.parse("::1:9464") { AppError(.http, $0) } }
     }
+
+    @Test func allInterfacesOverIPv6AlsoTakeIPv4() async throws {
+        try await withServer("[::]:0") { port in
+            let overIPv6 = try httpGet(port: port, path: "/health", host: "::1", timeout: 5)
+            let overIPv4 = try httpGet(port: port, path: "/health", host: "127.0.0.1", timeout: 5)
+            #expect(overIPv6.status == 200 && overIPv4.status == 200)
+        }
+    }
+
+    @Test func keepAliveServesSeveralRequestsOnOneConnection() async throws {
+        try await withServer("[::1]:0") { port in
+            let connection = try RawConnection(port: port, host: "::1")
+            defer { connection.close() }
+            for path in ["/health", "/bytes", "/nope", "/health?probe=1"] {
+                try connection.send("GET \(path) HTTP/1.1\r\nHost: x\r\n\r\n")
+                let answer = try connection.readResponse()
+                #expect(answer.status == (path == "/nope" ? 404 : 200), "\(path)")
+                #expect(answer.headers["connection"] == "keep-alive")
+                if path == "/bytes" { #expect(answer.body == [0, 255, 13, 10]) }
+            }
+            // HEAD: the head of a GET (its length) and no body, so the next answer on the connection parses.
+            try connection.send("HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            let head = try connection.readResponse(bodyless: true)
+            #expect(head.status == 200 && head.headers["content-length"] == "3")
+            // Two requests sent at once are answered in order.
+            try connection.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /bytes HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(try connection.readResponse().body == Array("ok\n".utf8))
+            #expect(try connection.readResponse().body == [0, 255, 13, 10])
+            // Connection: close is honoured: the answer, then the end of the stream.
+            try connection.send("GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            let last = try connection.readResponse()
+            #expect(last.status == 200 && last.headers["connection"] == "close")
+            #expect(try connection.atEnd())
+        }
+    }
+
+    @Test func refusesOtherMethodsMalformedRequestsAndOversizedHeads() async throws {
+        var limits = HTTPServer.Limits()
+        limits.maxRequestBytes = 4096
+        try await withServer("127.0.0.1:0", limits: limits) { port in
+            let post = try RawConnection(port: port)
+            defer { post.close() }
+            try post.send("POST /health HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+            let refused = try post.readResponse()
+            #expect(refused.status == 405 && refused.headers["allow"] == "GET, HEAD")
+            try post.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n") // the connection is still usable
+            #expect(try post.readResponse().status == 200)
+
+            let garbage = try RawConnection(port: port)
+            defer { garbage.close() }
+            try garbage.send("NOT HTTP AT ALL\r\n\r\n")
+            #expect(try garbage.readResponse().status == 400)
+            #expect(try garbage.atEnd())
+
+            let big = try RawConnection(port: port)
+            defer { big.close() }
+            try big.send("GET /health HTTP/1.1\r\nHost: x\r\nX-Padding: " + String(repeating: "a", count: 8000) + "\r\n\r\n")
+            #expect(try big.readResponse().status == 431)
+            #expect(try big.atEnd())
+
+            #expect(try httpGet(port: port, path: "/health", timeout: 5).status == 200)
+        }
+    }
+
+    @Test func gracefulShutdownClosesTheListenerAndReturns() async throws {
+        let parsed = try HTTPAddress.parse("127.0.0.1:0") { AppError(.http, $0) }
+        let server = HTTPServer(address: parsed, logger: Logger(label: "test")) { _ in HTTPResponse(status: 200, body: "ok\n") }
+        let group = ServiceGroup(services: [server], logger: Logger(label: "test"))
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            let port = try #require(await server.boundPort())
+            let idle = try RawConnection(port: port) // a kept-alive connection between requests
+            defer { idle.close() }
+            try idle.send("GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            #expect(try idle.readResponse().status == 200)
+            let t0 = ContinuousClock.now
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+            #expect(ContinuousClock.now - t0 < .seconds(3), "run() returns promptly")
+            #expect(try idle.atEnd(), "kept-alive connections are closed")
+            #expect(throws: (any Error).self) { try httpGet(port: port, path: "/health", timeout: 2) }
+        }
+    }
+}
+
+/// One client connection speaking HTTP/1.1 by hand, reading answers by their Content-Length (keep-alive); every
+/// receive gives up after 5 s.
+private final class RawConnection {
+    let fd: Int32
+    private var buffer: [UInt8] = []
+
+    init(port: UInt16, host: String = "127.0.0.1") throws {
+        fd = try connectedSocket(port: port, host: host, timeout: 5)
+    }
+
+    func close() { Glibc.close(fd) }
+
+    func send(_ text: String) throws {
+        let bytes = Array(text.utf8)
+        let n = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        guard n == bytes.count else { throw POSIXError(.EPIPE) }
+    }
+
+    /// Receives more bytes; false at the end of the stream. Throws when nothing came within the timeout.
+    private func fill() throws -> Bool {
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) { throw POSIXError(.ETIMEDOUT) }
+        if n <= 0 { return false }
+        buffer += chunk[0..<n]
+        return true
+    }
+
+    /// The next answer; `bodyless` for the answer to HEAD (a Content-Length but no body).
+    func readResponse(bodyless: Bool = false) throws -> (status: Int, headers: [String: String], body: [UInt8]) {
+        let blank: [UInt8] = [13, 10, 13, 10]
+        var end: Int?
+        while end == nil {
+            end = buffer.count >= 4 ? (0...(buffer.count - 4)).first { Array(buffer[$0..<($0 + 4)]) == blank } : nil
+            if end == nil { guard try fill() else { throw POSIXError(.ECONNRESET) } }
+        }
+        let headText = String(decoding: buffer[0..<end!], as: UTF8.self)
+        buffer.removeFirst(end! + 4)
+        let lines = headText.components(separatedBy: "\r\n")
+        let status = Int(lines[0].split(separator: " ").dropFirst().first ?? "") ?? -1
+        var headers: [String: String] = [:]
+        for line in lines.dropFirst() {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        }
+        let length = bodyless ? 0 : Int(headers["content-length"] ?? "0") ?? 0
+        while buffer.count < length { guard try fill() else { throw POSIXError(.ECONNRESET) } }
+        let body = Array(buffer[0..<length])
+        buffer.removeFirst(length)
+        return (status, headers, body)
+    }
+
+    /// True when the server closed the connection with nothing more to read.
+    func atEnd() throws -> Bool { try buffer.isEmpty && !fill() }
 }

@@ -62,12 +62,11 @@ struct FakeFactory: PipelineFactory {
     func healthProblem() -> String? { healthy ? nil : "codec round trip failed" }
 }
 
-/// A blocking HTTP/1.1 GET over a plain socket (no HTTP client dependency in tests), to 127.0.0.1 or another IPv4
-/// or IPv6 `host`; each send and receive gives up after `timeout` seconds, so a stuck server fails the test.
-func httpGet(port: UInt16, path: String, host: String = "127.0.0.1", timeout: Int = 10) throws -> (status: Int, body: String) {
+/// A TCP socket connected to `host` (IPv4 or IPv6) and `port`, whose sends and receives give up after `timeout`
+/// seconds (a receive that times out fails with EAGAIN).
+func connectedSocket(port: UInt16, host: String = "127.0.0.1", timeout: Int = 10) throws -> Int32 {
     let v6 = host.contains(":")
     let fd = socket(v6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
     var limit = timeval(tv_sec: timeout, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
@@ -89,8 +88,17 @@ func httpGet(port: UInt16, path: String, host: String = "127.0.0.1", timeout: In
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
     }
-    guard rc == 0 else { throw POSIXError(.ECONNREFUSED) }
-    let req = Array("GET \(path) HTTP/1.1\r\nHost: localhost\r\n\r\n".utf8)
+    guard rc == 0 else { close(fd); throw POSIXError(.ECONNREFUSED) }
+    return fd
+}
+
+/// A blocking HTTP/1.1 GET over a plain socket (no HTTP client dependency in tests), to 127.0.0.1 or another IPv4
+/// or IPv6 `host`, asking the server to close after the answer (it is read to the end); each send and receive
+/// gives up after `timeout` seconds, so a stuck server fails the test.
+func httpGet(port: UInt16, path: String, host: String = "127.0.0.1", timeout: Int = 10) throws -> (status: Int, body: String) {
+    let fd = try connectedSocket(port: port, host: host, timeout: timeout)
+    defer { close(fd) }
+    let req = Array("GET \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".utf8)
     _ = req.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
     var data = [UInt8]()
     var buf = [UInt8](repeating: 0, count: 4096)

@@ -3,6 +3,9 @@ import Glibc
 #endif
 import Foundation
 import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
 import PipelineRuntime
 import ServiceLifecycle
 
@@ -59,21 +62,31 @@ public struct HTTPResponse: Sendable {
     }
 }
 
-/// A minimal HTTP/1.1 responder for a few GET endpoints (health, readiness, metrics), on non-blocking POSIX sockets
-/// and one dedicated thread, so status checks keep answering while compute saturates the cooperative pool.
+/// The status endpoint's HTTP/1.1 server (health, readiness, metrics, the status page and its thumbnails), on
+/// SwiftNIO: one event-loop thread serves every connection, so a client that sends half a request and stalls, or
+/// reads its answer slowly, only holds its own connection, never the others.
 ///
-/// Connections are served concurrently by one poll(2) loop: a client that sends its request a byte at a time, or
-/// sends nothing at all, only holds its own socket, never the others. Each connection gets `requestTimeout` to
-/// deliver its request head (at most `maxRequestBytes`) and then to take the answer, after which it is closed; at
-/// most `maxConnections` are held, the oldest being dropped to make room. One request per connection
-/// (`Connection: close`). Handlers are synchronous and run on the loop thread (they must be quick).
+/// Keep-alive is the HTTP/1.1 default (`Connection: close` or HTTP/1.0 without keep-alive close after the answer).
+/// GET and HEAD are served; other methods get 405, what does not parse 400, a request head over `maxRequestBytes`
+/// 431. A request head must arrive whole within `requestTimeout` of its first byte (or of the connection opening);
+/// a connection silent for `idleTimeout` is closed; at most `maxConnections` are held, the oldest being dropped to
+/// make room, so idle sockets can never lock the endpoint. Handlers are synchronous and may take milliseconds (the
+/// metrics scrape, thumbnail bytes): they run on a small thread pool, never on the event loop; the probe paths
+/// (/health, /ready) have a thread of their own, so a flood of scrapes never queues the kubelet's probes.
 public final class HTTPServer: Service, Sendable {
     public typealias Handler = @Sendable (_ path: String) -> HTTPResponse?
 
     public struct Limits: Sendable {
+        /// How long a request head may take to arrive, from its first byte (or from the connection opening).
         public var requestTimeout: Duration = .seconds(5)
-        public var maxConnections = 64
+        /// How long a kept-alive connection may stay silent before it is closed.
+        public var idleTimeout: Duration = .seconds(60)
+        public var maxConnections = 256
         public var maxRequestBytes = 16384
+        /// Threads running the handlers (besides the probes' own thread).
+        public var handlerThreads = 2
+        /// Paths whose handlers run on their own thread, never queued behind the others.
+        public var probePaths: Set<String> = ["/health", "/ready"]
         public init() {}
     }
 
@@ -114,222 +127,252 @@ public final class HTTPServer: Service, Sendable {
         for w in waiters { w.resume(returning: port) }
     }
 
+    /// Listens until graceful shutdown (or cancellation), then closes the listener, lets each connection finish the
+    /// answer it is writing (up to a second), closes them all and returns.
     public func run() async throws {
-        let fd: Int32
-        let port: UInt16
-        do { (fd, port) = try bindSocket() } catch {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let pool = HandlerThreads(general: max(1, limits.handlerThreads), probePaths: limits.probePaths)
+        let connections = OpenConnections()
+        let listener: any Channel
+        do {
+            let socketAddress = try SocketAddress(ipAddress: address.host, port: Int(address.port))
+            listener = try await bootstrap(group: group, pool: pool, connections: connections).bind(to: socketAddress).get()
+        } catch {
             stopped.withLock { $0 = true }
             publish(nil)
-            throw error
+            await pool.shutdown()
+            try? await group.shutdownGracefully()
+            throw AppError.http("cannot listen on \(address): \(error)")
         }
+        let port = UInt16(listener.localAddress?.port ?? Int(address.port))
+        publish(port)
         logger.info("HTTP status endpoint listening", metadata: ["address": "\(HTTPAddress(host: address.host, port: port))"])
 
-        let done = Locked<CheckedContinuation<Void, Never>?>(nil)
-        let finished = Locked(false)
-        let thread = Thread { [handler, stopped, limits] in
-            var loop = EventLoop(listener: fd, limits: limits, handler: handler)
-            while !stopped.current { loop.turn() }
-            loop.closeAll()
-            close(fd)
-            let c: CheckedContinuation<Void, Never>? = done.withLock { c in
-                finished.withLock { $0 = true }
-                let x = c
-                c = nil
-                return x
-            }
-            c?.resume()
-        }
-        thread.name = "dreamsr.http"
-        thread.start()
-        publish(port)
-
         try? await gracefulShutdown()
-        stopped.withLock { $0 = true }
-        await withCheckedContinuation { (cont: CheckedContinuation<Void, Never>) in
-            let already: Bool = done.withLock { c in
-                if finished.current { return true }
-                c = cont
-                return false
-            }
-            if already { cont.resume() }
+        try? await listener.close()
+        // Connections between requests close at once; one writing an answer closes when it is written.
+        for channel in connections.all { channel.pipeline.fireUserInboundEventTriggered(ChannelShouldQuiesceEvent()) }
+        let quiesceDeadline = ContinuousClock.now + .seconds(1)
+        while !Task.isCancelled && !connections.all.isEmpty && ContinuousClock.now < quiesceDeadline {
+            try? await Task.sleep(for: .milliseconds(10))
         }
+        for channel in connections.all { try? await channel.close() }
+        try? await group.shutdownGracefully()
+        await pool.shutdown()
         logger.info("HTTP status endpoint stopped")
     }
 
-    /// A non-blocking listening socket on `address`; returns it with the port actually bound.
-    private func bindSocket() throws -> (Int32, UInt16) {
-        let family = address.isIPv6 ? AF_INET6 : AF_INET
-        let fd = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { throw AppError.http("socket() failed: \(String(cString: strerror(errno)))") }
-        var one: Int32 = 1
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
-        var storage = sockaddr_storage()
-        let length: socklen_t
-        if address.isIPv6 {
-            var zero: Int32 = 0 // [::] also takes IPv4 connections (dual stack)
-            setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &zero, socklen_t(MemoryLayout<Int32>.size))
-            var sin6 = sockaddr_in6()
-            sin6.sin6_family = sa_family_t(AF_INET6)
-            sin6.sin6_port = address.port.bigEndian
-            inet_pton(AF_INET6, address.host, &sin6.sin6_addr)
-            withUnsafeMutableBytes(of: &storage) { dst in withUnsafeBytes(of: sin6) { dst.copyMemory(from: $0) } }
-            length = socklen_t(MemoryLayout<sockaddr_in6>.size)
-        } else {
-            var sin = sockaddr_in()
-            sin.sin_family = sa_family_t(AF_INET)
-            sin.sin_port = address.port.bigEndian
-            inet_pton(AF_INET, address.host, &sin.sin_addr)
-            withUnsafeMutableBytes(of: &storage) { dst in withUnsafeBytes(of: sin) { dst.copyMemory(from: $0) } }
-            length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    private func bootstrap(group: MultiThreadedEventLoopGroup, pool: HandlerThreads,
+                           connections: OpenConnections) -> ServerBootstrap {
+        var bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.backlog, value: 256)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+        if address.isIPv6 { // [::] also takes IPv4 connections (dual stack)
+            bootstrap = bootstrap.serverChannelOption(ChannelOptions.Types.SocketOption(level: .ipv6, name: .ipv6_v6only), value: 0)
         }
-        let rc = withUnsafePointer(to: &storage) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-        guard rc == 0 else {
-            let e = errno
-            close(fd)
-            throw AppError.http("cannot listen on \(address): \(String(cString: strerror(e)))")
-        }
-        guard listen(fd, 64) == 0 else {
-            let e = errno
-            close(fd)
-            throw AppError.http("listen() on \(address) failed: \(String(cString: strerror(e)))")
-        }
-        var bound = sockaddr_storage()
-        var boundLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
-        _ = withUnsafeMutablePointer(to: &bound) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &boundLength) } }
-        // sin_port and sin6_port sit at the same offset, right after the family.
-        let port = withUnsafeBytes(of: bound) { UInt16(bigEndian: $0.load(fromByteOffset: 2, as: UInt16.self)) }
-        return (fd, port)
+        return bootstrap
+            .childChannelOption(ChannelOptions.tcpOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { [limits, handler] channel in
+                connections.add(channel, keepingAtMost: limits.maxConnections)
+                return channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(IdleStateHandler(readTimeout: TimeAmount(limits.idleTimeout)))
+                    try sync.addHandler(RequestHeadGuard(maxBytes: limits.maxRequestBytes,
+                                                         timeout: TimeAmount(limits.requestTimeout)))
+                    try sync.configureHTTPServerPipeline(withErrorHandling: true)
+                    try sync.addHandler(StatusRequestHandler(handler: handler, pool: pool))
+                }
+            }
+    }
+}
+
+/// Where handlers run: the probe paths on a thread of their own, everything else on a small pool.
+private struct HandlerThreads: Sendable {
+    let general: NIOThreadPool
+    let probes: NIOThreadPool
+    let probePaths: Set<String>
+
+    init(general threads: Int, probePaths: Set<String>) {
+        general = NIOThreadPool(numberOfThreads: threads)
+        probes = NIOThreadPool(numberOfThreads: 1)
+        self.probePaths = probePaths
+        general.start()
+        probes.start()
     }
 
-    /// The connections of one server and the poll(2) loop serving them; used only on the server's thread.
-    private struct EventLoop {
-        struct Connection {
-            let fd: Int32
-            var deadline: UInt64
-            var request: [UInt8] = []
-            var response: [UInt8]? = nil
-            var sent = 0
+    func pool(for path: String) -> NIOThreadPool { probePaths.contains(path) ? probes : general }
+
+    func shutdown() async {
+        try? await general.shutdownGracefully()
+        try? await probes.shutdownGracefully()
+    }
+}
+
+/// The server's open connections, oldest first.
+private final class OpenConnections: Sendable {
+    private let list = Locked<[any Channel]>([])
+
+    var all: [any Channel] { list.current }
+
+    /// Registers `channel` (forgotten when it closes); past `limit`, the oldest connection is closed to make room.
+    func add(_ channel: any Channel, keepingAtMost limit: Int) {
+        let id = ObjectIdentifier(channel)
+        let evicted: [any Channel] = list.withLock { list in
+            list.append(channel)
+            let excess = max(0, list.count - max(1, limit))
+            let oldest = Array(list.prefix(excess))
+            list.removeFirst(excess)
+            return oldest
         }
+        for old in evicted { old.close(promise: nil) }
+        channel.closeFuture.whenComplete { [list] _ in list.withLock { $0.removeAll { ObjectIdentifier($0) == id } } }
+    }
+}
 
-        let listener: Int32
-        let limits: Limits
-        let handler: Handler
-        var connections: [Connection] = []
+/// Sits in front of the HTTP decoder: bounds the size of a request head and the time it may take to arrive, and
+/// closes a connection that stays silent (the `IdleStateHandler` before it says when).
+private final class RequestHeadGuard: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = IOData
+    typealias OutboundOut = IOData
 
-        init(listener: Int32, limits: Limits, handler: @escaping Handler) {
-            self.listener = listener
-            self.limits = limits
-            self.handler = handler
+    /// Sent down the pipeline by the request handler when a request head has been decoded.
+    struct HeadReceived {}
+
+    private let maxBytes: Int
+    private let timeout: TimeAmount
+    /// Bytes received since the last complete request head.
+    private var pending = 0
+    private var deadline: Scheduled<Void>?
+    private var rejected = false
+
+    init(maxBytes: Int, timeout: TimeAmount) {
+        self.maxBytes = maxBytes
+        self.timeout = timeout
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        armDeadline(context: context)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !rejected else { return }
+        let bytes = unwrapInboundIn(data)
+        if deadline == nil { armDeadline(context: context) }
+        pending += bytes.readableBytes
+        guard pending <= maxBytes else {
+            rejected = true
+            let body = "request head over \(maxBytes) bytes\n"
+            let answer = "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                + "Content-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n" + body
+            context.writeAndFlush(wrapOutboundOut(.byteBuffer(ByteBuffer(string: answer)))).assumeIsolated()
+                .whenComplete { _ in context.close(promise: nil) }
+            return
         }
+        context.fireChannelRead(data)
+    }
 
-        static func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        guard event is HeadReceived else { return context.triggerUserOutboundEvent(event, promise: promise) }
+        pending = 0
+        deadline?.cancel()
+        deadline = nil
+        promise?.succeed(())
+    }
 
-        var timeoutNanoseconds: UInt64 {
-            let c = limits.requestTimeout.components
-            return UInt64(max(0, c.seconds)) * 1_000_000_000 + UInt64(max(0, c.attoseconds) / 1_000_000_000)
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
+            context.close(promise: nil)
+            return
         }
+        context.fireUserInboundEventTriggered(event)
+    }
 
-        /// One poll(2) round (at most 100 ms, so the stop flag is seen promptly).
-        mutating func turn() {
-            var fds = [pollfd(fd: listener, events: Int16(POLLIN), revents: 0)]
-            for c in connections {
-                fds.append(pollfd(fd: c.fd, events: Int16(c.response == nil ? POLLIN : POLLOUT), revents: 0))
-            }
-            let ready = poll(&fds, nfds_t(fds.count), 100)
-            let now = Self.now()
-            if ready > 0 {
-                // Connections first (their indices match `fds`), then new ones.
-                var keep: [Connection] = []
-                for (i, var c) in connections.enumerated() {
-                    let events = fds[i + 1].revents
-                    if events != 0 && !service(&c, events: events) { close(c.fd); continue }
-                    keep.append(c)
-                }
-                connections = keep
-                if fds[0].revents & Int16(POLLIN) != 0 { acceptAll(now: now) }
-            }
-            // Deadlines: a connection that has not delivered its request (or taken its answer) in time is dropped.
-            connections.removeAll { c in
-                guard now >= c.deadline else { return false }
-                close(c.fd)
-                return true
-            }
+    /// The head of the request under way (or the first one) must be in within `timeout`, or the connection closes.
+    private func armDeadline(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+            context.close(promise: nil)
         }
+    }
+}
 
-        mutating func acceptAll(now: UInt64) {
-            while true {
-                let fd = accept(listener, nil, nil)
-                guard fd >= 0 else { return }
-                _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-                _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-                if connections.count >= limits.maxConnections {
-                    // Full: the oldest connection makes room, so idle sockets can never lock the endpoint.
-                    close(connections.removeFirst().fd)
-                }
-                connections.append(Connection(fd: fd, deadline: now + timeoutNanoseconds))
-            }
-        }
+/// Answers decoded requests: the handler runs on a handler thread, the answer is written back on the event loop.
+/// One request at a time per connection (NIO's pipelining handler holds the next one until this answer is written).
+private final class StatusRequestHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
 
-        /// Reads or writes what the socket allows; false when the connection is finished (or broken).
-        func service(_ c: inout Connection, events: Int16) -> Bool {
-            if c.response == nil {
-                var buffer = [UInt8](repeating: 0, count: 4096)
-                while c.request.count < limits.maxRequestBytes {
-                    let n = buffer.withUnsafeMutableBytes { recv(c.fd, $0.baseAddress, $0.count, 0) }
-                    if n > 0 {
-                        let searchFrom = max(0, c.request.count - 3)
-                        c.request.append(contentsOf: buffer[0..<n])
-                        if Self.containsBlankLine(c.request, from: searchFrom) { break }
-                        continue
-                    }
-                    if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) { return true }
-                    return false // closed by the peer before a whole request, or an error
-                }
-                c.response = HTTPServer.respond(to: c.request, handler: handler)
-            }
-            guard let out = c.response else { return true }
-            while c.sent < out.count {
-                let n = out[c.sent...].withUnsafeBytes { send(c.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-                if n > 0 { c.sent += n; continue }
-                if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) { return true }
-                return false
-            }
-            return false // answered: close
-        }
+    private let handler: HTTPServer.Handler
+    private let pool: HandlerThreads
+    private var request: HTTPRequestHead?
 
-        static func containsBlankLine(_ a: [UInt8], from start: Int) -> Bool {
-            guard a.count >= 4 else { return false }
-            for i in start...(a.count - 4) where a[i] == 13 && a[i + 1] == 10 && a[i + 2] == 13 && a[i + 3] == 10 {
-                return true
-            }
-            return false
-        }
+    init(handler: @escaping HTTPServer.Handler, pool: HandlerThreads) {
+        self.handler = handler
+        self.pool = pool
+    }
 
-        func closeAll() {
-            for c in connections { close(c.fd) }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            request = head
+            context.triggerUserOutboundEvent(RequestHeadGuard.HeadReceived(), promise: nil)
+        case .body:
+            break // GET and HEAD have none; other methods are refused at their end
+        case .end:
+            guard let head = request else { return }
+            request = nil
+            answer(head, context: context)
         }
     }
 
-    /// The whole response (head and body) to one request head.
-    static func respond(to request: [UInt8], handler: Handler) -> [UInt8] {
-        let text = String(decoding: request, as: UTF8.self)
-        let parts = text.split(separator: "\r\n", maxSplits: 1).first?.split(separator: " ") ?? []
-        let response: HTTPResponse
-        if parts.count < 2 {
-            response = HTTPResponse(status: 400, body: "bad request\n")
-        } else if parts[0] != "GET" && parts[0] != "HEAD" {
-            response = HTTPResponse(status: 405, body: "only GET\n")
-        } else {
-            let path = String(parts[1].split(separator: "?", maxSplits: 1).first ?? "")
-            response = handler(path) ?? HTTPResponse(status: 404, body: "not found\n")
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
+    private func answer(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+        guard head.method == .GET || head.method == .HEAD else {
+            write(HTTPResponse(status: 405, body: "only GET and HEAD\n"), to: head, extraHeaders: [("Allow", "GET, HEAD")],
+                  context: context)
+            return
         }
-        let reason: String = [200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-                              503: "Service Unavailable"][response.status] ?? "Status"
-        let body = response.bytes
-        var head = "HTTP/1.1 \(response.status) \(reason)\r\nContent-Type: \(response.contentType)\r\n"
-        head += "Content-Length: \(body.count)\r\nConnection: close\r\n\r\n"
-        var out = Array(head.utf8)
-        if parts.first != "HEAD" { out += body }
-        return out
+        let path = String(head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false).first ?? "")
+        pool.pool(for: path).runIfActive(eventLoop: context.eventLoop) { [handler] in handler(path) }
+            .assumeIsolated()
+            .whenComplete { result in
+                let response: HTTPResponse
+                switch result {
+                case .success(let found): response = found ?? HTTPResponse(status: 404, body: "not found\n")
+                case .failure: response = HTTPResponse(status: 503, body: "shutting down\n")
+                }
+                self.write(response, to: head, context: context)
+            }
+    }
+
+    private func write(_ response: HTTPResponse, to request: HTTPRequestHead, extraHeaders: [(String, String)] = [],
+                       context: ChannelHandlerContext) {
+        let keepAlive = request.isKeepAlive
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: response.contentType)
+        headers.add(name: "Content-Length", value: String(response.bytes.count))
+        headers.add(name: "Connection", value: keepAlive ? "keep-alive" : "close")
+        for (name, value) in extraHeaders { headers.add(name: name, value: value) }
+        let head = HTTPResponseHead(version: .http1_1, status: HTTPResponseStatus(statusCode: response.status), headers: headers)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if request.method != .HEAD && !response.bytes.isEmpty {
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: response.bytes)))), promise: nil)
+        }
+        let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if !keepAlive {
+            written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+        }
     }
 }
