@@ -6,6 +6,7 @@ import Foundation
 import Imaging
 import PipelineRuntime
 import Raster
+import Support
 import Testing
 
 // Issue 12, watch-folder items against the real daemon process (Real-ESRGAN on 8x8 images): overlapping folders
