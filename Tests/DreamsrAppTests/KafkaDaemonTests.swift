@@ -339,7 +339,7 @@ struct SplitMix64: RandomNumberGenerator {
     }
 }
 
-@Suite struct KafkaConfigTests {
+@Suite(.timeLimit(.minutes(10))) struct KafkaConfigTests {
     @Test func kafkaSectionParsesWithDefaultsAndOverrides() throws {
         let yaml = """
         sources:
