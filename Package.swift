@@ -28,13 +28,14 @@ let package = Package(
         .target(name: "CVipsShim", dependencies: ["CVips"], cSettings: kernelCFlags),
         .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka", providers: [.apt(["librdkafka-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // The build's commit (scripts/build-release.sh defines it); nothing else.
         .target(name: "CBuildInfo"),
 
         // MARK: Engine (no I/O, no vips, no kafka)
         .target(name: "Tensor", dependencies: ["CKernels", "COpenBLAS"]),
         .target(name: "Checkpoints", dependencies: ["Tensor", "CKernels"]),
-        .target(name: "Tokenizers"),
+        .target(name: "Tokenizers", dependencies: ["CZlib"]),
         .target(name: "Models", dependencies: ["Tensor", "Checkpoints", "CKernels"]),
         .target(name: "Raster", dependencies: ["CKernels"]),
         .target(name: "Upscaling", dependencies: [
