@@ -19,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"4.0.0"),
     ],
     targets: [
         // MARK: C libraries and kernels
@@ -49,7 +50,8 @@ let package = Package(
         // Locks, cancellation flags, durations, health problems: what the runtime and the connectors share.
         .target(name: "Support"),
         .target(name: "Jobs"),
-        .target(name: "Captioning", dependencies: [.product(name: "Logging", package: "swift-log")]),
+        .target(name: "Captioning", dependencies: [.product(name: "Logging", package: "swift-log"),
+                                                   .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "PipelineRuntime", dependencies: [
             "Jobs", "Support",
             .product(name: "Logging", package: "swift-log"),
