@@ -142,7 +142,7 @@ public struct KafkaConnectorConfiguration: Sendable, Equatable {
         if groupID.isEmpty { throw fail("group_id", "must not be empty") }
         if maxInFlight < 1 || maxInFlight > 4096 { throw fail("max_in_flight", "\(maxInFlight) not in 1...4096") }
         if !InputMessage.formats.contains(defaultFormat.lowercased()) {
-            throw fail("default_format", "'\(defaultFormat)' is not one of \(InputMessage.formats.sorted())")
+            throw fail("format", "'\(defaultFormat)' is not one of \(InputMessage.formats.sorted())")
         }
         if let maxBuffered, maxBuffered < 1 { throw fail("max_buffered", "\(maxBuffered) < 1") }
         if maxBufferedBytes < 1 { throw fail("max_buffered_bytes", "\(maxBufferedBytes) < 1") }

@@ -3,6 +3,7 @@ import Checkpoints
 import Foundation
 import Tensor
 import Testing
+import DreamsrTestKit
 
 /// Exact dequantization: our values equal `gguf.quants.dequantize` (the fixture's expected float32) bit for bit, for
 /// every supported type, under every kernel ISA this CPU has; and each SIMD variant equals the scalar reference.
@@ -41,7 +42,7 @@ struct GGUFDequantizationTests {
 
     /// Random blocks of `dtype` (seeded), fp16 scales finite.
     static func randomBlocks(_ dtype: TensorDType, blocks: Int, seed: UInt64) -> [UInt8] {
-        var rng = SplitMix(seed)
+        var rng = SeededGenerator(seed: seed)
         var bytes = (0..<(blocks * dtype.blockBytes)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
         for b in 0..<blocks {
             for off in halfFields[dtype] ?? [] where bytes[b * dtype.blockBytes + off + 1] & 0x7C == 0x7C {
@@ -89,19 +90,6 @@ struct GGUFDequantizationTests {
         }
         #expect(ck_qtype_block_size(16) == 0 && ck_qtype_block_bytes(16) == 0, "IQ2_XXS is unsupported")
         #expect(TensorDType(ggmlTypeID: 99) == nil)
-    }
-}
-
-/// Seeded 64-bit generator (SplitMix64).
-struct SplitMix {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

@@ -7,6 +7,7 @@ import Imaging
 import KafkaConnector
 import Raster
 import Testing
+import DreamsrTestKit
 
 /// Daemon-level Kafka tests: the built `dreamsr` binary (`serve --kafka` and a `sources.kafka` config) with the real
 /// Real-ESRGAN model on 16x16 images, against librdkafka's mock broker running in this test process (so the daemon
@@ -244,7 +245,7 @@ enum KafkaDaemon {
     /// ok results + its output or as dead letters, never both; committed offsets reach the partition ends.
     @Test func propertyRandomMixWithSigkillsEndsWithEveryMessageAccountedFor() async throws {
         let seed = ProcessInfo.processInfo.environment["DREAMSR_PROPERTY_SEED"].flatMap { UInt64($0) } ?? 20_261_203
-        var rng = SplitMix64(seed: seed)
+        var rng = SeededGenerator(seed: seed)
         let s = try KafkaDaemon.setup("prop", partitions: 3)
         enum Kind: CaseIterable { case valid, slow, badJSON, badField, missing, folder }
         var kinds: [String: Kind] = [:]
@@ -323,19 +324,6 @@ enum KafkaDaemon {
         let big = letters.first { $0.key == Array("big".utf8) }
         #expect(big.map { ($0.value?.count ?? .max) < 1_000_000 } == true, "the oversized dead letter was cut to fit")
         #expect(big?.headers.first { $0.name == DeadLetterHeader.originalSize }?.stringValue == String(oversized.count))
-    }
-}
-
-/// SplitMix64: a seeded generator, so a failing mix can be replayed (`DREAMSR_PROPERTY_SEED`).
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

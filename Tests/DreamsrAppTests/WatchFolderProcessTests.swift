@@ -8,6 +8,7 @@ import PipelineRuntime
 import Raster
 import Support
 import Testing
+import DreamsrTestKit
 
 // Issue 12, watch-folder items against the real daemon process (Real-ESRGAN on 8x8 images): overlapping folders
 // refused (4), a broken processing/ or output folder (2, 3), and the property-style test of random interleavings.
@@ -25,17 +26,6 @@ private func tinyPNG(_ n: Int, in dir: String) throws -> Data {
 }
 
 /// Puts a regular file where the folder `path` is (the daemon may recreate the folder in between: try again).
-func replaceWithFile(_ path: String) async throws {
-    for _ in 0..<100 {
-        try? FileManager.default.removeItem(atPath: path)
-        _ = FileManager.default.createFile(atPath: path, contents: Data("a file where a folder should be".utf8))
-        var isDir: ObjCBool = true
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), !isDir.boolValue { return }
-        try await Task.sleep(for: .milliseconds(5))
-    }
-    throw Daemon.Failure("could not replace \(path) with a file")
-}
-
 private func logText(_ path: String) -> String { (try? String(contentsOfFile: path, encoding: .utf8)) ?? "" }
 
 /// Regular files of `dir` (hidden ones too), sorted.
@@ -52,18 +42,6 @@ private func createNew(_ path: String, _ data: Data, staging: String) -> Bool {
     _ = FileManager.default.createFile(atPath: temp, contents: data)
     defer { unlink(temp) }
     return link(temp, path) == 0
-}
-
-/// A deterministic generator (SplitMix64) so a failing interleaving can be replayed from its seed.
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
 }
 
 @Suite(.serialized, .timeLimit(.minutes(5))) struct WatchFolderProcessTests {
@@ -136,7 +114,7 @@ struct SeededGenerator: RandomNumberGenerator {
         let staging = root + "/staging"
         try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)
 
-        try await replaceWithFile(dir + "/processing")
+        try replaceFolderWithFile(dir + "/processing")
         #expect(createNew(dir + "/a.png", try tinyPNG(1, in: staging), staging: staging))
         try await Daemon.waitUntil("/health to fail", timeout: .seconds(20), log: log) {
             (try? httpGet(port: port, path: "/health"))?.status == 503
@@ -171,7 +149,7 @@ struct SeededGenerator: RandomNumberGenerator {
     @Test(arguments: [20_261_203, 7, 1_234_567] as [UInt64])
     func randomInterleavingsOfDropsAndKillsLoseNothing(defaultSeed: UInt64) async throws {
         let seed = UInt64(ProcessInfo.processInfo.environment["DREAMSR_PROPERTY_SEED"] ?? "") ?? defaultSeed
-        var rng = SeededGenerator(state: seed)
+        var rng = SeededGenerator(seed: seed)
         let root = try tempDir(), dir = root + "/in", out = root + "/out", staging = root + "/staging"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: true)

@@ -3,19 +3,7 @@ import Jobs
 import ServiceLifecycle
 import Testing
 @testable import KafkaConnector
-
-/// SplitMix64: a small seeded generator, so a failing mix can be replayed (`DREAMSR_PROPERTY_SEED`).
-struct SeededGenerator: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+import DreamsrTestKit
 
 /// Issue 12 acceptance (Kafka): a seeded random mix of valid, poison (bad JSON, bad fields, missing source,
 /// undecodable), oversized, flaky and slow jobs, consumed by a source that is stopped abruptly several times

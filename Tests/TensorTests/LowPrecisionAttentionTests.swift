@@ -2,6 +2,7 @@ import CKernels
 import Foundation
 import Testing
 import Tensor
+import DreamsrTestKit
 
 /// bf16 attention against the float32 attention on bf16-exact inputs. The one rounding left is the probabilities'
 /// (to bf16, relative 2⁻⁹), so |out - out_f32| <= 2⁻⁹ · Σ p |v| <= 2⁻⁹ · max|v|; asserted as 2.2e-3 · max|v|
@@ -9,7 +10,7 @@ import Tensor
 @Suite(.timeLimit(.minutes(1)))
 struct LowPrecisionAttentionTests {
     @Test func bf16AttentionMatchesFloat32WithinProbabilityRounding() {
-        var rng = SplitMix(seed: 21)
+        var rng = SeededGenerator(seed: 21)
         let heads = 3, headDim = 40, queries = 37, keys = 53, ld = heads * headDim + 5
         func input(_ rows: Int, _ scale: Float) -> [Float] {
             (0..<(rows * ld)).map { _ in

@@ -2,6 +2,7 @@ import CKernels
 import Foundation
 import Testing
 import Tensor
+import DreamsrTestKit
 
 /// Low-precision GEMM kernels (bf16, Q8_0, generic dequantize-per-panel): every SIMD variant this CPU has against
 /// the scalar reference, and the kernels against float32 GEMM on the same values.
@@ -25,7 +26,7 @@ struct LowPrecisionGemmTests {
 
     func ck(_ isa: KernelISA) -> ck_isa { ck_isa(rawValue: UInt32(isa.rawValue)) }
 
-    func random(_ n: Int, _ rng: inout SplitMix, scale: Float = 1) -> [Float] {
+    func random(_ n: Int, _ rng: inout SeededGenerator, scale: Float = 1) -> [Float] {
         (0..<n).map { _ in (rng.nextFloat() * 2 - 1) * scale }
     }
 
@@ -52,7 +53,7 @@ struct LowPrecisionGemmTests {
     /// The dispatched activation preparations (AVX-512 here) give the scalar references' bits, on random bit
     /// patterns (NaN payloads, infinities, subnormals), rounding ties and non-finite or all-zero Q8_0 blocks.
     @Test func preparationsMatchScalarBitForBit() {
-        var rng = SplitMix(seed: 17)
+        var rng = SeededGenerator(seed: 17)
         let rows = 7, k = 1000, ld = ck_lp_bf16_ld(k)
         var x = (0..<(rows * k)).map { i -> Float in
             i % 3 == 0 ? Float(bitPattern: UInt32(truncatingIfNeeded: rng.next())) : Float(Int(rng.next() % 2001) - 1000) / 8
@@ -80,7 +81,7 @@ struct LowPrecisionGemmTests {
     }
 
     @Test func bf16VariantsMatchScalar() {
-        var rng = SplitMix(seed: 7)
+        var rng = SeededGenerator(seed: 7)
         for (m, n, k) in Self.shapes {
             let x = random(m * k, &rng, scale: 2), bias = random(n, &rng)
             let w = random(n * k, &rng).map { ck_f32_to_bf16_rne($0) }
@@ -119,7 +120,7 @@ struct LowPrecisionGemmTests {
 
     /// bf16 weights and bf16-exact activations through `linear` against OpenBLAS float32 sgemm on the same values.
     @Test func bf16LinearMatchesFloat32Gemm() throws {
-        var rng = SplitMix(seed: 11)
+        var rng = SeededGenerator(seed: 11)
         let m = 37, n = 45, k = 200
         let x = Tensor(shape: [m, k], values: random(m * k, &rng, scale: 3).map(bf16))
         let wf = Tensor(shape: [n, k], values: random(n * k, &rng).map(bf16))
@@ -147,7 +148,7 @@ struct LowPrecisionGemmTests {
     // MARK: Q8_0
 
     /// Random Q8_0 rows including the edge values: q = -128 and 127, scale 0, the largest half and a subnormal half.
-    func q8Weights(rows: Int, k: Int, _ rng: inout SplitMix) -> [UInt8] {
+    func q8Weights(rows: Int, k: Int, _ rng: inout SeededGenerator) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: rows * k / 32 * 34)
         let edgeScales: [UInt16] = [0x0000, 0x7BFF, 0x0001, 0x3C00]
         for blk in 0..<(rows * k / 32) {
@@ -162,7 +163,7 @@ struct LowPrecisionGemmTests {
     }
 
     @Test func q8_0VariantsMatchScalar() {
-        var rng = SplitMix(seed: 3)
+        var rng = SeededGenerator(seed: 3)
         for (m, n, k) in Self.q8Shapes {
             let nb = k / 32
             var x = random(m * k, &rng, scale: 4)
@@ -221,7 +222,7 @@ struct LowPrecisionGemmTests {
     /// rounding, 1e-5 · Σ|x w|); the test asserts that bound per output, and that it is not vacuous (the error is
     /// nonzero and within 0.5 % of the output scale).
     @Test func q8_0LinearMatchesDequantizedGemmWithinActivationQuantization() throws {
-        var rng = SplitMix(seed: 5)
+        var rng = SeededGenerator(seed: 5)
         let m = 11, n = 19, k = 256, nb = k / 32
         let x = Tensor(shape: [m, k], values: random(m * k, &rng, scale: 2))
         let wf0 = Tensor(shape: [n, k], values: random(n * k, &rng, scale: 0.1))
@@ -272,7 +273,7 @@ struct LowPrecisionGemmTests {
     }
 
     @Test func genericPathMatchesBf16AndFloat32() throws {
-        var rng = SplitMix(seed: 9)
+        var rng = SeededGenerator(seed: 9)
         let m = 10, n = 150, k = 70 // 150 rows: three 64-row panels, the last one partial
         let raw = (0..<(n * k)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
         let values = Tensor(shape: [n, k], values: raw.map { Float(Int8(bitPattern: $0)) / 64 })
@@ -300,7 +301,7 @@ struct LowPrecisionGemmTests {
     /// Rows `rowStride` apart with NaN bytes between them: the kernels read only the rows' own bytes (masked tails),
     /// so the result is the packed matrix's, bit for bit, in both loop forms (M = 5 and M = 20) and every variant.
     @Test func paddedRowsAreNeverRead() throws {
-        var rng = SplitMix(seed: 23)
+        var rng = SeededGenerator(seed: 23)
         let n = 19, k = 96
         let wf = Tensor(shape: [n, k], values: random(n * k, &rng))
         for format in [WeightMatrix.Format.bf16, .q8_0] {
@@ -364,7 +365,7 @@ struct LowPrecisionGemmTests {
     /// A NaN or inf activation makes its own output row non-finite (as float32 does), never a crash, and leaves the
     /// other rows as they were.
     @Test func nonFiniteActivationsStayInTheirRow() throws {
-        var rng = SplitMix(seed: 13)
+        var rng = SeededGenerator(seed: 13)
         let m = 6, n = 10, k = 96
         let wf = Tensor(shape: [n, k], values: random(n * k, &rng))
         let clean = Tensor(shape: [m, k], values: random(m * k, &rng))

@@ -2,11 +2,12 @@ import CKernels
 import Foundation
 import Tensor
 import XCTest
+import DreamsrTestKit
 
 /// Dispatched transformer kernels (every ISA this CPU has) against their scalar references, and the Swift ops
 /// against direct formulas.
 final class TransformerKernelTests: XCTestCase {
-    var rng = SplitMix(seed: 42)
+    var rng = SeededGenerator(seed: 42)
 
     override func tearDown() {
         KernelISA.force(KernelISA.detected)
@@ -166,16 +167,3 @@ final class TransformerKernelTests: XCTestCase {
     }
 }
 
-/// Deterministic test RNG.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func nextFloat() -> Float { Float(next() >> 40) / Float(1 << 24) }
-}

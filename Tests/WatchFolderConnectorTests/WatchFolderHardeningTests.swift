@@ -31,17 +31,6 @@ private func put(_ path: String, _ text: String) {
     _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8))
 }
 
-/// Puts a regular file where the folder `path` is (the source may recreate the folder in between: try again).
-private func replaceWithFile(_ path: String) async throws {
-    for _ in 0..<100 {
-        try? FileManager.default.removeItem(atPath: path)
-        put(path, "a file where a folder should be")
-        if FileStatus(path)?.kind == .regular { return }
-        try await Task.sleep(for: .milliseconds(5))
-    }
-    throw Timeout(description: "could not replace \(path) with a file")
-}
-
 private func text(_ path: String) -> String? {
     FileManager.default.contents(atPath: path).map { String(decoding: $0, as: UTF8.self) }
 }
@@ -139,7 +128,7 @@ private func running(_ config: WatchFolderConfig, _ processor: any JobProcessor,
             put(dir + "/a.png", "a")
             try await eventually("a.png done after processing/ was recreated") { entries(dir + "/done") == ["a.png"] }
 
-            try await replaceWithFile(dir + "/processing")
+            try replaceFolderWithFile(dir + "/processing")
             put(dir + "/b.png", "b")
             try await eventually("health to report processing/") {
                 health.current.contains { $0.contains("processing folder") && $0.contains("is not a folder") }
@@ -176,7 +165,7 @@ private func running(_ config: WatchFolderConfig, _ processor: any JobProcessor,
             return nil
         }
         try await running(config(dir, out), processor, health: health) { events in
-            try await replaceWithFile(out)
+            try replaceFolderWithFile(out)
             put(dir + "/a.png", "a")
             try await eventually("health to report the output folder") {
                 health.current.contains { $0.contains("output folder") && $0.contains("not a folder") }
