@@ -1,4 +1,5 @@
 import DreamsrTestKit
+import Foundation
 import Jobs
 import Logging
 import PipelineRuntime
@@ -173,7 +174,11 @@ private func withRunning<T: Sendable>(_ pipeline: Pipeline<FakePayload>,
         runner.cancel()
         let outcome = await o
         #expect(outcome.isAbandoned)
+        // A status of its own (not an error with a note): sources and the JSON/status outputs read it as such.
+        #expect(outcome.status == .abandoned && outcome.notes.isEmpty)
         #expect(outcome.retriable)
+        let decoded = try JSONDecoder().decode(JobOutcome.self, from: try JSONEncoder().encode(outcome))
+        #expect(decoded.status == .abandoned && decoded.isAbandoned)
         _ = try? await runner.value
         #expect(pipeline.lifecycle == .stopped)
     }
