@@ -18,9 +18,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
-        .package(url: "https://github.com/apple/swift-async-algorithms", from: "1.0.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.0.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"4.0.0"),
     ],
     targets: [
         // MARK: C libraries and kernels
@@ -30,46 +30,51 @@ let package = Package(
         .target(name: "CVipsShim", dependencies: ["CVips"], cSettings: kernelCFlags),
         .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka", providers: [.apt(["librdkafka-dev"])]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // The build's commit (scripts/build-release.sh defines it); nothing else.
         .target(name: "CBuildInfo"),
 
         // MARK: Engine (no I/O, no vips, no kafka)
         .target(name: "Tensor", dependencies: ["CKernels", "COpenBLAS"]),
         .target(name: "Checkpoints", dependencies: ["Tensor", "CKernels"]),
-        .target(name: "Tokenizers"),
-        .target(name: "Models", dependencies: ["Tensor", "Checkpoints"]),
+        .target(name: "Tokenizers", dependencies: ["CZlib"]),
+        .target(name: "Models", dependencies: ["Tensor", "Checkpoints", "CKernels"]),
         .target(name: "Raster", dependencies: ["CKernels"]),
         .target(name: "Upscaling", dependencies: [
-            "Raster", "Tensor", "Models", "Checkpoints", "Tokenizers", "Captioning",
-            .product(name: "Logging", package: "swift-log"),
+            "Raster", "Tensor", "Models", "Checkpoints", "Tokenizers", "Captioning", "CKernels",
         ]),
 
         // MARK: Imaging (the only module that talks to libvips)
         .target(name: "Imaging", dependencies: ["CVipsShim", "Raster"]),
 
         // MARK: Service
+        // Locks, cancellation flags, durations, health problems: what the runtime and the connectors share.
+        .target(name: "Support"),
         .target(name: "Jobs"),
-        .target(name: "Captioning", dependencies: [.product(name: "Logging", package: "swift-log")]),
+        .target(name: "Captioning", dependencies: [.product(name: "Logging", package: "swift-log"),
+                                                   .product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "PipelineRuntime", dependencies: [
-            "Jobs",
+            "Jobs", "Support",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            .product(name: "AsyncAlgorithms", package: "swift-async-algorithms"),
         ]),
         .target(name: "WatchFolderConnector", dependencies: [
-            "Jobs", "PipelineRuntime",
+            "Jobs", "Support",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .target(name: "KafkaConnector", dependencies: [
-            "Jobs", "PipelineRuntime", "CRdKafka", "CCurl", "Captioning",
+            // PipelineRuntime: only for SourceMetrics (the retry / dead-letter counters every source shares).
+            "Jobs", "Support", "PipelineRuntime", "CRdKafka", "CCurl", "Captioning",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .target(name: "DreamsrApp", dependencies: [
-            "CBuildInfo", "Tensor", "Imaging", "Upscaling", "Jobs", "PipelineRuntime", "WatchFolderConnector", "KafkaConnector",
+            "CBuildInfo", "Tensor", "Checkpoints", "Models", "Tokenizers", "Captioning", "Raster", "Imaging", "Upscaling",
+            "Jobs", "Support", "PipelineRuntime", "WatchFolderConnector", "KafkaConnector",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
@@ -80,30 +85,49 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         .executableTarget(name: "dreamsr", dependencies: [
-            "DreamsrApp", "Imaging", "Upscaling", "Tensor", "Tokenizers",
+            "DreamsrApp", "Imaging", "Upscaling", "Tensor", "Tokenizers", "Jobs",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "dreamsr-mock-kafka", dependencies: ["CRdKafka"]),
         .executableTarget(name: "dreamsr-bench", dependencies: [
-            "DreamsrApp",
+            "DreamsrApp", "Checkpoints", "Imaging", "Jobs", "KafkaConnector", "Models", "PipelineRuntime", "Raster",
+            "Support", "Tensor", "Upscaling", "WatchFolderConnector",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Benchmarks/dreamsr-bench"),
 
         // MARK: Test support and tests
-        .target(name: "DreamsrTestKit", dependencies: ["Jobs", "PipelineRuntime", "Raster", "Tensor",
+        .target(name: "DreamsrTestKit", dependencies: ["Jobs", "Support", "PipelineRuntime", "Raster", "Tensor",
                                                      .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "CKernels", "DreamsrTestKit"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Tensor", "CKernels", "DreamsrTestKit"]),
         .testTarget(name: "TokenizersTests", dependencies: ["Tokenizers"]),
         .testTarget(name: "CaptioningTests", dependencies: ["Captioning", "DreamsrTestKit"]),
-        .testTarget(name: "ModelsTests", dependencies: ["Models", "Checkpoints", "Tensor", "DreamsrTestKit"]),
+        .testTarget(name: "ModelsTests", dependencies: ["Models", "Checkpoints", "Tensor", "CKernels", "DreamsrTestKit"]),
         .testTarget(name: "RasterTests", dependencies: ["Raster", "CKernels"]),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "Raster", "DreamsrTestKit"]),
-        .testTarget(name: "UpscalingTests", dependencies: ["Upscaling", "Raster", "Models", "Tensor", "DreamsrTestKit"]),
-        .testTarget(name: "PipelineRuntimeTests", dependencies: ["PipelineRuntime", "Jobs", "DreamsrTestKit"]),
-        .testTarget(name: "WatchFolderConnectorTests", dependencies: ["WatchFolderConnector", "PipelineRuntime", "Jobs", "DreamsrTestKit"]),
-        .testTarget(name: "KafkaConnectorTests", dependencies: ["KafkaConnector", "PipelineRuntime", "Jobs", "DreamsrTestKit",
-                                                             "Captioning", .product(name: "Metrics", package: "swift-metrics")]),
-        .testTarget(name: "DreamsrAppTests", dependencies: ["DreamsrApp", "DreamsrTestKit"]),
+        .testTarget(name: "UpscalingTests", dependencies: ["Upscaling", "Raster", "Models", "Tensor", "Checkpoints",
+                                                        "DreamsrTestKit"]),
+        .testTarget(name: "PipelineRuntimeTests", dependencies: ["PipelineRuntime", "Jobs", "Support", "DreamsrTestKit",
+                                                              .product(name: "Logging", package: "swift-log"),
+                                                              .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
+        .testTarget(name: "WatchFolderConnectorTests", dependencies: ["WatchFolderConnector", "PipelineRuntime", "Jobs", "Support",
+                                                                   "DreamsrTestKit",
+                                                                   .product(name: "Logging", package: "swift-log"),
+                                                                   .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
+        .testTarget(name: "KafkaConnectorTests", dependencies: ["KafkaConnector", "PipelineRuntime", "Jobs", "Support", "DreamsrTestKit",
+                                                             "Captioning", .product(name: "CoreMetrics", package: "swift-metrics"),
+                                                             .product(name: "Logging", package: "swift-log"),
+                                                             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
+        .testTarget(name: "DreamsrAppTests", dependencies: [
+            "DreamsrApp", "DreamsrTestKit", "Checkpoints", "Imaging", "Jobs", "KafkaConnector", "PipelineRuntime", "Raster",
+            "Support", "Tensor", "Upscaling", "WatchFolderConnector",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ]),
     ]
 )

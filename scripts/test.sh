@@ -8,6 +8,8 @@ bash scripts/install-deps.sh
 for s in fetch-models fetch-tokenizers fetch-samples; do
     if [ -f "scripts/$s.sh" ]; then bash "scripts/$s.sh"; fi
 done
+# Every import declared in Package.swift, no unused package (reads the manifest only).
+timeout --kill-after=30 300 bash scripts/check-imports.sh
 timeout --kill-after=30 1200 swift build --build-tests
 # The documented systemd install, in a throw-away mount namespace (needs root, as CI runs).
 SUDO=""; if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

@@ -6,6 +6,7 @@ import Logging
 import PipelineRuntime
 import Prometheus
 import Raster
+import Support
 import Upscaling
 import WatchFolderConnector
 

@@ -6,6 +6,7 @@ import Metrics
 import PipelineRuntime
 import Prometheus
 import ServiceLifecycle
+import Support
 import WatchFolderConnector
 
 /// Builds a source service that feeds jobs to `processor` (the seam for connectors other than the watch folder,

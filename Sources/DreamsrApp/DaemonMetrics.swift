@@ -2,6 +2,7 @@ import Foundation
 import Metrics
 import PipelineRuntime
 import Prometheus
+import Support
 import WatchFolderConnector
 
 /// The daemon's Prometheus setup: duration buckets that fit jobs of milliseconds to hours, `dreamsr_build_info`,

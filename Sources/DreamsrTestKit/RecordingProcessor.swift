@@ -1,6 +1,7 @@
 import Foundation
 import Jobs
 import PipelineRuntime
+import Support
 
 /// A `JobProcessor` for source tests: records every request, optionally waits at a gate, fails the jobs whose file
 /// name contains "bad", and reports abandoned outcomes for names given in `abandon`.
@@ -25,8 +26,8 @@ public final class RecordingProcessor: JobProcessor, Sendable {
         if let gate { await gate.pass() }
         let outcome: JobOutcome
         if abandon.current.contains(request.id.rawValue) {
-            outcome = JobOutcome(id: request.id, status: .error, errorStage: "restore", errorMessage: "stopped",
-                                 retriable: true, notes: [PipelineNotes.abandoned], origin: request.origin)
+            outcome = JobOutcome(id: request.id, status: .abandoned, errorStage: "restore", errorMessage: "stopped",
+                                 retriable: true, origin: request.origin)
         } else if request.id.rawValue.contains("bad") {
             outcome = JobOutcome(id: request.id, status: .error, errorStage: "decode",
                                  errorMessage: "not an image", retriable: false, origin: request.origin)

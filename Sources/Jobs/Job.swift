@@ -43,11 +43,18 @@ public struct JobRequest: Sendable {
         self.pipeline = pipeline
         self.origin = origin
     }
+
+    /// Origin key a source sets on a request it would retry: the attempts it will still make if this one fails
+    /// retriably (the runtime's metrics then do not count such a failure as final).
+    public static let attemptsLeftOrigin = "attempts_left"
 }
 
 /// What happened to a job. Every admitted job produces exactly one outcome, success or failure.
 public struct JobOutcome: Sendable, Codable, Equatable {
-    public enum Status: String, Sendable, Codable { case ok, error }
+    /// `ok`: the output is written. `error`: the job failed (see `errorStage`, `errorMessage`, `retriable`).
+    /// `abandoned`: the job did not run to an end because the pipeline stopped (shutdown, cancellation, failed
+    /// preparation): not a failure of the input, so a source leaves it to be retried rather than treat it as failed.
+    public enum Status: String, Sendable, Codable { case ok, error, abandoned }
     public var id: JobID
     public var status: Status
     public var output: String?
@@ -81,6 +88,11 @@ public struct JobOutcome: Sendable, Codable, Equatable {
         self.notes = notes
         self.origin = origin
     }
+}
+
+extension JobOutcome {
+    /// True when the pipeline stopped before the job ended (`status == .abandoned`).
+    public var isAbandoned: Bool { status == .abandoned }
 }
 
 /// The one entry point sources use: submit a job, suspend while the pipeline is full (backpressure), get its

@@ -1,7 +1,7 @@
 import CCurl
 import Foundation
 import Jobs
-import PipelineRuntime
+import Support
 
 /// Downloads http(s) sources into a temporary file under the configured rules: allowed schemes, an address check at
 /// connect time (loopback, link-local, private, CGNAT, multicast refused unless allowed: the address checked is the

@@ -1,5 +1,5 @@
 import Foundation
-import PipelineRuntime
+import Jobs
 
 /// Checks made after parsing and before the model runs, for failures no retry can fix (issue 12, items 5 and 10):
 /// a source that is not a regular file, an output folder that is a file, an output path through a symbolic link

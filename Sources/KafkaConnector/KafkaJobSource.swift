@@ -3,6 +3,7 @@ import Jobs
 import Logging
 import PipelineRuntime
 import ServiceLifecycle
+import Support
 
 /// Observable events of the source (for tests, metrics and logs). Delivered synchronously from the thread where
 /// they happen; handlers must be quick and non-blocking.
@@ -491,7 +492,7 @@ final class SourceCore: @unchecked Sendable {
                 return await deadLetter(message, id: id, stage: "output", error: error, attempts: attempt)
             }
             var jobOrigin = origin
-            jobOrigin[PipelineMetrics.attemptsLeftOrigin] = String(configuration.retry.maxAttempts - attempt)
+            jobOrigin[JobRequest.attemptsLeftOrigin] = String(configuration.retry.maxAttempts - attempt)
             let request = JobRequest(id: id, source: .file(localPath), output: output, prompt: input.prompt,
                                      scale: input.scale, format: format, pipeline: input.pipeline,
                                      origin: jobOrigin)

@@ -1,6 +1,5 @@
 import Foundation
 import Jobs
-import PipelineRuntime
 
 /// The input message's JSON value (see docs/kafka.md). Unknown fields are ignored; wrong types are rejected.
 public struct InputMessage: Sendable, Equatable, Decodable {

@@ -1,3 +1,5 @@
+import Support
+
 /// A multi-producer, multi-consumer FIFO channel holding at most `capacity` elements. `send` suspends while the
 /// channel is full (backpressure; nothing is ever dropped), `receive` suspends while it is empty.
 ///

@@ -1,3 +1,5 @@
+import Support
+
 /// A budget of some quantity (jobs, megapixels) that callers reserve before going on and release when done.
 /// Waiters are served strictly in arrival order, so a large reservation is not starved by a stream of small ones.
 /// A reservation larger than the whole budget is not refused: it waits its turn until nothing else is reserved, then

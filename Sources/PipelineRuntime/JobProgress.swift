@@ -1,5 +1,6 @@
 import Foundation
 import Jobs
+import Support
 
 /// The last moment any job made progress: entered a stage, reported a unit of work (a tile, a sampling step) or
 /// ended. The systemd watchdog and /health read it: a pipeline with work in flight and no beat for the stall limit

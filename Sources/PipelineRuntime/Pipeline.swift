@@ -1,5 +1,6 @@
 import Foundation
 import Jobs
+import Support
 import Logging
 import Metrics
 import ServiceLifecycle
@@ -409,7 +410,7 @@ public final class Pipeline<Payload: Sendable>: JobProcessor, Service, Sendable 
     private func logFinished(_ request: JobRequest, _ outcome: JobOutcome, seconds: Double) {
         var metadata: Logger.Metadata = [
             "job": "\(request.id)", "source": "\(request.source.logDescription)",
-            "outcome": "\(outcome.isAbandoned ? "abandoned" : outcome.status.rawValue)",
+            "outcome": "\(outcome.status.rawValue)",
             "seconds": "\(String(format: "%.3f", seconds))",
             "stages": "\(outcome.stageSeconds.sorted { $0.key < $1.key }.map { "\($0.key)=\(String(format: "%.3f", $0.value))" }.joined(separator: " "))",
         ]
@@ -447,19 +448,8 @@ public final class Pipeline<Payload: Sendable>: JobProcessor, Service, Sendable 
     }
 
     private func abandonedOutcome(_ request: JobRequest, stage: String, stageSeconds: [String: Double]) -> JobOutcome {
-        JobOutcome(id: request.id, status: .error, stageSeconds: stageSeconds, errorStage: stage,
-                   errorMessage: "pipeline stopped before the job finished", retriable: true,
-                   pipeline: configuration.name, notes: [PipelineNotes.abandoned], origin: request.origin)
-    }
-}
-
-extension Duration {
-    public var seconds: Double {
-        let c = components
-        return Double(c.seconds) + Double(c.attoseconds) * 1e-18
-    }
-    var nanoseconds: Int64 {
-        let c = components
-        return c.seconds * 1_000_000_000 + c.attoseconds / 1_000_000_000
+        JobOutcome(id: request.id, status: .abandoned, stageSeconds: stageSeconds, errorStage: stage,
+                   errorMessage: "pipeline stopped before the job finished; retry it", retriable: true,
+                   pipeline: configuration.name, origin: request.origin)
     }
 }

@@ -37,7 +37,7 @@ public struct PipelineMetrics: Sendable {
     /// Origin key a source sets on a request it would retry: the attempts it will still make if this one fails
     /// retriably. Such a failure is not a final outcome and is not counted in `dreamsr_jobs_total` (the source
     /// counts it in `dreamsr_retries_total`); one job is one final outcome.
-    public static let attemptsLeftOrigin = "attempts_left"
+    public static let attemptsLeftOrigin = JobRequest.attemptsLeftOrigin
 
     /// Counts one finished attempt in `dreamsr_jobs_total` unless it is a retriable failure its source will retry.
     func record(_ outcome: JobOutcome) {

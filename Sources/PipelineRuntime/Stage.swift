@@ -1,4 +1,5 @@
 import Jobs
+import Support
 
 /// How one stage runs: its name (as it appears in outcomes and metrics), how many jobs it works on at once, and how
 /// many jobs may wait in the bounded channel in front of it.
@@ -88,15 +89,4 @@ public struct PipelineConfiguration: Sendable {
         self.capacity = capacity
         self.jobTimeout = jobTimeout
     }
-}
-
-/// Marks outcomes of jobs that were admitted but not finished because the pipeline stopped.
-public enum PipelineNotes {
-    public static let abandoned = "abandoned: the pipeline stopped before this job finished; retry it"
-}
-
-extension JobOutcome {
-    /// True when the job did not run to an end because the pipeline stopped (shutdown): a source must leave the
-    /// input to be retried rather than treat it as failed.
-    public var isAbandoned: Bool { status == .error && notes.contains(PipelineNotes.abandoned) }
 }

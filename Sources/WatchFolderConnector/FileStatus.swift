@@ -4,7 +4,7 @@ import Glibc
 import Darwin
 #endif
 import Foundation
-import PipelineRuntime
+import Support
 
 /// What `lstat(2)` says about a directory entry (links are not followed): its type and the identity a writer
 /// changes (size, mtime, inode).

@@ -2,7 +2,7 @@
 import Glibc
 #endif
 import Foundation
-import PipelineRuntime
+import Support
 
 /// Watches one directory with inotify on a dedicated thread (blocking `poll`), calling `onEvents` for every batch of
 /// events. The caller rescans on each call, so the events are hints: they say which names a writer is still

@@ -6,8 +6,8 @@ import Darwin
 import Foundation
 import Jobs
 import Logging
-import PipelineRuntime
 import ServiceLifecycle
+import Support
 
 /// A source service that turns files dropped into a folder into jobs.
 ///

@@ -25,7 +25,7 @@ private func config(_ server: LoopbackChatServer?, timeout: Double = 5, retries:
     return c
 }
 
-@Suite struct CaptionerTests {
+@Suite(.timeLimit(.minutes(5))) struct CaptionerTests {
     @Test func goodRepliesGiveGlobalAndLocalPromptsAndAreCached() async throws {
         let server = try LoopbackChatServer { req, _ in
             let instruction = req.instruction ?? ""
@@ -242,7 +242,7 @@ private func config(_ server: LoopbackChatServer?, timeout: Double = 5, retries:
     }
 }
 
-@Suite struct ReplyParsingTests {
+@Suite(.timeLimit(.minutes(5))) struct ReplyParsingTests {
     @Test func contentPartsAreJoined() throws {
         let body = #"{"choices":[{"message":{"role":"assistant","content":[{"type":"text","text":"a"},{"type":"text","text":"dog"}]}}]}"#
         #expect(try ChatCompletionsClient.parseReply(Data(body.utf8), url: "u") == "a dog")
@@ -260,7 +260,7 @@ private func config(_ server: LoopbackChatServer?, timeout: Double = 5, retries:
     }
 }
 
-@Suite struct SHA256Tests {
+@Suite(.timeLimit(.minutes(5))) struct SHA256Tests {
     @Test func knownVectors() {
         #expect(SHA256Digest.hash([UInt8]()).hex == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
         #expect(SHA256Digest.hash(Array("abc".utf8)).hex

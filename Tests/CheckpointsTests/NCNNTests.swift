@@ -3,7 +3,7 @@ import Testing
 import Checkpoints
 import Tensor
 
-@Suite("ncnn .param parser")
+@Suite("ncnn .param parser", .timeLimit(.minutes(5)))
 struct NCNNParamTests {
     static let sample = """
     7767517
@@ -67,7 +67,7 @@ struct NCNNBinWriter {
     }
 }
 
-@Suite("ncnn .bin reader")
+@Suite("ncnn .bin reader", .timeLimit(.minutes(5)))
 struct NCNNModelBinTests {
     @Test("float16 (padded to 4 bytes), float32 and raw blobs, read in order")
     func readsBlobs() throws {

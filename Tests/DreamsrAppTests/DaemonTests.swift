@@ -7,6 +7,7 @@ import Foundation
 import Logging
 import PipelineRuntime
 import ServiceLifecycle
+import Support
 import Testing
 import WatchFolderConnector
 import Jobs
@@ -143,7 +144,7 @@ private func isFinal(_ e: WatchFolderSource.Event) -> Bool {
     }
 }
 
-@Suite struct SourceSeamTests {
+@Suite(.timeLimit(.minutes(10))) struct SourceSeamTests {
     /// The seam other connectors (Kafka) use: a `SourceBuilder` gets the pipeline's processor and returns a Service.
     @Test func extraSourcesFeedThePipelineAndRoutingRefusesUnknownPipelines() async throws {
         let dir = try tempDir()

@@ -61,7 +61,7 @@ private func runOne(yaml: String, id: String) async throws -> (JobOutcome, Strin
 }
 
 /// The caption stage of the DreamSR pipeline against a chat-completions server started by the test.
-@Suite(.serialized) struct DreamSRCaptionStageTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct DreamSRCaptionStageTests {
     @Test func captionBlockParsesEveryKey() throws {
         let url = URL(string: "http://127.0.0.1:9/v1")!
         let def = try PipelineDefinition.parse(yaml: captionPipelineYAML(endpoint: url, timeout: 0.25, retries: 3), file: "x.yaml")

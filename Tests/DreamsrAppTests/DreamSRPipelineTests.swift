@@ -121,7 +121,7 @@ struct NearestX4Restorer: TileRestorer {
     }
 }
 
-@Suite(.serialized) struct DreamSRPipelineTests {
+@Suite(.serialized, .timeLimit(.minutes(10))) struct DreamSRPipelineTests {
     @Test func realESRGANRestorerThenTextureAblation() async throws {
         try ImageCodec.initialize()
         let models = try tinyModelsDirectory()

@@ -6,6 +6,7 @@ import Foundation
 import Logging
 import PipelineRuntime
 import ServiceLifecycle
+import Support
 import Testing
 
 /// Issue 12 item 15: the status endpoint serves connections concurrently, so stalled or trickling clients never

@@ -2,6 +2,7 @@ import DreamsrApp
 import Foundation
 import Logging
 import PipelineRuntime
+import Support
 import Testing
 
 @Suite(.timeLimit(.minutes(1))) struct JSONLogTests {

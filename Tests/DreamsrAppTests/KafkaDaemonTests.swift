@@ -327,7 +327,7 @@ enum KafkaDaemon {
     }
 }
 
-@Suite struct KafkaConfigTests {
+@Suite(.timeLimit(.minutes(10))) struct KafkaConfigTests {
     @Test func kafkaSectionParsesWithDefaultsAndOverrides() throws {
         let yaml = """
         sources:

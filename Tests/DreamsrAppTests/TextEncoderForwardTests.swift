@@ -4,7 +4,7 @@ import Foundation
 import Testing
 
 /// `dreamsr forward clip-text|t5` end to end on the committed transformers-parity fixtures.
-@Suite struct TextEncoderForwardTests {
+@Suite(.timeLimit(.minutes(10))) struct TextEncoderForwardTests {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("Fixtures/text_encoders")
 

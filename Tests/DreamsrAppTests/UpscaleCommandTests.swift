@@ -10,7 +10,7 @@ import Upscaling
 
 /// `dreamsr upscale` as a user runs it, and the quality of the default model against plain resampling.
 /// Needs the built binary, ./models (scripts/fetch-models.sh) and ./samples (scripts/fetch-samples.sh).
-@Suite struct UpscaleCommandTests {
+@Suite(.timeLimit(.minutes(10))) struct UpscaleCommandTests {
     private func writeImage(_ path: String, width: Int, height: Int, seed: Int) throws {
         try ImageCodec.initialize()
         var img = PlanarImage(width: width, height: height, channels: 3)

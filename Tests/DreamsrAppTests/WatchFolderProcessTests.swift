@@ -6,6 +6,7 @@ import Foundation
 import Imaging
 import PipelineRuntime
 import Raster
+import Support
 import Testing
 import DreamsrTestKit
 

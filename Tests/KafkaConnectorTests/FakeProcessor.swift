@@ -1,6 +1,7 @@
 import Foundation
 import Jobs
 import PipelineRuntime
+import Support
 @testable import KafkaConnector
 
 /// A JobProcessor for tests: "upscales" by writing `UPSCALED:<input bytes>` to `<output>/<id>.<format>` atomically
@@ -14,7 +15,7 @@ final class FakeProcessor: JobProcessor, @unchecked Sendable {
         var outputs: [String] = []
     }
 
-    let stats = KafkaConnector.Locked(Stats())
+    let stats = Locked(Stats())
     let delay: Duration
     let flakyFailures: Int
     /// Jobs whose id is here never finish until cancelled (to test abandon on shutdown).
@@ -46,9 +47,8 @@ final class FakeProcessor: JobProcessor, @unchecked Sendable {
                               retriable: true)
         }
         if abandonIDs.contains(request.id.rawValue) {
-            return JobOutcome(id: request.id, status: .error, errorStage: "upscale",
-                              errorMessage: "pipeline stopped before the job finished", retriable: true,
-                              notes: [PipelineNotes.abandoned])
+            return JobOutcome(id: request.id, status: .abandoned, errorStage: "upscale",
+                              errorMessage: "pipeline stopped before the job finished", retriable: true)
         }
         if delay > .zero { try? await Task.sleep(for: delay) }
         guard case .file(let path) = request.source, let input = FileManager.default.contents(atPath: path) else {
@@ -84,7 +84,7 @@ final class FakeProcessor: JobProcessor, @unchecked Sendable {
 
 /// Collects source events; tests wait on conditions over them (with a deadline) instead of sleeping.
 final class EventLog: @unchecked Sendable {
-    private let state = KafkaConnector.Locked<(events: [KafkaSourceEvent], waiters: [(condition: ([KafkaSourceEvent]) -> Bool, continuation: CheckedContinuation<Bool, Never>)])>(([], []))
+    private let state = Locked<(events: [KafkaSourceEvent], waiters: [(condition: ([KafkaSourceEvent]) -> Bool, continuation: CheckedContinuation<Bool, Never>)])>(([], []))
 
     var handler: @Sendable (KafkaSourceEvent) -> Void {
         { [self] event in

@@ -63,7 +63,7 @@ final class TinyHTTPServer: @unchecked Sendable {
     deinit { close(listener) }
 }
 
-@Suite struct HTTPSourceFetcherTests {
+@Suite(.timeLimit(.minutes(10))) struct HTTPSourceFetcherTests {
     let server: TinyHTTPServer
     let rules: KafkaConnectorConfiguration.HTTPSourceRules
 

@@ -97,7 +97,7 @@ func deadLetters(_ events: [KafkaSourceEvent]) -> Int {
     EventLog.count(events) { if case .deadLettered = $0 { return true } else { return false } }
 }
 
-@Suite struct KafkaEndToEndTests {
+@Suite(.timeLimit(.minutes(10))) struct KafkaEndToEndTests {
     @Test(.timeLimit(.minutes(2)))
     func validMessagesProduceOutputsAndPoisonGoesToTheDeadLetterTopic() async throws {
         let f = try Fixture("e2e", partitions: 3)

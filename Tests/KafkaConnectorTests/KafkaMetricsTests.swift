@@ -5,12 +5,13 @@ import Jobs
 import Logging
 import PipelineRuntime
 import ServiceLifecycle
+import Support
 import Testing
 @testable import KafkaConnector
 
 /// Counts every counter increment by `label{dimensions}`; recorders and timers are ignored.
 final class CountingMetrics: MetricsFactory, @unchecked Sendable {
-    let counts = KafkaConnector.Locked<[String: Int64]>([:])
+    let counts = Locked<[String: Int64]>([:])
 
     final class Count: CounterHandler, @unchecked Sendable {
         let key: String
@@ -50,7 +51,7 @@ final class CountingMetrics: MetricsFactory, @unchecked Sendable {
     @Test func retriesAndDeadLettersAreCountedAndEachJobHasOneFinalOutcome() async throws {
         let f = try Fixture("metrics", partitions: 1)
         let metrics = CountingMetrics()
-        let attempts = KafkaConnector.Locked<[String: Int]>([:])
+        let attempts = Locked<[String: Int]>([:])
         // A one-stage pipeline: "flaky" fails retriably twice, "broken" fails retriably every time (4 attempts,
         // then a dead letter), "corrupt" fails for good at once, the rest write their output.
         let stage = Stage<FakePayload>(StageConfig(name: "restore")) { ctx in

@@ -5,7 +5,7 @@ import ServiceLifecycle
 import Testing
 @testable import KafkaConnector
 
-@Suite struct KafkaRebalanceTests {
+@Suite(.timeLimit(.minutes(10))) struct KafkaRebalanceTests {
     /// A second member joins mid-run: the first one gives partitions up (revoke), stores nothing for partitions it
     /// no longer owns, and together they process every message with committed offsets at the partition ends.
     @Test(.timeLimit(.minutes(2)))
@@ -80,7 +80,7 @@ import Testing
     }
 }
 
-@Suite struct MockBrokerProcessTests {
+@Suite(.timeLimit(.minutes(10))) struct MockBrokerProcessTests {
     static func binary() -> String? {
         let candidates = [
             Bundle.main.executableURL?.deletingLastPathComponent().appendingPathComponent("dreamsr-mock-kafka").path,
@@ -121,7 +121,7 @@ import Testing
     }
 }
 
-@Suite struct ProducerTests {
+@Suite(.timeLimit(.minutes(10))) struct ProducerTests {
     @Test(.timeLimit(.minutes(1)))
     func deliveryReportsAndFatalErrors() async throws {
         let topic = "prod-\(UUID().uuidString.prefix(8))"

@@ -3,7 +3,7 @@ import Jobs
 import Testing
 @testable import KafkaConnector
 
-@Suite struct MessageContractTests {
+@Suite(.timeLimit(.minutes(10))) struct MessageContractTests {
     func parse(_ json: String, maxBytes: Int = 1 << 20) throws(KafkaConnectorError) -> InputMessage {
         try InputMessage.parse(Array(json.utf8), maxBytes: maxBytes)
     }
@@ -114,7 +114,7 @@ import Testing
     }
 }
 
-@Suite struct ConfigurationTests {
+@Suite(.timeLimit(.minutes(10))) struct ConfigurationTests {
     @Test func defaultsFollowTheTopic() throws {
         let c = KafkaConnectorConfiguration(bootstrapServers: "localhost:9092", inputTopic: "images")
         #expect(c.groupID == "dreamsr")
@@ -181,7 +181,7 @@ import Testing
     }
 }
 
-@Suite struct PartitionOffsetTrackerTests {
+@Suite(.timeLimit(.minutes(10))) struct PartitionOffsetTrackerTests {
     @Test func inOrderCompletionAdvances() {
         var t = PartitionOffsetTracker()
         t.begin(5); t.begin(6)
@@ -235,7 +235,7 @@ import Testing
     }
 }
 
-@Suite struct HTTPSourceRulesTests {
+@Suite(.timeLimit(.minutes(10))) struct HTTPSourceRulesTests {
     @Test func forbiddenRanges() {
         let forbidden: [[UInt8]] = [[127, 0, 0, 1], [10, 1, 2, 3], [172, 20, 0, 1], [192, 168, 1, 1], [169, 254, 169, 254],
                                     [100, 64, 0, 1], [0, 0, 0, 0], [224, 0, 0, 1], [255, 255, 255, 255],

@@ -1,8 +1,10 @@
 import DreamsrTestKit
+import Foundation
 import Jobs
 import Logging
 import PipelineRuntime
 import ServiceLifecycle
+import Support
 import Testing
 
 private func makePipeline(_ stages: [Stage<FakePayload>], items: Int, megapixels: Double,
@@ -26,7 +28,7 @@ private func withRunning<T: Sendable>(_ pipeline: Pipeline<FakePayload>,
     }
 }
 
-@Suite struct PipelineTests {
+@Suite(.timeLimit(.minutes(5))) struct PipelineTests {
     @Test func slowLastStageNeverExceedsMegapixelBudgetAndProducersResume() async throws {
         let gate = TestGate()
         let events = AsyncEvents<StageEvent>()
@@ -151,7 +153,7 @@ private func withRunning<T: Sendable>(_ pipeline: Pipeline<FakePayload>,
             await events.waitFor(count: 1)
             await group.triggerGracefulShutdown()
             // Wait until the pipeline is draining, then a new job is refused (left for retry), not lost.
-            while pipeline.lifecycle != .draining { await Task.yield() }
+            await pollUntil("the pipeline is draining") { pipeline.lifecycle == .draining }
             let late = await pipeline.process(FakeStages.request("late"))
             #expect(late.isAbandoned)
             gate.openAll()
@@ -172,7 +174,11 @@ private func withRunning<T: Sendable>(_ pipeline: Pipeline<FakePayload>,
         runner.cancel()
         let outcome = await o
         #expect(outcome.isAbandoned)
+        // A status of its own (not an error with a note): sources and the JSON/status outputs read it as such.
+        #expect(outcome.status == .abandoned && outcome.notes.isEmpty)
         #expect(outcome.retriable)
+        let decoded = try JSONDecoder().decode(JobOutcome.self, from: try JSONEncoder().encode(outcome))
+        #expect(decoded.status == .abandoned && decoded.isAbandoned)
         _ = try? await runner.value
         #expect(pipeline.lifecycle == .stopped)
     }
@@ -195,7 +201,7 @@ private func withRunning<T: Sendable>(_ pipeline: Pipeline<FakePayload>,
     }
 }
 
-@Suite struct BoundedChannelTests {
+@Suite(.timeLimit(.minutes(5))) struct BoundedChannelTests {
     @Test func sendSuspendsWhenFullAndResumesAfterReceive() async throws {
         let channel = BoundedChannel<Int>(capacity: 2)
         #expect(await channel.send(1))
@@ -216,10 +222,8 @@ private func withRunning<T: Sendable>(_ pipeline: Pipeline<FakePayload>,
         let channel = BoundedChannel<Int>(capacity: 1)
         #expect(await channel.send(1))
         let blocked = Task { await channel.send(2) }
-        while true { // the sender must be parked before we close; observe via a receive-less probe
-            await Task.yield()
-            if channel.count == 1 { break }
-        }
+        // The sender must be parked before we close; observe via a receive-less probe.
+        await pollUntil("the sender is parked on the full channel") { channel.count == 1 }
         channel.close()
         let accepted = await blocked.value
         // Either the sender was parked (refused) or closing won the race before it parked (also refused).

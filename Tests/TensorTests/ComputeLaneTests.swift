@@ -5,7 +5,7 @@ import Testing
 import Glibc
 #endif
 
-@Suite struct ComputeLaneTests {
+@Suite(.timeLimit(.minutes(10))) struct ComputeLaneTests {
     /// Threads of this process whose name starts with `prefix` (Linux thread names, at most 15 bytes).
     private static func threadCount(named prefix: String) -> Int {
         let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []

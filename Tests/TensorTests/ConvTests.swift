@@ -38,7 +38,7 @@ private func naiveConv(_ x: Tensor, _ w: Tensor, _ b: Tensor?, stride: Int, pad:
     return out
 }
 
-@Suite("Conv2D and CNN ops")
+@Suite("Conv2D and CNN ops", .timeLimit(.minutes(10)))
 struct ConvTests {
     @Test("3x3 pad 1 matches the direct reference, with bias and LeakyReLU")
     func conv3x3() {
@@ -147,7 +147,7 @@ struct ConvTests {
     }
 }
 
-@Suite("conv kernels: SIMD vs scalar reference", .serialized)
+@Suite("conv kernels: SIMD vs scalar reference", .serialized, .timeLimit(.minutes(10)))
 struct ConvKernelDispatchTests {
     @Test("Winograd input/output transforms and upsample agree with *_scalar on every ISA")
     func transforms() {

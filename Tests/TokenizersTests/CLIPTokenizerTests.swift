@@ -2,7 +2,7 @@ import Foundation
 import Testing
 @testable import Tokenizers
 
-@Suite struct CLIPTokenizerTests {
+@Suite(.timeLimit(.minutes(5))) struct CLIPTokenizerTests {
     @Test func fixtureHas200Cases() {
         #expect(TokenizerFixtures.cases.count == 200,
                 "Tests/Fixtures/tokenizers/tokenizer_parity.json missing or short (tools/make_tokenizer_fixtures.py)")

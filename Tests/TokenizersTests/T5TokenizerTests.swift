@@ -2,7 +2,7 @@ import Foundation
 import Testing
 @testable import Tokenizers
 
-@Suite struct T5TokenizerTests {
+@Suite(.timeLimit(.minutes(5))) struct T5TokenizerTests {
     @Test func matchesHFTokenizersOnTheFixture() throws {
         _ = try TokenizerFixtures.requireData("t5/tokenizer.json")
         let tok = try #require(TokenizerFixtures.t5)

@@ -7,6 +7,7 @@ import Jobs
 import Logging
 import PipelineRuntime
 import ServiceLifecycle
+import Support
 import Testing
 @testable import WatchFolderConnector
 

@@ -17,6 +17,35 @@ public enum StageKind: String, Sendable, CaseIterable {
     case encode
 }
 
+extension StageDefinition {
+    /// Whether `later` (a stage after this one) uses this stage's result; nil when the job's own path always does
+    /// (decode's image, a pixel restorer's or blend's image reach encode; encode is last).
+    func resultIsUsed(by later: StageDefinition) -> Bool? {
+        switch kind {
+        case .decode, .blend, .encode: nil
+        // Prompts condition the DreamSR restorer (LoRA restoration) and the texture sampler, nothing else.
+        case .caption: later.kind == .texture || (later.kind == .restore && later.restorer == .dreamsr)
+        // A DreamSR restore leaves latents that only the texture sampler takes on (a pixel restorer: an image).
+        case .restore: restorer == .dreamsr ? later.kind == .texture : nil
+        // The texture latent becomes pixels only in blend (VAE decode + colour fix).
+        case .texture: later.kind == .blend
+        }
+    }
+
+    /// The stage as messages name it: `'texture'`, `'restore' (restorer dreamsr)`.
+    var describedKind: String { kind == .restore ? "'restore' (restorer \(restorer.rawValue))" : "'\(kind.rawValue)'" }
+
+    /// Why nothing uses the result and what to do instead, for the message.
+    var droppedResultHint: String {
+        switch kind {
+        case .caption: "its prompts condition only a DreamSR 'restore' or 'texture'; add one after it, or remove 'caption'"
+        case .restore: "a DreamSR restore yields latents that only 'texture' then 'blend' turn into an image; add them, or use restorer realesrgan"
+        case .texture: "the texture latent becomes an image only in 'blend'; add a 'blend' stage before 'encode'"
+        default: ""
+        }
+    }
+}
+
 /// One stage as a pipeline file lists it.
 public struct StageDefinition: Sendable, Equatable {
     public var kind: StageKind
@@ -186,6 +215,14 @@ public struct PipelineDefinition: Sendable, Equatable {
         guard stages.last?.kind == .encode else { throw root.error("stages", "the last stage must be 'encode'") }
         if stages.contains(where: { $0.kind == .blend }) && !stages.contains(where: { $0.kind == .texture }) {
             throw root.error("stages", "stage 'blend' blends the texture stage's result and needs a 'texture' stage")
+        }
+        // Every stage's result is used by a later stage; otherwise the job would finish "ok" without it.
+        for (index, stage) in stages.enumerated() {
+            let uses = stages[(index + 1)...].map { stage.resultIsUsed(by: $0) }
+            // nil: the result always reaches encode; empty: this is encode.
+            if uses.isEmpty || uses.contains(where: { $0 != false }) { continue }
+            throw list[index].error("stage", "no later stage uses the result of stage \(stage.describedKind), so the output "
+                                    + "would silently lack it: \(stage.droppedResultHint)")
         }
         var def = PipelineDefinition(name: name, description: try root.string("description", default: ""),
                                      capacity: capacity, jobTimeout: timeout > 0 ? .milliseconds(Int64(timeout * 1000)) : nil,

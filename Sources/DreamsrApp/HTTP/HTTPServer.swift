@@ -8,6 +8,7 @@ import NIOHTTP1
 import NIOPosix
 import PipelineRuntime
 import ServiceLifecycle
+import Support
 
 /// `host:port` for the status endpoint. `:9464` and `0.0.0.0:9464` listen on all IPv4 interfaces, `[::]:9464` on all
 /// IPv6 and IPv4 interfaces, `[::1]:9464` on the IPv6 loopback; port 0 picks a free port (tests).

@@ -2,6 +2,7 @@ import Checkpoints
 import Foundation
 import Models
 import PipelineRuntime
+import Support
 import Tensor
 import Tokenizers
 import Upscaling

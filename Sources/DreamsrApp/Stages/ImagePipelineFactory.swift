@@ -5,6 +5,7 @@ import Logging
 import Metrics
 import PipelineRuntime
 import Raster
+import Support
 import Tensor
 import Upscaling
 

@@ -3,6 +3,7 @@ import Foundation
 import Imaging
 import Jobs
 import PipelineRuntime
+import Support
 
 /// What the status page shows about past jobs: the most recent outcomes, completions over the last hour, and
 /// before/after thumbnails (the input's when the job starts, the output's when it ends). The router records every

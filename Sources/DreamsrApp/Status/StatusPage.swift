@@ -73,10 +73,10 @@ public struct StatusPage: Sendable {
         } else {
             h += "<table id=\"recent\"><tr><th>before</th><th>after</th><th>job</th><th>outcome</th><th class=\"num\">seconds</th></tr>"
             for e in recent {
-                let outcome = e.outcome.isAbandoned ? "abandoned" : e.outcome.status.rawValue
+                let outcome = e.outcome.status.rawValue
                 var detail = esc(e.source)
                 if let w = e.outcome.width, let hgt = e.outcome.height { detail += " → \(w)×\(hgt)" }
-                if e.outcome.status == .error, !e.outcome.isAbandoned {
+                if e.outcome.status == .error {
                     detail += "<br><span class=\"error\">\(esc(e.outcome.errorStage ?? "")): \(esc(e.outcome.errorMessage ?? ""))</span>"
                 }
                 h += "<tr><td>\(thumb(e, "before"))</td><td>\(thumb(e, "after"))</td>"

@@ -1,5 +1,6 @@
 import CRdKafka
 import Logging
+import Support
 
 /// Builds an `rd_kafka_conf_t` from a property dictionary; any refused key becomes a `KafkaConnectorError` naming it
 /// (and never showing its value: client properties hold SASL/SSL secrets).

@@ -1,6 +1,7 @@
 import CRdKafka
 import Foundation
 import Logging
+import Support
 
 /// One consumed message, copied out of librdkafka (the C message is destroyed right away).
 public struct ConsumedMessage: Sendable {

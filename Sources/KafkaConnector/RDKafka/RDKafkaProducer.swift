@@ -1,6 +1,7 @@
 import CRdKafka
 import Foundation
 import Logging
+import Support
 
 /// One message header (value nil: a header without value).
 public struct KafkaHeader: Sendable, Equatable {

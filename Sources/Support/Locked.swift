@@ -1,7 +1,8 @@
 import Foundation
 
-/// A value guarded by a lock. The one `@unchecked Sendable` wrapper of this module: every access goes through
-/// `withLock`, so the stored value is never touched concurrently.
+/// A value guarded by a lock: the one `@unchecked Sendable` wrapper the service modules share. Every access goes
+/// through `withLock`, so the stored value is never touched concurrently; critical sections are short and never
+/// await (librdkafka poll threads, inotify readers and async tasks all use it).
 public final class Locked<Value>: @unchecked Sendable {
     private let lock = NSLock()
     private var value: Value
