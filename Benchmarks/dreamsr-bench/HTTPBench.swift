@@ -6,6 +6,7 @@ import Logging
 import PipelineRuntime
 import Prometheus
 import Raster
+import Support
 
 /// `dreamsr-bench http`: the status endpoint under `wrk` (64 connections on /metrics) while the daemon runs a real
 /// Real-ESRGAN job, with /health timed on its own connection during the same load. Baseline: the same /metrics load

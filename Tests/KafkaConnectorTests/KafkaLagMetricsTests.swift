@@ -4,14 +4,15 @@ import Foundation
 import Jobs
 import Logging
 import PipelineRuntime
+import Support
 import ServiceLifecycle
 import Testing
 @testable import KafkaConnector
 
 /// Records counters (sums) and gauges (last value; a destroyed gauge disappears) by `label{dimensions}`.
 final class RecordingMetrics: MetricsFactory, @unchecked Sendable {
-    let counters = KafkaConnector.Locked<[String: Int64]>([:])
-    let gauges = KafkaConnector.Locked<[String: Double]>([:])
+    let counters = Locked<[String: Int64]>([:])
+    let gauges = Locked<[String: Double]>([:])
 
     final class Count: CounterHandler, @unchecked Sendable {
         let key: String
