@@ -38,6 +38,7 @@ else
     debootstrap --variant=minbase bookworm "$root" "$mirror" >&2
     if [ -n "$cache" ]; then mkdir -p "$cache"; tar -C "$root" -cf "$cache/bookworm-minbase.tar" .; fi
 fi
+chmod 0755 "$root"   # it becomes /: the service user must be able to enter it (mktemp and tar leave 0700)
 mount -t proc proc "$root/proc"
 mount --bind /dev "$root/dev"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
@@ -57,7 +58,7 @@ fail() { echo "test-release-chroot: FAIL: $*" >&2; exit 1; }
 v="$(chroot "$root" /opt/dreamsr-src/dreamsr --version)" || fail "--version"
 echo "ok 1 - dreamsr --version: $v"
 start=$(date +%s)
-chroot "$root" /opt/dreamsr-src/dreamsr upscale /work/photo.png -o /work/photo-x4.png >&2 || fail "upscale"
+chroot "$root" sh -c 'cd /opt/dreamsr-src && ./dreamsr upscale /work/photo.png -o /work/photo-x4.png' >&2 || fail "upscale"
 dims="$(vipsheader -f width "$root/work/photo-x4.png")x$(vipsheader -f height "$root/work/photo-x4.png")"
 [ "$dims" = "2048x2048" ] || fail "output is $dims, expected 2048x2048"
 echo "ok 2 - dreamsr upscale astronaut.png (512x512) -> 2048x2048 in $(( $(date +%s) - start )) s"
