@@ -31,8 +31,9 @@ missing=0
 while read -r lib; do
     [ -n "$lib" ] || continue
     real="$(readlink -f "$lib")"
-    pkg="$(dpkg -S "$real" 2>/dev/null | head -n1 | cut -d: -f1)"
-    [ -n "$pkg" ] || pkg="$(dpkg -S "$lib" 2>/dev/null | head -n1 | cut -d: -f1)"
+    # dpkg knows a file by the path its package installed (/lib or /usr/lib on a merged-/usr system): try both.
+    pkg="$( (dpkg -S "$real" 2>/dev/null || dpkg -S "$lib" 2>/dev/null || dpkg -S "${real#/usr}" 2>/dev/null || true) \
+        | head -n1 | cut -d: -f1)"
     if [ -z "$pkg" ] || ! grep -qx "$pkg" <<<"$closure"; then
         echo "build-release: error: $lib (package '${pkg:-none}') is not covered by deploy/runtime-packages.txt" >&2
         missing=1
