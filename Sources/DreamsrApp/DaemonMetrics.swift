@@ -54,13 +54,18 @@ public enum DaemonMetrics {
         gauge("process_open", "fds", "Number of open file descriptors.").set(Double(sample.openFDs))
         let cpu = registry.makeCounter(descriptor: MetricNameDescriptor(
             metricName: "process_cpu_seconds", unitName: "total", helpText: "Total user and system CPU time spent in seconds."))
-        cpuTotal.withLock { last in
-            if sample.cpuSeconds > last { cpu.increment(by: sample.cpuSeconds - last); last = sample.cpuSeconds }
+        cpuAdded.withLock { added in
+            let last = added[ObjectIdentifier(registry), default: 0]
+            if sample.cpuSeconds > last {
+                cpu.increment(by: sample.cpuSeconds - last)
+                added[ObjectIdentifier(registry)] = sample.cpuSeconds
+            }
         }
     }
 
-    /// CPU seconds already added to `process_cpu_seconds_total` (a counter only goes up by deltas).
-    private static let cpuTotal = Locked(0.0)
+    /// CPU seconds already added to each registry's `process_cpu_seconds_total` (a counter only goes up by deltas;
+    /// kept per registry so a second registry in the process starts from the whole CPU time, not from the last delta).
+    private static let cpuAdded = Locked<[ObjectIdentifier: Double]>([:])
 }
 
 /// One reading of /proc/self/stat (fields per proc(5)).

@@ -76,6 +76,12 @@ import Testing
         }
         #expect((value("process_resident_memory_bytes") ?? 0) > 1_000_000)
         #expect((value("process_cpu_seconds_total") ?? 0) > 0)
+        // A second registry gets the whole CPU time too (not just the time since the first one's scrape).
+        let second = PrometheusCollectorRegistry()
+        DaemonMetrics.updateProcessMetrics(second)
+        let secondCPU = second.emitToString().split(separator: "\n")
+            .first { $0.hasPrefix("process_cpu_seconds_total ") }.flatMap { $0.split(separator: " ").last }.flatMap { Double($0) }
+        #expect((secondCPU ?? 0) >= (value("process_cpu_seconds_total") ?? .infinity))
         #expect((value("process_open_fds") ?? 0) >= 3)
         let start = value("process_start_time_seconds") ?? 0
         #expect(abs(start - Date().timeIntervalSince1970) < 24 * 3600)
