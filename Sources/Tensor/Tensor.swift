@@ -74,6 +74,30 @@ public final class Tensor: @unchecked Sendable {
         return t
     }
 
+    /// Calls `body` with the tensor's values; the tensor stays alive until `body` returns. The pointer must not escape.
+    @inlinable
+    public func withUnsafeBufferPointer<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
+        try withExtendedLifetime(self) { try body(UnsafeBufferPointer(start: data, count: count)) }
+    }
+
+    /// Calls `body` with the tensor's values, writable; the tensor stays alive until `body` returns.
+    @inlinable
+    public func withUnsafeMutableBufferPointer<R>(_ body: (UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
+        try withExtendedLifetime(self) { try body(UnsafeMutableBufferPointer(start: data, count: count)) }
+    }
+
+    /// Calls `body` with a pointer to the first value (for C kernels); the tensor stays alive until `body` returns.
+    @inlinable
+    public func withUnsafePointer<R>(_ body: (UnsafePointer<Float>) throws -> R) rethrows -> R {
+        try withExtendedLifetime(self) { try body(UnsafePointer(data)) }
+    }
+
+    /// Calls `body` with a writable pointer to the first value (for C kernels); the tensor stays alive until `body` returns.
+    @inlinable
+    public func withUnsafeMutablePointer<R>(_ body: (UnsafeMutablePointer<Float>) throws -> R) rethrows -> R {
+        try withExtendedLifetime(self) { try body(data) }
+    }
+
     public var buffer: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: data, count: count) }
 
     public func toArray() -> [Float] { Array(UnsafeBufferPointer(start: data, count: count)) }
