@@ -1,4 +1,5 @@
 import DreamsrApp
+import DreamSRPipeline
 import Foundation
 import Imaging
 import Jobs

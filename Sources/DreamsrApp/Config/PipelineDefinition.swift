@@ -1,3 +1,4 @@
+import DreamSRPipeline
 import Foundation
 import PipelineRuntime
 
@@ -62,20 +63,7 @@ public struct StageDefinition: Sendable, Equatable {
     public enum Restorer: String, Sendable, CaseIterable { case realesrgan, dreamsr }
 }
 
-/// Where the DreamSR pipeline's weights are (the pipeline file's `models:` block), each relative to the daemon's
-/// `models_dir` unless absolute. Defaults: the diffusers FLUX.1-dev folder layout under `flux1-dev/`.
-public struct DreamSRModelPaths: Sendable, Equatable, Hashable {
-    public var flux = "flux1-dev/transformer"
-    public var vae = "flux1-dev/vae"
-    public var clip = "flux1-dev/text_encoder"
-    public var t5 = "flux1-dev/text_encoder_2"
-    public var clipTokenizer = "flux1-dev/tokenizer"
-    public var t5Tokenizer = "flux1-dev/tokenizer_2"
-    public var dreamsr = "dreamsr/dreamsr.safetensors"
-    public init() {}
-
-    public static let keys = ["flux", "vae", "clip", "t5", "clip_tokenizer", "t5_tokenizer", "dreamsr"]
-
+extension DreamSRModelPaths {
     /// Every path made absolute against `base`.
     public func resolved(base: String) -> DreamSRModelPaths {
         var r = self
@@ -88,33 +76,6 @@ public struct DreamSRModelPaths: Sendable, Equatable, Hashable {
         r.dreamsr = DaemonConfig.absolute(dreamsr, base: base)
         return r
     }
-}
-
-/// The DreamSR options of a pipeline file (`dreamsr:` block).
-public struct DreamSRPipelineOptions: Sendable, Equatable {
-    /// dual-branch, single-branch-global, single-branch-local, without-lora (the paper's ablations).
-    public var mode = "dual-branch"
-    /// wavelet, adain, none; nil: the checkpoint config's `color_fix`.
-    public var colorFix: String?
-    /// Texture steps; nil: the checkpoint's (16), or 20 without LoRA.
-    public var steps: Int?
-    /// Seed of the texture stage's noise (the same input and seed give the same output).
-    public var seed: Int = 0
-    /// VAE tile core size in pixels (encode) and latent cells x 8 (decode).
-    public var vaeTile: Int = 512
-    /// Where tiles wait between GroupNorm synchronisation points when the VAE runs tiled: "disk" (in memory up to
-    /// `vaeTileMemoryMB`, the rest in scratch files: resident memory bounded by one tile plus that budget, whatever
-    /// the image size) or "memory" (all in RAM: memory grows with the image).
-    public var vaeTileStates = "disk"
-    /// With "disk": MiB of waiting tile states kept in memory before spilling to scratch files (0: all on disk).
-    public var vaeTileMemoryMB = 1024
-    /// Folder for the disk tile states (nil: the system temporary folder, `$TMPDIR` or /tmp).
-    public var vaeScratchDirectory: String?
-    /// Patches per transformer call.
-    public var batch: Int = 4
-    public init() {}
-
-    public static let modes = ["dual-branch", "single-branch-global", "single-branch-local", "without-lora"]
 }
 
 /// The caption stage's options (`caption:` block): a chat-completions endpoint, or fixed prompts without one.

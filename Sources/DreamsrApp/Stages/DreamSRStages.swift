@@ -1,4 +1,5 @@
 import Captioning
+import DreamSRPipeline
 import Foundation
 import Imaging
 import Logging

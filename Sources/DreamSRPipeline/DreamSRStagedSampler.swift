@@ -25,7 +25,7 @@ public struct DreamSRStagedSampler: Sendable {
     }
 
     private func sampler(_ zLQ: Tensor) throws -> (DreamSRPatchSampler, DreamSRPatchPlan) {
-        guard zLQ.rank == 3 else { throw UpscalingError(.invalidInput, "z_lq must be [C, H, W], got \(zLQ.shape)") }
+        guard zLQ.rank == 3 else { throw DreamSRPipelineError(.invalidInput, "z_lq must be [C, H, W], got \(zLQ.shape)") }
         let plan = try plan(latentWidth: zLQ.shape[2], latentHeight: zLQ.shape[1], channels: zLQ.shape[0])
         return (DreamSRPatchSampler(config: config, plan: plan, batchSize: batchSize), plan)
     }
@@ -56,7 +56,7 @@ public struct DreamSRStagedSampler: Sendable {
         let x = Tensor(zeros: zs.shape)
         for i in 0..<x.count { x.data[i] = (1 - s0) * zs.data[i] + s0 * nz.data[i] }
         for k in 0..<(sigmas.count - 1) {
-            if isCancelled() { throw UpscalingError(.cancelled, "texture stage cancelled at step \(k)") }
+            if isCancelled() { throw DreamSRPipelineError(.cancelled, "texture stage cancelled at step \(k)") }
             let v = try sampler.velocity(of: x, sigma: Float(sigmas[k]), pass: .texture, denoiser: denoiser)
             let dt = Float(sigmas[k + 1]) - Float(sigmas[k])
             for i in 0..<x.count { x.data[i] += dt * v.data[i] }

@@ -26,7 +26,7 @@ public enum ColorFix {
 
     private static func check(_ a: PlanarImage, _ b: PlanarImage) throws {
         guard a.width == b.width, a.height == b.height, a.channels == b.channels else {
-            throw UpscalingError(.invalidInput, "colour fix: output \(a.width)x\(a.height)x\(a.channels) and reference "
+            throw DreamSRPipelineError(.invalidInput, "colour fix: output \(a.width)x\(a.height)x\(a.channels) and reference "
                                  + "\(b.width)x\(b.height)x\(b.channels) differ in size")
         }
     }

@@ -28,7 +28,7 @@ public struct DreamSRPatchPlan: Sendable {
 
     public init(channels: Int = 16, latentWidth: Int, latentHeight: Int, config: DreamSRConfig) throws {
         guard latentWidth > 0, latentHeight > 0, latentWidth % 2 == 0, latentHeight % 2 == 0 else {
-            throw UpscalingError(.invalidInput, "latent \(latentWidth)x\(latentHeight) must have positive even sides "
+            throw DreamSRPipelineError(.invalidInput, "latent \(latentWidth)x\(latentHeight) must have positive even sides "
                                  + "(image sides a multiple of 16 px)")
         }
         self.channels = channels
@@ -65,7 +65,7 @@ public struct DreamSRPatchPlan: Sendable {
     /// `[C, H, W]` → `[C, paddedHeight, paddedWidth]` by reflection (no edge repeat) at the bottom / right.
     public func pad(_ latent: Tensor) throws -> Tensor {
         guard latent.shape == [channels, latentHeight, latentWidth] else {
-            throw UpscalingError(.invalidInput, "latent \(latent.shape), expected [\(channels), \(latentHeight), \(latentWidth)]")
+            throw DreamSRPipelineError(.invalidInput, "latent \(latent.shape), expected [\(channels), \(latentHeight), \(latentWidth)]")
         }
         if paddedWidth == latentWidth, paddedHeight == latentHeight { return latent.copy() }
         let out = Tensor(zeros: [channels, paddedHeight, paddedWidth])
@@ -155,7 +155,7 @@ public struct DreamSRPatchSampler: Sendable {
             let x = plan.tokens(of: padded, patches: batch)
             let v = try denoiser.velocities(x: x, patches: batch, sigma: sigma, pass: pass)
             guard v.count == x.count else {
-                throw UpscalingError(.modelOutputShape, "denoiser returned \(v.shape) for patch tokens \(x.shape)")
+                throw DreamSRPipelineError(.modelOutputShape, "denoiser returned \(v.shape) for patch tokens \(x.shape)")
             }
             for (b, idx) in batch.enumerated() {
                 planar.withUnsafeMutableBufferPointer { plan.unpackPatch(v.data + b * per, into: $0.baseAddress!) }
@@ -203,7 +203,7 @@ extension DreamSRPatchSampler {
     public static func run(model: DreamSRModel, zLQ: Tensor, noise: Tensor, globalPrompt: DreamSRPromptEncoding,
                            localPrompts: [DreamSRPromptEncoding], mode: DreamSRMode = .dualBranch, steps: Int? = nil,
                            batchSize: Int = 4, onStep: ((Int, Int) -> Void)? = nil) throws -> DreamSRSampleResult {
-        guard zLQ.rank == 3 else { throw UpscalingError(.invalidInput, "z_lq must be [C, H, W], got \(zLQ.shape)") }
+        guard zLQ.rank == 3 else { throw DreamSRPipelineError(.invalidInput, "z_lq must be [C, H, W], got \(zLQ.shape)") }
         let cfg = mode.samplerConfig(model.config, steps: steps)
         let plan = try DreamSRPatchPlan(channels: zLQ.shape[0], latentWidth: zLQ.shape[2], latentHeight: zLQ.shape[1], config: cfg)
         let denoiser = try DreamSRModelDenoiser(model: model, plan: plan, zLQ: zLQ, globalPrompt: globalPrompt,
@@ -268,7 +268,7 @@ public final class DreamSRModelDenoiser: DreamSRPatchDenoiser, @unchecked Sendab
     public init(model: DreamSRModel, plan: DreamSRPatchPlan, zLQ: Tensor, globalPrompt: DreamSRPromptEncoding,
                 localPrompts: [DreamSRPromptEncoding], mode: DreamSRMode = .dualBranch) throws {
         guard localPrompts.count == plan.count else {
-            throw UpscalingError(.invalidInput, "\(localPrompts.count) local prompts for \(plan.count) patches")
+            throw DreamSRPipelineError(.invalidInput, "\(localPrompts.count) local prompts for \(plan.count) patches")
         }
         self.model = model
         self.plan = plan
