@@ -159,8 +159,7 @@ public struct PipelineDefinition: Sendable, Equatable {
                                      queueCapacity: try item.int("queue", default: 2, min: 1, max: 10_000)),
                 model: try item.optionalString("model"), tileSize: tile, tileOverlap: overlap)
             if kind == .restore {
-                def.restorer = .init(rawValue: try item.oneOf("restorer", StageDefinition.Restorer.allCases.map(\.rawValue),
-                                                              default: "realesrgan"))!
+                def.restorer = try item.choice("restorer", default: StageDefinition.Restorer.realesrgan)
             } else if item.has("restorer") {
                 throw item.error("restorer", "only a 'restore' stage has a restorer")
             }
@@ -204,12 +203,12 @@ public struct PipelineDefinition: Sendable, Equatable {
         let d = try root.child("dreamsr")
         try d.checkKeys(["mode", "color_fix", "steps", "seed", "vae_tile", "vae_tile_states", "vae_tile_memory_mb", "vae_scratch_dir",
                          "batch"])
-        def.dreamsr.mode = try d.oneOf("mode", DreamSRPipelineOptions.modes, default: "dual-branch")
-        if d.has("color_fix") { def.dreamsr.colorFix = try d.oneOf("color_fix", ["wavelet", "adain", "none"], default: "wavelet") }
+        def.dreamsr.mode = try d.choice("mode", default: DreamSRMode.dualBranch)
+        if d.has("color_fix") { def.dreamsr.colorFix = try d.choice("color_fix", default: ColorFix.Method.wavelet) }
         if d.has("steps") { def.dreamsr.steps = try d.int("steps", default: 16, min: 1, max: 1000) }
         def.dreamsr.seed = try d.int("seed", default: 0, min: 0, max: Int(Int32.max))
         def.dreamsr.vaeTile = try d.int("vae_tile", default: 512, min: 64, max: 8192)
-        def.dreamsr.vaeTileStates = try d.oneOf("vae_tile_states", ["disk", "memory"], default: "disk")
+        def.dreamsr.vaeTileStates = try d.choice("vae_tile_states", default: DreamSRPipelineOptions.VAETileStates.disk)
         def.dreamsr.vaeTileMemoryMB = try d.int("vae_tile_memory_mb", default: 1024, min: 0, max: 1 << 20)
         def.dreamsr.vaeScratchDirectory = try d.optionalString("vae_scratch_dir")
         def.dreamsr.batch = try d.int("batch", default: 4, min: 1, max: 64)
@@ -226,7 +225,7 @@ public struct PipelineDefinition: Sendable, Equatable {
         def.caption.concurrency = try c.int("concurrency", default: 2, min: 1, max: 64)
         def.caption.globalPromptTemplate = try c.optionalString("global_prompt_template")
         def.caption.localPromptTemplate = try c.optionalString("local_prompt_template")
-        if def.stage(.texture) == nil && def.dreamsr.mode != "dual-branch" {
+        if def.stage(.texture) == nil && def.dreamsr.mode != .dualBranch {
             throw d.error("mode", "a DreamSR mode needs a 'texture' stage")
         }
         return def
