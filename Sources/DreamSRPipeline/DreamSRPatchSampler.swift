@@ -28,7 +28,7 @@ public struct DreamSRPatchPlan: Sendable {
 
     public init(channels: Int = 16, latentWidth: Int, latentHeight: Int, config: DreamSRConfig) throws {
         guard latentWidth > 0, latentHeight > 0, latentWidth % 2 == 0, latentHeight % 2 == 0 else {
-            throw UpscalingError(.invalidInput, "latent \(latentWidth)x\(latentHeight) must have positive even sides "
+            throw DreamSRPipelineError(.invalidInput, "latent \(latentWidth)x\(latentHeight) must have positive even sides "
                                  + "(image sides a multiple of 16 px)")
         }
         self.channels = channels
@@ -55,25 +55,29 @@ public struct DreamSRPatchPlan: Sendable {
         let (y, x) = origin(index)
         let (r0, c0): (Float, Float) = ropeIds == .patch ? (0, 0) : (Float(y) / 2, Float(x) / 2)
         let ids = Tensor(zeros: [hh * hh, 3])
-        for r in 0..<hh { for c in 0..<hh {
-            ids.data[(r * hh + c) * 3 + 1] = Float(r) + r0
-            ids.data[(r * hh + c) * 3 + 2] = Float(c) + c0
-        } }
+        ids.withUnsafeMutableBufferPointer { p in
+            for r in 0..<hh { for c in 0..<hh {
+                p[(r * hh + c) * 3 + 1] = Float(r) + r0
+                p[(r * hh + c) * 3 + 2] = Float(c) + c0
+            } }
+        }
         return ids
     }
 
     /// `[C, H, W]` → `[C, paddedHeight, paddedWidth]` by reflection (no edge repeat) at the bottom / right.
     public func pad(_ latent: Tensor) throws -> Tensor {
         guard latent.shape == [channels, latentHeight, latentWidth] else {
-            throw UpscalingError(.invalidInput, "latent \(latent.shape), expected [\(channels), \(latentHeight), \(latentWidth)]")
+            throw DreamSRPipelineError(.invalidInput, "latent \(latent.shape), expected [\(channels), \(latentHeight), \(latentWidth)]")
         }
         if paddedWidth == latentWidth, paddedHeight == latentHeight { return latent.copy() }
         let out = Tensor(zeros: [channels, paddedHeight, paddedWidth])
         let rows = (0..<paddedHeight).map { Self.reflect($0, latentHeight) }
         let cols = (0..<paddedWidth).map { Self.reflect($0, latentWidth) }
-        for c in 0..<channels { for (y, sy) in rows.enumerated() { for (x, sx) in cols.enumerated() {
-            out.data[(c * paddedHeight + y) * paddedWidth + x] = latent.data[(c * latentHeight + sy) * latentWidth + sx]
-        } } }
+        latent.withUnsafeBufferPointer { src in out.withUnsafeMutableBufferPointer { dst in
+            for c in 0..<channels { for (y, sy) in rows.enumerated() { for (x, sx) in cols.enumerated() {
+                dst[(c * paddedHeight + y) * paddedWidth + x] = src[(c * latentHeight + sy) * latentWidth + sx]
+            } } }
+        } }
         return out
     }
 
@@ -81,9 +85,11 @@ public struct DreamSRPatchPlan: Sendable {
     public func crop(_ padded: Tensor) -> Tensor {
         if paddedWidth == latentWidth, paddedHeight == latentHeight { return padded }
         let out = Tensor(zeros: [channels, latentHeight, latentWidth])
-        for c in 0..<channels { for y in 0..<latentHeight {
-            (out.data + (c * latentHeight + y) * latentWidth)
-                .update(from: padded.data + (c * paddedHeight + y) * paddedWidth, count: latentWidth)
+        padded.withUnsafePointer { src in out.withUnsafeMutablePointer { dst in
+            for c in 0..<channels { for y in 0..<latentHeight {
+                (dst + (c * latentHeight + y) * latentWidth)
+                    .update(from: src + (c * paddedHeight + y) * paddedWidth, count: latentWidth)
+            } }
         } }
         return out
     }
@@ -100,14 +106,16 @@ public struct DreamSRPatchPlan: Sendable {
     public func tokens(of padded: Tensor, patches: [Int]) -> Tensor {
         let p = patch, hh = p / 2, c = channels, f = 4 * c
         let out = Tensor(zeros: [patches.count, hh * hh, f])
-        for (b, idx) in patches.enumerated() {
-            let (y0, x0) = origin(idx)
-            let base = out.data + b * hh * hh * f
-            for r in 0..<hh { for col in 0..<hh { for ch in 0..<c { for ph in 0..<2 { for pw in 0..<2 {
-                base[(r * hh + col) * f + ch * 4 + ph * 2 + pw] =
-                    padded.data[(ch * paddedHeight + y0 + 2 * r + ph) * paddedWidth + x0 + 2 * col + pw]
-            } } } } }
-        }
+        padded.withUnsafePointer { src in out.withUnsafeMutablePointer { dst in
+            for (b, idx) in patches.enumerated() {
+                let (y0, x0) = origin(idx)
+                let base = dst + b * hh * hh * f
+                for r in 0..<hh { for col in 0..<hh { for ch in 0..<c { for ph in 0..<2 { for pw in 0..<2 {
+                    base[(r * hh + col) * f + ch * 4 + ph * 2 + pw] =
+                        src[(ch * paddedHeight + y0 + 2 * r + ph) * paddedWidth + x0 + 2 * col + pw]
+                } } } } }
+            }
+        } }
         return out
     }
 
@@ -155,10 +163,10 @@ public struct DreamSRPatchSampler: Sendable {
             let x = plan.tokens(of: padded, patches: batch)
             let v = try denoiser.velocities(x: x, patches: batch, sigma: sigma, pass: pass)
             guard v.count == x.count else {
-                throw UpscalingError(.modelOutputShape, "denoiser returned \(v.shape) for patch tokens \(x.shape)")
+                throw DreamSRPipelineError(.modelOutputShape, "denoiser returned \(v.shape) for patch tokens \(x.shape)")
             }
             for (b, idx) in batch.enumerated() {
-                planar.withUnsafeMutableBufferPointer { plan.unpackPatch(v.data + b * per, into: $0.baseAddress!) }
+                v.withUnsafePointer { vp in planar.withUnsafeMutableBufferPointer { plan.unpackPatch(vp + b * per, into: $0.baseAddress!) } }
                 try planar.withUnsafeBufferPointer {
                     try blender.add(row: idx / plan.grid.columns, column: idx % plan.grid.columns, tile: $0)
                 }
@@ -180,17 +188,13 @@ public struct DreamSRPatchSampler: Sendable {
         if restore {
             let t = Float(config.restoreT)
             let v = try velocity(of: zl, sigma: t, pass: .restore, denoiser: denoiser)
-            zdr = Tensor(zeros: zl.shape)
-            for i in 0..<zdr.count { zdr.data[i] = zl.data[i] - t * v.data[i] }
+            zdr = DreamSRLatentSteps.restored(zl, velocity: v, t: t)
             onStep?(0, total)
         }
-        let s0 = Float(sigmas[0])
-        let x = Tensor(zeros: zl.shape)
-        for i in 0..<x.count { x.data[i] = (1 - s0) * zdr.data[i] + s0 * nz.data[i] }
+        let x = DreamSRLatentSteps.noised(zdr, noise: nz, sigma: Float(sigmas[0]))
         for k in 0..<(sigmas.count - 1) {
             let v = try velocity(of: x, sigma: Float(sigmas[k]), pass: .texture, denoiser: denoiser)
-            let dt = Float(sigmas[k + 1]) - Float(sigmas[k])
-            for i in 0..<x.count { x.data[i] += dt * v.data[i] }
+            DreamSRLatentSteps.euler(x, velocity: v, dt: Float(sigmas[k + 1]) - Float(sigmas[k]))
             onStep?(k + (restore ? 1 : 0) + 1, total)
         }
         return DreamSRSampleResult(zDR: plan.crop(zdr), zOut: plan.crop(x), sigmas: sigmas)
@@ -203,7 +207,7 @@ extension DreamSRPatchSampler {
     public static func run(model: DreamSRModel, zLQ: Tensor, noise: Tensor, globalPrompt: DreamSRPromptEncoding,
                            localPrompts: [DreamSRPromptEncoding], mode: DreamSRMode = .dualBranch, steps: Int? = nil,
                            batchSize: Int = 4, onStep: ((Int, Int) -> Void)? = nil) throws -> DreamSRSampleResult {
-        guard zLQ.rank == 3 else { throw UpscalingError(.invalidInput, "z_lq must be [C, H, W], got \(zLQ.shape)") }
+        guard zLQ.rank == 3 else { throw DreamSRPipelineError(.invalidInput, "z_lq must be [C, H, W], got \(zLQ.shape)") }
         let cfg = mode.samplerConfig(model.config, steps: steps)
         let plan = try DreamSRPatchPlan(channels: zLQ.shape[0], latentWidth: zLQ.shape[2], latentHeight: zLQ.shape[1], config: cfg)
         let denoiser = try DreamSRModelDenoiser(model: model, plan: plan, zLQ: zLQ, globalPrompt: globalPrompt,
@@ -268,7 +272,7 @@ public final class DreamSRModelDenoiser: DreamSRPatchDenoiser, @unchecked Sendab
     public init(model: DreamSRModel, plan: DreamSRPatchPlan, zLQ: Tensor, globalPrompt: DreamSRPromptEncoding,
                 localPrompts: [DreamSRPromptEncoding], mode: DreamSRMode = .dualBranch) throws {
         guard localPrompts.count == plan.count else {
-            throw UpscalingError(.invalidInput, "\(localPrompts.count) local prompts for \(plan.count) patches")
+            throw DreamSRPipelineError(.invalidInput, "\(localPrompts.count) local prompts for \(plan.count) patches")
         }
         self.model = model
         self.plan = plan
@@ -281,7 +285,9 @@ public final class DreamSRModelDenoiser: DreamSRPatchDenoiser, @unchecked Sendab
     private func stack(_ ts: [Tensor]) -> Tensor {
         let n = ts[0].count
         let out = Tensor(zeros: [ts.count] + ts[0].shape)
-        for (i, t) in ts.enumerated() { (out.data + i * n).update(from: t.data, count: n) }
+        out.withUnsafeMutablePointer { dst in
+            for (i, t) in ts.enumerated() { t.withUnsafePointer { (dst + i * n).update(from: $0, count: n) } }
+        }
         return out
     }
 
@@ -305,10 +311,14 @@ public final class DreamSRModelDenoiser: DreamSRPatchDenoiser, @unchecked Sendab
             let idxs = g.map { patches[$0] }
             let xs = Tensor(zeros: [g.count, plan.tokensPerPatch, x.shape[2]])
             let cs = Tensor(zeros: xs.shape)
-            for (j, b) in g.enumerated() {
-                (xs.data + j * per).update(from: x.data + b * per, count: per)
-                (cs.data + j * per).update(from: condTokens.data + idxs[j] * per, count: per)
-            }
+            x.withUnsafePointer { xp in condTokens.withUnsafePointer { cp in
+                xs.withUnsafeMutablePointer { xd in cs.withUnsafeMutablePointer { cd in
+                    for (j, b) in g.enumerated() {
+                        (xd + j * per).update(from: xp + b * per, count: per)
+                        (cd + j * per).update(from: cp + idxs[j] * per, count: per)
+                    }
+                } }
+            } }
             let t = mainPrompt(idxs[0]).states.shape[0], t2 = locals[idxs[0]].states.shape[0]
             let inp = DreamSRInputs(
                 hiddenStates: xs, condLatents: cs,
@@ -321,7 +331,9 @@ public final class DreamSRModelDenoiser: DreamSRPatchDenoiser, @unchecked Sendab
                 imgIds: plan.imageIds(patch: idxs[0], ropeIds: cfg.ropeIds),
                 txtIds: Tensor(zeros: [t, 3]), localTxtIds: Tensor(zeros: [t2, 3]))
             let v = try model.velocity(inp, lora: pass == .restore, useControlNet: mode.usesControlNet)
-            for (j, b) in g.enumerated() { (out.data + b * per).update(from: v.data + j * per, count: per) }
+            v.withUnsafePointer { vp in out.withUnsafeMutablePointer { od in
+                for (j, b) in g.enumerated() { (od + b * per).update(from: vp + j * per, count: per) }
+            } }
         }
         return out
     }
@@ -340,13 +352,43 @@ public struct DreamSRNoise {
         }
         func uniform() -> Double { (Double(next() >> 11) + 0.5) / Double(1 << 53) }
         let t = Tensor(zeros: shape)
-        var i = 0
-        while i < t.count {
-            let r = (-2 * log(uniform())).squareRoot(), a = 2 * Double.pi * uniform()
-            t.data[i] = Float(r * cos(a))
-            if i + 1 < t.count { t.data[i + 1] = Float(r * sin(a)) }
-            i += 2
+        t.withUnsafeMutableBufferPointer { p in
+            var i = 0
+            while i < p.count {
+                let r = (-2 * log(uniform())).squareRoot(), a = 2 * Double.pi * uniform()
+                p[i] = Float(r * cos(a))
+                if i + 1 < p.count { p[i + 1] = Float(r * sin(a)) }
+                i += 2
+            }
         }
         return t
+    }
+}
+
+/// The latent updates of DreamSR's sampler (dreamsr-architecture items 6-7), elementwise over `[C, H, W]` latents.
+enum DreamSRLatentSteps {
+    /// z_dr = z_lq − t · v (the one-step restoration).
+    static func restored(_ zLQ: Tensor, velocity v: Tensor, t: Float) -> Tensor {
+        let out = Tensor(zeros: zLQ.shape)
+        zLQ.withUnsafeBufferPointer { z in v.withUnsafeBufferPointer { vp in out.withUnsafeMutableBufferPointer { o in
+            for i in 0..<o.count { o[i] = z[i] - t * vp[i] }
+        } } }
+        return out
+    }
+
+    /// z_t = (1 − σ) z + σ ε (the texture stage's start).
+    static func noised(_ z: Tensor, noise: Tensor, sigma s0: Float) -> Tensor {
+        let out = Tensor(zeros: z.shape)
+        z.withUnsafeBufferPointer { zp in noise.withUnsafeBufferPointer { n in out.withUnsafeMutableBufferPointer { o in
+            for i in 0..<o.count { o[i] = (1 - s0) * zp[i] + s0 * n[i] }
+        } } }
+        return out
+    }
+
+    /// x ← x + dt · v (one Euler step), in place.
+    static func euler(_ x: Tensor, velocity v: Tensor, dt: Float) {
+        v.withUnsafeBufferPointer { vp in x.withUnsafeMutableBufferPointer { o in
+            for i in 0..<o.count { o[i] += dt * vp[i] }
+        } }
     }
 }
