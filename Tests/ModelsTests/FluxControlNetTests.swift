@@ -95,6 +95,36 @@ import Testing
         #expect(!schnell.flux.guidanceEmbed && schnell.numModes == nil)
     }
 
+    /// A bf16 checkpoint (weights kept narrow, widened per call) gives the residuals of the same values in float32;
+    /// neither file has a config.json, so both configs are inferred.
+    @Test func bf16CheckpointMatchesItsFloat32Values() throws {
+        let src = try loadTensors(Self.dir.appendingPathComponent("cn_plain/diffusion_pytorch_model.safetensors"))
+        let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("cnbf-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: tmp) }
+        var bf: [SafeTensorsWriter.Entry] = [], f32: [SafeTensorsWriter.Entry] = []
+        for name in src.keys.sorted() {
+            let t = src[name]!
+            let bits: [UInt16] = t.toArray().map { v in
+                let b = v.bitPattern
+                return UInt16((b + 0x7FFF + ((b >> 16) & 1)) >> 16)  // round to nearest even
+            }
+            let widened = bits.map { Float(bitPattern: UInt32($0) << 16) }
+            bf.append(.init(name: name, dtype: .bf16, shape: t.shape) { buf in bits.withUnsafeBytes { buf.copyMemory(from: $0) } })
+            f32.append(.init(name: name, dtype: .f32, shape: t.shape) { buf in widened.withUnsafeBytes { buf.copyMemory(from: $0) } })
+        }
+        let bfURL = tmp.appendingPathComponent("cn-bf16.safetensors"), f32URL = tmp.appendingPathComponent("cn-f32.safetensors")
+        try SafeTensorsWriter.write(bf, to: bfURL)
+        try SafeTensorsWriter.write(f32, to: f32URL)
+        let a = try FluxControlNet.load(from: CheckpointSet(url: bfURL))
+        let b = try FluxControlNet.load(from: CheckpointSet(url: f32URL))
+        if case .lazy = a.doubleBlocks[0].imgQKV.weight {} else { Issue.record("bf16 weights should stay lazy") }
+        let t = try loadTensors(Self.dir.appendingPathComponent("forward_plain_inputs.safetensors"))
+        let ra = try a.residuals(fluxInputs(t), controlnetCond: t["controlnet_cond"]!, conditioningScale: 0.7)
+        let rb = try b.residuals(fluxInputs(t), controlnetCond: t["controlnet_cond"]!, conditioningScale: 0.7)
+        for (x, y) in zip(ra.double + ra.single, rb.double + rb.single) { #expect(relErr(x, y) <= 1e-5) }
+    }
+
     @Test func missingTensorIsNamed() throws {
         let src = try loadTensors(Self.dir.appendingPathComponent("cn_plain/diffusion_pytorch_model.safetensors"))
         let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("cn-\(UUID().uuidString)")
