@@ -125,6 +125,25 @@ import Testing
         for (x, y) in zip(ra.double + ra.single, rb.double + rb.single) { #expect(relErr(x, y) <= 1e-5) }
     }
 
+    /// A ControlNet without single blocks (the layout of e.g. Union-Pro 2.0): inferred from the tensors, and its
+    /// double-block residuals are those of the full ControlNet (they come before the single blocks).
+    @Test func controlNetWithoutSingleBlocks() throws {
+        let src = try loadTensors(Self.dir.appendingPathComponent("cn_plain/diffusion_pytorch_model.safetensors"))
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("cn0-\(UUID().uuidString).safetensors")
+        defer { try? FileManager.default.removeItem(at: file) }
+        let kept = src.keys.sorted().filter { !$0.hasPrefix("single_transformer_blocks.") && !$0.hasPrefix("controlnet_single_blocks.") }
+        try SafeTensorsWriter.write(tensors: kept.map { ($0, src[$0]!) }, to: file)
+        let short = try FluxControlNet.load(from: CheckpointSet(url: file))
+        #expect(short.config.flux.depth == 2 && short.config.flux.depthSingle == 0)
+        let t = try loadTensors(Self.dir.appendingPathComponent("forward_plain_inputs.safetensors"))
+        let r = try short.residuals(fluxInputs(t), controlnetCond: t["controlnet_cond"]!, conditioningScale: 0.7)
+        let full = try Self.load("cn_plain").residuals(fluxInputs(t), controlnetCond: t["controlnet_cond"]!, conditioningScale: 0.7)
+        #expect(r.single.isEmpty && r.double.count == 2)
+        for (a, b) in zip(r.double, full.double) { #expect(a.maxAbsDifference(b) == 0) }
+        // the transformer takes double residuals alone
+        _ = try Self.transformer().forward(fluxInputs(t), controlnet: r)
+    }
+
     @Test func missingTensorIsNamed() throws {
         let src = try loadTensors(Self.dir.appendingPathComponent("cn_plain/diffusion_pytorch_model.safetensors"))
         let tmp = FileManager.default.temporaryDirectory.appendingPathComponent("cn-\(UUID().uuidString)")
