@@ -105,6 +105,22 @@ def write_png16(path: Path, rgb: np.ndarray) -> None:
     path.write_bytes(png)
 
 
+def read_png16(path: Path) -> np.ndarray:
+    """The 16-bit RGB PNG written by `write_png16` (filter 0 rows) -> [H, W, 3] float32 in [0, 1]."""
+    data, pos, idat = path.read_bytes(), 8, b""
+    while pos < len(data):
+        n = struct.unpack(">I", data[pos:pos + 4])[0]
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n]
+        pos += 12 + n
+        if kind == b"IHDR":
+            w, h = struct.unpack(">II", body[:8])
+        elif kind == b"IDAT":
+            idat += body
+    raw = zlib.decompress(idat)
+    rows = [np.frombuffer(raw[y * (1 + 6 * w) + 1:(y + 1) * (1 + 6 * w)], dtype=">u2") for y in range(h)]
+    return (np.stack(rows).reshape(h, w, 3).astype(np.float32) / 65535)
+
+
 def make_lr() -> np.ndarray:
     """A 57 x 33 test picture: gradients, a checker, a disc and mild seeded noise; [H, W, 3] uint16."""
     rng = np.random.default_rng(5)
@@ -198,9 +214,12 @@ def load_models():
 
 
 def encode_prompt(text, clip, t5, clip_tok, t5_tok) -> R.PatchPrompt:
-    """Item 10 / spec 7: T5 ids + EOS (1), padded with 0 to 512, no mask, last_hidden_state; CLIP BOS + ids + EOS,
-    padded with EOS to 77, pooler output (final-LN state at the first EOS)."""
-    ids = t5_tok.encode(text).ids[:511] + [1]
+    """Item 10 / spec 7: T5 ids as the tokenizer file's own post-processor gives them (the real T5 tokenizer.json
+    appends `</s>` with its TemplateProcessing; the tiny fixture's file has no post-processor, so it appends nothing,
+    exactly as diffusers' T5TokenizerFast would do with it), truncated / padded with 0 to 512, no mask,
+    last_hidden_state; CLIP BOS + ids + EOS, padded with EOS to 77, pooler output (final-LN state at the first EOS)."""
+    enc = t5_tok.encode(text).ids
+    ids = enc[:512] if len(enc) <= 512 or enc[-1] != 1 else enc[:511] + [1]
     ids = ids + [0] * (512 - len(ids))
     cids = clip_tok(text, padding="max_length", max_length=77, truncation=True)["input_ids"]
     with torch.no_grad():
@@ -320,14 +339,27 @@ def upscale(lr: torch.Tensor, mode: str, fix: str, models, seed: int = SEED):
         assert (len(grid[0]), len(grid[1])) == (2, 3), grid
         px = vae.decode((z_out / vc.scaling_factor + vc.shift_factor)[None]).sample[0]
     out = ((px + 1) / 2)[:, :oh, :ow]
-    out = color_fix(fix, out, ref).clamp(0, 1)
-    return out, {"sigmas": sig, "grid": grid, "latent": list(z_lq.shape)}
+    fixed = color_fix(fix, out, ref).clamp(0, 1)
+    return fixed, {"sigmas": sig, "grid": grid, "latent": list(z_lq.shape), "z_lq": z_lq, "z_out": z_out,
+                   "resized": ref, "decoded": out}
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(FIX / "dreamsr_e2e"))
-    out = Path(ap.parse_args().out)
+    ap.add_argument("--case", help="MODE:FIX: compute one case from the committed lr.png and write it with its "
+                    "intermediates (z_lq, z_out, resized LR, decoded pixels before the colour fix) to --save")
+    ap.add_argument("--save", help="output safetensors of --case")
+    args = ap.parse_args()
+    if args.case:
+        mode, fix = args.case.split(":")
+        lr = torch.from_numpy(read_png16(FIX / "dreamsr_e2e/lr.png")).permute(2, 0, 1).contiguous()
+        img, info = upscale(lr, mode, fix, load_models())
+        from safetensors.torch import save_file
+        save_file({"image": img.contiguous(), **{k: info[k].contiguous() for k in ("z_lq", "z_out", "resized", "decoded")}},
+                  args.save)
+        return
+    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     lr16 = make_lr()
