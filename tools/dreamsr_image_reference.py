@@ -18,7 +18,7 @@ What this file adds is the pixel <-> latent path around them:
 5. VAE encode (item 9, spec 2.5): latent MEAN, z = 0.3611 (z_raw - 0.1159) with the VAE config's scaling / shift.
    The spec's tiled encoder / decoder share GroupNorm statistics across tiles and (for this size) keep the mid-block
    attention global, which is the untiled computation: the reference runs diffusers' AutoencoderKL untiled, and the
-   test runs the CLI tiled (vae_tile 64 px), so the tiling is checked too.
+   test runs the CLI tiled (vae_tile 128 px: 2 x 2 encoder tiles, 16-cell decoder tiles), so the tiling is checked too.
 6. sampler (items 6-8 and the ablation table): patches of `patch_size` with `patch_overlap`, Tiled Diffusion grid,
    gaussian (Mixture of Diffusers) weights, per-step weighted average of patch velocities (MultiDiffusion), 0-based
    per-patch RoPE ids; restoration pass z_dr = z_lq - restore_t * V (LoRA on); z_t = (1 - s0) z_dr + s0 eps; Euler
