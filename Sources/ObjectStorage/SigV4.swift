@@ -82,8 +82,8 @@ public struct SigV4Signer: Sendable {
         let canonicalRequest = [method, path, Self.canonicalQuery(items), "host:\(host)\n", "host", Self.unsignedPayload]
             .joined(separator: "\n")
         let signature = self.signature(canonicalRequest: canonicalRequest, stamp: stamp, scope: scope)
-        items.append(("X-Amz-Signature", signature))
-        return "\(scheme)://\(host)\(path)?\(Self.canonicalQuery(items))"
+        // The signature goes last, as in AWS's examples (it is not part of what it signs).
+        return "\(scheme)://\(host)\(path)?\(Self.canonicalQuery(items))&X-Amz-Signature=\(signature)"
     }
 
     private func signature(canonicalRequest: String, stamp: (full: String, day: String), scope: String) -> String {
