@@ -80,7 +80,7 @@ let package = Package(
         ]),
         .target(name: "DreamsrApp", dependencies: [
             "CBuildInfo", "Tensor", "Checkpoints", "Models", "Tokenizers", "Captioning", "Raster", "Imaging", "Upscaling",
-            "Jobs", "Support", "PipelineRuntime", "WatchFolderConnector", "KafkaConnector",
+            "Jobs", "Support", "PipelineRuntime", "WatchFolderConnector", "KafkaConnector", "ObjectStorage",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
