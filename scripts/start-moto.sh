@@ -6,21 +6,24 @@
 # when the process --owner-pid ends (and with `kill PID`).
 #
 # Usage: scripts/start-moto.sh --owner-pid PID [--bucket NAME]...
+#        scripts/start-moto.sh --install-only     (only make sure moto is installed; scripts/test.sh runs this first)
 # Python: $DREAMSR_MOTO_PYTHON when it can import moto; else the venv ${DREAMSR_MOTO_VENV:-.build/moto-venv},
 # created and filled with `pip install moto[server]` on first use. Exit status 3, with a line starting "SKIP:" on
 # stderr, only when that install fails because PyPI cannot be reached; any other failure is exit status 1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 owner=""
+install_only=0
 buckets=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --owner-pid) owner="$2"; shift 2 ;;
         --bucket) buckets+=("$2"); shift 2 ;;
+        --install-only) install_only=1; shift ;;
         *) echo "start-moto.sh: unknown argument $1" >&2; exit 1 ;;
     esac
 done
-[ -n "$owner" ] || { echo "start-moto.sh: --owner-pid is required" >&2; exit 1; }
+[ -n "$owner" ] || [ "$install_only" = 1 ] || { echo "start-moto.sh: --owner-pid is required" >&2; exit 1; }
 # Close inherited descriptors above 2: moto and its watcher outlive this script and must not hold the caller's pipes.
 for fd in /proc/$$/fd/*; do
     fd="${fd##*/}"
@@ -51,6 +54,10 @@ else
         flock -u 9
     fi
     python="$venv/bin/python"
+fi
+if [ "$install_only" = 1 ]; then
+    echo "moto ready: $python" >&2
+    exit 0
 fi
 
 log="$(mktemp -t dreamsr-moto.XXXXXX.log)"
