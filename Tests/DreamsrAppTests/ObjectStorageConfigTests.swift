@@ -58,6 +58,11 @@ import Testing
                                                 "AWS_ACCESS_KEY_ID": "ENVKEY", "AWS_SECRET_ACCESS_KEY": Self.secret])
         let s = try #require(c.kafka?.objectStorage)
         #expect(s.endpoint?.port == 9000 && s.region == "us-west-2" && s.credentials?.accessKeyID == "ENVKEY")
+        // DREAMSR_* overrides reach the section too, also when the file has none.
+        let overridden = try parse(Self.kafka(""), env: ["DREAMSR_SOURCES_KAFKA_OBJECT_STORAGE_REGION": "ap-south-1",
+                                                         "DREAMSR_SOURCES_KAFKA_OBJECT_STORAGE_PART_SIZE_BYTES": "6291456"])
+        #expect(overridden.kafka?.objectStorage?.region == "ap-south-1")
+        #expect(overridden.kafka?.objectStorage?.partSize == 6 << 20)
         // Nothing at all: the daemon starts; s3:// jobs are dead-lettered for want of credentials.
         #expect(try parse(Self.kafka(""), env: [:]).kafka?.objectStorage?.credentials == nil)
         // Quick start reads the same variables.
