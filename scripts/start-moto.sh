@@ -3,7 +3,7 @@
 # with request signatures checked (moto's IAM authentication on), and prints one line:
 #   endpoint=http://127.0.0.1:PORT pid=PID access_key=ID secret_key=SECRET
 # The keys belong to an IAM user allowed s3:*; the buckets named with --bucket exist. The server stops by itself
-# when the process --owner-pid ends (and with `kill PID`).
+# when the process --owner-pid ends (and with `kill -9 PID`: started from a Swift test it may have SIGTERM blocked).
 #
 # Usage: scripts/start-moto.sh --owner-pid PID [--bucket NAME]...
 #        scripts/start-moto.sh --install-only     (only make sure moto is installed; scripts/test.sh runs this first)
@@ -64,8 +64,9 @@ log="$(mktemp -t dreamsr-moto.XXXXXX.log)"
 port="$("$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 "$python" -m moto.server -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
 pid=$!
-# Stops moto when the owner (the test process) ends, however it ends.
-( while kill -0 "$owner" 2>/dev/null && kill -0 "$pid" 2>/dev/null; do sleep 1; done; kill "$pid" 2>/dev/null ) \
+# Stops moto when the owner (the test process) ends, however it ends. SIGKILL: a process spawned from a Swift test
+# inherits its blocked signal mask, SIGTERM included.
+( while kill -0 "$owner" 2>/dev/null && kill -0 "$pid" 2>/dev/null; do sleep 1; done; kill -9 "$pid" 2>/dev/null ) \
     >/dev/null 2>&1 </dev/null &
 disown || true
 
@@ -100,7 +101,7 @@ PY
 )"; then
     echo "start-moto.sh: moto setup failed; its log ($log):" >&2
     cat "$log" >&2
-    kill "$pid" 2>/dev/null || true
+    kill -9 "$pid" 2>/dev/null || true
     exit 1
 fi
 echo "endpoint=http://127.0.0.1:$port pid=$pid $keys"
