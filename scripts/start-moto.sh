@@ -66,7 +66,7 @@ port="$("$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0))
 pid=$!
 # Stops moto when the owner (the test process) ends, however it ends. SIGKILL: a process spawned from a Swift test
 # inherits its blocked signal mask, SIGTERM included.
-( while kill -0 "$owner" 2>/dev/null && kill -0 "$pid" 2>/dev/null; do sleep 1; done; kill -9 "$pid" 2>/dev/null ) \
+( while kill -0 "$owner" 2>/dev/null && kill -0 "$pid" 2>/dev/null; do sleep 1; done; kill -9 "$pid" 2>/dev/null; rm -f "$log" ) \
     >/dev/null 2>&1 </dev/null &
 disown || true
 
