@@ -56,6 +56,16 @@ import Testing
             #expect(error?.code == .invalidMessage)
             #expect(error?.message.hasPrefix(message) == true, "\(error?.message ?? "")")
         }
+        // At most 32 headers, values at most 8192 bytes.
+        func headers(_ count: Int, valueBytes: Int = 1) -> String {
+            let entries = (0..<count).map { #""X-H\#($0)":"\#(String(repeating: "v", count: valueBytes))""# }
+            return #"{"source":"/x","output":"https://h.example/x.png","output_headers":{\#(entries.joined(separator: ","))}}"#
+        }
+        #expect((try? parse(headers(32, valueBytes: 8192))) != nil)
+        let tooMany = #expect(throws: KafkaConnectorError.self) { _ = try parse(headers(33)) }
+        #expect(tooMany?.message == "field 'output_headers': 33 headers, limit 32")
+        let tooLong = #expect(throws: KafkaConnectorError.self) { _ = try parse(headers(1, valueBytes: 8193)) }
+        #expect(tooLong?.message == "field 'output_headers': header 'X-H0' value is longer than 8192 bytes")
         // An 8192-byte URL is accepted; presigned URLs with a session token are longer than a path's 1024 bytes.
         let fits = "https://h.example/x.png?sig=" + String(repeating: "a", count: 8192 - 28)
         #expect(fits.utf8.count == 8192)
