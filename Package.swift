@@ -65,9 +65,15 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
+        // S3 (SigV4, GET, single and multipart PUT) and presigned uploads, over libcurl.
+        .target(name: "ObjectStorage", dependencies: [
+            "CCurl", "Support",
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "KafkaConnector", dependencies: [
             // PipelineRuntime: only for SourceMetrics (the retry / dead-letter counters every source shares).
-            "Jobs", "Support", "PipelineRuntime", "CRdKafka", "CCurl", "Captioning",
+            "Jobs", "Support", "PipelineRuntime", "CRdKafka", "CCurl", "Captioning", "ObjectStorage",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -75,7 +81,7 @@ let package = Package(
         .target(name: "DreamsrApp", dependencies: [
             "CBuildInfo", "Tensor", "Checkpoints", "Models", "Tokenizers", "Captioning", "Raster", "Imaging", "Upscaling",
             "DreamSRPipeline",
-            "Jobs", "Support", "PipelineRuntime", "WatchFolderConnector", "KafkaConnector",
+            "Jobs", "Support", "PipelineRuntime", "WatchFolderConnector", "KafkaConnector", "ObjectStorage",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
@@ -101,6 +107,7 @@ let package = Package(
 
         // MARK: Test support and tests
         .target(name: "DreamsrTestKit", dependencies: ["Jobs", "Support", "PipelineRuntime", "Raster", "Tensor",
+                                                     .product(name: "Logging", package: "swift-log"),
                                                      .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
         .testTarget(name: "TensorTests", dependencies: ["Tensor", "CKernels", "DreamsrTestKit"]),
         .testTarget(name: "CheckpointsTests", dependencies: ["Checkpoints", "Tensor", "CKernels", "DreamsrTestKit"]),
@@ -119,12 +126,16 @@ let package = Package(
                                                                    "DreamsrTestKit",
                                                                    .product(name: "Logging", package: "swift-log"),
                                                                    .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
-        .testTarget(name: "KafkaConnectorTests", dependencies: ["KafkaConnector", "PipelineRuntime", "Jobs", "Support", "DreamsrTestKit",
+        .testTarget(name: "ObjectStorageTests", dependencies: ["ObjectStorage", "DreamsrTestKit",
+                                                            .product(name: "Crypto", package: "swift-crypto"),
+                                                            .product(name: "Logging", package: "swift-log")]),
+        .testTarget(name: "KafkaConnectorTests", dependencies: ["KafkaConnector", "ObjectStorage", "PipelineRuntime", "Jobs", "Support", "DreamsrTestKit",
                                                              "Captioning", .product(name: "CoreMetrics", package: "swift-metrics"),
                                                              .product(name: "Logging", package: "swift-log"),
                                                              .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
         .testTarget(name: "DreamsrAppTests", dependencies: [
-            "DreamsrApp", "DreamSRPipeline", "DreamsrTestKit", "Checkpoints", "Imaging", "Jobs", "KafkaConnector", "PipelineRuntime", "Raster",
+            "DreamsrApp", "DreamSRPipeline", "DreamsrTestKit", "Checkpoints", "Imaging", "Jobs", "KafkaConnector",
+            "ObjectStorage", "PipelineRuntime", "Raster",
             "Support", "Tensor", "Upscaling", "WatchFolderConnector",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),

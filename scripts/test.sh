@@ -11,6 +11,10 @@ done
 # Every import declared in Package.swift, no unused package (reads the manifest only).
 timeout --kill-after=30 300 bash scripts/check-imports.sh
 timeout --kill-after=30 1200 swift build --build-tests
+# moto's S3 server for the object-storage tests, installed into .build/moto-venv (exit 3: PyPI unreachable; the
+# moto-backed tests then skip and say so).
+moto_rc=0; timeout --kill-after=30 900 bash scripts/start-moto.sh --install-only || moto_rc=$?
+if [ "$moto_rc" -ne 0 ] && [ "$moto_rc" -ne 3 ]; then exit "$moto_rc"; fi
 # The documented systemd install, in a throw-away mount namespace (needs root, as CI runs).
 SUDO=""; if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 timeout --kill-after=30 300 $SUDO bash scripts/test-systemd-unit.sh .build/debug/dreamsr

@@ -35,6 +35,17 @@ static inline CURLcode dreamsr_curl_set_xferinfo(CURL *h, dreamsr_curl_xferinfo_
     return rc != CURLE_OK ? rc : curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
 }
 
+/* CURLOPT_READFUNCTION (request bodies) and CURLOPT_HEADERFUNCTION (response headers): same signature as write. */
+static inline CURLcode dreamsr_curl_set_read(CURL *h, dreamsr_curl_write_cb cb, void *userdata) {
+    CURLcode rc = curl_easy_setopt(h, CURLOPT_READFUNCTION, cb);
+    return rc != CURLE_OK ? rc : curl_easy_setopt(h, CURLOPT_READDATA, userdata);
+}
+
+static inline CURLcode dreamsr_curl_set_header(CURL *h, dreamsr_curl_write_cb cb, void *userdata) {
+    CURLcode rc = curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, cb);
+    return rc != CURLE_OK ? rc : curl_easy_setopt(h, CURLOPT_HEADERDATA, userdata);
+}
+
 static inline CURLcode dreamsr_curl_getinfo_long(CURL *h, CURLINFO i, long *v) { return curl_easy_getinfo(h, i, v); }
 static inline CURLcode dreamsr_curl_getinfo_str(CURL *h, CURLINFO i, char **v) { return curl_easy_getinfo(h, i, v); }
 

@@ -14,6 +14,9 @@ public enum JobSource: Sendable, Hashable, Codable {
     case file(String)
     /// An http(s) URL, fetched by the connector (with its SSRF and size rules) before the job enters the pipeline.
     case url(String)
+    /// An object, `s3://bucket/key`, fetched by the connector from the configured object storage before the job
+    /// enters the pipeline.
+    case s3(String)
 }
 
 /// One image to upscale, as a source hands it to the pipeline.

@@ -10,6 +10,11 @@ public enum OutputFiles {
     /// in NAME_MAX: 230 bytes.
     public static let maxNameBytes = nameMax - (1 + marker.utf8.count + 7)
 
+    /// The name of a job's output when the job names no file: `<id>.<ext>`, `jpg` for jpeg and `tif` for tiff.
+    public static func fileName(id: String, format: String) -> String {
+        "\(id).\(format == "jpeg" ? "jpg" : format == "tiff" ? "tif" : format)"
+    }
+
     /// `dir/.NAME.dreamsr-partial-<pid>` for `dir/NAME`.
     public static func temporaryPath(for finalPath: String) -> String {
         let url = URL(fileURLWithPath: finalPath)

@@ -1,4 +1,5 @@
 import CRdKafka
+import ObjectStorage
 
 /// Configuration of the Kafka source/sink. Every field has a documented default except the broker list and the
 /// input topic; `validate()` names the offending key.
@@ -114,8 +115,12 @@ public struct KafkaConnectorConfiguration: Sendable, Equatable {
     public var clientProperties: [String: String] = [:]
     /// How often the consumer lag (`dreamsr_kafka_consumer_lag`) is asked of the broker.
     public var lagInterval: Duration = .seconds(5)
-    /// Folder for downloads (default: the system temporary folder).
+    /// Folder for downloads (default: the system temporary folder); s3:// and URL outputs are staged here too
+    /// before their upload.
     public var downloadDirectory: String?
+    /// The object storage `s3://` sources and outputs use (endpoint, region, credentials, part sizes, retries);
+    /// nil: none configured, such jobs are dead-lettered. Its `policy` also governs uploads to presigned URLs.
+    public var objectStorage: S3Configuration?
 
     public init(bootstrapServers: String, inputTopic: String, groupID: String = "dreamsr",
                 resultsTopic: String? = nil, deadLetterTopic: String? = nil, outputDirectory: String? = nil,
@@ -159,6 +164,13 @@ public struct KafkaConnectorConfiguration: Sendable, Equatable {
         if http.maxRedirects < 0 { throw fail("http.max_redirects", "\(http.maxRedirects) < 0") }
         if !["earliest", "latest", "error"].contains(autoOffsetReset) {
             throw fail("auto_offset_reset", "'\(autoOffsetReset)' is not earliest|latest|error")
+        }
+        if let objectStorage {
+            do {
+                try objectStorage.validate()
+            } catch {
+                throw fail("object_storage", error.message)
+            }
         }
         if maxPollIntervalMs < sessionTimeoutMs {
             throw fail("max_poll_interval_ms", "\(maxPollIntervalMs) < session_timeout_ms \(sessionTimeoutMs)")

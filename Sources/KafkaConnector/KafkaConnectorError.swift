@@ -37,6 +37,9 @@ public struct KafkaConnectorError: Error, CustomStringConvertible, Sendable, Equ
         public static let forbiddenSource = Code("forbidden_source")
         /// The HTTP download failed (status, connection, too many redirects).
         public static let download = Code("download")
+        /// Writing the output to object storage or a presigned URL failed (the message names the object and, for
+        /// S3, its error code).
+        public static let upload = Code("upload")
         /// The download timed out.
         public static let timeout = Code("timeout")
         /// The pipeline reported an error.

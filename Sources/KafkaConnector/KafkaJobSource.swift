@@ -1,6 +1,7 @@
 import Foundation
 import Jobs
 import Logging
+import ObjectStorage
 import PipelineRuntime
 import ServiceLifecycle
 import Support
@@ -159,6 +160,10 @@ final class SourceCore: @unchecked Sendable {
     let metrics: SourceMetrics
     let kafkaMetrics: KafkaMetrics
     let fetcher: HTTPSourceFetcher
+    /// The object storage client (nil: none configured), or why it cannot be made (no credentials).
+    let objectStore: Result<S3Client, ObjectStorageError>?
+    /// Uploads to presigned URLs (job-supplied: the SSRF rules of http sources apply).
+    let presigned: PresignedUpload
     let state = Locked(State())
     /// What the dead-letter topic accepts (bytes of one message), learned from refusals; starts at the producer's
     /// `message.max.bytes`.
@@ -178,6 +183,97 @@ final class SourceCore: @unchecked Sendable {
         self.deadLetterLimit = Locked(configuration.deadLetterMaxBytes)
         self.onEvent = onEvent
         self.fetcher = HTTPSourceFetcher(rules: configuration.http, directory: configuration.downloadDirectory)
+        if let storage = configuration.objectStorage {
+            do {
+                self.objectStore = .success(try S3Client(configuration: storage,
+                                                         logger: logger.with("component", "object-storage")))
+            } catch {
+                self.objectStore = .failure(error)
+            }
+        } else {
+            self.objectStore = nil
+        }
+        let rules = configuration.http
+        let addressRule: (@Sendable ([UInt8]) -> String?)? = rules.allowPrivateAddresses ? nil : Self.presignedAddressRule
+        self.presigned = PresignedUpload(policy: configuration.objectStorage?.policy ?? TransferPolicy(),
+                                         allowedSchemes: rules.allowedSchemes, addressRule: addressRule,
+                                         logger: logger.with("component", "presigned-upload"))
+    }
+
+    /// The SSRF rule of http sources, for job-supplied upload URLs: why `address` is refused, or nil.
+    @Sendable static func presignedAddressRule(_ address: [UInt8]) -> String? {
+        guard HTTPSourceFetcher.isForbidden(address) else { return nil }
+        let shown = address.isEmpty ? "a non-IP address" : HTTPSourceFetcher.format(address)
+        return "the URL's host resolves to \(shown), a loopback/link-local/private address (kafka.http.allow_private)"
+    }
+
+    /// The S3 client, or the reason there is none, as an error for the job.
+    private func objectStoreClient(_ code: KafkaConnectorError.Code) throws(KafkaConnectorError) -> S3Client {
+        switch objectStore {
+        case .success(let client): return client
+        case .failure(let error): throw KafkaConnectorError(code, "object storage is not usable: \(error.message)")
+        case nil:
+            throw KafkaConnectorError(code, "s3:// sources and outputs need object storage configured "
+                                      + "(sources.kafka.object_storage or the AWS_* environment variables)")
+        }
+    }
+
+    /// An object-storage failure as the connector reports it. Never retriable here: the client already retried
+    /// what could be retried.
+    static func connectorError(_ error: ObjectStorageError, _ code: KafkaConnectorError.Code) -> KafkaConnectorError {
+        let mapped: KafkaConnectorError.Code = switch error.kind {
+        case .forbidden: .forbiddenSource
+        case .limitExceeded: .limitExceeded
+        case .timeout: .timeout
+        default: code
+        }
+        return KafkaConnectorError(mapped, error.description)
+    }
+
+    /// Fetches an `s3://` source into a temporary file the caller deletes.
+    private func downloadObject(_ uri: String, id: JobID) async throws(KafkaConnectorError) -> String {
+        let client = try objectStoreClient(.download)
+        let location: S3Location
+        do { location = try S3Location.parse(uri) } catch { throw KafkaConnectorError(.invalidMessage, error.message) }
+        let directory = configuration.downloadDirectory ?? FileManager.default.temporaryDirectory.path
+        let target = (directory as NSString).appendingPathComponent(".dreamsr-download-\(id.rawValue)-\(UUID().uuidString)")
+        do {
+            _ = try await client.download(location, to: target)
+            return target
+        } catch {
+            try? FileManager.default.removeItem(atPath: target)
+            throw Self.connectorError(error, .download)
+        }
+    }
+
+    /// Uploads the pipeline's local output to where the message asked.
+    private func uploadOutput(_ path: String, to output: InputMessage.RemoteOutput,
+                              format: String) async throws(KafkaConnectorError) {
+        do {
+            switch output {
+            case .s3(let location):
+                let client = try objectStoreClient(.upload)
+                _ = try await client.upload(file: path, to: location, contentType: Self.contentType(format))
+            case .url(let url, let method, let headers):
+                _ = try await presigned.upload(file: path, to: url, method: method,
+                                               headers: headers.sorted { $0.key < $1.key }.map { ($0.key, $0.value) })
+            }
+        } catch let error as KafkaConnectorError {
+            throw error
+        } catch let error as ObjectStorageError {
+            throw Self.connectorError(error, .upload)
+        } catch {
+            throw KafkaConnectorError(.upload, "\(error)")
+        }
+    }
+
+    static func contentType(_ format: String) -> String {
+        switch format {
+        case "jpeg", "jpg": "image/jpeg"
+        case "webp": "image/webp"
+        case "tiff", "tif": "image/tiff"
+        default: "image/png"
+        }
     }
 
     var inFlight: Int { state.withLock { $0.inFlight } }
@@ -439,21 +535,43 @@ final class SourceCore: @unchecked Sendable {
         let tp = message.topicPartition
         let input: InputMessage
         let source: JobSource
-        let output: String
+        var output: String
         let format: String
+        var remote: InputMessage.RemoteOutput?
         var id = InputMessage.jobID(nil, topic: message.topic, partition: message.partition, offset: message.offset)
         do {
             input = try InputMessage.parse(message.value, maxBytes: configuration.maxMessageBytes)
             id = InputMessage.jobID(input.id, topic: message.topic, partition: message.partition,
                                     offset: message.offset)
             source = try InputMessage.jobSource(input.source)
-            (output, format) = try InputMessage.outputLocation(
-                input.output, id: id, format: input.format, outputDirectory: configuration.outputDirectory,
-                defaultFormat: configuration.defaultFormat, allowAbsolute: configuration.allowAbsoluteOutputPaths)
+            if let (target, chosen) = try InputMessage.remoteOutput(input, id: id, defaultFormat: configuration.defaultFormat) {
+                remote = target
+                format = chosen
+                output = ""
+            } else {
+                (output, format) = try InputMessage.outputLocation(
+                    input.output, id: id, format: input.format, outputDirectory: configuration.outputDirectory,
+                    defaultFormat: configuration.defaultFormat, allowAbsolute: configuration.allowAbsoluteOutputPaths)
+            }
         } catch {
             if let readable = InputMessage.lenientID(message.value) { id = JobID(readable) }
             return await deadLetter(message, id: id, stage: "parse", error: error, attempts: 1)
         }
+        // A remote output is written by the pipeline into a private staging folder, then uploaded.
+        var staging: String?
+        if remote != nil {
+            let directory = configuration.downloadDirectory ?? FileManager.default.temporaryDirectory.path
+            let folder = (directory as NSString).appendingPathComponent(".dreamsr-upload-\(UUID().uuidString)")
+            do {
+                try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            } catch {
+                return await deadLetter(message, id: id, stage: "output", error: KafkaConnectorError(
+                    .output, "cannot create the staging folder \(folder): \(error.localizedDescription)"), attempts: 1)
+            }
+            staging = folder
+            output = (folder as NSString).appendingPathComponent(OutputFiles.fileName(id: id.rawValue, format: format))
+        }
+        defer { if let staging { try? FileManager.default.removeItem(atPath: staging) } }
         let origin = ["topic": message.topic, "partition": String(message.partition),
                       "offset": String(message.offset)]
         var attempt = 0
@@ -476,6 +594,14 @@ final class SourceCore: @unchecked Sendable {
                     }
                     return await deadLetter(message, id: id, stage: "download", error: error, attempts: attempt)
                 }
+            case .s3(let uri):
+                do {
+                    localPath = try await downloadObject(uri, id: id)
+                    downloaded = localPath
+                } catch {
+                    if Task.isCancelled || !isOwned(tp, generation: generation) { return false }
+                    return await deadLetter(message, id: id, stage: "download", error: error, attempts: attempt)
+                }
             }
             // Failures no retry can fix end here, before the model runs (one dead letter, no retries).
             do {
@@ -486,7 +612,7 @@ final class SourceCore: @unchecked Sendable {
             }
             do {
                 // Relative outputs stay confined to kafka.output_dir (no symlink on the way is followed).
-                try JobPreflight.prepareOutput(output, root: configuration.outputDirectory)
+                try JobPreflight.prepareOutput(output, root: staging ?? configuration.outputDirectory)
             } catch {
                 if let downloaded { try? FileManager.default.removeItem(atPath: downloaded) }
                 return await deadLetter(message, id: id, stage: "output", error: error, attempts: attempt)
@@ -508,6 +634,20 @@ final class SourceCore: @unchecked Sendable {
                 outcome.errorStage = outcome.errorStage ?? "write"
                 outcome.errorMessage = "pipeline reported ok but output '\(path)' does not exist"
                 outcome.retriable = true
+            }
+            if outcome.status == .ok, let remote, let written = outcome.output {
+                do {
+                    try await uploadOutput(written, to: remote, format: format)
+                    try? FileManager.default.removeItem(atPath: written)
+                    outcome.output = remote.displayName
+                } catch {
+                    try? FileManager.default.removeItem(atPath: written)
+                    if Task.isCancelled || !isOwned(tp, generation: generation) { return false }
+                    outcome.status = .error
+                    outcome.output = nil
+                    return await deadLetter(message, id: id, stage: "upload", error: error, attempts: attempt,
+                                            outcome: outcome)
+                }
             }
             if outcome.status == .ok {
                 let result = ResultMessage(outcome: outcome, attempts: attempt, message: message)

@@ -1,5 +1,6 @@
 import Foundation
 import Jobs
+import ObjectStorage
 
 /// The input message's JSON value (see docs/kafka.md). Unknown fields are ignored; wrong types are rejected.
 public struct InputMessage: Sendable, Equatable, Decodable {
@@ -10,8 +11,16 @@ public struct InputMessage: Sendable, Equatable, Decodable {
     public var scale: Int?
     public var format: String?
     public var pipeline: String?
+    /// With an http(s) `output` (a presigned URL): the method (`PUT`, default, or `POST`) and extra headers of the
+    /// upload (e.g. `Content-Type`, `x-amz-checksum-sha256` fixed by the signer). Their values are never logged.
+    public var outputMethod: String?
+    public var outputHeaders: [String: String]?
 
-    enum CodingKeys: String, CodingKey { case id, source, output, prompt, scale, format, pipeline }
+    enum CodingKeys: String, CodingKey {
+        case id, source, output, prompt, scale, format, pipeline
+        case outputMethod = "output_method"
+        case outputHeaders = "output_headers"
+    }
 
     public init(id: String? = nil, source: String, output: String? = nil, prompt: String? = nil, scale: Int? = nil,
                 format: String? = nil, pipeline: String? = nil) {
@@ -32,6 +41,8 @@ public struct InputMessage: Sendable, Equatable, Decodable {
         prompt = try c.decodeIfPresent(String.self, forKey: .prompt)
         format = try c.decodeIfPresent(String.self, forKey: .format)
         pipeline = try c.decodeIfPresent(String.self, forKey: .pipeline)
+        outputMethod = try c.decodeIfPresent(String.self, forKey: .outputMethod)
+        outputHeaders = try c.decodeIfPresent([String: String].self, forKey: .outputHeaders)
         scale = try Self.decodeScale(c)
     }
 
@@ -111,10 +122,71 @@ public struct InputMessage: Sendable, Equatable, Decodable {
                                           + "\(codePoint) at position \(bad.offset); control characters are not allowed")
             }
         }
-        if let output { try Self.checkOutputRule(output) }
+        if let output {
+            if Self.isRemote(output) {
+                try Self.checkRemoteOutputRule(output)
+            } else {
+                try Self.checkOutputRule(output)
+            }
+        }
+        let isURLOutput = output.map { Self.isURL($0) } ?? false
+        if let outputMethod {
+            guard isURLOutput else {
+                throw KafkaConnectorError(.invalidMessage, "field 'output_method' needs an http(s) URL as 'output'")
+            }
+            if !PresignedUpload.methods.contains(outputMethod.uppercased()) {
+                throw KafkaConnectorError(.invalidMessage, "field 'output_method' = '\(outputMethod.prefix(20))' is not one of "
+                                          + "\(PresignedUpload.methods.sorted())")
+            }
+        }
+        if let outputHeaders {
+            guard isURLOutput else {
+                throw KafkaConnectorError(.invalidMessage, "field 'output_headers' needs an http(s) URL as 'output'")
+            }
+            if outputHeaders.count > Self.maxOutputHeaders {
+                throw KafkaConnectorError(.invalidMessage, "field 'output_headers': \(outputHeaders.count) headers, limit \(Self.maxOutputHeaders)")
+            }
+            for (name, value) in outputHeaders.sorted(by: { $0.key < $1.key }) {
+                if let problem = PresignedUpload.headerProblem(name, value) {
+                    throw KafkaConnectorError(.invalidMessage, "field 'output_headers': \(problem)")
+                }
+            }
+        }
         if let format, !Self.formats.contains(format.lowercased()) {
             throw KafkaConnectorError(.invalidMessage,
                                       "field 'format' = '\(format)' is not one of \(Self.formats.sorted())")
+        }
+    }
+
+    /// Longest http(s) URL accepted as `output` (presigned URLs with a session token run past 1 KiB), in bytes.
+    public static let maxOutputURLBytes = 8192
+    /// Most headers in `output_headers`.
+    public static let maxOutputHeaders = 32
+
+    static func isURL(_ text: String) -> Bool {
+        let lower = text.lowercased()
+        return lower.hasPrefix("http://") || lower.hasPrefix("https://")
+    }
+
+    /// An output the connector uploads after the pipeline wrote it locally: `s3://...` or an http(s) URL.
+    static func isRemote(_ text: String) -> Bool { text.lowercased().hasPrefix("s3://") || isURL(text) }
+
+    /// `s3://bucket/key` (or a prefix ending in `/`) per S3Location's rules; an http(s) URL with a host, at most
+    /// `maxOutputURLBytes`.
+    static func checkRemoteOutputRule(_ output: String) throws(KafkaConnectorError) {
+        if isURL(output) {
+            if output.utf8.count > maxOutputURLBytes {
+                throw KafkaConnectorError(.invalidMessage, "field 'output': URL is \(output.utf8.count) bytes, limit \(maxOutputURLBytes)")
+            }
+            guard URL(string: output)?.host != nil else {
+                throw KafkaConnectorError(.invalidMessage, "field 'output': '\(Redaction.url(output))' is not a valid URL")
+            }
+            return
+        }
+        do {
+            _ = try S3Location.parse(output)
+        } catch {
+            throw KafkaConnectorError(.invalidMessage, "field 'output': \(error.message)")
         }
     }
 
@@ -181,9 +253,22 @@ public struct InputMessage: Sendable, Equatable, Decodable {
         JobID(id ?? "\(topic)-\(partition)-\(offset)")
     }
 
-    /// The JobSource for `source`: a path, a `file://` URI or an http(s) URL.
+    /// The JobSource for `source`: a path, a `file://` URI, an http(s) URL or an `s3://bucket/key` URI.
     public static func jobSource(_ source: String) throws(KafkaConnectorError) -> JobSource {
         let lower = source.lowercased()
+        if lower.hasPrefix("s3://") {
+            do {
+                let location = try S3Location.parse(source)
+                if location.isPrefix {
+                    throw KafkaConnectorError(.invalidMessage, "field 'source': '\(source)' names no object (key is empty or ends with '/')")
+                }
+                return .s3(location.uri)
+            } catch let error as KafkaConnectorError {
+                throw error
+            } catch {
+                throw KafkaConnectorError(.invalidMessage, "field 'source': \((error as? ObjectStorageError)?.message ?? "\(error)")")
+            }
+        }
         if lower.hasPrefix("http://") || lower.hasPrefix("https://") {
             guard URL(string: source)?.host != nil else {
                 throw KafkaConnectorError(.invalidMessage, "field 'source': '\(source)' is not a valid URL")
@@ -200,12 +285,54 @@ public struct InputMessage: Sendable, Equatable, Decodable {
         if let colon = source.firstIndex(of: ":"), source[..<colon].allSatisfy({ $0.isLetter }),
            source.distance(from: source.startIndex, to: colon) > 1 {
             throw KafkaConnectorError(.forbiddenSource,
-                                      "field 'source': scheme '\(source[..<colon])' is not supported (path, file://, http(s)://)")
+                                      "field 'source': scheme '\(source[..<colon])' is not supported (path, file://, http(s)://, s3://)")
         }
         guard source.hasPrefix("/") else {
             throw KafkaConnectorError(.invalidMessage, "field 'source': path '\(source)' must be absolute")
         }
         return .file(source)
+    }
+
+    /// Where an `output` that is not a local path goes.
+    public enum RemoteOutput: Sendable, Equatable {
+        case s3(S3Location)
+        /// A presigned URL, with the upload's method and headers.
+        case url(String, method: String, headers: [String: String])
+
+        /// How results and logs name it: the s3:// URI, or the URL without its query string.
+        public var displayName: String {
+            switch self {
+            case .s3(let location): location.uri
+            case .url(let url, _, _): Redaction.url(url)
+            }
+        }
+    }
+
+    /// For an `s3://` or http(s) `output`: the object (a prefix ending in `/` gets `<id>.<ext>` appended) and the
+    /// format (the message's, else the name's extension, else `defaultFormat`); nil for local outputs.
+    public static func remoteOutput(_ message: InputMessage, id: JobID,
+                                    defaultFormat: String) throws(KafkaConnectorError) -> (output: RemoteOutput, format: String)? {
+        guard let output = message.output, isRemote(output) else { return nil }
+        func chosenFormat(_ name: String) -> String {
+            let fileExtension = (name as NSString).pathExtension.lowercased()
+            return (message.format ?? (formats.contains(fileExtension) ? fileExtension : defaultFormat)).lowercased()
+        }
+        if isURL(output) {
+            let path = URLComponents(string: output)?.path ?? ""
+            return (.url(output, method: (message.outputMethod ?? "PUT").uppercased(), headers: message.outputHeaders ?? [:]),
+                    chosenFormat(path))
+        }
+        let location: S3Location
+        do {
+            location = try S3Location.parse(output)
+        } catch {
+            throw KafkaConnectorError(.invalidMessage, "field 'output': \(error.message)")
+        }
+        if location.isPrefix {
+            let format = chosenFormat("")
+            return (.s3(location.appending(OutputFiles.fileName(id: id.rawValue, format: format))), format)
+        }
+        return (.s3(location), chosenFormat(location.key))
     }
 
     /// The output file and format handed to the pipeline. The file is `<folder>/<id>.<format>` unless `output`
@@ -250,7 +377,7 @@ public struct InputMessage: Sendable, Equatable, Decodable {
         }
         let fileExtension = fileName.map { ($0 as NSString).pathExtension.lowercased() } ?? ""
         let chosen = (format ?? (formats.contains(fileExtension) ? fileExtension : defaultFormat)).lowercased()
-        let name = fileName ?? "\(id.rawValue).\(chosen == "jpeg" ? "jpg" : chosen == "tiff" ? "tif" : chosen)"
+        let name = fileName ?? OutputFiles.fileName(id: id.rawValue, format: chosen)
         return ((folder as NSString).appendingPathComponent(name), chosen)
     }
 }

@@ -64,6 +64,7 @@ extension JobSource {
     public var logDescription: String {
         switch self {
         case .file(let path): return path
+        case .s3(let uri): return uri
         case .url(let text):
             guard var parts = URLComponents(string: text) else { return "<url>" }
             let hidden = parts.query != nil || parts.fragment != nil || parts.user != nil || parts.password != nil

@@ -1,5 +1,6 @@
 import Foundation
 import KafkaConnector
+import ObjectStorage
 import Yams
 
 // The `sources.kafka` section of the daemon config and the `--kafka` quick start (see docs/kafka.md).
@@ -29,6 +30,20 @@ import Yams
 //       http: {allow_private: false, timeout_seconds: 10, max_bytes: 67108864, max_redirects: 3}
 //       client_properties: {security.protocol: SASL_SSL, sasl.password_file: /run/credentials/...}  # to librdkafka
 //       client_properties_file: ${CREDENTIALS_DIRECTORY}/kafka.properties   # name=value lines
+//       object_storage:                  # s3:// sources and outputs (docs/object-storage.md); unset keys come from
+//         endpoint: http://minio:9000    #   AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL (default: AWS)
+//         region: us-east-1              #   AWS_REGION / AWS_DEFAULT_REGION (default us-east-1)
+//         addressing: path               #   path | virtual (default: path with an endpoint, virtual on AWS)
+//         access_key_id_file: ${CREDENTIALS_DIRECTORY}/s3-key-id      # else AWS_ACCESS_KEY_ID, AWS_PROFILE
+//         secret_access_key_file: ${CREDENTIALS_DIRECTORY}/s3-secret
+//         session_token_file: ...        #   optional
+//         multipart_threshold_bytes: 16777216
+//         part_size_bytes: 8388608       #   at least 5 MiB
+//         max_download_bytes: 268435456
+//         connect_timeout_seconds: 10
+//         idle_timeout_seconds: 30       #   no byte moved for this long: a timeout
+//         request_timeout_seconds: 900
+//         retry: {max_attempts: 4, initial_backoff_seconds: 0.2, max_backoff_seconds: 20}
 extension DaemonConfig {
     static func parseKafka(_ node: ConfigNode, baseDirectory: String,
                            defaultFormat: String) throws -> KafkaConnectorConfiguration {
@@ -36,7 +51,7 @@ extension DaemonConfig {
                             "max_in_flight", "max_buffered", "max_buffered_bytes", "max_message_bytes", "allow_absolute_output",
                             "publish_error_results", "drain_seconds", "session_timeout_ms", "max_poll_interval_ms",
                             "commit_interval_ms", "auto_offset_reset", "retry", "http", "client_properties",
-                            "client_properties_file", "lag_interval_seconds"])
+                            "client_properties_file", "lag_interval_seconds", "object_storage"])
         var c = KafkaConnectorConfiguration(
             bootstrapServers: try node.requiredString("bootstrap"), inputTopic: try node.requiredString("topic"),
             groupID: try node.string("group_id", default: "dreamsr"),
@@ -67,12 +82,71 @@ extension DaemonConfig {
                        maxBytes: try http.int("max_bytes", default: 64 << 20, min: 1),
                        maxRedirects: try http.int("max_redirects", default: 3, min: 0, max: 100))
         c.clientProperties = try clientProperties(node, baseDirectory: baseDirectory)
+        c.objectStorage = try objectStorage(try node.child("object_storage"), baseDirectory: baseDirectory)
         do {
             try c.validate()
         } catch {
             throw ConfigError(file: node.file, key: node.path, problem: error.message, line: node.line)
         }
         return c
+    }
+
+    /// The `object_storage` section, completed from the AWS_* environment variables as the AWS CLI reads them.
+    /// Secrets only through `*_file` keys (or the environment / shared credentials file); no error shows a value.
+    static func objectStorage(_ node: ConfigNode, baseDirectory: String) throws -> S3Configuration {
+        try node.checkKeys(["endpoint", "region", "addressing", "access_key_id", "access_key_id_file",
+                            "secret_access_key_file", "session_token_file", "multipart_threshold_bytes", "part_size_bytes",
+                            "max_download_bytes", "connect_timeout_seconds", "idle_timeout_seconds",
+                            "request_timeout_seconds", "retry"])
+        var c = S3Configuration()
+        if let endpoint = try node.optionalString("endpoint") {
+            guard let url = URL(string: endpoint) else { throw node.error("endpoint", "'\(endpoint)' is not a URL") }
+            c.endpoint = url
+        }
+        let region = try node.optionalString("region")
+        if let region { c.region = region }
+        if node.has("addressing") {
+            c.addressing = S3Configuration.Addressing(rawValue: try node.oneOf("addressing", ["path", "virtual"], default: "path"))
+        }
+        func secret(_ key: String) throws -> String? {
+            guard let path = try node.optionalString(key) else { return nil }
+            let value = try readSecretFile(absolute(path, base: baseDirectory), node: node, key: key,
+                                           at: node.node?.mapping?[key])
+            if value.isEmpty { throw node.error(key, "\(path) is empty") }
+            return value
+        }
+        let keyID = try node.optionalString("access_key_id") ?? secret("access_key_id_file")
+        let secretKey = try secret("secret_access_key_file")
+        let token = try secret("session_token_file")
+        switch (keyID, secretKey) {
+        case let (id?, secretKey?):
+            c.credentials = S3Credentials(accessKeyID: id, secretAccessKey: secretKey, sessionToken: token)
+        case (nil, nil):
+            if token != nil { throw node.error("session_token_file", "needs access_key_id and secret_access_key_file") }
+        case (.some, nil):
+            throw node.error("secret_access_key_file", "is required with access_key_id")
+        case (nil, .some):
+            throw node.error("access_key_id", "is required with secret_access_key_file")
+        }
+        c.multipartThreshold = try node.int("multipart_threshold_bytes", default: 16 << 20, min: 1)
+        c.partSize = try node.int("part_size_bytes", default: 8 << 20, min: S3Configuration.minimumPartSize, max: 5 << 30)
+        c.maxDownloadBytes = try node.int("max_download_bytes", default: 256 << 20, min: 1)
+        func seconds(_ node: ConfigNode, _ key: String, _ def: Double, min: Double = 0.001) throws -> Duration {
+            .milliseconds(Int64(try node.double(key, default: def, min: min, max: 86_400) * 1000))
+        }
+        c.policy.connectTimeout = try seconds(node, "connect_timeout_seconds", 10)
+        c.policy.idleTimeout = try seconds(node, "idle_timeout_seconds", 30, min: 1)
+        c.policy.requestTimeout = try seconds(node, "request_timeout_seconds", 900)
+        let retry = try node.child("retry")
+        try retry.checkKeys(["max_attempts", "initial_backoff_seconds", "max_backoff_seconds"])
+        c.policy.maxAttempts = try retry.int("max_attempts", default: 4, min: 1, max: 100)
+        c.policy.initialBackoff = try seconds(retry, "initial_backoff_seconds", 0.2, min: 0)
+        c.policy.maxBackoff = try seconds(retry, "max_backoff_seconds", 20, min: 0)
+        do {
+            return try c.resolved(environment: node.env, regionIsSet: region != nil)
+        } catch {
+            throw ConfigError(file: node.file, key: node.path, problem: error.message, line: node.line)
+        }
     }
 
     /// Prefix of the environment variables that set librdkafka properties: `DREAMSR_KAFKA_PROPERTY_SASL_PASSWORD`
@@ -180,6 +254,11 @@ extension DaemonConfig {
         kafka.defaultFormat = config.pipeline.outputFormat
         kafka.drainTimeout = min(kafka.drainTimeout, config.gracePeriod)
         kafka.clientProperties = environmentProperties(env).mapValues(\.value)
+        do {
+            kafka.objectStorage = try S3Configuration().resolved(environment: env, regionIsSet: false)
+        } catch {
+            throw ConfigError(file: "<environment>", key: "AWS_*", problem: error.message)
+        }
         do {
             try kafka.validate()
         } catch {
