@@ -16,6 +16,7 @@ struct BenchCommand: AsyncParsableCommand {
             VAEDecodeBench.self,
             TextEncodersBench.self,
             KafkaBench.self,
+            ScaleOutBench.self,
             LowPrecisionGemmBench.self,
             HTTPBench.self,
         ]

@@ -22,4 +22,12 @@ public struct SHA256Digest: Hashable, Sendable, CustomStringConvertible {
     public static func hash<D: Collection>(_ data: D) -> SHA256Digest where D.Element == UInt8 {
         SHA256Digest(bytes: Array(SHA256.hash(data: Array(data))))
     }
+
+    /// Hashing in pieces (a file read a chunk at a time).
+    public struct Hasher {
+        private var inner = SHA256()
+        public init() {}
+        public mutating func update(_ data: Data) { inner.update(data: data) }
+        public func finalize() -> SHA256Digest { SHA256Digest(bytes: Array(inner.finalize())) }
+    }
 }

@@ -103,6 +103,12 @@ public struct KafkaConnectorConfiguration: Sendable, Equatable {
     public var publishErrorResults: Bool = true
     /// How long shutdown waits for in-flight jobs before abandoning them (their offsets are never stored).
     public var drainTimeout: Duration = .seconds(20)
+    /// How long a rebalance waits for the running jobs of the partitions it takes away before committing and
+    /// handing them over: `drainTimeout`, at most half of `max.poll.interval.ms` (the poll thread waits). Jobs
+    /// finished by then are committed and not run again by the next owner; the rest are redelivered.
+    public var revokeWait: Duration {
+        min(drainTimeout, .milliseconds(maxPollIntervalMs / 2))
+    }
     /// `auto.offset.reset` for a group without committed offsets (default `earliest`).
     public var autoOffsetReset: String = "earliest"
     /// `session.timeout.ms` (default 10000) and `max.poll.interval.ms` (default 300000).
@@ -121,6 +127,15 @@ public struct KafkaConnectorConfiguration: Sendable, Equatable {
     /// The object storage `s3://` sources and outputs use (endpoint, region, credentials, part sizes, retries);
     /// nil: none configured, such jobs are dead-lettered. Its `policy` also governs uploads to presigned URLs.
     public var objectStorage: S3Configuration?
+    /// `partition.assignment.strategy` of the consumer group: `range,roundrobin` (default, librdkafka's: eager,
+    /// every rebalance revokes all partitions of every member), `range`, `roundrobin`, or `cooperative-sticky`
+    /// (incremental: a member joining or leaving moves only the partitions that must move). Every member of a group
+    /// must use the same protocol family (eager or cooperative).
+    public var assignmentStrategy: String = "range,roundrobin"
+    public static let assignmentStrategies = ["range,roundrobin", "range", "roundrobin", "cooperative-sticky"]
+    /// Input-message headers copied into the result's `headers` (names compared case-insensitively), e.g. a
+    /// trace id. Default: `traceparent`, `tracestate`, `x-trace-id`, `x-request-id`.
+    public var resultHeaders: [String] = ["traceparent", "tracestate", "x-trace-id", "x-request-id"]
 
     public init(bootstrapServers: String, inputTopic: String, groupID: String = "dreamsr",
                 resultsTopic: String? = nil, deadLetterTopic: String? = nil, outputDirectory: String? = nil,
@@ -172,6 +187,13 @@ public struct KafkaConnectorConfiguration: Sendable, Equatable {
                 throw fail("object_storage", error.message)
             }
         }
+        if !Self.assignmentStrategies.contains(assignmentStrategy) {
+            throw fail("assignment_strategy",
+                       "'\(assignmentStrategy)' is not one of \(Self.assignmentStrategies.joined(separator: " | "))")
+        }
+        if resultHeaders.contains(where: { $0.isEmpty || $0.utf8.count > 256 }) {
+            throw fail("result_headers", "header names must be 1-256 bytes")
+        }
         if maxPollIntervalMs < sessionTimeoutMs {
             throw fail("max_poll_interval_ms", "\(maxPollIntervalMs) < session_timeout_ms \(sessionTimeoutMs)")
         }
@@ -191,6 +213,7 @@ public struct KafkaConnectorConfiguration: Sendable, Equatable {
             "session.timeout.ms": String(sessionTimeoutMs),
             "max.poll.interval.ms": String(maxPollIntervalMs),
             "enable.partition.eof": "false",
+            "partition.assignment.strategy": assignmentStrategy,
             // Keep the prefetch small: paused partitions drop it anyway.
             "queued.max.messages.kbytes": "1024",
             "fetch.wait.max.ms": "100",

@@ -130,6 +130,8 @@ final class SourceCore: @unchecked Sendable {
         var nextGeneration: UInt64 = 1
         var trackers: [TopicPartition: PartitionOffsetTracker] = [:]
         var pending: [Pending] = []
+        /// Jobs started and not finished, per partition (a revoke waits for those of its partitions).
+        var running: [TopicPartition: Int] = [:]
         /// Bytes of the buffered messages' values.
         var pendingBytes = 0
         var inFlight = 0
@@ -384,6 +386,7 @@ final class SourceCore: @unchecked Sendable {
             let next = s.pending.removeFirst()
             s.pendingBytes -= next.bytes
             s.inFlight += 1
+            s.running[next.message.topicPartition, default: 0] += 1
             let key = s.nextJob
             s.nextJob += 1
             onEvent?(.jobStarted(next.message.topicPartition, offset: next.message.offset, inFlight: s.inFlight))
@@ -399,6 +402,8 @@ final class SourceCore: @unchecked Sendable {
         state.withLock { s in
             s.jobs.removeValue(forKey: key)
             s.inFlight -= 1
+            s.running[tp, default: 1] -= 1
+            if s.running[tp] == 0 { s.running.removeValue(forKey: tp) }
             s.completions.record(now: .now)
             if finished, !s.closed, s.owned[tp] == job.generation,
                let offset = s.trackers[tp]?.finish(job.message.offset) {
@@ -436,6 +441,7 @@ final class SourceCore: @unchecked Sendable {
             onEvent?(.assigned(partitions))
         case .revoked(let partitions):
             let revoked = Set(partitions)
+            finishRunningJobs(of: revoked)
             let wasPaused = state.withLock { s -> [TopicPartition] in
                 let wasPaused = partitions.filter { s.paused.contains($0) }
                 for tp in partitions {
@@ -459,6 +465,29 @@ final class SourceCore: @unchecked Sendable {
             logger.info("partitions revoked", metadata: ["partitions": "\(partitions)"])
             onEvent?(.revoked(partitions))
         }
+    }
+
+    /// Before giving partitions up: drops their buffered messages (never started) and waits, up to
+    /// `revokeWait`, for their running jobs to finish and store their offsets, so the commit that follows covers
+    /// them and the next owner does not run them again (a graceful rebalance redelivers nothing). Jobs still running
+    /// after that are left to be redelivered, as before. Runs on the poll thread (inside the rebalance callback).
+    private func finishRunningJobs(of revoked: Set<TopicPartition>) {
+        let busy = state.withLock { s -> Int in
+            s.pending.removeAll { revoked.contains($0.message.topicPartition) }
+            s.pendingBytes = s.pending.reduce(0) { $0 + $1.bytes }
+            return s.closed ? 0 : revoked.reduce(0) { $0 + (s.running[$1] ?? 0) }
+        }
+        guard busy > 0 else { return }
+        logger.info("partitions being revoked: waiting for their running jobs", metadata: [
+            "partitions": "\(revoked.sorted { $0.partition < $1.partition })", "running": "\(busy)"])
+        let deadline = ContinuousClock.now + configuration.revokeWait
+        while ContinuousClock.now < deadline {
+            let left = state.withLock { s in s.closed ? 0 : revoked.reduce(0) { $0 + (s.running[$1] ?? 0) } }
+            if left == 0 { return }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        logger.warning("revoke wait over: jobs still running are left for redelivery", metadata: [
+            "wait_seconds": "\(configuration.revokeWait.seconds)"])
     }
 
     func isOwned(_ tp: TopicPartition, generation: UInt64) -> Bool {
@@ -533,6 +562,7 @@ final class SourceCore: @unchecked Sendable {
     /// was acknowledged by the broker.
     func runJob(_ message: ConsumedMessage, generation: UInt64) async -> Bool {
         let tp = message.topicPartition
+        let startedAt = Date()
         let input: InputMessage
         let source: JobSource
         var output: String
@@ -555,7 +585,7 @@ final class SourceCore: @unchecked Sendable {
             }
         } catch {
             if let readable = InputMessage.lenientID(message.value) { id = JobID(readable) }
-            return await deadLetter(message, id: id, stage: "parse", error: error, attempts: 1)
+            return await deadLetter(message, id: id, stage: "parse", error: error, attempts: 1, startedAt: startedAt)
         }
         // A remote output is written by the pipeline into a private staging folder, then uploaded.
         var staging: String?
@@ -592,7 +622,8 @@ final class SourceCore: @unchecked Sendable {
                         guard await backoff(tp, message.offset, attempt, stage: "download") else { return false }
                         continue
                     }
-                    return await deadLetter(message, id: id, stage: "download", error: error, attempts: attempt)
+                    return await deadLetter(message, id: id, stage: "download", error: error, attempts: attempt,
+                                        startedAt: startedAt)
                 }
             case .s3(let uri):
                 do {
@@ -608,14 +639,16 @@ final class SourceCore: @unchecked Sendable {
                 try JobPreflight.checkSource(localPath)
             } catch {
                 if let downloaded { try? FileManager.default.removeItem(atPath: downloaded) }
-                return await deadLetter(message, id: id, stage: "source", error: error, attempts: attempt)
+                return await deadLetter(message, id: id, stage: "source", error: error, attempts: attempt,
+                                        startedAt: startedAt)
             }
             do {
                 // Relative outputs stay confined to kafka.output_dir (no symlink on the way is followed).
                 try JobPreflight.prepareOutput(output, root: staging ?? configuration.outputDirectory)
             } catch {
                 if let downloaded { try? FileManager.default.removeItem(atPath: downloaded) }
-                return await deadLetter(message, id: id, stage: "output", error: error, attempts: attempt)
+                return await deadLetter(message, id: id, stage: "output", error: error, attempts: attempt,
+                                        startedAt: startedAt)
             }
             var jobOrigin = origin
             jobOrigin[JobRequest.attemptsLeftOrigin] = String(configuration.retry.maxAttempts - attempt)
@@ -635,6 +668,8 @@ final class SourceCore: @unchecked Sendable {
                 outcome.errorMessage = "pipeline reported ok but output '\(path)' does not exist"
                 outcome.retriable = true
             }
+            // Size and digest of the output as written (read before an upload removes the staged file).
+            let writtenFile = outcome.status == .ok ? outcome.output.flatMap(ResultMessage.describeFile) : nil
             if outcome.status == .ok, let remote, let written = outcome.output {
                 do {
                     try await uploadOutput(written, to: remote, format: format)
@@ -650,7 +685,10 @@ final class SourceCore: @unchecked Sendable {
                 }
             }
             if outcome.status == .ok {
-                let result = ResultMessage(outcome: outcome, attempts: attempt, message: message)
+                let result = ResultMessage(outcome: outcome, attempts: attempt, message: message, startedAt: startedAt,
+                                           file: writtenFile,
+                                           headers: ResultMessage.passThroughHeaders(message,
+                                                                                     names: configuration.resultHeaders))
                 let published = await publish(topic: configuration.resultsTopic, key: Array(id.rawValue.utf8),
                                               value: result.encoded(), headers: [])
                 if published { onEvent?(.resultPublished(tp, offset: message.offset, status: "ok")) }
@@ -667,7 +705,7 @@ final class SourceCore: @unchecked Sendable {
             let error = KafkaConnectorError(.processing, outcome.errorMessage ?? "pipeline error",
                                             isRetriable: outcome.retriable)
             return await deadLetter(message, id: id, stage: outcome.errorStage ?? "process", error: error,
-                                    attempts: attempt, outcome: outcome)
+                                    attempts: attempt, startedAt: startedAt, outcome: outcome)
         }
     }
 
@@ -692,7 +730,7 @@ final class SourceCore: @unchecked Sendable {
     /// each "message too large" refusal; if even the smallest form is refused, the failure is recorded in the error
     /// result and the message still counts as finished (its offset advances).
     private func deadLetter(_ message: ConsumedMessage, id: JobID, stage: String, error: any Error, attempts: Int,
-                            outcome: JobOutcome? = nil) async -> Bool {
+                            startedAt: Date, outcome: JobOutcome? = nil) async -> Bool {
         let connectorError = error as? KafkaConnectorError
         var text = connectorError?.message ?? "\(error)"
         let code = connectorError?.code.rawValue ?? "error"
@@ -755,7 +793,13 @@ final class SourceCore: @unchecked Sendable {
             failed.status = .error
             failed.errorStage = stage
             failed.errorMessage = text
-            let result = ResultMessage(outcome: failed, attempts: attempts, message: message)
+            var result = ResultMessage(outcome: failed, attempts: attempts, message: message, startedAt: startedAt,
+                                       errorCode: code,
+                                       headers: ResultMessage.passThroughHeaders(message,
+                                                                                 names: configuration.resultHeaders))
+            // A failed job has no output: do not name the path it would have had.
+            result.output = nil
+            result.outputURI = nil
             let sent = await publish(topic: configuration.resultsTopic, key: Array(id.rawValue.utf8),
                                      value: result.encoded(), headers: [])
             // A refused error result is logged by publish(); the message still advances once it was recorded

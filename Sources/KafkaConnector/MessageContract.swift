@@ -1,3 +1,4 @@
+import Captioning
 import Foundation
 import Jobs
 import ObjectStorage
@@ -382,52 +383,152 @@ public struct InputMessage: Sendable, Equatable, Decodable {
     }
 }
 
-/// The result message published for every finished job (see docs/kafka.md).
+/// The result message published for every finished job: schema version 2 (docs/kafka.md, JSON Schema in
+/// docs/schemas/result-v2.schema.json). Optional fields are left out when they do not apply (never `null`).
 public struct ResultMessage: Codable, Sendable, Equatable {
+    /// The `schema_version` this type writes.
+    public static let schemaVersion = 2
+
     public struct InputLocation: Codable, Sendable, Equatable {
         public var topic: String
         public var partition: Int32
         public var offset: Int64
     }
+    /// Why a job failed: a machine-readable `code` (the dead letter's `dreamsr.error.code`), the stage, the message.
+    public struct Failure: Codable, Sendable, Equatable {
+        public var code: String
+        public var stage: String
+        public var message: String
+    }
+    /// What is known about a written output file.
+    public struct OutputFile: Sendable, Equatable {
+        public var bytes: Int
+        public var sha256: String
+        public init(bytes: Int, sha256: String) {
+            self.bytes = bytes
+            self.sha256 = sha256
+        }
+    }
+
+    public var schemaVersion: Int
     public var id: String
     public var status: String
+    /// The output's local path (as in v1) and its URI (`file://` for local outputs).
     public var output: String?
+    public var outputURI: String?
+    /// Size in bytes and SHA-256 (hex) of the output file as written.
+    public var bytes: Int?
+    public var sha256: String?
     public var width: Int?
     public var height: Int?
+    /// When the message was taken up and when this result was made (RFC 3339, UTC, milliseconds).
+    public var startedAt: String
+    public var finishedAt: String
     /// Seconds per stage.
     public var timings: [String: Double]
+    public var error: Failure?
+    /// v1 fields, kept for existing consumers: the same as `error.stage` / `error.message`.
     public var errorStage: String?
     public var errorMessage: String?
     public var pipeline: String?
     public var notes: [String]
     public var attempts: Int
     public var input: InputLocation
+    /// The input message's headers named by `kafka.result_headers` (e.g. `traceparent`), passed through.
+    public var headers: [String: String]
 
     enum CodingKeys: String, CodingKey {
-        case id, status, output, width, height, timings, pipeline, notes, attempts, input
+        case id, status, output, bytes, sha256, width, height, timings, error, pipeline, notes, attempts, input, headers
+        case schemaVersion = "schema_version"
+        case outputURI = "output_uri"
+        case startedAt = "started_at"
+        case finishedAt = "finished_at"
         case errorStage = "error_stage"
         case errorMessage = "error_message"
     }
 
-    public init(outcome: JobOutcome, attempts: Int, message: ConsumedMessage) {
+    /// - Parameters:
+    ///   - errorCode: the failure's code (ignored for ok outcomes; `processing` when nil).
+    ///   - file: size and digest of the written output (ok outcomes).
+    ///   - headers: the input headers to pass through (already selected).
+    public init(outcome: JobOutcome, attempts: Int, message: ConsumedMessage, startedAt: Date = Date(),
+                finishedAt: Date = Date(), file: OutputFile? = nil, errorCode: String? = nil,
+                headers: [String: String] = [:]) {
+        schemaVersion = Self.schemaVersion
         id = outcome.id.rawValue
         status = outcome.status.rawValue
         output = outcome.output
+        // A local path becomes a file:// URI; an object (`s3://bucket/key`) or URL output already is one.
+        outputURI = outcome.output.map { $0.contains("://") ? $0 : URL(fileURLWithPath: $0).absoluteString }
+        bytes = file?.bytes
+        sha256 = file?.sha256
         width = outcome.width
         height = outcome.height
+        self.startedAt = Self.timestamp(startedAt)
+        self.finishedAt = Self.timestamp(finishedAt)
         timings = outcome.stageSeconds
         errorStage = outcome.errorStage
         errorMessage = outcome.errorMessage
+        if outcome.status != .ok {
+            error = Failure(code: errorCode ?? KafkaConnectorError.Code.processing.rawValue,
+                            stage: outcome.errorStage ?? "process", message: outcome.errorMessage ?? "")
+            errorStage = error?.stage
+            errorMessage = error?.message
+        }
         pipeline = outcome.pipeline
         notes = outcome.notes
         self.attempts = attempts
         input = InputLocation(topic: message.topic, partition: message.partition, offset: message.offset)
+        self.headers = headers
     }
 
     public func encoded() -> [UInt8] {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return Array((try? encoder.encode(self)) ?? Data("{}".utf8))
+    }
+
+    /// RFC 3339, UTC, milliseconds: `2026-12-03T06:07:12.345Z`.
+    public static func timestamp(_ date: Date) -> String {
+        let millis = Int64((date.timeIntervalSince1970 * 1000).rounded(.down))
+        var seconds = time_t(millis / 1000)
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        return String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", Int(parts.tm_year) + 1900, Int(parts.tm_mon) + 1,
+                      Int(parts.tm_mday), Int(parts.tm_hour), Int(parts.tm_min), Int(parts.tm_sec), Int(millis % 1000))
+    }
+
+    /// Longest header value passed through (bytes); longer values are left out, as are values that are not UTF-8.
+    public static let maxHeaderValueBytes = 1024
+
+    /// The headers of `message` named in `names` (compared case-insensitively, reported under the configured
+    /// spelling); the first occurrence wins.
+    public static func passThroughHeaders(_ message: ConsumedMessage, names: [String]) -> [String: String] {
+        var out: [String: String] = [:]
+        for name in names {
+            let wanted = name.lowercased()
+            guard let header = message.headers.first(where: { $0.name.lowercased() == wanted }),
+                  let value = header.value, value.count <= maxHeaderValueBytes,
+                  let text = String(validating: value, as: UTF8.self) else { continue }
+            out[name] = text
+        }
+        return out
+    }
+
+    /// Size and SHA-256 of a written file, read in 1 MiB pieces; nil when it cannot be read.
+    public static func describeFile(_ path: String) -> OutputFile? {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+        defer { try? handle.close() }
+        var hasher = SHA256Digest.Hasher()
+        var total = 0
+        while true {
+            let chunk: Data?
+            do { chunk = try handle.read(upToCount: 1 << 20) } catch { return nil }
+            guard let chunk, !chunk.isEmpty else { break }  // nil or empty: end of file
+            total += chunk.count
+            hasher.update(chunk)
+        }
+        return OutputFile(bytes: total, sha256: hasher.finalize().hex)
     }
 }
 

@@ -124,6 +124,14 @@ struct KafkaObjectStorageTests {
         #expect(try await get("out/s3-to-s3.png") == "UPSCALED:IMAGE-A")
         #expect(try await get("named/b.webp") == "UPSCALED:IMAGE-B")
         #expect(try f.outputs() == ["s3-to-local.png": "UPSCALED:IMAGE-A"])
+        // Results v2 for object outputs: the object's URI, and size + digest of what was uploaded.
+        let schema = try ResultSchemaTests.schema()
+        for (id, uri) in [("s3-to-s3", "s3://dreamsr-kafka/out/s3-to-s3.png"), ("s3-to-key", "s3://dreamsr-kafka/named/b.webp")] {
+            let result = try #require(ok[id])
+            #expect(result.outputURI == uri)
+            #expect(result.bytes == "UPSCALED:IMAGE-A".utf8.count)
+            #expect(schema.violations(json: result.encoded()) == [], "\(id)")
+        }
 
         var stages: [String: (stage: String?, error: String)] = [:]
         for letter in letters {

@@ -26,6 +26,8 @@ import Yams
 //       commit_interval_ms: 1000
 //       auto_offset_reset: earliest
 //       lag_interval_seconds: 5          # how often dreamsr_kafka_consumer_lag is asked of the broker
+//       assignment_strategy: range,roundrobin   # or range | roundrobin | cooperative-sticky
+//       result_headers: [traceparent, tracestate, x-trace-id, x-request-id]   # input headers copied into results
 //       retry: {max_attempts: 4, initial_backoff_seconds: 0.5, max_backoff_seconds: 30}
 //       http: {allow_private: false, timeout_seconds: 10, max_bytes: 67108864, max_redirects: 3}
 //       client_properties: {security.protocol: SASL_SSL, sasl.password_file: /run/credentials/...}  # to librdkafka
@@ -51,7 +53,8 @@ extension DaemonConfig {
                             "max_in_flight", "max_buffered", "max_buffered_bytes", "max_message_bytes", "allow_absolute_output",
                             "publish_error_results", "drain_seconds", "session_timeout_ms", "max_poll_interval_ms",
                             "commit_interval_ms", "auto_offset_reset", "retry", "http", "client_properties",
-                            "client_properties_file", "lag_interval_seconds", "object_storage"])
+                            "client_properties_file", "lag_interval_seconds", "object_storage", "assignment_strategy",
+                            "result_headers"])
         var c = KafkaConnectorConfiguration(
             bootstrapServers: try node.requiredString("bootstrap"), inputTopic: try node.requiredString("topic"),
             groupID: try node.string("group_id", default: "dreamsr"),
@@ -70,6 +73,16 @@ extension DaemonConfig {
         c.commitIntervalMs = try node.int("commit_interval_ms", default: 1_000, min: 10)
         c.lagInterval = .milliseconds(Int64(try node.double("lag_interval_seconds", default: 5, min: 0.1, max: 3600) * 1000))
         c.autoOffsetReset = try node.oneOf("auto_offset_reset", ["earliest", "latest", "error"], default: "earliest")
+        c.assignmentStrategy = try node.oneOf("assignment_strategy", KafkaConnectorConfiguration.assignmentStrategies,
+                                              default: c.assignmentStrategy)
+        if node.has("result_headers") {
+            c.resultHeaders = try node.list("result_headers").map { item in
+                guard let name = item.node?.scalar?.string, !name.isEmpty else {
+                    throw node.error("result_headers", "expected a list of header names", at: item.node)
+                }
+                return name
+            }
+        }
         let retry = try node.child("retry")
         try retry.checkKeys(["max_attempts", "initial_backoff_seconds", "max_backoff_seconds"])
         c.retry = .init(maxAttempts: try retry.int("max_attempts", default: 4, min: 1, max: 1000),
