@@ -90,32 +90,37 @@ public final class FluxControlNetRegistry: Sendable {
     public init(paths: FluxControlNetModelPaths, variant: FluxVariant) {
         self.paths = paths
         self.variant = variant
-        let repo = variant.repository, single = variant == .dev ? "flux1-dev.safetensors" : "flux1-schnell.safetensors"
+        let repo = variant.repository, dev = variant == .dev
+        // Sizes only where a Hugging Face file listing was seen (docs/generative.md names the listings).
+        let single = dev ? "flux1-dev.safetensors (23.8 GB)" : "flux1-schnell.safetensors (size unknown)"
+        let ae = dev ? "ae.safetensors (335 MB)" : "ae.safetensors (size unknown)"
+        let t5Shards = dev ? "model-00001-of-00002.safetensors (4.99 GB) + model-00002-of-00002.safetensors (4.53 GB)"
+            : "model-*.safetensors (size unknown)"
         components = [
             ModelComponent(key: "flux", path: paths.flux, kind: .safetensors,
                            expectedLayout: "FLUX.1 transformer: a diffusers transformer/ folder, a single .safetensors file "
                            + "(bf16/f16/f32, FP8) or a .gguf file",
-                           download: "\(repo): transformer/ (config.json + diffusion_pytorch_model-*.safetensors), or the single "
-                           + "file \(single); size unknown"),
+                           download: "\(repo): transformer/ (config.json + diffusion_pytorch_model-*.safetensors, size unknown), "
+                           + "or the single file \(single)"),
             ModelComponent(key: "controlnet", path: paths.controlnet, kind: .safetensors,
                            expectedLayout: "diffusers FluxControlNetModel: a folder with config.json + diffusion_pytorch_model.safetensors",
                            download: "jasperai/Flux.1-dev-Controlnet-Upscaler: config.json + diffusion_pytorch_model.safetensors "
-                           + "(or another FluxControlNetModel, e.g. InstantX/FLUX.1-dev-Controlnet-Union with control_mode); size unknown"),
+                           + "(3.58 GB) (or another FluxControlNetModel, e.g. InstantX/FLUX.1-dev-Controlnet-Union with control_mode)"),
             ModelComponent(key: "vae", path: paths.vae, kind: .safetensors,
                            expectedLayout: "FLUX VAE: a diffusers vae/ folder (diffusion_pytorch_model.safetensors + config.json) or BFL ae.safetensors",
-                           download: "\(repo): vae/ (config.json + diffusion_pytorch_model.safetensors), or ae.safetensors; size unknown"),
+                           download: "\(repo): vae/ (config.json + diffusion_pytorch_model.safetensors, size unknown), or \(ae)"),
             ModelComponent(key: "clip", path: paths.clip, kind: .safetensors,
                            expectedLayout: "CLIP-L text encoder: HF text_encoder/ folder (model.safetensors + config.json)",
-                           download: "\(repo): text_encoder/ (config.json + model.safetensors); size unknown"),
+                           download: "\(repo): text_encoder/ (config.json + model.safetensors, size unknown)"),
             ModelComponent(key: "t5", path: paths.t5, kind: .safetensors,
                            expectedLayout: "T5 v1.1 XXL encoder: HF text_encoder_2/ folder (model*.safetensors + config.json)",
-                           download: "\(repo): text_encoder_2/ (config.json + model-*.safetensors + model.safetensors.index.json); size unknown"),
+                           download: "\(repo): text_encoder_2/ (config.json + model.safetensors.index.json + \(t5Shards))"),
             ModelComponent(key: "clip_tokenizer", path: paths.clipTokenizer, kind: .clipTokenizer,
                            expectedLayout: "CLIP tokenizer: HF tokenizer/ folder with vocab.json + merges.txt",
-                           download: "\(repo): tokenizer/ (vocab.json, merges.txt); size unknown"),
+                           download: "\(repo): tokenizer/ (vocab.json, merges.txt)"),
             ModelComponent(key: "t5_tokenizer", path: paths.t5Tokenizer, kind: .t5Tokenizer,
                            expectedLayout: "T5 tokenizer: HF tokenizer_2/ folder with tokenizer.json",
-                           download: "\(repo): tokenizer_2/ (tokenizer.json); size unknown"),
+                           download: "\(repo): tokenizer_2/ (tokenizer.json)"),
         ]
     }
 
