@@ -285,9 +285,13 @@ public struct FluxControlNetUpscalePipeline: Sendable {
 
     /// The patch plan of an image's latent: `patchSize` / `patchOverlap` pixels as latent cells, Gaussian blend.
     public func plan(_ geometry: DreamSRImageGeometry) throws -> DreamSRPatchPlan {
-        try DreamSRPatchPlan(channels: models.vae.config.latentChannels, latentWidth: geometry.latentWidth,
-                             latentHeight: geometry.latentHeight, patch: options.patchSize / 8,
-                             overlap: options.patchOverlap / 8, weighting: .gaussian)
+        try plan(channels: models.vae.config.latentChannels, latentWidth: geometry.latentWidth,
+                 latentHeight: geometry.latentHeight)
+    }
+
+    private func plan(channels: Int, latentWidth: Int, latentHeight: Int) throws -> DreamSRPatchPlan {
+        try DreamSRPatchPlan(channels: channels, latentWidth: latentWidth, latentHeight: latentHeight,
+                             patch: options.patchSize / 8, overlap: options.patchOverlap / 8, weighting: .gaussian)
     }
 
     /// The schedule: `effectiveSteps` steps from `startSigma` to 0, shifted with the patch's mu (dev) or linear
@@ -308,8 +312,7 @@ public struct FluxControlNetUpscalePipeline: Sendable {
         guard control.rank == 3, start.shape == control.shape else {
             throw DreamSRPipelineError(.invalidInput, "control latent \(control.shape) and start latent \(start.shape) must be one [C, H, W]")
         }
-        let plan = try DreamSRPatchPlan(channels: control.shape[0], latentWidth: control.shape[2], latentHeight: control.shape[1],
-                                        patch: options.patchSize / 8, overlap: options.patchOverlap / 8, weighting: .gaussian)
+        let plan = try plan(channels: control.shape[0], latentWidth: control.shape[2], latentHeight: control.shape[1])
         let denoiser = try FluxControlNetPatchDenoiser(models: models, plan: plan, control: control, globalPrompt: globalPrompt,
                                                        localPrompts: localPrompts, options: options)
         let sigmas = sigmas(plan)

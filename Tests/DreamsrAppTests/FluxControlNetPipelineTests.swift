@@ -119,10 +119,11 @@ func tinyControlNetModels(_ variant: FluxVariant) throws -> String {
         #expect(o.notes.contains { $0.hasPrefix("blend: VAE decode") && $0.contains("colour fix wavelet") }, "\(o.notes)")
     }
 
-    /// The daemon: `serve` with the shipped pipeline over a watch folder; one image in, one 4x image out, SIGTERM.
+    /// The daemon: `serve` with the shipped schnell pipeline (4 steps: the dev one ran through the CLI above) over a
+    /// watch folder; one image in, one 4x image out, SIGTERM.
     @Test func daemonWatchFolderRunsTheControlNetPipeline() async throws {
         try ImageCodec.initialize()
-        let models = try tinyControlNetModels(.dev)
+        let models = try tinyControlNetModels(.schnell)
         let root = try tempDir(), dir = root + "/in", out = root + "/out"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let config = root + "/dreamsr.yaml"
@@ -130,7 +131,7 @@ func tinyControlNetModels(_ variant: FluxVariant) throws -> String {
         log_level: info
         models_dir: \(models)
         pipelines_dir: \(repoRoot)/pipelines
-        pipeline: flux-controlnet-upscale
+        pipeline: flux-schnell-controlnet-upscale
         sources:
           watch:
             - dir: \(dir)
