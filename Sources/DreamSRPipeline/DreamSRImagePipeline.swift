@@ -84,92 +84,40 @@ public struct DreamSRImagePipeline: Sendable {
         (try encode(prompt: global), Array(repeating: try encode(prompt: local), count: patches))
     }
 
-    // MARK: Image <-> latent
+    // MARK: Image <-> latent (FluxLatentCodec, shared with the FLUX ControlNet pipeline)
+
+    /// The image <-> latent code of these options.
+    public var codec: FluxLatentCodec { FluxLatentCodec(vae: models.vae, options: options) }
 
     /// Whether the VAE runs tiled on an image of this geometry (encode: pixels; decode: latent cells × 8).
-    public func vaeIsTiled(_ geometry: DreamSRImageGeometry) -> Bool { max(geometry.padWidth, geometry.padHeight) > options.vaeTile }
+    public func vaeIsTiled(_ geometry: DreamSRImageGeometry) -> Bool { codec.vaeIsTiled(geometry) }
 
-    /// `image` (grey or RGB, any size) as RGB at the output size: Lanczos3 when the size differs. The LR image so
-    /// resized is both the VAE's input and the colour fix's reference.
+    /// `image` as RGB at the output size (Lanczos3 when the size differs): see `FluxLatentCodec.upsized`.
     public func upsized(_ image: PlanarImage, _ geometry: DreamSRImageGeometry) throws -> PlanarImage {
-        let rgb = Self.rgb(image)
-        if rgb.width == geometry.outWidth && rgb.height == geometry.outHeight { return rgb }
-        do { return try rgb.resizedLanczos3(width: geometry.outWidth, height: geometry.outHeight) } catch {
-            throw DreamSRPipelineError(.invalidInput, "LR resize: \(error)")
-        }
+        try codec.upsized(image, geometry)
     }
 
-    /// The latent `[16, H/8, W/8]` of RGB pixels at the output size: reflect-padded (bottom / right) to the padded
-    /// size, mapped to [-1, 1], VAE-encoded (tiled beyond `vaeTile` px), then z = scaling_factor · (z_raw − shift).
+    /// The latent `[16, H/8, W/8]` of RGB pixels at the output size: see `FluxLatentCodec.encodeLatent`.
     public func encodeLatent(_ sized: PlanarImage, _ geometry: DreamSRImageGeometry) throws -> Tensor {
-        let (w, h, pw, ph) = (geometry.outWidth, geometry.outHeight, geometry.padWidth, geometry.padHeight)
-        guard sized.channels == 3, sized.width == w, sized.height == h else {
-            throw DreamSRPipelineError(.invalidInput, "VAE input is \(sized.width)x\(sized.height)x\(sized.channels), "
-                                       + "expected \(w)x\(h)x3")
-        }
-        let x = Tensor(zeros: [1, 3, ph, pw])
-        let rows = (0..<ph).map { DreamSRPatchPlan.reflect($0, h) }, cols = (0..<pw).map { DreamSRPatchPlan.reflect($0, w) }
-        sized.pixels.withUnsafeBufferPointer { src in
-            x.withUnsafeMutableBufferPointer { dst in
-                for c in 0..<3 { for (y, sy) in rows.enumerated() { for (xx, sx) in cols.enumerated() {
-                    dst[(c * ph + y) * pw + xx] = src[(c * h + sy) * w + sx] * 2 - 1
-                } } }
-            }
-        }
-        let vae = models.vae
-        let raw = try vae.encode(x, tiling: vaeIsTiled(geometry) ? options.vaeTiling(tile: options.vaeTile) : .untiled)
-        let z = Tensor(zeros: Array(raw.shape.dropFirst()))
-        let sf = vae.config.scalingFactor, sh = vae.config.shiftFactor
-        raw.withUnsafeBufferPointer { r in z.withUnsafeMutableBufferPointer { o in
-            for i in 0..<o.count { o[i] = sf * (r[i] - sh) }
-        } }
-        return z
+        try codec.encodeLatent(sized, geometry)
     }
 
     /// The VAE decode tile in latent cells, and whether a latent of this size is decoded tiled.
-    public var decodeTileCells: Int { options.vaeTile / 8 }
-    public func decodeIsTiled(_ z: Tensor) -> Bool { max(z.shape[1], z.shape[2]) > decodeTileCells }
+    public var decodeTileCells: Int { codec.decodeTileCells }
+    public func decodeIsTiled(_ z: Tensor) -> Bool { codec.decodeIsTiled(z) }
 
-    /// RGB pixels at the output size of a latent `[16, H/8, W/8]`: z / scaling_factor + shift, VAE-decoded (tiled
-    /// beyond `vaeTile / 8` cells), cropped to the output size and mapped from [-1, 1] to [0, 1] (not clamped).
+    /// RGB pixels at the output size of a latent: see `FluxLatentCodec.decodeLatent`.
     public func decodeLatent(_ z: Tensor, _ geometry: DreamSRImageGeometry) throws -> PlanarImage {
-        guard z.rank == 3, z.shape[1] * 8 >= geometry.outHeight, z.shape[2] * 8 >= geometry.outWidth else {
-            throw DreamSRPipelineError(.invalidInput, "latent \(z.shape) does not cover a \(geometry.outWidth)x\(geometry.outHeight) image")
-        }
-        let vae = models.vae
-        let raw = Tensor(zeros: [1] + z.shape)
-        let sf = vae.config.scalingFactor, sh = vae.config.shiftFactor
-        z.withUnsafeBufferPointer { s in raw.withUnsafeMutableBufferPointer { o in
-            for i in 0..<o.count { o[i] = s[i] / sf + sh }
-        } }
-        let px = try vae.decode(raw, tiling: decodeIsTiled(z) ? options.vaeTiling(tile: decodeTileCells) : .untiled)
-        let (ph, pw, w, h) = (px.shape[2], px.shape[3], geometry.outWidth, geometry.outHeight)
-        var out = PlanarImage(width: w, height: h, channels: 3)
-        px.withUnsafeBufferPointer { p in out.pixels.withUnsafeMutableBufferPointer { o in
-            for c in 0..<3 { for y in 0..<h { for x in 0..<w {
-                o[(c * h + y) * w + x] = (p[(c * ph + y) * pw + x] + 1) / 2
-            } } }
-        } }
-        return out
+        try codec.decodeLatent(z, geometry)
     }
 
-    /// The final image: the colour fix against `reference` (the upsized LR), clamped to [0, 1], and back to one
-    /// channel (the mean of R, G, B) when the input was grey.
+    /// The final image: the colour fix against `reference`, clamped, grey again when the input was grey.
     public func finish(_ decoded: PlanarImage, reference: PlanarImage, grey: Bool) throws -> PlanarImage {
-        var out = try ColorFix.apply(colorFix, output: decoded, reference: reference)
-        for i in 0..<out.pixels.count { out.pixels[i] = min(1, max(0, out.pixels[i])) }
-        guard grey else { return out }
-        let n = out.planeSize
-        return PlanarImage(width: out.width, height: out.height, channels: 1, pixels: (0..<n).map {
-            (out.pixels[$0] + out.pixels[n + $0] + out.pixels[2 * n + $0]) / 3
-        })
+        try codec.finish(decoded, reference: reference, grey: grey, colorFix: colorFix)
     }
 
     /// A grey image as three equal channels (RGB unchanged).
-    public static func rgb(_ image: PlanarImage) -> PlanarImage {
-        guard image.channels == 1 else { return image }
-        return PlanarImage(width: image.width, height: image.height, channels: 3, pixels: image.pixels + image.pixels + image.pixels)
-    }
+    public static func rgb(_ image: PlanarImage) -> PlanarImage { FluxLatentCodec.rgb(image) }
 
     // MARK: Samplers
 

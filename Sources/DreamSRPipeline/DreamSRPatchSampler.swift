@@ -27,6 +27,17 @@ public struct DreamSRPatchPlan: Sendable {
     public let weighting: TileWeighting
 
     public init(channels: Int = 16, latentWidth: Int, latentHeight: Int, config: DreamSRConfig) throws {
+        try self.init(channels: channels, latentWidth: latentWidth, latentHeight: latentHeight, patch: config.patchLatent,
+                      overlap: config.overlapLatent, weighting: config.patchWeighting == .gaussian ? .gaussian : .uniform)
+    }
+
+    /// A plan with an explicit patch side and overlap (latent cells, even, overlap < patch) and blend weighting.
+    public init(channels: Int = 16, latentWidth: Int, latentHeight: Int, patch: Int, overlap: Int,
+                weighting: TileWeighting) throws {
+        guard patch >= 2, patch % 2 == 0, overlap >= 0, overlap < patch else {
+            throw DreamSRPipelineError(.invalidInput, "patch \(patch) / overlap \(overlap) latent cells: the patch must be even "
+                                       + "and at least 2, the overlap in 0..<patch")
+        }
         guard latentWidth > 0, latentHeight > 0, latentWidth % 2 == 0, latentHeight % 2 == 0 else {
             throw DreamSRPipelineError(.invalidInput, "latent \(latentWidth)x\(latentHeight) must have positive even sides "
                                  + "(image sides a multiple of 16 px)")
@@ -34,11 +45,11 @@ public struct DreamSRPatchPlan: Sendable {
         self.channels = channels
         self.latentWidth = latentWidth
         self.latentHeight = latentHeight
-        patch = config.patchLatent
+        self.patch = patch
         paddedWidth = max(latentWidth, patch)
         paddedHeight = max(latentHeight, patch)
-        grid = try TileGrid(width: paddedWidth, height: paddedHeight, tileSize: patch, overlap: config.overlapLatent)
-        weighting = config.patchWeighting == .gaussian ? .gaussian : .uniform
+        grid = try TileGrid(width: paddedWidth, height: paddedHeight, tileSize: patch, overlap: overlap)
+        self.weighting = weighting
     }
 
     public var count: Int { grid.count }
@@ -128,6 +139,35 @@ public struct DreamSRPatchPlan: Sendable {
     }
 }
 
+extension DreamSRPatchPlan {
+    /// MultiDiffusion: the velocity `[C, Hp, Wp]` at `sigma` for a padded latent, each patch's prediction (in
+    /// batches of `batchSize` patches) blended with the plan's weights, Σ_p w_p v_p / Σ_p w_p.
+    public func velocity(of padded: Tensor, sigma: Float, pass: DreamSRPass, denoiser: any DreamSRPatchDenoiser,
+                         batchSize: Int) throws -> Tensor {
+        let plan = self, batchSize = max(1, batchSize)
+        var blender = GridBlender(grid: plan.grid, channels: plan.channels, weighting: plan.weighting)
+        let all = Array(0..<plan.count)
+        let p = plan.patch, per = plan.tokensPerPatch * 4 * plan.channels
+        var planar = [Float](repeating: 0, count: plan.channels * p * p)
+        for start in stride(from: 0, to: all.count, by: batchSize) {
+            let batch = Array(all[start..<min(start + batchSize, all.count)])
+            let x = plan.tokens(of: padded, patches: batch)
+            let v = try denoiser.velocities(x: x, patches: batch, sigma: sigma, pass: pass)
+            guard v.count == x.count else {
+                throw DreamSRPipelineError(.modelOutputShape, "denoiser returned \(v.shape) for patch tokens \(x.shape)")
+            }
+            for (b, idx) in batch.enumerated() {
+                v.withUnsafePointer { vp in planar.withUnsafeMutableBufferPointer { plan.unpackPatch(vp + b * per, into: $0.baseAddress!) } }
+                try planar.withUnsafeBufferPointer {
+                    try blender.add(row: idx / plan.grid.columns, column: idx % plan.grid.columns, tile: $0)
+                }
+            }
+        }
+        let img = try blender.finish()
+        return Tensor(shape: [plan.channels, plan.paddedHeight, plan.paddedWidth], values: img.pixels)
+    }
+}
+
 /// The result of a DreamSR latent run.
 public struct DreamSRSampleResult: @unchecked Sendable {
     /// The restored latent z_dr `[C, H, W]` (z_lq when the restoration pass is off).
@@ -154,26 +194,7 @@ public struct DreamSRPatchSampler: Sendable {
 
     /// The aggregated velocity `[C, Hp, Wp]` at `sigma` for a padded latent.
     public func velocity(of padded: Tensor, sigma: Float, pass: DreamSRPass, denoiser: any DreamSRPatchDenoiser) throws -> Tensor {
-        var blender = GridBlender(grid: plan.grid, channels: plan.channels, weighting: plan.weighting)
-        let all = Array(0..<plan.count)
-        let p = plan.patch, per = plan.tokensPerPatch * 4 * plan.channels
-        var planar = [Float](repeating: 0, count: plan.channels * p * p)
-        for start in stride(from: 0, to: all.count, by: batchSize) {
-            let batch = Array(all[start..<min(start + batchSize, all.count)])
-            let x = plan.tokens(of: padded, patches: batch)
-            let v = try denoiser.velocities(x: x, patches: batch, sigma: sigma, pass: pass)
-            guard v.count == x.count else {
-                throw DreamSRPipelineError(.modelOutputShape, "denoiser returned \(v.shape) for patch tokens \(x.shape)")
-            }
-            for (b, idx) in batch.enumerated() {
-                v.withUnsafePointer { vp in planar.withUnsafeMutableBufferPointer { plan.unpackPatch(vp + b * per, into: $0.baseAddress!) } }
-                try planar.withUnsafeBufferPointer {
-                    try blender.add(row: idx / plan.grid.columns, column: idx % plan.grid.columns, tile: $0)
-                }
-            }
-        }
-        let img = try blender.finish()
-        return Tensor(shape: [plan.channels, plan.paddedHeight, plan.paddedWidth], values: img.pixels)
+        try plan.velocity(of: padded, sigma: sigma, pass: pass, denoiser: denoiser, batchSize: batchSize)
     }
 
     /// Runs the restoration pass (when `restore`) and the texture stage on `zLQ` `[C, H, W]` with `noise` of the
@@ -282,7 +303,8 @@ public final class DreamSRModelDenoiser: DreamSRPatchDenoiser, @unchecked Sendab
         locals = localPrompts
     }
 
-    private func stack(_ ts: [Tensor]) -> Tensor {
+    /// `[N] + shape` from N tensors of one shape (a batch of per-patch inputs).
+    static func stack(_ ts: [Tensor]) -> Tensor {
         let n = ts[0].count
         let out = Tensor(zeros: [ts.count] + ts[0].shape)
         out.withUnsafeMutablePointer { dst in
@@ -322,10 +344,10 @@ public final class DreamSRModelDenoiser: DreamSRPatchDenoiser, @unchecked Sendab
             let t = mainPrompt(idxs[0]).states.shape[0], t2 = locals[idxs[0]].states.shape[0]
             let inp = DreamSRInputs(
                 hiddenStates: xs, condLatents: cs,
-                encoderHiddenStates: stack(idxs.map { mainPrompt($0).states }),
-                pooledProjections: stack(idxs.map { mainPrompt($0).pooled }),
-                localEncoderHiddenStates: stack(idxs.map { locals[$0].states }),
-                localPooledProjections: stack(idxs.map { locals[$0].pooled }),
+                encoderHiddenStates: Self.stack(idxs.map { mainPrompt($0).states }),
+                pooledProjections: Self.stack(idxs.map { mainPrompt($0).pooled }),
+                localEncoderHiddenStates: Self.stack(idxs.map { locals[$0].states }),
+                localPooledProjections: Self.stack(idxs.map { locals[$0].pooled }),
                 timestep: [Float](repeating: sigma, count: g.count),
                 guidance: [Float](repeating: Float(cfg.guidance), count: g.count),
                 imgIds: plan.imageIds(patch: idxs[0], ropeIds: cfg.ropeIds),

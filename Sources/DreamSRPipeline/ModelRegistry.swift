@@ -12,6 +12,9 @@ public struct ModelComponent: Sendable, Equatable {
     public var path: String
     public var kind: Kind
     public var expectedLayout: String
+    /// Where a user gets it: the public repository and the file(s) to download, with the size where known
+    /// (empty when there is no public source, as for DreamSR's own checkpoint).
+    public var download: String = ""
 }
 
 /// One weight file as `dreamsr models check` describes it, from its header only: format, tensor types with counts,
@@ -82,10 +85,9 @@ public struct ModelCheckEntry: Sendable {
     public var memoryBytes: Int { parameters * 4 }
 }
 
-/// The loaded DreamSR model set: loaded once, shared by every job and stage of a pipeline (all of them read-only).
-public final class DreamSRModelSet: @unchecked Sendable {
-    public let model: DreamSRModel
-    public let vae: AutoencoderKL
+/// FLUX's two text encoders and their tokenizers, with a cache of prompt encodings (across jobs); shared by the
+/// DreamSR and FLUX ControlNet model sets.
+public final class FluxTextEncoders: @unchecked Sendable {
     public let clip: CLIPTextEncoder
     public let t5: T5Encoder
     public let clipTokenizer: CLIPTokenizer
@@ -93,10 +95,7 @@ public final class DreamSRModelSet: @unchecked Sendable {
     /// Prompt encodings by prompt string (across jobs).
     public let prompts = PromptEncodingCache<DreamSRPromptEncoding>(capacity: 256)
 
-    init(model: DreamSRModel, vae: AutoencoderKL, clip: CLIPTextEncoder, t5: T5Encoder, clipTokenizer: CLIPTokenizer,
-         t5Tokenizer: T5Tokenizer) {
-        self.model = model
-        self.vae = vae
+    public init(clip: CLIPTextEncoder, t5: T5Encoder, clipTokenizer: CLIPTokenizer, t5Tokenizer: T5Tokenizer) {
         self.clip = clip
         self.t5 = t5
         self.clipTokenizer = clipTokenizer
@@ -116,6 +115,68 @@ public final class DreamSRModelSet: @unchecked Sendable {
             return DreamSRPromptEncoding(states: states, pooled: pooled)
         }
     }
+
+    /// Loads both encoders (config.json beside the weights, else CLIP-L / T5-XXL) and both tokenizers; `wrap` turns a
+    /// component's load error (by key: clip, t5, clip_tokenizer, t5_tokenizer) into the error thrown.
+    public static func load(clip: String, t5: String, clipTokenizer: String, t5Tokenizer: String,
+                            wrap: (String, any Error) -> any Error = { _, e in e }) throws -> FluxTextEncoders {
+        func step<T>(_ key: String, _ body: () throws -> T) throws -> T {
+            do { return try body() } catch let e as DreamSRPipelineError { throw e } catch { throw wrap(key, error) }
+        }
+        let c = try step("clip") { () throws -> CLIPTextEncoder in
+            let set = try CheckpointSet(url: URL(fileURLWithPath: clip))
+            let cfgURL = set.directory.appendingPathComponent("config.json")
+            let cfg = FileManager.default.fileExists(atPath: cfgURL.path)
+                ? try CLIPTextConfig(configJSON: Data(contentsOf: cfgURL)) : .clipL
+            return try CLIPTextEncoder(checkpoint: set, config: cfg)
+        }
+        let t = try step("t5") { () throws -> T5Encoder in
+            let set = try CheckpointSet(url: URL(fileURLWithPath: t5))
+            let cfgURL = set.directory.appendingPathComponent("config.json")
+            let cfg = FileManager.default.fileExists(atPath: cfgURL.path)
+                ? try T5EncoderConfig(configJSON: Data(contentsOf: cfgURL)) : .xxl
+            return try T5Encoder(checkpoint: set, config: cfg)
+        }
+        let ct = try step("clip_tokenizer") { try CLIPTokenizer.load(from: clipTokenizer) }
+        let tt = try step("t5_tokenizer") { try T5Tokenizer.load(from: t5Tokenizer) }
+        return FluxTextEncoders(clip: c, t5: t, clipTokenizer: ct, t5Tokenizer: tt)
+    }
+
+    /// Shapes must agree across components (a mismatched folder is a start-up error, not a crash mid-job).
+    static func checkFit(flux fc: FluxConfig, fluxPath: String, text: FluxTextEncoders, t5Path: String, clipPath: String,
+                         vae: AutoencoderKL, vaePath: String) throws {
+        guard text.t5.config.dModel == fc.contextDim else {
+            throw DreamSRPipelineError(.models, "T5 d_model \(text.t5.config.dModel) (\(t5Path)) != FLUX context dim \(fc.contextDim) (\(fluxPath))")
+        }
+        guard text.clip.config.hiddenSize == fc.pooledDim else {
+            throw DreamSRPipelineError(.models, "CLIP hidden size \(text.clip.config.hiddenSize) (\(clipPath)) != FLUX pooled_projection_dim \(fc.pooledDim) (\(fluxPath))")
+        }
+        guard vae.config.latentChannels * 4 == fc.inChannels else {
+            throw DreamSRPipelineError(.models, "VAE latent channels \(vae.config.latentChannels) (\(vaePath)) x 4 != FLUX in_channels \(fc.inChannels)")
+        }
+    }
+}
+
+/// The loaded DreamSR model set: loaded once, shared by every job and stage of a pipeline (all of them read-only).
+public final class DreamSRModelSet: @unchecked Sendable {
+    public let model: DreamSRModel
+    public let vae: AutoencoderKL
+    public let text: FluxTextEncoders
+    public var clip: CLIPTextEncoder { text.clip }
+    public var t5: T5Encoder { text.t5 }
+    public var clipTokenizer: CLIPTokenizer { text.clipTokenizer }
+    public var t5Tokenizer: T5Tokenizer { text.t5Tokenizer }
+    /// Prompt encodings by prompt string (across jobs).
+    public var prompts: PromptEncodingCache<DreamSRPromptEncoding> { text.prompts }
+
+    init(model: DreamSRModel, vae: AutoencoderKL, text: FluxTextEncoders) {
+        self.model = model
+        self.vae = vae
+        self.text = text
+    }
+
+    /// T5 states `[512, D]` and CLIP pooled `[D]` of a prompt (dreamsr-architecture item 10), cached per string.
+    public func encode(prompt: String) throws -> DreamSRPromptEncoding { try text.encode(prompt: prompt) }
 }
 
 /// Where the FLUX transformer, VAE, text encoders (+ tokenizers) and the DreamSR checkpoint are, checked from file
@@ -233,34 +294,14 @@ public final class ModelRegistry: Sendable {
         let flux = try step("flux") { try FluxTransformer.load(from: CheckpointSet(url: url(paths.flux))) }
         let model = try step("dreamsr") { try DreamSRModel.load(checkpoint: url(paths.dreamsr), flux: flux) }
         let vae = try step("vae") { try AutoencoderKL.load(from: url(paths.vae)).model }
-        let clip = try step("clip") { () throws -> CLIPTextEncoder in
-            let set = try CheckpointSet(url: url(paths.clip))
-            let cfgURL = set.directory.appendingPathComponent("config.json")
-            let cfg = FileManager.default.fileExists(atPath: cfgURL.path)
-                ? try CLIPTextConfig(configJSON: Data(contentsOf: cfgURL)) : .clipL
-            return try CLIPTextEncoder(checkpoint: set, config: cfg)
-        }
-        let t5 = try step("t5") { () throws -> T5Encoder in
-            let set = try CheckpointSet(url: url(paths.t5))
-            let cfgURL = set.directory.appendingPathComponent("config.json")
-            let cfg = FileManager.default.fileExists(atPath: cfgURL.path)
-                ? try T5EncoderConfig(configJSON: Data(contentsOf: cfgURL)) : .xxl
-            return try T5Encoder(checkpoint: set, config: cfg)
-        }
-        let clipTok = try step("clip_tokenizer") { try CLIPTokenizer.load(from: paths.clipTokenizer) }
-        let t5Tok = try step("t5_tokenizer") { try T5Tokenizer.load(from: paths.t5Tokenizer) }
-        // Shapes must agree across components (a mismatched folder is a start-up error, not a crash mid-job).
-        let fc = flux.config
-        guard t5.config.dModel == fc.contextDim else {
-            throw DreamSRPipelineError(.models, "T5 d_model \(t5.config.dModel) (\(paths.t5)) != FLUX context dim \(fc.contextDim) (\(paths.flux))")
-        }
-        guard clip.config.hiddenSize == fc.pooledDim else {
-            throw DreamSRPipelineError(.models, "CLIP hidden size \(clip.config.hiddenSize) (\(paths.clip)) != FLUX pooled_projection_dim \(fc.pooledDim) (\(paths.flux))")
-        }
-        guard vae.config.latentChannels * 4 == fc.inChannels else {
-            throw DreamSRPipelineError(.models, "VAE latent channels \(vae.config.latentChannels) (\(paths.vae)) x 4 != FLUX in_channels \(fc.inChannels)")
-        }
-        let set = DreamSRModelSet(model: model, vae: vae, clip: clip, t5: t5, clipTokenizer: clipTok, t5Tokenizer: t5Tok)
+        let text = try FluxTextEncoders.load(clip: paths.clip, t5: paths.t5, clipTokenizer: paths.clipTokenizer,
+                                             t5Tokenizer: paths.t5Tokenizer, wrap: { key, error in
+            let c = self.components.first { $0.key == key }!
+            return DreamSRPipelineError(.models, "loading \(key) from \(c.path): \(error) (expected \(c.expectedLayout))")
+        })
+        try FluxTextEncoders.checkFit(flux: flux.config, fluxPath: paths.flux, text: text, t5Path: paths.t5, clipPath: paths.clip,
+                                      vae: vae, vaePath: paths.vae)
+        let set = DreamSRModelSet(model: model, vae: vae, text: text)
         loaded.withLock { $0 = set }
         return set
     }

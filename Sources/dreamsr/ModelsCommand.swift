@@ -57,12 +57,22 @@ struct ModelsCommand: ParsableCommand {
             let dir = pipelinesDir ?? env["DREAMSR_PIPELINES_DIR"] ?? (cwd + "/pipelines")
             let models = modelsDir ?? env["DREAMSR_MODELS_DIR"] ?? (cwd + "/models")
             let def = try PipelineRunner.resolve(pipeline, pipelinesDirectory: dir)
+            let base = URL(fileURLWithPath: models, relativeTo: URL(fileURLWithPath: cwd)).path
+            if let cn = def.controlnet {
+                let paths = (def.controlnetModels ?? FluxControlNetModelPaths(variant: cn.variant)).resolved(base: base)
+                try report(def, FluxControlNetRegistry(paths: paths, variant: cn.variant).check())
+                return
+            }
             guard def.needsDreamSRModels, let paths = def.models else {
                 print("pipeline '\(def.name)' uses no DreamSR model set (stages: \(def.stages.map(\.kind.rawValue).joined(separator: ", ")))")
                 return
             }
-            let base = URL(fileURLWithPath: models, relativeTo: URL(fileURLWithPath: cwd)).path
-            let entries = ModelRegistry(paths: paths.resolved(base: base)).check()
+            try report(def, ModelRegistry(paths: paths.resolved(base: base)).check())
+        }
+
+        /// Prints present / MISSING per component (with where to download a missing one) and the total; exit 1 when
+        /// anything is missing.
+        func report(_ def: PipelineDefinition, _ entries: [ModelCheckEntry]) throws {
             let gib = Self.gib
             var total = 0
             for e in entries {
@@ -76,6 +86,7 @@ struct ModelsCommand: ParsableCommand {
                 } else {
                     print("MISSING  \(c.key.padding(toLength: 15, withPad: " ", startingAt: 0)) \(c.path): \(e.problem ?? "")")
                     print("         expected: \(c.expectedLayout)")
+                    if !c.download.isEmpty { print("         download: \(c.download)") }
                 }
             }
             let missing = entries.filter { !$0.present }.count

@@ -63,6 +63,17 @@ public struct StageDefinition: Sendable, Equatable {
     public enum Restorer: String, Sendable, CaseIterable { case realesrgan, dreamsr }
 }
 
+extension FluxControlNetModelPaths {
+    /// Every path made absolute against `base`.
+    public func resolved(base: String) -> FluxControlNetModelPaths {
+        var r = self
+        for kp in [\FluxControlNetModelPaths.flux, \.controlnet, \.vae, \.clip, \.t5, \.clipTokenizer, \.t5Tokenizer] {
+            r[keyPath: kp] = DaemonConfig.absolute(self[keyPath: kp], base: base)
+        }
+        return r
+    }
+}
+
 extension DreamSRModelPaths {
     /// Every path made absolute against `base`.
     public func resolved(base: String) -> DreamSRModelPaths {
@@ -112,6 +123,11 @@ public struct PipelineDefinition: Sendable, Equatable {
     public var models: DreamSRModelPaths?
     public var dreamsr = DreamSRPipelineOptions()
     public var caption = CaptionPipelineOptions()
+    /// The `controlnet:` block: the texture stage runs a public FLUX ControlNet (FLUX.1-dev or schnell) instead of
+    /// DreamSR's; nil for DreamSR pipelines.
+    public var controlnet: FluxControlNetTextureOptions?
+    /// Weights of a ControlNet pipeline (its `models:` block); nil unless `controlnet` is set.
+    public var controlnetModels: FluxControlNetModelPaths?
 
     /// True when a stage needs the FLUX/DreamSR model set.
     public var needsDreamSRModels: Bool {
@@ -132,7 +148,7 @@ public struct PipelineDefinition: Sendable, Equatable {
     public static func parse(yaml: String, file: String) throws -> PipelineDefinition {
         let root = try ConfigNode.parse(yaml: yaml, file: file, env: [:], envPrefix: nil)
         try root.checkKeys(["name", "description", "capacity", "job_timeout_seconds", "output_format", "stages",
-                            "models", "dreamsr", "caption"])
+                            "models", "dreamsr", "caption", "controlnet"])
         let name = try root.requiredString("name")
         let capacityNode = try root.child("capacity")
         try capacityNode.checkKeys(["items", "megapixels"])
@@ -187,7 +203,9 @@ public struct PipelineDefinition: Sendable, Equatable {
         var def = PipelineDefinition(name: name, description: try root.string("description", default: ""),
                                      capacity: capacity, jobTimeout: timeout > 0 ? .milliseconds(Int64(timeout * 1000)) : nil,
                                      outputFormat: format, stages: stages, file: file)
-        if def.needsDreamSRModels || root.has("models") {
+        if root.has("controlnet") {
+            try parseControlNet(root, into: &def)
+        } else if def.needsDreamSRModels || root.has("models") {
             let m = try root.child("models")
             try m.checkKeys(Set(DreamSRModelPaths.keys))
             var paths = DreamSRModelPaths()
@@ -229,6 +247,46 @@ public struct PipelineDefinition: Sendable, Equatable {
             throw d.error("mode", "a DreamSR mode needs a 'texture' stage")
         }
         return def
+    }
+
+    /// The `controlnet:` block and the ControlNet pipeline's `models:` block.
+    private static func parseControlNet(_ root: ConfigNode, into def: inout PipelineDefinition) throws {
+        let c = try root.child("controlnet")
+        try c.checkKeys(["variant", "steps", "start_sigma", "guidance", "conditioning_scale", "control_mode", "guidance_start",
+                         "guidance_end", "patch", "overlap"])
+        var o = FluxControlNetTextureOptions()
+        o.variant = try c.choice("variant", default: FluxVariant.dev)
+        if c.has("steps") { o.steps = try c.int("steps", default: 20, min: 1, max: 1000) }
+        o.startSigma = try c.double("start_sigma", default: 0.8, min: 0, max: 1, exclusiveMin: true)
+        o.guidance = try c.double("guidance", default: 3.5, min: 0)
+        o.conditioningScale = Float(try c.double("conditioning_scale", default: 1, min: 0))
+        if c.has("control_mode") { o.controlMode = try c.int("control_mode", default: 0, min: 0, max: 1000) }
+        o.guidanceStart = try c.double("guidance_start", default: 0, min: 0, max: 1)
+        o.guidanceEnd = try c.double("guidance_end", default: 1, min: 0, max: 1)
+        guard o.guidanceStart < o.guidanceEnd else {
+            throw c.error("guidance_end", "must be greater than guidance_start (\(o.guidanceStart))")
+        }
+        o.patchSize = try c.int("patch", default: 512, min: 16, max: 8192)
+        guard o.patchSize % 16 == 0 else { throw c.error("patch", "must be a multiple of 16 pixels, got \(o.patchSize)") }
+        o.patchOverlap = try c.int("overlap", default: 64, min: 0, max: o.patchSize - 8)
+        guard o.patchOverlap % 8 == 0 else { throw c.error("overlap", "must be a multiple of 8 pixels, got \(o.patchOverlap)") }
+        if let r = def.stage(.restore), r.restorer == .dreamsr {
+            throw c.error("variant", "a ControlNet texture stage starts from a pixel restorer's image: use restorer realesrgan "
+                          + "(or no restore stage), not dreamsr")
+        }
+        guard def.stage(.texture) != nil else { throw c.error("variant", "a 'controlnet' block needs a 'texture' stage") }
+        let m = try root.child("models")
+        try m.checkKeys(Set(FluxControlNetModelPaths.keys))
+        var paths = FluxControlNetModelPaths(variant: o.variant)
+        paths.flux = try m.string("flux", default: paths.flux)
+        paths.controlnet = try m.string("controlnet", default: paths.controlnet)
+        paths.vae = try m.string("vae", default: paths.vae)
+        paths.clip = try m.string("clip", default: paths.clip)
+        paths.t5 = try m.string("t5", default: paths.t5)
+        paths.clipTokenizer = try m.string("clip_tokenizer", default: paths.clipTokenizer)
+        paths.t5Tokenizer = try m.string("t5_tokenizer", default: paths.t5Tokenizer)
+        def.controlnet = o
+        def.controlnetModels = paths
     }
 
     /// The default pipeline, identical to `pipelines/realesrgan.yaml` (a test keeps them in step); used when no

@@ -40,6 +40,14 @@ struct DreamSRStages: Sendable {
     init(definition: PipelineDefinition, registry: ModelRegistry, logger: Logger) throws {
         self.registry = registry
         options = definition.dreamsr
+        captioner = try Self.makeCaptioner(definition, logger: logger)
+        self.logger = logger
+        let realesrgan = definition.stage(.restore)?.restorer == .realesrgan
+        modeName = realesrgan ? "realesrgan-restorer+texture (\(options.mode.rawValue))" : options.mode.rawValue
+    }
+
+    /// The captioner of a pipeline file's `caption:` block.
+    static func makeCaptioner(_ definition: PipelineDefinition, logger: Logger) throws -> Captioner {
         var cc = CaptionerConfiguration(endpoint: definition.caption.endpoint.flatMap(URL.init(string:)))
         cc.model = definition.caption.model
         if let p = definition.caption.fixedPrompt { cc.fixedGlobalPrompt = p }
@@ -50,13 +58,11 @@ struct DreamSRStages: Sendable {
         cc.concurrency = definition.caption.concurrency
         if let t = definition.caption.globalPromptTemplate { cc.globalPromptTemplate = t }
         if let t = definition.caption.localPromptTemplate { cc.localPromptTemplate = t }
-        do { captioner = try Captioner(configuration: cc, logger: logger) } catch {
+        do { return try Captioner(configuration: cc, logger: logger) } catch {
             throw ConfigError(file: definition.file, key: "caption", problem: "\(error)")
         }
-        self.logger = logger
-        let realesrgan = definition.stage(.restore)?.restorer == .realesrgan
-        modeName = realesrgan ? "realesrgan-restorer+texture (\(options.mode.rawValue))" : options.mode.rawValue
     }
+
 
     var prepare: @Sendable () async throws -> Void {
         let registry = registry, logger = logger
@@ -96,32 +102,41 @@ struct DreamSRStages: Sendable {
         return Stage(def.runtime, prepare: prepare) { ctx in
             let pipeline = try me.pipeline()
             let s = try me.state(&ctx, pipeline: pipeline)
-            guard let decoded = ctx.payload.decoded else { throw PipelineError.stageFailed("caption: no decoded image") }
-            let plan = try pipeline.plan(s.geometry)
-            let hasEndpoint = me.captioner.configuration.endpoint != nil
             let lane = pool.lanes[pool.take()]
-            // Regions: each patch's area in LR pixels (images are sent only when a model will look at them).
-            let regionRects = s.geometry.patchRegionsLR(plan, patchSize: pipeline.models.model.config.patchSize)
-            let (whole, regions): (CaptionImage, [CaptionRegion]) = try await lane.run {
-                func png(_ img: PlanarImage) throws -> CaptionImage {
-                    guard hasEndpoint else { return CaptionImage(data: Data(), mimeType: "image/png") }
-                    return CaptionImage(data: try ImageCodec.encodeToData(color: img, alpha: nil, bitDepth: 8, grey: decoded.isGrey,
-                                                                          format: .png, quality: 92), mimeType: "image/png")
-                }
-                return (try png(decoded.color), try regionRects.enumerated().map { i, r in
-                    CaptionRegion(index: i, x: r.x, y: r.y, width: r.width, height: r.height, image: try png(decoded.color.cropped(to: r)))
-                })
-            }
-            let result = await me.captioner.prompts(for: whole, regions: regions,
-                                                    overrides: PromptOverrides(global: ctx.request.prompt))
-            ctx.notes += result.notes
-            s.globalPrompt = result.global.text
-            s.localPrompts = result.locals.map(\.text)
-            (s.globalEncoding, s.localEncodings) = try await lane.run {
-                (try pipeline.encode(prompt: result.global.text), try result.locals.map { try pipeline.encode(prompt: $0.text) })
-            }
-            ctx.notes += Self.promptNotes(result)
+            try await Self.caption(&ctx, state: s, plan: try pipeline.plan(s.geometry),
+                                   patchSize: pipeline.models.model.config.patchSize, captioner: me.captioner, lane: lane,
+                                   encode: pipeline.encode(prompt:))
         }
+    }
+
+    /// The caption stage's work for any texture pipeline: the whole LR image and each patch's LR area (`patchSize`
+    /// output pixels from the patch's corner) go to the captioner; the prompts are encoded with `encode` on `lane`.
+    static func caption(_ ctx: inout JobContext<ImageJob>, state s: DreamSRJobState, plan: DreamSRPatchPlan, patchSize: Int,
+                        captioner: Captioner, lane: ComputeLane,
+                        encode: @escaping @Sendable (String) throws -> DreamSRPromptEncoding) async throws {
+        guard let decoded = ctx.payload.decoded else { throw PipelineError.stageFailed("caption: no decoded image") }
+        let hasEndpoint = captioner.configuration.endpoint != nil
+        // Regions: each patch's area in LR pixels (images are sent only when a model will look at them).
+        let regionRects = s.geometry.patchRegionsLR(plan, patchSize: patchSize)
+        let (whole, regions): (CaptionImage, [CaptionRegion]) = try await lane.run {
+            func png(_ img: PlanarImage) throws -> CaptionImage {
+                guard hasEndpoint else { return CaptionImage(data: Data(), mimeType: "image/png") }
+                return CaptionImage(data: try ImageCodec.encodeToData(color: img, alpha: nil, bitDepth: 8, grey: decoded.isGrey,
+                                                                      format: .png, quality: 92), mimeType: "image/png")
+            }
+            return (try png(decoded.color), try regionRects.enumerated().map { i, r in
+                CaptionRegion(index: i, x: r.x, y: r.y, width: r.width, height: r.height, image: try png(decoded.color.cropped(to: r)))
+            })
+        }
+        let result = await captioner.prompts(for: whole, regions: regions,
+                                             overrides: PromptOverrides(global: ctx.request.prompt))
+        ctx.notes += result.notes
+        s.globalPrompt = result.global.text
+        s.localPrompts = result.locals.map(\.text)
+        (s.globalEncoding, s.localEncodings) = try await lane.run {
+            (try encode(result.global.text), try result.locals.map { try encode($0.text) })
+        }
+        ctx.notes += Self.promptNotes(result)
     }
 
     /// Most local prompts a job result lists one by one (the count is always given).
@@ -154,14 +169,20 @@ struct DreamSRStages: Sendable {
     /// Fixed prompts when a pipeline has no caption stage; the encodings to sample with.
     private func prompts(_ s: DreamSRJobState, plan: DreamSRPatchPlan, pipeline: DreamSRImagePipeline,
                          request: String?) throws -> (DreamSRPromptEncoding, [DreamSRPromptEncoding]) {
+        try Self.prompts(s, patches: plan.count, captioner: captioner, request: request, encode: pipeline.encode(prompt:))
+    }
+
+    /// The caption stage's encodings, or (no caption stage) the job's prompt / the fixed prompts, encoded once.
+    static func prompts(_ s: DreamSRJobState, patches: Int, captioner: Captioner, request: String?,
+                        encode: (String) throws -> DreamSRPromptEncoding) throws -> (DreamSRPromptEncoding, [DreamSRPromptEncoding]) {
         if let g = s.globalEncoding { return (g, s.localEncodings) }
         let text = request ?? captioner.configuration.fixedGlobalPrompt
         let local = captioner.configuration.fixedLocalPrompt ?? text
         s.globalPrompt = text
-        s.localPrompts = Array(repeating: local, count: plan.count)
-        let (g, l) = try pipeline.encode(global: text, local: local, patches: plan.count)
-        (s.globalEncoding, s.localEncodings) = (g, l)
-        return (g, l)
+        s.localPrompts = Array(repeating: local, count: patches)
+        let g = try encode(text), l = try encode(local)
+        (s.globalEncoding, s.localEncodings) = (g, Array(repeating: l, count: patches))
+        return (g, s.localEncodings)
     }
 
     // MARK: restore (DreamSR restorer)

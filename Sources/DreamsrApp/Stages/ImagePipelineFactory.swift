@@ -53,7 +53,16 @@ public struct ImagePipelineFactory: PipelineFactory {
         let restoreDef = definition.stage(.restore)
         let scale = restoreDef == nil ? 1 : 4 // refined once the model is loaded; used only to weigh jobs
         var dreamsr: DreamSRStages?
-        if definition.needsDreamSRModels {
+        var controlnet: FluxControlNetStages?
+        if let cn = definition.controlnet {
+            // Start-up check: every weight file is present; a missing one is named with where to download it.
+            let paths = (definition.controlnetModels ?? FluxControlNetModelPaths(variant: cn.variant)).resolved(base: config.modelsDirectory)
+            let registry = FluxControlNetRegistry.shared(paths, variant: cn.variant)
+            do { try registry.validate(pipelineFile: definition.file) } catch let e as DreamSRPipelineError {
+                throw AppError(.models, e.message)
+            }
+            controlnet = try FluxControlNetStages(definition: definition, registry: registry, logger: logger)
+        } else if definition.needsDreamSRModels {
             // Start-up check: every weight file of the DreamSR model set is present (headers read, nothing loaded).
             let paths = (definition.models ?? DreamSRModelPaths()).resolved(base: config.modelsDirectory)
             let registry = ModelRegistry.shared(paths)
@@ -75,11 +84,11 @@ public struct ImagePipelineFactory: PipelineFactory {
             case .encode:
                 stages.append(encodeStage(def, defaultFormat: definition.outputFormat))
             case .caption:
-                stages.append(dreamsr!.captionStage(def))
+                stages.append(controlnet?.captionStage(def) ?? dreamsr!.captionStage(def))
             case .texture:
-                stages.append(dreamsr!.textureStage(def))
+                stages.append(controlnet?.textureStage(def) ?? dreamsr!.textureStage(def))
             case .blend:
-                stages.append(dreamsr!.blendStage(def))
+                stages.append(controlnet?.blendStage(def) ?? dreamsr!.blendStage(def))
             }
         }
         let pipeline = try Pipeline(
