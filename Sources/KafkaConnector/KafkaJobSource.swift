@@ -596,7 +596,8 @@ final class SourceCore: @unchecked Sendable {
                 try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
             } catch {
                 return await deadLetter(message, id: id, stage: "output", error: KafkaConnectorError(
-                    .output, "cannot create the staging folder \(folder): \(error.localizedDescription)"), attempts: 1)
+                    .output, "cannot create the staging folder \(folder): \(error.localizedDescription)"), attempts: 1,
+                    startedAt: startedAt)
             }
             staging = folder
             output = (folder as NSString).appendingPathComponent(OutputFiles.fileName(id: id.rawValue, format: format))
@@ -631,7 +632,8 @@ final class SourceCore: @unchecked Sendable {
                     downloaded = localPath
                 } catch {
                     if Task.isCancelled || !isOwned(tp, generation: generation) { return false }
-                    return await deadLetter(message, id: id, stage: "download", error: error, attempts: attempt)
+                    return await deadLetter(message, id: id, stage: "download", error: error, attempts: attempt,
+                                            startedAt: startedAt)
                 }
             }
             // Failures no retry can fix end here, before the model runs (one dead letter, no retries).
@@ -681,7 +683,7 @@ final class SourceCore: @unchecked Sendable {
                     outcome.status = .error
                     outcome.output = nil
                     return await deadLetter(message, id: id, stage: "upload", error: error, attempts: attempt,
-                                            outcome: outcome)
+                                            startedAt: startedAt, outcome: outcome)
                 }
             }
             if outcome.status == .ok {
