@@ -55,10 +55,12 @@ public struct DreamSRPatchPlan: Sendable {
         let (y, x) = origin(index)
         let (r0, c0): (Float, Float) = ropeIds == .patch ? (0, 0) : (Float(y) / 2, Float(x) / 2)
         let ids = Tensor(zeros: [hh * hh, 3])
-        for r in 0..<hh { for c in 0..<hh {
-            ids.data[(r * hh + c) * 3 + 1] = Float(r) + r0
-            ids.data[(r * hh + c) * 3 + 2] = Float(c) + c0
-        } }
+        ids.withUnsafeMutableBufferPointer { dst in
+            for r in 0..<hh { for c in 0..<hh {
+                dst[(r * hh + c) * 3 + 1] = Float(r) + r0
+                dst[(r * hh + c) * 3 + 2] = Float(c) + c0
+            } }
+        }
         return ids
     }
 
@@ -71,9 +73,13 @@ public struct DreamSRPatchPlan: Sendable {
         let out = Tensor(zeros: [channels, paddedHeight, paddedWidth])
         let rows = (0..<paddedHeight).map { Self.reflect($0, latentHeight) }
         let cols = (0..<paddedWidth).map { Self.reflect($0, latentWidth) }
-        for c in 0..<channels { for (y, sy) in rows.enumerated() { for (x, sx) in cols.enumerated() {
-            out.data[(c * paddedHeight + y) * paddedWidth + x] = latent.data[(c * latentHeight + sy) * latentWidth + sx]
-        } } }
+        out.withUnsafeMutableBufferPointer { dst in
+            latent.withUnsafeBufferPointer { src in
+                for c in 0..<channels { for (y, sy) in rows.enumerated() { for (x, sx) in cols.enumerated() {
+                    dst[(c * paddedHeight + y) * paddedWidth + x] = src[(c * latentHeight + sy) * latentWidth + sx]
+                } } }
+            }
+        }
         return out
     }
 
@@ -82,8 +88,8 @@ public struct DreamSRPatchPlan: Sendable {
         if paddedWidth == latentWidth, paddedHeight == latentHeight { return padded }
         let out = Tensor(zeros: [channels, latentHeight, latentWidth])
         for c in 0..<channels { for y in 0..<latentHeight {
-            (out.data + (c * latentHeight + y) * latentWidth)
-                .update(from: padded.data + (c * paddedHeight + y) * paddedWidth, count: latentWidth)
+            out.copyValues(from: padded, at: (c * paddedHeight + y) * paddedWidth, count: latentWidth,
+                           to: (c * latentHeight + y) * latentWidth)
         } }
         return out
     }
@@ -100,28 +106,36 @@ public struct DreamSRPatchPlan: Sendable {
     public func tokens(of padded: Tensor, patches: [Int]) -> Tensor {
         let p = patch, hh = p / 2, c = channels, f = 4 * c
         let out = Tensor(zeros: [patches.count, hh * hh, f])
-        for (b, idx) in patches.enumerated() {
-            let (y0, x0) = origin(idx)
-            let base = out.data + b * hh * hh * f
-            for r in 0..<hh { for col in 0..<hh { for ch in 0..<c { for ph in 0..<2 { for pw in 0..<2 {
-                base[(r * hh + col) * f + ch * 4 + ph * 2 + pw] =
-                    padded.data[(ch * paddedHeight + y0 + 2 * r + ph) * paddedWidth + x0 + 2 * col + pw]
-            } } } } }
+        out.withUnsafeMutableBufferPointer { dst in
+            padded.withUnsafeBufferPointer { src in
+                for (b, idx) in patches.enumerated() {
+                    let (y0, x0) = origin(idx)
+                    let base = b * hh * hh * f
+                    for r in 0..<hh { for col in 0..<hh { for ch in 0..<c { for ph in 0..<2 { for pw in 0..<2 {
+                        dst[base + (r * hh + col) * f + ch * 4 + ph * 2 + pw] =
+                            src[(ch * paddedHeight + y0 + 2 * r + ph) * paddedWidth + x0 + 2 * col + pw]
+                    } } } } }
+                }
+            }
         }
         return out
     }
 
-    /// Unpacks one patch's tokens `[L, 4C]` (at `tokens + offset`) to planar `[C, p, p]`.
-    func unpackPatch(_ tokens: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>) {
-        let p = patch, hh = p / 2, c = channels, f = 4 * c
-        for r in 0..<hh { for col in 0..<hh { for ch in 0..<c { for ph in 0..<2 { for pw in 0..<2 {
-            dst[(ch * p + 2 * r + ph) * p + 2 * col + pw] = tokens[(r * hh + col) * f + ch * 4 + ph * 2 + pw]
-        } } } } }
+    /// Unpacks one patch's tokens `[L, 4C]` (patch `index` of a `[B, L, 4C]` batch) to planar `[C, p, p]`.
+    func unpackPatch(_ tokens: Tensor, index b: Int, into dst: inout [Float]) {
+        let p = patch, hh = p / 2, c = channels, f = 4 * c, base = b * tokensPerPatch * f
+        precondition(base + tokensPerPatch * f <= tokens.count && dst.count >= c * p * p,
+                     "patch \(b) of \(tokens.shape) into \(dst.count) values")
+        tokens.withUnsafeBufferPointer { src in
+            for r in 0..<hh { for col in 0..<hh { for ch in 0..<c { for ph in 0..<2 { for pw in 0..<2 {
+                dst[(ch * p + 2 * r + ph) * p + 2 * col + pw] = src[base + (r * hh + col) * f + ch * 4 + ph * 2 + pw]
+            } } } } }
+        }
     }
 }
 
 /// The result of a DreamSR latent run.
-public struct DreamSRSampleResult: @unchecked Sendable {
+public struct DreamSRSampleResult: Sendable {
     /// The restored latent z_dr `[C, H, W]` (z_lq when the restoration pass is off).
     public let zDR: Tensor
     /// The final latent `[C, H, W]`.
@@ -148,7 +162,7 @@ public struct DreamSRPatchSampler: Sendable {
     public func velocity(of padded: Tensor, sigma: Float, pass: DreamSRPass, denoiser: any DreamSRPatchDenoiser) throws -> Tensor {
         var blender = GridBlender(grid: plan.grid, channels: plan.channels, weighting: plan.weighting)
         let all = Array(0..<plan.count)
-        let p = plan.patch, per = plan.tokensPerPatch * 4 * plan.channels
+        let p = plan.patch
         var planar = [Float](repeating: 0, count: plan.channels * p * p)
         for start in stride(from: 0, to: all.count, by: batchSize) {
             let batch = Array(all[start..<min(start + batchSize, all.count)])
@@ -158,7 +172,7 @@ public struct DreamSRPatchSampler: Sendable {
                 throw UpscalingError(.modelOutputShape, "denoiser returned \(v.shape) for patch tokens \(x.shape)")
             }
             for (b, idx) in batch.enumerated() {
-                planar.withUnsafeMutableBufferPointer { plan.unpackPatch(v.data + b * per, into: $0.baseAddress!) }
+                plan.unpackPatch(v, index: b, into: &planar)
                 try planar.withUnsafeBufferPointer {
                     try blender.add(row: idx / plan.grid.columns, column: idx % plan.grid.columns, tile: $0)
                 }
@@ -181,16 +195,16 @@ public struct DreamSRPatchSampler: Sendable {
             let t = Float(config.restoreT)
             let v = try velocity(of: zl, sigma: t, pass: .restore, denoiser: denoiser)
             zdr = Tensor(zeros: zl.shape)
-            for i in 0..<zdr.count { zdr.data[i] = zl.data[i] - t * v.data[i] }
+            zdr.assign(zl, v) { z, v in z - t * v }
             onStep?(0, total)
         }
         let s0 = Float(sigmas[0])
         let x = Tensor(zeros: zl.shape)
-        for i in 0..<x.count { x.data[i] = (1 - s0) * zdr.data[i] + s0 * nz.data[i] }
+        x.assign(zdr, nz) { z, n in (1 - s0) * z + s0 * n }
         for k in 0..<(sigmas.count - 1) {
             let v = try velocity(of: x, sigma: Float(sigmas[k]), pass: .texture, denoiser: denoiser)
             let dt = Float(sigmas[k + 1]) - Float(sigmas[k])
-            for i in 0..<x.count { x.data[i] += dt * v.data[i] }
+            x.assign(x, v) { x, v in x + dt * v }
             onStep?(k + (restore ? 1 : 0) + 1, total)
         }
         return DreamSRSampleResult(zDR: plan.crop(zdr), zOut: plan.crop(x), sigmas: sigmas)
@@ -214,7 +228,7 @@ extension DreamSRPatchSampler {
 }
 
 /// One prompt's encodings: T5 states `[T, Dtxt]` and CLIP pooled `[Dpool]`.
-public struct DreamSRPromptEncoding: @unchecked Sendable {
+public struct DreamSRPromptEncoding: Sendable {
     public let states: Tensor
     public let pooled: Tensor
 
@@ -256,7 +270,7 @@ public enum DreamSRMode: String, Sendable, CaseIterable {
 /// prompt and LR latent tokens (packed once per patch: they do not change across steps; prompt encodings are
 /// computed once per prompt by the caller). The ControlNet's input embedders are recomputed per step on purpose:
 /// they are ~0.03 % of a step and caching them would cost ~19 MB per 512 px patch.
-public final class DreamSRModelDenoiser: DreamSRPatchDenoiser, @unchecked Sendable {
+public final class DreamSRModelDenoiser: DreamSRPatchDenoiser, Sendable {
     public let model: DreamSRModel
     public let plan: DreamSRPatchPlan
     public let mode: DreamSRMode
@@ -281,7 +295,7 @@ public final class DreamSRModelDenoiser: DreamSRPatchDenoiser, @unchecked Sendab
     private func stack(_ ts: [Tensor]) -> Tensor {
         let n = ts[0].count
         let out = Tensor(zeros: [ts.count] + ts[0].shape)
-        for (i, t) in ts.enumerated() { (out.data + i * n).update(from: t.data, count: n) }
+        for (i, t) in ts.enumerated() { out.copyValues(from: t, count: n, to: i * n) }
         return out
     }
 
@@ -306,8 +320,8 @@ public final class DreamSRModelDenoiser: DreamSRPatchDenoiser, @unchecked Sendab
             let xs = Tensor(zeros: [g.count, plan.tokensPerPatch, x.shape[2]])
             let cs = Tensor(zeros: xs.shape)
             for (j, b) in g.enumerated() {
-                (xs.data + j * per).update(from: x.data + b * per, count: per)
-                (cs.data + j * per).update(from: condTokens.data + idxs[j] * per, count: per)
+                xs.copyValues(from: x, at: b * per, count: per, to: j * per)
+                cs.copyValues(from: condTokens, at: idxs[j] * per, count: per, to: j * per)
             }
             let t = mainPrompt(idxs[0]).states.shape[0], t2 = locals[idxs[0]].states.shape[0]
             let inp = DreamSRInputs(
@@ -321,7 +335,7 @@ public final class DreamSRModelDenoiser: DreamSRPatchDenoiser, @unchecked Sendab
                 imgIds: plan.imageIds(patch: idxs[0], ropeIds: cfg.ropeIds),
                 txtIds: Tensor(zeros: [t, 3]), localTxtIds: Tensor(zeros: [t2, 3]))
             let v = try model.velocity(inp, lora: pass == .restore, useControlNet: mode.usesControlNet)
-            for (j, b) in g.enumerated() { (out.data + b * per).update(from: v.data + j * per, count: per) }
+            for (j, b) in g.enumerated() { out.copyValues(from: v, at: j * per, count: per, to: b * per) }
         }
         return out
     }
@@ -340,12 +354,14 @@ public struct DreamSRNoise {
         }
         func uniform() -> Double { (Double(next() >> 11) + 0.5) / Double(1 << 53) }
         let t = Tensor(zeros: shape)
-        var i = 0
-        while i < t.count {
-            let r = (-2 * log(uniform())).squareRoot(), a = 2 * Double.pi * uniform()
-            t.data[i] = Float(r * cos(a))
-            if i + 1 < t.count { t.data[i + 1] = Float(r * sin(a)) }
-            i += 2
+        t.withUnsafeMutableBufferPointer { v in
+            var i = 0
+            while i < v.count {
+                let r = (-2 * log(uniform())).squareRoot(), a = 2 * Double.pi * uniform()
+                v[i] = Float(r * cos(a))
+                if i + 1 < v.count { v[i + 1] = Float(r * sin(a)) }
+                i += 2
+            }
         }
         return t
     }

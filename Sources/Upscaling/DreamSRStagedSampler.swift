@@ -39,7 +39,7 @@ public struct DreamSRStagedSampler: Sendable {
         let t = Float(config.restoreT)
         let v = try sampler.velocity(of: zl, sigma: t, pass: .restore, denoiser: denoiser)
         let zdr = Tensor(zeros: zl.shape)
-        for i in 0..<zdr.count { zdr.data[i] = zl.data[i] - t * v.data[i] }
+        zdr.assign(zl, v) { z, v in z - t * v }
         return plan.crop(zdr)
     }
 
@@ -54,12 +54,12 @@ public struct DreamSRStagedSampler: Sendable {
         let sigmas = config.textureSigmas()
         let s0 = Float(sigmas[0])
         let x = Tensor(zeros: zs.shape)
-        for i in 0..<x.count { x.data[i] = (1 - s0) * zs.data[i] + s0 * nz.data[i] }
+        x.assign(zs, nz) { z, n in (1 - s0) * z + s0 * n }
         for k in 0..<(sigmas.count - 1) {
             if isCancelled() { throw UpscalingError(.cancelled, "texture stage cancelled at step \(k)") }
             let v = try sampler.velocity(of: x, sigma: Float(sigmas[k]), pass: .texture, denoiser: denoiser)
             let dt = Float(sigmas[k + 1]) - Float(sigmas[k])
-            for i in 0..<x.count { x.data[i] += dt * v.data[i] }
+            x.assign(x, v) { x, v in x + dt * v }
             onStep?(k + 1, sigmas.count - 1)
         }
         return (plan.crop(x), sigmas)

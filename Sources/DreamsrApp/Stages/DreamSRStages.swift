@@ -108,16 +108,18 @@ struct DreamSRStages: Sendable {
         // Reflect-pad to multiples of 16 (cropped back after decoding).
         let (w, h, pw, ph) = (s.outWidth, s.outHeight, s.padWidth, s.padHeight)
         let x = Tensor(zeros: [1, 3, ph, pw])
-        for c in 0..<3 { for y in 0..<ph { for xx in 0..<pw {
-            let sy = DreamSRPatchPlan.reflect(y, h), sx = DreamSRPatchPlan.reflect(xx, w)
-            x.data[(c * ph + y) * pw + xx] = sized.pixels[(c * h + sy) * w + sx] * 2 - 1
-        } } }
+        x.withUnsafeMutableBufferPointer { dst in
+            for c in 0..<3 { for y in 0..<ph { for xx in 0..<pw {
+                let sy = DreamSRPatchPlan.reflect(y, h), sx = DreamSRPatchPlan.reflect(xx, w)
+                dst[(c * ph + y) * pw + xx] = sized.pixels[(c * h + sy) * w + sx] * 2 - 1
+            } } }
+        }
         let vae = models.vae
         let tiling = max(pw, ph) > options.vaeTile ? options.vaeTiling(tile: options.vaeTile) : .untiled
         let raw = try vae.encode(x, tiling: tiling)
         let z = Tensor(zeros: Array(raw.shape.dropFirst()))
         let sf = vae.config.scalingFactor, sh = vae.config.shiftFactor
-        for i in 0..<z.count { z.data[i] = sf * (raw.data[i] - sh) }
+        z.assign(raw) { sf * ($0 - sh) }
         if s.lrUpscaled == nil && isLR { s.lrUpscaled = sized }
         return z
     }
@@ -295,14 +297,16 @@ struct DreamSRStages: Sendable {
                     let vae = models.vae
                     let raw = Tensor(zeros: [1] + zOut.shape)
                     let sf = vae.config.scalingFactor, sh = vae.config.shiftFactor
-                    for i in 0..<raw.count { raw.data[i] = zOut.data[i] / sf + sh }
+                    raw.assign(zOut) { $0 / sf + sh }
                     let tiling = max(zOut.shape[1], zOut.shape[2]) > tile ? me.options.vaeTiling(tile: tile) : .untiled
                     let px = try vae.decode(raw, tiling: tiling)
                     let (ph, pw, w, h) = (px.shape[2], px.shape[3], s.outWidth, s.outHeight)
                     var out = PlanarImage(width: w, height: h, channels: 3)
-                    for c in 0..<3 { for y in 0..<h { for x in 0..<w {
-                        out.pixels[(c * h + y) * w + x] = (px.data[(c * ph + y) * pw + x] + 1) / 2
-                    } } }
+                    px.withUnsafeBufferPointer { src in
+                        for c in 0..<3 { for y in 0..<h { for x in 0..<w {
+                            out.pixels[(c * h + y) * w + x] = (src[(c * ph + y) * pw + x] + 1) / 2
+                        } } }
+                    }
                     let reference = try s.lrUpscaled ?? ImageCodec.resize(Self.rgb(decoded.color), width: w, height: h)
                     out = try ColorFix.apply(method, output: out, reference: reference)
                     for i in 0..<out.pixels.count { out.pixels[i] = min(1, max(0, out.pixels[i])) }
