@@ -13,7 +13,8 @@ import CKernels
 public final class Tensor: @unchecked Sendable {
     public let shape: [Int]
     public let count: Int
-    public let data: UnsafeMutablePointer<Float>
+    /// The values. Internal: outside this module only the scoped accessors hand out pointers.
+    @usableFromInline let data: UnsafeMutablePointer<Float>
     /// Keeps the owner of `data` alive for views (another tensor's buffer, a memory-mapped file).
     private let owner: AnyObject?
     private let ownsBuffer: Bool
@@ -46,7 +47,7 @@ public final class Tensor: @unchecked Sendable {
     }
 
     /// A view over memory owned by `owner` (no copy). The caller guarantees `pointer` holds `shape` floats.
-    public init(viewing pointer: UnsafeMutablePointer<Float>, shape: [Int], owner: AnyObject) {
+    init(viewing pointer: UnsafeMutablePointer<Float>, shape: [Int], owner: AnyObject) {
         self.shape = shape
         self.count = shape.reduce(1, *)
         self.data = pointer
@@ -102,8 +103,6 @@ public final class Tensor: @unchecked Sendable {
     public func withUnsafeMutablePointer<R>(_ body: (UnsafeMutablePointer<Float>) throws -> R) rethrows -> R {
         try withExtendedLifetime(self) { try body(data) }
     }
-
-    public var buffer: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: data, count: count) }
 
     public func toArray() -> [Float] { withUnsafeBufferPointer { Array($0) } }
 
