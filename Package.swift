@@ -40,9 +40,9 @@ let package = Package(
         .target(name: "Tokenizers", dependencies: ["CZlib"]),
         .target(name: "Models", dependencies: ["Tensor", "Checkpoints", "CKernels"]),
         .target(name: "Raster", dependencies: ["CKernels"]),
-        .target(name: "Upscaling", dependencies: [
-            "Raster", "Tensor", "Models", "Checkpoints", "Tokenizers", "Captioning", "CKernels",
-        ]),
+        .target(name: "Upscaling", dependencies: ["Raster", "Tensor", "Models"]),
+        // The DreamSR pipeline (model set, prompt encoding, image <-> latent, samplers, colour fix): engine only.
+        .target(name: "DreamSRPipeline", dependencies: ["Tensor", "Checkpoints", "Models", "Tokenizers", "Raster", "CKernels"]),
 
         // MARK: Imaging (the only module that talks to libvips)
         .target(name: "Imaging", dependencies: ["CVipsShim", "Raster"]),
@@ -74,6 +74,7 @@ let package = Package(
         ]),
         .target(name: "DreamsrApp", dependencies: [
             "CBuildInfo", "Tensor", "Checkpoints", "Models", "Tokenizers", "Captioning", "Raster", "Imaging", "Upscaling",
+            "DreamSRPipeline",
             "Jobs", "Support", "PipelineRuntime", "WatchFolderConnector", "KafkaConnector",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),
@@ -85,7 +86,7 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),
         .executableTarget(name: "dreamsr", dependencies: [
-            "DreamsrApp", "Imaging", "Upscaling", "Tensor", "Tokenizers", "Jobs",
+            "DreamsrApp", "DreamSRPipeline", "Imaging", "Upscaling", "Tensor", "Tokenizers", "Jobs",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "dreamsr-mock-kafka", dependencies: ["CRdKafka"]),
@@ -110,6 +111,7 @@ let package = Package(
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "Raster", "DreamsrTestKit"]),
         .testTarget(name: "UpscalingTests", dependencies: ["Upscaling", "Raster", "Models", "Tensor", "Checkpoints",
                                                         "DreamsrTestKit"]),
+        .testTarget(name: "DreamSRPipelineTests", dependencies: ["DreamSRPipeline", "Raster", "Models", "Tensor", "Checkpoints"]),
         .testTarget(name: "PipelineRuntimeTests", dependencies: ["PipelineRuntime", "Jobs", "Support", "DreamsrTestKit",
                                                               .product(name: "Logging", package: "swift-log"),
                                                               .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
@@ -122,7 +124,7 @@ let package = Package(
                                                              .product(name: "Logging", package: "swift-log"),
                                                              .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
         .testTarget(name: "DreamsrAppTests", dependencies: [
-            "DreamsrApp", "DreamsrTestKit", "Checkpoints", "Imaging", "Jobs", "KafkaConnector", "PipelineRuntime", "Raster",
+            "DreamsrApp", "DreamSRPipeline", "DreamsrTestKit", "Checkpoints", "Imaging", "Jobs", "KafkaConnector", "PipelineRuntime", "Raster",
             "Support", "Tensor", "Upscaling", "WatchFolderConnector",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),

@@ -22,7 +22,13 @@ def main():
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    clip = CLIPTextModel(CLIPTextConfig()).eval()  # defaults = clip-vit-large-patch14 text tower
+    # CLIP-L (clip-vit-large-patch14's text tower), spelled out: transformers' CLIPTextConfig() defaults are the
+    # 512-wide ViT-B/32 tower, which made the first recorded ratio compare our CLIP-L with a smaller model.
+    clip_config = CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                                 num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu",
+                                 projection_dim=768)
+    clip = CLIPTextModel(clip_config).eval()
+    assert sum(p.numel() for p in clip.parameters()) > 120_000_000, "not the CLIP-L text tower"
     ids = torch.full((1, 77), 49407, dtype=torch.long)
     ids[0, 0] = 49406
     ids[0, 1:20] = torch.randint(0, 49000, (19,))

@@ -374,24 +374,11 @@ public enum ImageCodec {
     /// Lanczos3 resampling of every channel to exactly `width` x `height` (antialiased when shrinking; edges
     /// clamp-normalised, no dark borders). Used to resize alpha for re-attachment and for LR upsizing.
     public static func resize(_ image: PlanarImage, width: Int, height: Int) throws -> PlanarImage {
-        guard width > 0, height > 0, image.width > 0, image.height > 0 else {
-            throw ImagingError(.encodeFailed,
-                               "cannot resize \(image.width)x\(image.height) to \(width)x\(height)")
+        do {
+            return try image.resizedLanczos3(width: width, height: height)
+        } catch let e as RasterError {
+            throw ImagingError(e.code == .outOfMemory ? .outOfMemory : .encodeFailed, e.message)
         }
-        if width == image.width && height == image.height { return image }
-        var rc: Int32 = 0
-        let count = image.channels * width * height
-        let out = [Float](unsafeUninitializedCapacity: count) { buf, n in
-            rc = image.pixels.withUnsafeBufferPointer { src in
-                dsr_resize_lanczos3(src.baseAddress, Int32(image.width), Int32(image.height), Int32(image.channels),
-                                    buf.baseAddress, Int32(width), Int32(height))
-            }
-            n = count
-        }
-        if rc != 0 {
-            throw ImagingError(.outOfMemory, "no memory to resize \(image.width)x\(image.height) to \(width)x\(height)")
-        }
-        return PlanarImage(width: width, height: height, channels: image.channels, pixels: out)
     }
 
     // MARK: Health

@@ -88,7 +88,7 @@ public struct TileGrid: Sendable, Equatable {
 
 /// Errors of the Raster module.
 public struct RasterError: Error, CustomStringConvertible, Sendable {
-    public enum Code: Sendable { case invalidGeometry, incompleteBlend, shapeMismatch }
+    public enum Code: Sendable { case invalidGeometry, incompleteBlend, shapeMismatch, outOfMemory }
     public let code: Code
     public let message: String
     public init(_ code: Code, _ message: String) {

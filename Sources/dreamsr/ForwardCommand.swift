@@ -12,7 +12,10 @@ struct ForwardCommand: ParsableCommand {
         discussion: "Components: \(ForwardRegistry.names.joined(separator: ", ")). "
             + "flux inputs: hidden_states, encoder_hidden_states, pooled_projections, timestep (sigma), guidance, img_ids, txt_ids; output: sample. "
             + "dreamsr-step (LoRA off) adds cond_latents, local_encoder_hidden_states, local_pooled_projections, local_txt_ids; "
-            + "dreamsr-restore (LoRA on) takes the same without hidden_states/timestep and also writes z_dr."
+            + "dreamsr-restore (LoRA on) takes the same without hidden_states/timestep and also writes z_dr. "
+            + "flux with --controlnet (diffusers FluxControlNetModel, repeatable) adds controlnet_cond (packed latent), "
+            + "controlnet_mode (union), conditioning_scale (suffixed .0, .1, ... with several ControlNets) and also writes "
+            + "controlnet_block_samples.i / controlnet_single_block_samples.i."
     )
 
     @Argument(help: "Component name (\(ForwardRegistry.names.joined(separator: ", "))).")
@@ -24,8 +27,12 @@ struct ForwardCommand: ParsableCommand {
     @Option(help: "Model config (diffusers config.json); default: beside the weights, metadata, or inferred from the tensor names and shapes.")
     var config: String?
 
-    @Option(help: "DreamSR checkpoint (.safetensors with `dreamsr_config` metadata) for dreamsr-step / dreamsr-restore.")
-    var controlnet: String?
+    @Option(help: "flux: a FLUX ControlNet (diffusers FluxControlNetModel folder or file; repeat for several). dreamsr-step / dreamsr-restore: the DreamSR checkpoint (.safetensors with `dreamsr_config` metadata).")
+    var controlnet: [String] = []
+
+    @Option(name: .customLong("controlnet-config"),
+            help: "flux: a ControlNet's config.json (none, or one per --controlnet in the same order); default: beside its weights, else inferred.")
+    var controlnetConfig: [String] = []
 
     @Option(help: "Input tensors (.safetensors).")
     var inputs: String
@@ -42,7 +49,8 @@ struct ForwardCommand: ParsableCommand {
         let outputs = try ForwardRegistry.run(
             component: component, weights: URL(fileURLWithPath: weights), config: config.map { URL(fileURLWithPath: $0) },
             inputs: URL(fileURLWithPath: inputs), out: URL(fileURLWithPath: out),
-            controlnet: controlnet.map { URL(fileURLWithPath: $0) })
+            controlnets: controlnet.map { URL(fileURLWithPath: $0) },
+            controlnetConfigs: controlnetConfig.map { URL(fileURLWithPath: $0) })
         let secs = Date().timeIntervalSince(start)
         for (name, shape) in outputs { print("\(name) \(shape)") }
         print(String(format: "%@ forward done in %.2f s (kernels %@, BLAS %@)", component, secs,

@@ -1,5 +1,6 @@
 import ArgumentParser
 import DreamsrApp
+import DreamSRPipeline
 import Foundation
 
 /// `dreamsr models check [--pipeline P]`: which weights of a pipeline's model set are present, which are missing, and

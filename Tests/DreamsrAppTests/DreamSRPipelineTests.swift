@@ -1,4 +1,5 @@
 import DreamsrApp
+import DreamSRPipeline
 import Foundation
 import Imaging
 import Jobs
@@ -226,14 +227,14 @@ struct NearestX4Restorer: TileRestorer {
         let scratch = try tempDir()
         try writeSmallRGBA(work + "/in.png")
         let base = tinyPipelineYAML(steps: 2)
-        #expect(try PipelineDefinition.parse(yaml: base, file: "d.yaml").dreamsr.vaeTileStates == "disk")
+        #expect(try PipelineDefinition.parse(yaml: base, file: "d.yaml").dreamsr.vaeTileStates == .disk)
         var outputs: [PlanarImage] = []
         for (i, states) in ["disk", "memory"].enumerated() {
             let yaml = base.replacingOccurrences(of: "  vae_tile: 64\n",
                                                  with: "  vae_tile: 64\n  vae_tile_states: \(states)\n  vae_scratch_dir: \(scratch)\n"
                                                      + (states == "disk" ? "  vae_tile_memory_mb: 0\n" : ""))
             let def = try PipelineDefinition.parse(yaml: yaml, file: "d.yaml")
-            #expect(def.dreamsr.vaeTileStates == states && def.dreamsr.vaeScratchDirectory == scratch)
+            #expect(def.dreamsr.vaeTileStates.rawValue == states && def.dreamsr.vaeScratchDirectory == scratch)
             #expect(def.dreamsr.vaeTileMemoryMB == (states == "disk" ? 0 : 1024))
             let o = try #require(try await PipelineRunner(definition: def, config: try dreamsrConfig(models: models))
                 .run([JobRequest(id: JobID("s\(i)"), source: .file(work + "/in.png"), output: work + "/\(states).png")]).first)
@@ -322,7 +323,7 @@ struct NearestX4Restorer: TileRestorer {
             #expect(def.needsDreamSRModels && def.models != nil)
             #expect(def.stages.map(\.kind) == [.decode, .caption, .restore, .texture, .blend, .encode])
         }
-        #expect(try PipelineDefinition.load(path: repoRoot + "/pipelines/dreamsr-without-lora.yaml").dreamsr.mode == "without-lora")
+        #expect(try PipelineDefinition.load(path: repoRoot + "/pipelines/dreamsr-without-lora.yaml").dreamsr.mode == .withoutLoRA)
         #expect(try PipelineDefinition.load(path: repoRoot + "/pipelines/dreamsr-realesrgan-texture.yaml").stage(.restore)?.restorer == .realesrgan)
     }
 }

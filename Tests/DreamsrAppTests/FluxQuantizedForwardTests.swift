@@ -1,4 +1,5 @@
 import Checkpoints
+import DreamSRPipeline
 import DreamsrApp
 import Foundation
 import Testing

@@ -33,9 +33,9 @@ final class RealESRGANTilingTests: XCTestCase {
     }
 
     /// Away from tile seams (further than the overlap from any shared tile edge) tiled output equals untiled output
-    /// within 2/255. In the seams the difference is the network's own long-range border effect (RRDBNet sees
+    /// within 0.5/255 (measured 0.16/255). In the seams the difference is the network's own long-range border effect (RRDBNet sees
     /// further than any practical overlap; ncnn's output shows the same numbers), kept small by context padding and
-    /// feathering: bounded here as well so a regression shows.
+    /// feathering: bounded here as well so a regression shows (p99.9 <= 2/255, measured 1.3/255; README states both).
     func testTiledMatchesUntiledAwayFromTileSeams() throws {
         let r = try model()
         let img = scene(width: 120, height: 88)
@@ -61,8 +61,8 @@ final class RealESRGANTilingTests: XCTestCase {
         let mean = diffs.reduce(0, +) / Float(diffs.count)
         print("real-esrgan tiled vs untiled: interior max \(interiorMax * 255)/255, p99.9 \(p999 * 255)/255, "
               + "max \(diffs.last! * 255)/255, mean \(mean * 255)/255")
-        XCTAssertLessThanOrEqual(interiorMax, 2.0 / 255.0, "away from seams: \(interiorMax * 255)/255")
-        XCTAssertLessThanOrEqual(p999, 4.0 / 255.0, "p99.9 over the image: \(p999 * 255)/255")
+        XCTAssertLessThanOrEqual(interiorMax, 0.5 / 255.0, "away from seams: \(interiorMax * 255)/255")
+        XCTAssertLessThanOrEqual(p999, 2.0 / 255.0, "p99.9 over the image: \(p999 * 255)/255")
         XCTAssertLessThanOrEqual(mean, 0.5 / 255.0, "mean: \(mean * 255)/255")
     }
 

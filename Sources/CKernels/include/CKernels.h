@@ -61,5 +61,6 @@ void ck_bf16_to_f32_scalar(float *dst, const uint16_t *src, size_t n);
 #include "ck_norm.h"
 #include "ck_quants.h"
 #include "ck_colorfix.h"
+#include "ck_resize.h"
 #include "ck_thread.h"
 #endif

@@ -78,10 +78,6 @@ void dsr_free_buffer(void *buf);
 /* A JPEG thumbnail (longer side <= max_side) of a file, into memory; free with dsr_free_buffer. */
 int dsr_thumbnail_jpeg(const char *path, int max_side, void **out_buf, size_t *out_len, char *err, size_t errlen);
 
-/* Lanczos3 resample of `channels` planes (src: channels*sh*sw, dst: channels*dh*dw). Pure C, exact output size,
- * antialiased when shrinking. Returns -1 when memory for the intermediate buffer cannot be allocated. */
-int dsr_resize_lanczos3(const float *src, int sw, int sh, int channels, float *dst, int dw, int dh);
-
 /* Health probe: build a tiny image with libvips, encode it to PNG in memory, decode it again and check a pixel. */
 int dsr_health_check(char *err, size_t errlen);
 

@@ -160,4 +160,13 @@ struct ConfigNode {
         }
         return v
     }
+
+    /// The value of `key` as one of an enum's cases (by raw value); a bad value names the key and every case.
+    func choice<E: RawRepresentable & CaseIterable>(_ key: String, default def: E) throws -> E where E.RawValue == String {
+        let v = try string(key, default: def.rawValue)
+        guard let value = E(rawValue: v) else {
+            throw error(key, "'\(v)' is not one of \(E.allCases.map(\.rawValue).joined(separator: ", "))", at: node?.mapping?[key])
+        }
+        return value
+    }
 }

@@ -1,3 +1,4 @@
+import DreamSRPipeline
 import Foundation
 import PipelineRuntime
 
@@ -62,20 +63,7 @@ public struct StageDefinition: Sendable, Equatable {
     public enum Restorer: String, Sendable, CaseIterable { case realesrgan, dreamsr }
 }
 
-/// Where the DreamSR pipeline's weights are (the pipeline file's `models:` block), each relative to the daemon's
-/// `models_dir` unless absolute. Defaults: the diffusers FLUX.1-dev folder layout under `flux1-dev/`.
-public struct DreamSRModelPaths: Sendable, Equatable, Hashable {
-    public var flux = "flux1-dev/transformer"
-    public var vae = "flux1-dev/vae"
-    public var clip = "flux1-dev/text_encoder"
-    public var t5 = "flux1-dev/text_encoder_2"
-    public var clipTokenizer = "flux1-dev/tokenizer"
-    public var t5Tokenizer = "flux1-dev/tokenizer_2"
-    public var dreamsr = "dreamsr/dreamsr.safetensors"
-    public init() {}
-
-    public static let keys = ["flux", "vae", "clip", "t5", "clip_tokenizer", "t5_tokenizer", "dreamsr"]
-
+extension DreamSRModelPaths {
     /// Every path made absolute against `base`.
     public func resolved(base: String) -> DreamSRModelPaths {
         var r = self
@@ -88,33 +76,6 @@ public struct DreamSRModelPaths: Sendable, Equatable, Hashable {
         r.dreamsr = DaemonConfig.absolute(dreamsr, base: base)
         return r
     }
-}
-
-/// The DreamSR options of a pipeline file (`dreamsr:` block).
-public struct DreamSRPipelineOptions: Sendable, Equatable {
-    /// dual-branch, single-branch-global, single-branch-local, without-lora (the paper's ablations).
-    public var mode = "dual-branch"
-    /// wavelet, adain, none; nil: the checkpoint config's `color_fix`.
-    public var colorFix: String?
-    /// Texture steps; nil: the checkpoint's (16), or 20 without LoRA.
-    public var steps: Int?
-    /// Seed of the texture stage's noise (the same input and seed give the same output).
-    public var seed: Int = 0
-    /// VAE tile core size in pixels (encode) and latent cells x 8 (decode).
-    public var vaeTile: Int = 512
-    /// Where tiles wait between GroupNorm synchronisation points when the VAE runs tiled: "disk" (in memory up to
-    /// `vaeTileMemoryMB`, the rest in scratch files: resident memory bounded by one tile plus that budget, whatever
-    /// the image size) or "memory" (all in RAM: memory grows with the image).
-    public var vaeTileStates = "disk"
-    /// With "disk": MiB of waiting tile states kept in memory before spilling to scratch files (0: all on disk).
-    public var vaeTileMemoryMB = 1024
-    /// Folder for the disk tile states (nil: the system temporary folder, `$TMPDIR` or /tmp).
-    public var vaeScratchDirectory: String?
-    /// Patches per transformer call.
-    public var batch: Int = 4
-    public init() {}
-
-    public static let modes = ["dual-branch", "single-branch-global", "single-branch-local", "without-lora"]
 }
 
 /// The caption stage's options (`caption:` block): a chat-completions endpoint, or fixed prompts without one.
@@ -198,8 +159,7 @@ public struct PipelineDefinition: Sendable, Equatable {
                                      queueCapacity: try item.int("queue", default: 2, min: 1, max: 10_000)),
                 model: try item.optionalString("model"), tileSize: tile, tileOverlap: overlap)
             if kind == .restore {
-                def.restorer = .init(rawValue: try item.oneOf("restorer", StageDefinition.Restorer.allCases.map(\.rawValue),
-                                                              default: "realesrgan"))!
+                def.restorer = try item.choice("restorer", default: StageDefinition.Restorer.realesrgan)
             } else if item.has("restorer") {
                 throw item.error("restorer", "only a 'restore' stage has a restorer")
             }
@@ -243,12 +203,12 @@ public struct PipelineDefinition: Sendable, Equatable {
         let d = try root.child("dreamsr")
         try d.checkKeys(["mode", "color_fix", "steps", "seed", "vae_tile", "vae_tile_states", "vae_tile_memory_mb", "vae_scratch_dir",
                          "batch"])
-        def.dreamsr.mode = try d.oneOf("mode", DreamSRPipelineOptions.modes, default: "dual-branch")
-        if d.has("color_fix") { def.dreamsr.colorFix = try d.oneOf("color_fix", ["wavelet", "adain", "none"], default: "wavelet") }
+        def.dreamsr.mode = try d.choice("mode", default: DreamSRMode.dualBranch)
+        if d.has("color_fix") { def.dreamsr.colorFix = try d.choice("color_fix", default: ColorFix.Method.wavelet) }
         if d.has("steps") { def.dreamsr.steps = try d.int("steps", default: 16, min: 1, max: 1000) }
         def.dreamsr.seed = try d.int("seed", default: 0, min: 0, max: Int(Int32.max))
         def.dreamsr.vaeTile = try d.int("vae_tile", default: 512, min: 64, max: 8192)
-        def.dreamsr.vaeTileStates = try d.oneOf("vae_tile_states", ["disk", "memory"], default: "disk")
+        def.dreamsr.vaeTileStates = try d.choice("vae_tile_states", default: DreamSRPipelineOptions.VAETileStates.disk)
         def.dreamsr.vaeTileMemoryMB = try d.int("vae_tile_memory_mb", default: 1024, min: 0, max: 1 << 20)
         def.dreamsr.vaeScratchDirectory = try d.optionalString("vae_scratch_dir")
         def.dreamsr.batch = try d.int("batch", default: 4, min: 1, max: 64)
@@ -265,7 +225,7 @@ public struct PipelineDefinition: Sendable, Equatable {
         def.caption.concurrency = try c.int("concurrency", default: 2, min: 1, max: 64)
         def.caption.globalPromptTemplate = try c.optionalString("global_prompt_template")
         def.caption.localPromptTemplate = try c.optionalString("local_prompt_template")
-        if def.stage(.texture) == nil && def.dreamsr.mode != "dual-branch" {
+        if def.stage(.texture) == nil && def.dreamsr.mode != .dualBranch {
             throw d.error("mode", "a DreamSR mode needs a 'texture' stage")
         }
         return def

@@ -1,3 +1,4 @@
+import DreamSRPipeline
 import Foundation
 import Imaging
 import Jobs
@@ -56,7 +57,9 @@ public struct ImagePipelineFactory: PipelineFactory {
             // Start-up check: every weight file of the DreamSR model set is present (headers read, nothing loaded).
             let paths = (definition.models ?? DreamSRModelPaths()).resolved(base: config.modelsDirectory)
             let registry = ModelRegistry.shared(paths)
-            try registry.validate(pipelineFile: definition.file)
+            do { try registry.validate(pipelineFile: definition.file) } catch let e as DreamSRPipelineError {
+                throw AppError(.models, e.message)
+            }
             dreamsr = try DreamSRStages(definition: definition, registry: registry, logger: logger)
         }
         var stages: [Stage<ImageJob>] = []

@@ -1,11 +1,9 @@
 import Checkpoints
 import Foundation
 import Models
-import PipelineRuntime
-import Support
+import Synchronization
 import Tensor
 import Tokenizers
-import Upscaling
 
 /// One weight component of the DreamSR pipeline: where it is and the layout expected there.
 public struct ModelComponent: Sendable, Equatable {
@@ -110,7 +108,7 @@ public final class DreamSRModelSet: @unchecked Sendable {
         try prompts.value(for: prompt) {
             let t5ids = t5Tokenizer.encodePadded(prompt), clipIds = clipTokenizer.encodePadded(prompt)
             guard t5ids.allSatisfy({ $0 < t5.config.vocabSize }), clipIds.allSatisfy({ $0 < clip.config.vocabSize }) else {
-                throw AppError(.models, "tokenizer ids exceed the text encoder's vocabulary (T5 \(t5.config.vocabSize), "
+                throw DreamSRPipelineError(.models, "tokenizer ids exceed the text encoder's vocabulary (T5 \(t5.config.vocabSize), "
                                + "CLIP \(clip.config.vocabSize)): the tokenizer and encoder folders do not belong together")
             }
             let states = t5.encode(t5ids)
@@ -126,7 +124,7 @@ public final class DreamSRModelSet: @unchecked Sendable {
 public final class ModelRegistry: Sendable {
     public let paths: DreamSRModelPaths
     public let components: [ModelComponent]
-    private let loaded = Locked<DreamSRModelSet?>(nil)
+    private let loaded = Mutex<DreamSRModelSet?>(nil)
     private let loading = NSLock()
 
     public init(paths: DreamSRModelPaths) {
@@ -153,7 +151,7 @@ public final class ModelRegistry: Sendable {
         ]
     }
 
-    private static let registries = Locked<[DreamSRModelPaths: ModelRegistry]>([:])
+    private static let registries = Mutex<[DreamSRModelPaths: ModelRegistry]>([:])
 
     /// The process-wide registry for these (absolute) paths: pipelines naming the same files share one model set.
     public static func shared(_ paths: DreamSRModelPaths) -> ModelRegistry {
@@ -211,25 +209,25 @@ public final class ModelRegistry: Sendable {
         let bad = check().filter { !$0.present }
         guard !bad.isEmpty else { return }
         let lines = bad.map { "  \($0.component.key): \($0.problem ?? "missing") — expected \($0.component.expectedLayout)" }
-        throw AppError(.models, "pipeline \(pipelineFile) needs the DreamSR model set; missing or unusable weights:\n"
+        throw DreamSRPipelineError(.models, "pipeline \(pipelineFile) needs the DreamSR model set; missing or unusable weights:\n"
                        + lines.joined(separator: "\n")
                        + "\n(set the paths in the pipeline file's `models:` block; relative paths are under models_dir)")
     }
 
     // MARK: Load (once)
 
-    public var isLoaded: Bool { loaded.current != nil }
+    public var isLoaded: Bool { loaded.withLock { $0 != nil } }
 
     /// Loads every component the first time (later calls return the same set). Blocking: call it on a compute lane.
     public func load() throws -> DreamSRModelSet {
         loading.lock()
         defer { loading.unlock() }
-        if let set = loaded.current { return set }
+        if let set = loaded.withLock({ $0 }) { return set }
         func url(_ p: String) -> URL { URL(fileURLWithPath: p) }
         func step<T>(_ key: String, _ body: () throws -> T) throws -> T {
-            do { return try body() } catch let e as AppError { throw e } catch {
+            do { return try body() } catch let e as DreamSRPipelineError { throw e } catch {
                 let c = components.first { $0.key == key }!
-                throw AppError(.models, "loading \(key) from \(c.path): \(error) (expected \(c.expectedLayout))")
+                throw DreamSRPipelineError(.models, "loading \(key) from \(c.path): \(error) (expected \(c.expectedLayout))")
             }
         }
         let flux = try step("flux") { try FluxTransformer.load(from: CheckpointSet(url: url(paths.flux))) }
@@ -254,13 +252,13 @@ public final class ModelRegistry: Sendable {
         // Shapes must agree across components (a mismatched folder is a start-up error, not a crash mid-job).
         let fc = flux.config
         guard t5.config.dModel == fc.contextDim else {
-            throw AppError(.models, "T5 d_model \(t5.config.dModel) (\(paths.t5)) != FLUX context dim \(fc.contextDim) (\(paths.flux))")
+            throw DreamSRPipelineError(.models, "T5 d_model \(t5.config.dModel) (\(paths.t5)) != FLUX context dim \(fc.contextDim) (\(paths.flux))")
         }
         guard clip.config.hiddenSize == fc.pooledDim else {
-            throw AppError(.models, "CLIP hidden size \(clip.config.hiddenSize) (\(paths.clip)) != FLUX pooled_projection_dim \(fc.pooledDim) (\(paths.flux))")
+            throw DreamSRPipelineError(.models, "CLIP hidden size \(clip.config.hiddenSize) (\(paths.clip)) != FLUX pooled_projection_dim \(fc.pooledDim) (\(paths.flux))")
         }
         guard vae.config.latentChannels * 4 == fc.inChannels else {
-            throw AppError(.models, "VAE latent channels \(vae.config.latentChannels) (\(paths.vae)) x 4 != FLUX in_channels \(fc.inChannels)")
+            throw DreamSRPipelineError(.models, "VAE latent channels \(vae.config.latentChannels) (\(paths.vae)) x 4 != FLUX in_channels \(fc.inChannels)")
         }
         let set = DreamSRModelSet(model: model, vae: vae, clip: clip, t5: t5, clipTokenizer: clipTok, t5Tokenizer: t5Tok)
         loaded.withLock { $0 = set }

@@ -1,5 +1,6 @@
 import CKernels
 import Foundation
+import Models
 import Raster
 
 /// Colour correction of a generated image against the (upscaled) LR image (dreamsr-architecture item 11).
@@ -12,7 +13,8 @@ import Raster
 ///
 /// Pure functions on float CHW images of the same size; values are not clamped (the encoder clamps).
 public enum ColorFix {
-    public enum Method: String, Sendable, CaseIterable { case wavelet, adain, none }
+    /// The checkpoint config's `color_fix` values (wavelet, adain, none): one enum for config and pipeline options.
+    public typealias Method = DreamSRConfig.ColorFix
 
     public static let waveletLevels = 5
 
@@ -26,7 +28,7 @@ public enum ColorFix {
 
     private static func check(_ a: PlanarImage, _ b: PlanarImage) throws {
         guard a.width == b.width, a.height == b.height, a.channels == b.channels else {
-            throw UpscalingError(.invalidInput, "colour fix: output \(a.width)x\(a.height)x\(a.channels) and reference "
+            throw DreamSRPipelineError(.invalidInput, "colour fix: output \(a.width)x\(a.height)x\(a.channels) and reference "
                                  + "\(b.width)x\(b.height)x\(b.channels) differ in size")
         }
     }

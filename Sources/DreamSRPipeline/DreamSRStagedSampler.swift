@@ -25,7 +25,7 @@ public struct DreamSRStagedSampler: Sendable {
     }
 
     private func sampler(_ zLQ: Tensor) throws -> (DreamSRPatchSampler, DreamSRPatchPlan) {
-        guard zLQ.rank == 3 else { throw UpscalingError(.invalidInput, "z_lq must be [C, H, W], got \(zLQ.shape)") }
+        guard zLQ.rank == 3 else { throw DreamSRPipelineError(.invalidInput, "z_lq must be [C, H, W], got \(zLQ.shape)") }
         let plan = try plan(latentWidth: zLQ.shape[2], latentHeight: zLQ.shape[1], channels: zLQ.shape[0])
         return (DreamSRPatchSampler(config: config, plan: plan, batchSize: batchSize), plan)
     }
@@ -38,9 +38,7 @@ public struct DreamSRStagedSampler: Sendable {
         let zl = try plan.pad(zLQ)
         let t = Float(config.restoreT)
         let v = try sampler.velocity(of: zl, sigma: t, pass: .restore, denoiser: denoiser)
-        let zdr = Tensor(zeros: zl.shape)
-        zdr.assign(zl, v) { z, v in z - t * v }
-        return plan.crop(zdr)
+        return plan.crop(DreamSRLatentSteps.restored(zl, velocity: v, t: t))
     }
 
     /// The texture stage from `start` (z_dr, or z_lq without the restoration pass), conditioned on `zLQ`.
@@ -52,14 +50,11 @@ public struct DreamSRStagedSampler: Sendable {
                                                 localPrompts: localPrompts, mode: mode)
         let zs = try plan.pad(start), nz = try plan.pad(noise)
         let sigmas = config.textureSigmas()
-        let s0 = Float(sigmas[0])
-        let x = Tensor(zeros: zs.shape)
-        x.assign(zs, nz) { z, n in (1 - s0) * z + s0 * n }
+        let x = DreamSRLatentSteps.noised(zs, noise: nz, sigma: Float(sigmas[0]))
         for k in 0..<(sigmas.count - 1) {
-            if isCancelled() { throw UpscalingError(.cancelled, "texture stage cancelled at step \(k)") }
+            if isCancelled() { throw DreamSRPipelineError(.cancelled, "texture stage cancelled at step \(k)") }
             let v = try sampler.velocity(of: x, sigma: Float(sigmas[k]), pass: .texture, denoiser: denoiser)
-            let dt = Float(sigmas[k + 1]) - Float(sigmas[k])
-            x.assign(x, v) { x, v in x + dt * v }
+            DreamSRLatentSteps.euler(x, velocity: v, dt: Float(sigmas[k + 1]) - Float(sigmas[k]))
             onStep?(k + 1, sigmas.count - 1)
         }
         return (plan.crop(x), sigmas)

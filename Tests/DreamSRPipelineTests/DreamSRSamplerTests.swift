@@ -4,7 +4,7 @@ import Models
 import Raster
 import Tensor
 import XCTest
-@testable import Upscaling
+@testable import DreamSRPipeline
 
 /// A translation-equivariant, pointwise stand-in model: v = tanh(x) · (1 + sigma) (+ 0.5 in the restoration pass).
 private struct PointwiseDenoiser: DreamSRPatchDenoiser {

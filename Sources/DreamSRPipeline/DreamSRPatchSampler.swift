@@ -28,7 +28,7 @@ public struct DreamSRPatchPlan: Sendable {
 
     public init(channels: Int = 16, latentWidth: Int, latentHeight: Int, config: DreamSRConfig) throws {
         guard latentWidth > 0, latentHeight > 0, latentWidth % 2 == 0, latentHeight % 2 == 0 else {
-            throw UpscalingError(.invalidInput, "latent \(latentWidth)x\(latentHeight) must have positive even sides "
+            throw DreamSRPipelineError(.invalidInput, "latent \(latentWidth)x\(latentHeight) must have positive even sides "
                                  + "(image sides a multiple of 16 px)")
         }
         self.channels = channels
@@ -55,10 +55,10 @@ public struct DreamSRPatchPlan: Sendable {
         let (y, x) = origin(index)
         let (r0, c0): (Float, Float) = ropeIds == .patch ? (0, 0) : (Float(y) / 2, Float(x) / 2)
         let ids = Tensor(zeros: [hh * hh, 3])
-        ids.withUnsafeMutableBufferPointer { dst in
+        ids.withUnsafeMutableBufferPointer { p in
             for r in 0..<hh { for c in 0..<hh {
-                dst[(r * hh + c) * 3 + 1] = Float(r) + r0
-                dst[(r * hh + c) * 3 + 2] = Float(c) + c0
+                p[(r * hh + c) * 3 + 1] = Float(r) + r0
+                p[(r * hh + c) * 3 + 2] = Float(c) + c0
             } }
         }
         return ids
@@ -67,19 +67,17 @@ public struct DreamSRPatchPlan: Sendable {
     /// `[C, H, W]` → `[C, paddedHeight, paddedWidth]` by reflection (no edge repeat) at the bottom / right.
     public func pad(_ latent: Tensor) throws -> Tensor {
         guard latent.shape == [channels, latentHeight, latentWidth] else {
-            throw UpscalingError(.invalidInput, "latent \(latent.shape), expected [\(channels), \(latentHeight), \(latentWidth)]")
+            throw DreamSRPipelineError(.invalidInput, "latent \(latent.shape), expected [\(channels), \(latentHeight), \(latentWidth)]")
         }
         if paddedWidth == latentWidth, paddedHeight == latentHeight { return latent.copy() }
         let out = Tensor(zeros: [channels, paddedHeight, paddedWidth])
         let rows = (0..<paddedHeight).map { Self.reflect($0, latentHeight) }
         let cols = (0..<paddedWidth).map { Self.reflect($0, latentWidth) }
-        out.withUnsafeMutableBufferPointer { dst in
-            latent.withUnsafeBufferPointer { src in
-                for c in 0..<channels { for (y, sy) in rows.enumerated() { for (x, sx) in cols.enumerated() {
-                    dst[(c * paddedHeight + y) * paddedWidth + x] = src[(c * latentHeight + sy) * latentWidth + sx]
-                } } }
-            }
-        }
+        latent.withUnsafeBufferPointer { src in out.withUnsafeMutableBufferPointer { dst in
+            for c in 0..<channels { for (y, sy) in rows.enumerated() { for (x, sx) in cols.enumerated() {
+                dst[(c * paddedHeight + y) * paddedWidth + x] = src[(c * latentHeight + sy) * latentWidth + sx]
+            } } }
+        } }
         return out
     }
 
@@ -87,9 +85,11 @@ public struct DreamSRPatchPlan: Sendable {
     public func crop(_ padded: Tensor) -> Tensor {
         if paddedWidth == latentWidth, paddedHeight == latentHeight { return padded }
         let out = Tensor(zeros: [channels, latentHeight, latentWidth])
-        for c in 0..<channels { for y in 0..<latentHeight {
-            out.copyValues(from: padded, at: (c * paddedHeight + y) * paddedWidth, count: latentWidth,
-                           to: (c * latentHeight + y) * latentWidth)
+        padded.withUnsafePointer { src in out.withUnsafeMutablePointer { dst in
+            for c in 0..<channels { for y in 0..<latentHeight {
+                (dst + (c * latentHeight + y) * latentWidth)
+                    .update(from: src + (c * paddedHeight + y) * paddedWidth, count: latentWidth)
+            } }
         } }
         return out
     }
@@ -106,36 +106,30 @@ public struct DreamSRPatchPlan: Sendable {
     public func tokens(of padded: Tensor, patches: [Int]) -> Tensor {
         let p = patch, hh = p / 2, c = channels, f = 4 * c
         let out = Tensor(zeros: [patches.count, hh * hh, f])
-        out.withUnsafeMutableBufferPointer { dst in
-            padded.withUnsafeBufferPointer { src in
-                for (b, idx) in patches.enumerated() {
-                    let (y0, x0) = origin(idx)
-                    let base = b * hh * hh * f
-                    for r in 0..<hh { for col in 0..<hh { for ch in 0..<c { for ph in 0..<2 { for pw in 0..<2 {
-                        dst[base + (r * hh + col) * f + ch * 4 + ph * 2 + pw] =
-                            src[(ch * paddedHeight + y0 + 2 * r + ph) * paddedWidth + x0 + 2 * col + pw]
-                    } } } } }
-                }
+        padded.withUnsafePointer { src in out.withUnsafeMutablePointer { dst in
+            for (b, idx) in patches.enumerated() {
+                let (y0, x0) = origin(idx)
+                let base = dst + b * hh * hh * f
+                for r in 0..<hh { for col in 0..<hh { for ch in 0..<c { for ph in 0..<2 { for pw in 0..<2 {
+                    base[(r * hh + col) * f + ch * 4 + ph * 2 + pw] =
+                        src[(ch * paddedHeight + y0 + 2 * r + ph) * paddedWidth + x0 + 2 * col + pw]
+                } } } } }
             }
-        }
+        } }
         return out
     }
 
-    /// Unpacks one patch's tokens `[L, 4C]` (patch `index` of a `[B, L, 4C]` batch) to planar `[C, p, p]`.
-    func unpackPatch(_ tokens: Tensor, index b: Int, into dst: inout [Float]) {
-        let p = patch, hh = p / 2, c = channels, f = 4 * c, base = b * tokensPerPatch * f
-        precondition(base + tokensPerPatch * f <= tokens.count && dst.count >= c * p * p,
-                     "patch \(b) of \(tokens.shape) into \(dst.count) values")
-        tokens.withUnsafeBufferPointer { src in
-            for r in 0..<hh { for col in 0..<hh { for ch in 0..<c { for ph in 0..<2 { for pw in 0..<2 {
-                dst[(ch * p + 2 * r + ph) * p + 2 * col + pw] = src[base + (r * hh + col) * f + ch * 4 + ph * 2 + pw]
-            } } } } }
-        }
+    /// Unpacks one patch's tokens `[L, 4C]` (at `tokens + offset`) to planar `[C, p, p]`.
+    func unpackPatch(_ tokens: UnsafePointer<Float>, into dst: UnsafeMutablePointer<Float>) {
+        let p = patch, hh = p / 2, c = channels, f = 4 * c
+        for r in 0..<hh { for col in 0..<hh { for ch in 0..<c { for ph in 0..<2 { for pw in 0..<2 {
+            dst[(ch * p + 2 * r + ph) * p + 2 * col + pw] = tokens[(r * hh + col) * f + ch * 4 + ph * 2 + pw]
+        } } } } }
     }
 }
 
 /// The result of a DreamSR latent run.
-public struct DreamSRSampleResult: Sendable {
+public struct DreamSRSampleResult: @unchecked Sendable {
     /// The restored latent z_dr `[C, H, W]` (z_lq when the restoration pass is off).
     public let zDR: Tensor
     /// The final latent `[C, H, W]`.
@@ -162,17 +156,17 @@ public struct DreamSRPatchSampler: Sendable {
     public func velocity(of padded: Tensor, sigma: Float, pass: DreamSRPass, denoiser: any DreamSRPatchDenoiser) throws -> Tensor {
         var blender = GridBlender(grid: plan.grid, channels: plan.channels, weighting: plan.weighting)
         let all = Array(0..<plan.count)
-        let p = plan.patch
+        let p = plan.patch, per = plan.tokensPerPatch * 4 * plan.channels
         var planar = [Float](repeating: 0, count: plan.channels * p * p)
         for start in stride(from: 0, to: all.count, by: batchSize) {
             let batch = Array(all[start..<min(start + batchSize, all.count)])
             let x = plan.tokens(of: padded, patches: batch)
             let v = try denoiser.velocities(x: x, patches: batch, sigma: sigma, pass: pass)
             guard v.count == x.count else {
-                throw UpscalingError(.modelOutputShape, "denoiser returned \(v.shape) for patch tokens \(x.shape)")
+                throw DreamSRPipelineError(.modelOutputShape, "denoiser returned \(v.shape) for patch tokens \(x.shape)")
             }
             for (b, idx) in batch.enumerated() {
-                plan.unpackPatch(v, index: b, into: &planar)
+                v.withUnsafePointer { vp in planar.withUnsafeMutableBufferPointer { plan.unpackPatch(vp + b * per, into: $0.baseAddress!) } }
                 try planar.withUnsafeBufferPointer {
                     try blender.add(row: idx / plan.grid.columns, column: idx % plan.grid.columns, tile: $0)
                 }
@@ -194,17 +188,13 @@ public struct DreamSRPatchSampler: Sendable {
         if restore {
             let t = Float(config.restoreT)
             let v = try velocity(of: zl, sigma: t, pass: .restore, denoiser: denoiser)
-            zdr = Tensor(zeros: zl.shape)
-            zdr.assign(zl, v) { z, v in z - t * v }
+            zdr = DreamSRLatentSteps.restored(zl, velocity: v, t: t)
             onStep?(0, total)
         }
-        let s0 = Float(sigmas[0])
-        let x = Tensor(zeros: zl.shape)
-        x.assign(zdr, nz) { z, n in (1 - s0) * z + s0 * n }
+        let x = DreamSRLatentSteps.noised(zdr, noise: nz, sigma: Float(sigmas[0]))
         for k in 0..<(sigmas.count - 1) {
             let v = try velocity(of: x, sigma: Float(sigmas[k]), pass: .texture, denoiser: denoiser)
-            let dt = Float(sigmas[k + 1]) - Float(sigmas[k])
-            x.assign(x, v) { x, v in x + dt * v }
+            DreamSRLatentSteps.euler(x, velocity: v, dt: Float(sigmas[k + 1]) - Float(sigmas[k]))
             onStep?(k + (restore ? 1 : 0) + 1, total)
         }
         return DreamSRSampleResult(zDR: plan.crop(zdr), zOut: plan.crop(x), sigmas: sigmas)
@@ -217,7 +207,7 @@ extension DreamSRPatchSampler {
     public static func run(model: DreamSRModel, zLQ: Tensor, noise: Tensor, globalPrompt: DreamSRPromptEncoding,
                            localPrompts: [DreamSRPromptEncoding], mode: DreamSRMode = .dualBranch, steps: Int? = nil,
                            batchSize: Int = 4, onStep: ((Int, Int) -> Void)? = nil) throws -> DreamSRSampleResult {
-        guard zLQ.rank == 3 else { throw UpscalingError(.invalidInput, "z_lq must be [C, H, W], got \(zLQ.shape)") }
+        guard zLQ.rank == 3 else { throw DreamSRPipelineError(.invalidInput, "z_lq must be [C, H, W], got \(zLQ.shape)") }
         let cfg = mode.samplerConfig(model.config, steps: steps)
         let plan = try DreamSRPatchPlan(channels: zLQ.shape[0], latentWidth: zLQ.shape[2], latentHeight: zLQ.shape[1], config: cfg)
         let denoiser = try DreamSRModelDenoiser(model: model, plan: plan, zLQ: zLQ, globalPrompt: globalPrompt,
@@ -228,7 +218,7 @@ extension DreamSRPatchSampler {
 }
 
 /// One prompt's encodings: T5 states `[T, Dtxt]` and CLIP pooled `[Dpool]`.
-public struct DreamSRPromptEncoding: Sendable {
+public struct DreamSRPromptEncoding: @unchecked Sendable {
     public let states: Tensor
     public let pooled: Tensor
 
@@ -270,7 +260,7 @@ public enum DreamSRMode: String, Sendable, CaseIterable {
 /// prompt and LR latent tokens (packed once per patch: they do not change across steps; prompt encodings are
 /// computed once per prompt by the caller). The ControlNet's input embedders are recomputed per step on purpose:
 /// they are ~0.03 % of a step and caching them would cost ~19 MB per 512 px patch.
-public final class DreamSRModelDenoiser: DreamSRPatchDenoiser, Sendable {
+public final class DreamSRModelDenoiser: DreamSRPatchDenoiser, @unchecked Sendable {
     public let model: DreamSRModel
     public let plan: DreamSRPatchPlan
     public let mode: DreamSRMode
@@ -282,7 +272,7 @@ public final class DreamSRModelDenoiser: DreamSRPatchDenoiser, Sendable {
     public init(model: DreamSRModel, plan: DreamSRPatchPlan, zLQ: Tensor, globalPrompt: DreamSRPromptEncoding,
                 localPrompts: [DreamSRPromptEncoding], mode: DreamSRMode = .dualBranch) throws {
         guard localPrompts.count == plan.count else {
-            throw UpscalingError(.invalidInput, "\(localPrompts.count) local prompts for \(plan.count) patches")
+            throw DreamSRPipelineError(.invalidInput, "\(localPrompts.count) local prompts for \(plan.count) patches")
         }
         self.model = model
         self.plan = plan
@@ -295,7 +285,9 @@ public final class DreamSRModelDenoiser: DreamSRPatchDenoiser, Sendable {
     private func stack(_ ts: [Tensor]) -> Tensor {
         let n = ts[0].count
         let out = Tensor(zeros: [ts.count] + ts[0].shape)
-        for (i, t) in ts.enumerated() { out.copyValues(from: t, count: n, to: i * n) }
+        out.withUnsafeMutablePointer { dst in
+            for (i, t) in ts.enumerated() { t.withUnsafePointer { (dst + i * n).update(from: $0, count: n) } }
+        }
         return out
     }
 
@@ -319,10 +311,14 @@ public final class DreamSRModelDenoiser: DreamSRPatchDenoiser, Sendable {
             let idxs = g.map { patches[$0] }
             let xs = Tensor(zeros: [g.count, plan.tokensPerPatch, x.shape[2]])
             let cs = Tensor(zeros: xs.shape)
-            for (j, b) in g.enumerated() {
-                xs.copyValues(from: x, at: b * per, count: per, to: j * per)
-                cs.copyValues(from: condTokens, at: idxs[j] * per, count: per, to: j * per)
-            }
+            x.withUnsafePointer { xp in condTokens.withUnsafePointer { cp in
+                xs.withUnsafeMutablePointer { xd in cs.withUnsafeMutablePointer { cd in
+                    for (j, b) in g.enumerated() {
+                        (xd + j * per).update(from: xp + b * per, count: per)
+                        (cd + j * per).update(from: cp + idxs[j] * per, count: per)
+                    }
+                } }
+            } }
             let t = mainPrompt(idxs[0]).states.shape[0], t2 = locals[idxs[0]].states.shape[0]
             let inp = DreamSRInputs(
                 hiddenStates: xs, condLatents: cs,
@@ -335,7 +331,9 @@ public final class DreamSRModelDenoiser: DreamSRPatchDenoiser, Sendable {
                 imgIds: plan.imageIds(patch: idxs[0], ropeIds: cfg.ropeIds),
                 txtIds: Tensor(zeros: [t, 3]), localTxtIds: Tensor(zeros: [t2, 3]))
             let v = try model.velocity(inp, lora: pass == .restore, useControlNet: mode.usesControlNet)
-            for (j, b) in g.enumerated() { out.copyValues(from: v, at: j * per, count: per, to: b * per) }
+            v.withUnsafePointer { vp in out.withUnsafeMutablePointer { od in
+                for (j, b) in g.enumerated() { (od + b * per).update(from: vp + j * per, count: per) }
+            } }
         }
         return out
     }
@@ -354,15 +352,43 @@ public struct DreamSRNoise {
         }
         func uniform() -> Double { (Double(next() >> 11) + 0.5) / Double(1 << 53) }
         let t = Tensor(zeros: shape)
-        t.withUnsafeMutableBufferPointer { v in
+        t.withUnsafeMutableBufferPointer { p in
             var i = 0
-            while i < v.count {
+            while i < p.count {
                 let r = (-2 * log(uniform())).squareRoot(), a = 2 * Double.pi * uniform()
-                v[i] = Float(r * cos(a))
-                if i + 1 < v.count { v[i + 1] = Float(r * sin(a)) }
+                p[i] = Float(r * cos(a))
+                if i + 1 < p.count { p[i + 1] = Float(r * sin(a)) }
                 i += 2
             }
         }
         return t
+    }
+}
+
+/// The latent updates of DreamSR's sampler (dreamsr-architecture items 6-7), elementwise over `[C, H, W]` latents.
+enum DreamSRLatentSteps {
+    /// z_dr = z_lq − t · v (the one-step restoration).
+    static func restored(_ zLQ: Tensor, velocity v: Tensor, t: Float) -> Tensor {
+        let out = Tensor(zeros: zLQ.shape)
+        zLQ.withUnsafeBufferPointer { z in v.withUnsafeBufferPointer { vp in out.withUnsafeMutableBufferPointer { o in
+            for i in 0..<o.count { o[i] = z[i] - t * vp[i] }
+        } } }
+        return out
+    }
+
+    /// z_t = (1 − σ) z + σ ε (the texture stage's start).
+    static func noised(_ z: Tensor, noise: Tensor, sigma s0: Float) -> Tensor {
+        let out = Tensor(zeros: z.shape)
+        z.withUnsafeBufferPointer { zp in noise.withUnsafeBufferPointer { n in out.withUnsafeMutableBufferPointer { o in
+            for i in 0..<o.count { o[i] = (1 - s0) * zp[i] + s0 * n[i] }
+        } } }
+        return out
+    }
+
+    /// x ← x + dt · v (one Euler step), in place.
+    static func euler(_ x: Tensor, velocity v: Tensor, dt: Float) {
+        v.withUnsafeBufferPointer { vp in x.withUnsafeMutableBufferPointer { o in
+            for i in 0..<o.count { o[i] += dt * vp[i] }
+        } }
     }
 }

@@ -3,7 +3,7 @@ import Models
 import Raster
 import Tensor
 import XCTest
-@testable import Upscaling
+@testable import DreamSRPipeline
 
 final class ColorFixTests: XCTestCase {
     /// A smooth reference plus a fine checkerboard detail.
