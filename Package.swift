@@ -139,9 +139,9 @@ let package = Package(
 // Target dependencies outside this set are dropped; an engine target that starts importing one fails that build.
 if Context.environment["DREAMSR_ENGINE_ONLY"] != nil {
     let engine: Set<String> = [
-        "CKernels", "COpenBLAS", "Tensor", "Checkpoints", "Models", "Raster", "Upscaling",
-        "Support", "Jobs", "PipelineRuntime", "DreamsrTestKit",
-        "TensorTests", "CheckpointsTests", "ModelsTests", "UpscalingTests",
+        "CKernels", "COpenBLAS", "CZlib", "Tensor", "Checkpoints", "Tokenizers", "Models", "Raster", "Upscaling",
+        "DreamSRPipeline", "Support", "Jobs", "PipelineRuntime", "DreamsrTestKit",
+        "TensorTests", "CheckpointsTests", "ModelsTests", "UpscalingTests", "DreamSRPipelineTests",
     ]
     package.products = []
     package.targets = package.targets.filter { engine.contains($0.name) }
