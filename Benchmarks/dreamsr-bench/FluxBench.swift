@@ -37,12 +37,10 @@ struct FluxBlocksBench: ParsableCommand {
             if name.hasSuffix(".scale") { tensors[name] = Tensor(shape: shape) { _ in 1 }; continue }
             let fanIn = Float(shape.count == 2 ? shape[1] : config.hiddenSize)
             let a = 1 / fanIn.squareRoot()
-            let t = Tensor(zeros: shape)
-            for i in 0..<t.count {
+            tensors[name] = Tensor(shape: shape) { _ in
                 state = state &* 6364136223846793005 &+ 1442695040888963407
-                t.data[i] = (Float(state >> 40) / Float(1 << 24) * 2 - 1) * a
+                return (Float(state >> 40) / Float(1 << 24) * 2 - 1) * a
             }
-            tensors[name] = t
         }
         let weights = FluxWeights(tensors: tensors)
         let double = try FluxDoubleBlock(weights: weights, prefix: "double_blocks.0.", config: config)
@@ -61,8 +59,8 @@ struct FluxBlocksBench: ParsableCommand {
         let side = Int(Double(img).squareRoot())
         let ids = Tensor(zeros: [txt + img, 3])
         for i in 0..<img {
-            ids.data[(txt + i) * 3 + 1] = Float(i / max(side, 1))
-            ids.data[(txt + i) * 3 + 2] = Float(i % max(side, 1))
+            ids[flat: (txt + i) * 3 + 1] = Float(i / max(side, 1))
+            ids[flat: (txt + i) * 3 + 2] = Float(i % max(side, 1))
         }
         let rope = RopeTables(ids: ids, config: config)
 
@@ -81,8 +79,8 @@ struct FluxBlocksBench: ParsableCommand {
         }
         let oursSingle = timed {
             let joint = Tensor(zeros: [txt + img, d])
-            joint.data.update(from: txt0.data, count: txt * d)
-            (joint.data + txt * d).update(from: img0.data, count: img * d)
+            joint.copyValues(from: txt0, count: txt * d, to: 0)
+            joint.copyValues(from: img0, count: img * d, to: txt * d)
             single.forward(joint, siluVec: vec, rope: rope, seq: seq)
         }
         print(String(format: "dreamsr  double block %.3f s   single block %.3f s", oursDouble, oursSingle))

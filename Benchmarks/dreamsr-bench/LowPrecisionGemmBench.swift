@@ -64,10 +64,14 @@ struct LowPrecisionGemmBench: ParsableCommand {
         }
         func relL2(_ a: Tensor, _ b: Tensor) -> Double {
             var num = 0.0, den = 0.0
-            for i in 0..<a.count {
-                let d = Double(a.data[i] - b.data[i])
-                num += d * d
-                den += Double(b.data[i]) * Double(b.data[i])
+            a.withUnsafeBufferPointer { a in
+                b.withUnsafeBufferPointer { b in
+                    for i in 0..<a.count {
+                        let d = Double(a[i] - b[i])
+                        num += d * d
+                        den += Double(b[i]) * Double(b[i])
+                    }
+                }
             }
             return (num / max(den, 1e-300)).squareRoot()
         }
@@ -97,14 +101,18 @@ struct LowPrecisionGemmBench: ParsableCommand {
             let qkv = uniform([tokens, ld], scale: 1)
             func attend(bf16: Bool) -> Tensor {
                 let out = Tensor(zeros: [tokens, width])
-                if bf16 {
-                    TransformerOps.attentionBF16(q: qkv.data, ldq: ld, k: qkv.data + width, ldk: ld, v: qkv.data + 2 * width,
-                                                 ldv: ld, out: out.data, ldo: width, queries: tokens, keys: tokens,
-                                                 heads: heads, headDim: headDim, workers: workers)
-                } else {
-                    TransformerOps.attention(q: qkv.data, ldq: ld, k: qkv.data + width, ldk: ld, v: qkv.data + 2 * width,
-                                             ldv: ld, out: out.data, ldo: width, queries: tokens, keys: tokens,
-                                             heads: heads, headDim: headDim)
+                qkv.withUnsafePointer { q in
+                    out.withUnsafeMutablePointer { o in
+                        if bf16 {
+                            TransformerOps.attentionBF16(q: q, ldq: ld, k: q + width, ldk: ld, v: q + 2 * width,
+                                                         ldv: ld, out: o, ldo: width, queries: tokens, keys: tokens,
+                                                         heads: heads, headDim: headDim, workers: workers)
+                        } else {
+                            TransformerOps.attention(q: q, ldq: ld, k: q + width, ldk: ld, v: q + 2 * width,
+                                                     ldv: ld, out: o, ldo: width, queries: tokens, keys: tokens,
+                                                     heads: heads, headDim: headDim)
+                        }
+                    }
                 }
                 return out
             }

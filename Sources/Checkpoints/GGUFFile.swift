@@ -314,9 +314,8 @@ public final class GGUFFile: TensorFile, @unchecked Sendable {
     }
 
     public func view(_ info: TensorInfo) -> Tensor? {
-        guard canView(info), let base = mapping.base else { return nil }
-        let p = UnsafeMutableRawPointer(mutating: base + header.dataStart + info.begin).assumingMemoryBound(to: Float.self)
-        return Tensor(viewing: p, shape: info.shape, owner: self)
+        guard canView(info) else { return nil }
+        return Tensor(viewing: mapping, byteOffset: header.dataStart + info.begin, shape: info.shape)
     }
 
     public func rawView(_ info: TensorInfo) -> RawTensorView {

@@ -1,4 +1,5 @@
 import Foundation
+import Tensor
 
 #if canImport(Glibc)
 import Glibc
@@ -10,7 +11,7 @@ import Darwin
 /// readers; the mapping lives as long as this object.
 ///
 /// `@unchecked Sendable`: the mapping is read-only and immutable after `init`.
-public final class MappedFile: @unchecked Sendable {
+public final class MappedFile: TensorStorage, @unchecked Sendable {
     public let url: URL
     public let size: Int
     /// Start of the mapping; nil for an empty file.

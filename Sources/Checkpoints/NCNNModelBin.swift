@@ -55,9 +55,8 @@ public struct NCNNModelBin {
             let bytes = count * 4
             guard remaining >= 4 + bytes else { throw truncated(what, need: 4 + bytes) }
             let start = offset + 4
-            let t = Tensor(zeros: shape)
-            data.withUnsafeBytes { raw in
-                UnsafeMutableRawPointer(t.data).copyMemory(from: raw.baseAddress! + start, byteCount: bytes)
+            let t = data.withUnsafeBytes { raw in
+                Tensor(float32Bytes: UnsafeRawBufferPointer(rebasing: raw[start..<(start + bytes)]), shape: shape)
             }
             offset = start + bytes
             return t
@@ -73,10 +72,9 @@ public struct NCNNModelBin {
         precondition(shape.reduce(1, *) == count)
         let bytes = count * 4
         guard remaining >= bytes else { throw truncated(what, need: bytes) }
-        let t = Tensor(zeros: shape)
         let start = offset
-        data.withUnsafeBytes { raw in
-            UnsafeMutableRawPointer(t.data).copyMemory(from: raw.baseAddress! + start, byteCount: bytes)
+        let t = data.withUnsafeBytes { raw in
+            Tensor(float32Bytes: UnsafeRawBufferPointer(rebasing: raw[start..<(start + bytes)]), shape: shape)
         }
         offset += bytes
         return t

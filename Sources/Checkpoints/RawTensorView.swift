@@ -19,6 +19,15 @@ public protocol TensorFile: AnyObject, Sendable {
     func rawView(_ info: TensorInfo) -> RawTensorView
 }
 
+extension TensorFile {
+    /// Converts the tensor to float32 into `dst` starting at flat index `offset` (bounds-checked).
+    public func convert(_ info: TensorInfo, into dst: Tensor, at offset: Int = 0) {
+        precondition(offset >= 0 && offset + info.elementCount <= dst.count,
+                     "\(info.name): \(info.elementCount) values at \(offset) do not fit \(dst.shape)")
+        dst.withUnsafeMutablePointer { convert(info, into: $0 + offset) }
+    }
+}
+
 /// A tensor's stored bytes, borrowed from a memory-mapped file (no copy): its encoding, row-major shape and byte
 /// range, plus the per-tensor scale of ComfyUI-scaled FP8 weights (1 otherwise). The last dimension is contiguous
 /// and, for block types, a whole number of blocks, so row `r` starts at byte `r * rowBytes`.
@@ -75,7 +84,7 @@ public struct RawTensorView: @unchecked Sendable {
     /// A new float32 tensor with the values, in `shape`.
     public func dequantized() -> Tensor {
         let t = Tensor(zeros: shape)
-        dequantize(into: t.data)
+        t.withUnsafeMutablePointer { dequantize(into: $0) }
         return t
     }
 

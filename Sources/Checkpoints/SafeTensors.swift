@@ -186,9 +186,8 @@ public final class SafeTensorsFile: TensorFile, @unchecked Sendable {
     /// A zero-copy, READ-ONLY float32 view of an F32 tensor (the mapping is read-only: writing crashes).
     /// Returns nil when the tensor is not F32 or not aligned.
     public func view(_ info: TensorInfo) -> Tensor? {
-        guard canView(info), let base else { return nil }
-        let p = UnsafeMutableRawPointer(mutating: base + header.dataStart + info.begin).assumingMemoryBound(to: Float.self)
-        return Tensor(viewing: p, shape: info.shape, owner: self)
+        guard canView(info) else { return nil }
+        return Tensor(viewing: mapping, byteOffset: header.dataStart + info.begin, shape: info.shape)
     }
 
     /// The tensor's stored bytes as a typed view (no copy), with its FP8 scale if any.
@@ -210,7 +209,7 @@ public final class SafeTensorsFile: TensorFile, @unchecked Sendable {
             throw CheckpointError(.missingTensor, "\(url.lastPathComponent): no tensor named '\(name)'")
         }
         let t = Tensor(zeros: info.shape)
-        convert(info, into: t.data)
+        convert(info, into: t)
         return t
     }
 

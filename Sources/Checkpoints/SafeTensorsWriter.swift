@@ -22,7 +22,7 @@ public enum SafeTensorsWriter {
         /// A float32 entry copied from a tensor.
         public static func f32(_ name: String, _ tensor: Tensor) -> Entry {
             Entry(name: name, dtype: .f32, shape: tensor.shape) { buf in
-                buf.baseAddress!.copyMemory(from: tensor.data, byteCount: tensor.count * 4)
+                tensor.withUnsafeBufferPointer { buf.copyMemory(from: UnsafeRawBufferPointer($0)) }
             }
         }
 

@@ -3,7 +3,7 @@ import Tensor
 
 /// One or more weight files seen as a single key space: safetensors files (e.g. diffusers' sharded
 /// `diffusion_pytorch_model-0000N-of-0000M.safetensors`) or one GGUF file (tensor names as stored).
-public final class CheckpointSet: @unchecked Sendable {
+public final class CheckpointSet: Sendable {
     /// Every file, in order.
     public let tensorFiles: [any TensorFile]
     /// The safetensors files among them.
@@ -76,7 +76,7 @@ public final class CheckpointSet: @unchecked Sendable {
             throw CheckpointError(.missingTensor, "no tensor named '\(name)' in \(tensorFiles.map(\.url.lastPathComponent))")
         }
         let t = Tensor(zeros: info.shape)
-        f.convert(info, into: t.data)
+        f.convert(info, into: t)
         return t
     }
 }
@@ -95,7 +95,7 @@ public struct WeightSource: Sendable {
         case swapHalves
     }
 
-    public struct Part: @unchecked Sendable {
+    public struct Part: Sendable {
         public let file: any TensorFile
         public let info: TensorInfo
         public init(file: any TensorFile, info: TensorInfo) {
@@ -137,20 +137,20 @@ public struct WeightSource: Sendable {
         let out = Tensor(zeros: shape)
         switch transform {
         case .none:
-            parts[0].file.convert(parts[0].info, into: out.data)
+            parts[0].file.convert(parts[0].info, into: out)
         case .concatRows:
             var off = 0
             for p in parts {
-                p.file.convert(p.info, into: out.data + off)
+                p.file.convert(p.info, into: out, at: off)
                 off += p.info.elementCount
             }
         case .swapHalves:
             let p = parts[0]
             let tmp = Tensor(zeros: p.info.shape)
-            p.file.convert(p.info, into: tmp.data)
+            p.file.convert(p.info, into: tmp)
             let half = tmp.count / 2
-            out.data.update(from: tmp.data + half, count: half)
-            (out.data + half).update(from: tmp.data, count: half)
+            out.copyValues(from: tmp, at: half, count: half, to: 0)
+            out.copyValues(from: tmp, at: 0, count: half, to: half)
         }
         return out
     }

@@ -169,7 +169,7 @@ extension DreamSRPatchPlan {
 }
 
 /// The result of a DreamSR latent run.
-public struct DreamSRSampleResult: @unchecked Sendable {
+public struct DreamSRSampleResult: Sendable {
     /// The restored latent z_dr `[C, H, W]` (z_lq when the restoration pass is off).
     public let zDR: Tensor
     /// The final latent `[C, H, W]`.
@@ -239,7 +239,7 @@ extension DreamSRPatchSampler {
 }
 
 /// One prompt's encodings: T5 states `[T, Dtxt]` and CLIP pooled `[Dpool]`.
-public struct DreamSRPromptEncoding: @unchecked Sendable {
+public struct DreamSRPromptEncoding: Sendable {
     public let states: Tensor
     public let pooled: Tensor
 
@@ -281,7 +281,7 @@ public enum DreamSRMode: String, Sendable, CaseIterable {
 /// prompt and LR latent tokens (packed once per patch: they do not change across steps; prompt encodings are
 /// computed once per prompt by the caller). The ControlNet's input embedders are recomputed per step on purpose:
 /// they are ~0.03 % of a step and caching them would cost ~19 MB per 512 px patch.
-public final class DreamSRModelDenoiser: DreamSRPatchDenoiser, @unchecked Sendable {
+public final class DreamSRModelDenoiser: DreamSRPatchDenoiser, Sendable {
     public let model: DreamSRModel
     public let plan: DreamSRPatchPlan
     public let mode: DreamSRMode

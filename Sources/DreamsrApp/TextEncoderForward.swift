@@ -12,7 +12,7 @@ private func idRows(_ t: [String: Tensor], component: String) throws -> [[Int]] 
         throw ForwardError(.badInput, "\(component): input_ids must be [B, L], got \(ids.shape)")
     }
     let b = ids.rank == 1 ? 1 : ids.shape[0], l = ids.shape.last!
-    return (0..<b).map { row in (0..<l).map { Int(ids.data[row * l + $0]) } }
+    return ids.withUnsafeBufferPointer { v in (0..<b).map { row in (0..<l).map { Int(v[row * l + $0]) } } }
 }
 
 /// The config: `--config`, else `config.json` beside the weights, else nil (defaults).

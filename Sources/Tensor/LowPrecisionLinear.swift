@@ -26,6 +26,8 @@ public struct WeightMatrixError: Error, CustomStringConvertible, Equatable {
 /// A `[rows, cols]` weight matrix (PyTorch Linear layout: `rows` = out features, `cols` = in features) stored in a
 /// low-precision format and read in place: from a memory-mapped file (`owner` keeps the mapping alive) or from a
 /// buffer made by `encoded(_:as:)`. No float32 copy of the whole matrix is ever made.
+///
+/// `@unchecked Sendable`: `base` is a raw pointer into read-only bytes that `owner` keeps alive; nothing writes them.
 public struct WeightMatrix: @unchecked Sendable {
     public enum Format: Sendable, CustomStringConvertible {
         /// bfloat16, 2 bytes per value.

@@ -3,12 +3,18 @@ import CKernels
 /// A dense float32 tensor in row-major order (NCHW for images, [tokens, features] for sequences).
 ///
 /// `Tensor` is a reference type over one 64-byte aligned buffer: ops that produce new values allocate new tensors,
-/// `reshaped` shares the buffer. It is `@unchecked Sendable` because ownership is handed between compute lanes, never
-/// mutated from two threads at once (the lanes serialise work).
+/// `reshaped` / `view` share the buffer. The buffer is reached only through scoped accessors
+/// (`withUnsafePointer`, `withUnsafeMutableBufferPointer`, ...) that keep the tensor alive for the call, so a pointer
+/// can never outlive its tensor (optimised builds may end a tensor's life right after its last use).
+///
+/// `@unchecked Sendable`: the values are mutable memory the compiler cannot check; ownership is handed between
+/// compute lanes, and a tensor is never mutated from two threads at once (the lanes serialise work; parallel kernels
+/// write disjoint rows).
 public final class Tensor: @unchecked Sendable {
     public let shape: [Int]
     public let count: Int
-    public let data: UnsafeMutablePointer<Float>
+    /// The values. Internal: outside this module only the scoped accessors hand out pointers.
+    @usableFromInline let data: UnsafeMutablePointer<Float>
     /// Keeps the owner of `data` alive for views (another tensor's buffer, a memory-mapped file).
     private let owner: AnyObject?
     private let ownsBuffer: Bool
@@ -41,7 +47,7 @@ public final class Tensor: @unchecked Sendable {
     }
 
     /// A view over memory owned by `owner` (no copy). The caller guarantees `pointer` holds `shape` floats.
-    public init(viewing pointer: UnsafeMutablePointer<Float>, shape: [Int], owner: AnyObject) {
+    init(viewing pointer: UnsafeMutablePointer<Float>, shape: [Int], owner: AnyObject) {
         self.shape = shape
         self.count = shape.reduce(1, *)
         self.data = pointer
@@ -98,13 +104,19 @@ public final class Tensor: @unchecked Sendable {
         try withExtendedLifetime(self) { try body(data) }
     }
 
-    public var buffer: UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: data, count: count) }
+    public func toArray() -> [Float] { withUnsafeBufferPointer { Array($0) } }
 
-    public func toArray() -> [Float] { Array(UnsafeBufferPointer(start: data, count: count)) }
-
+    /// One value by flat (row-major) index; bounds-checked.
+    @inlinable
     public subscript(flat index: Int) -> Float {
-        get { data[index] }
-        set { data[index] = newValue }
+        get {
+            precondition(index >= 0 && index < count, "index \(index) out of range for \(shape)")
+            return withExtendedLifetime(self) { data[index] }
+        }
+        set {
+            precondition(index >= 0 && index < count, "index \(index) out of range for \(shape)")
+            withExtendedLifetime(self) { data[index] = newValue }
+        }
     }
 
     /// Largest absolute value (0 for an empty tensor).

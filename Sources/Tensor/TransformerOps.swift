@@ -18,6 +18,19 @@ public enum TransformerOps {
         return y
     }
 
+    /// `y (+)= x · Wᵀ + b` into an existing `y [m, out]` for `x [m, in]` (`accumulate` adds into y).
+    public static func linear(_ x: Tensor, weight: Tensor, bias: Tensor?, into y: Tensor, accumulate: Bool = false) {
+        precondition(weight.rank == 2, "linear weight must be 2-D, got \(weight.shape)")
+        let outF = weight.shape[0], inF = weight.shape[1]
+        let m = x.count / max(inF, 1)
+        precondition(m * inF == x.count && y.count == m * outF, "linear \(x.shape) → \(y.shape) vs weight \(weight.shape)")
+        if let bias { precondition(bias.count == outF, "linear bias \(bias.shape) vs weight \(weight.shape)") }
+        withExtendedLifetime((x, weight, bias, y)) {
+            linear(x: x.data, ldx: inF, rows: m, weight: weight.data, inFeatures: inF, outFeatures: outF,
+                   bias: bias?.data, y: y.data, ldy: outF, accumulate: accumulate)
+        }
+    }
+
     /// Pointer form: `y[r, 0..<out] = x[r, 0..<in] · Wᵀ + b`, with explicit row strides (`accumulate` adds into y).
     public static func linear(
         x: UnsafePointer<Float>, ldx: Int, rows: Int, weight: UnsafePointer<Float>, inFeatures: Int,

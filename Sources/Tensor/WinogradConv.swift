@@ -121,6 +121,27 @@ public final class WinogradConv3x3: Sendable {
         if let workers, parts > 1 { workers.run(body) } else { body(0) }
     }
 
+    /// Tensor form of `forward`: reads the first `inBlocks` blocks of the P16 `input` (`[>=inBlocks, H, W, 16]`) and
+    /// writes `outBlocks` blocks into `output` starting at block `outputBlock` (output may be the input tensor when
+    /// the blocks do not overlap). With `residual`, writes `alpha*conv + beta*residual` (its first `outBlocks` blocks;
+    /// it may be the output tensor). Bounds-checked.
+    public func forward(_ input: Tensor, height h: Int, width w: Int, into output: Tensor, outputBlock: Int = 0,
+                        residual: (tensor: Tensor, alpha: Float, beta: Float)? = nil,
+                        scratch: ConvScratch, workers: ParallelWorkers? = nil) {
+        let plane = h * w * 16
+        precondition(input.count >= inBlocks * plane, "conv input \(input.shape) has fewer than \(inBlocks) blocks of \(h)×\(w)")
+        precondition(outputBlock >= 0 && output.count >= (outputBlock + outBlocks) * plane,
+                     "conv output \(output.shape) cannot hold \(outBlocks) blocks of \(h)×\(w) at block \(outputBlock)")
+        if let r = residual {
+            precondition(r.tensor.count >= outBlocks * plane, "conv residual \(r.tensor.shape) smaller than the output")
+        }
+        withExtendedLifetime((input, output, residual?.tensor)) {
+            forward(input: input.data, height: h, width: w, output: output.data + outputBlock * plane,
+                    residual: residual.map { (UnsafePointer($0.tensor.data), $0.alpha, $0.beta) },
+                    scratch: scratch, workers: workers)
+        }
+    }
+
     /// Convenience: convolves a P16 tensor `[>=inBlocks, H, W, 16]` into a new P16 tensor `[outBlocks, H, W, 16]`.
     public func callAsFunction(_ x: Tensor, scratch: ConvScratch = ConvScratch()) -> Tensor {
         precondition(x.rank == 4 && x.shape[3] == 16 && x.shape[0] >= inBlocks, "P16 input expected, got \(x.shape)")

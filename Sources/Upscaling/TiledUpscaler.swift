@@ -95,12 +95,16 @@ public struct TiledUpscaler: Sendable {
     /// The `rect` part of a planar [1, channels, height, width] tensor.
     static func crop(_ t: Tensor, channels: Int, width: Int, height: Int, to rect: PixelRect) -> [Float] {
         var out = [Float](repeating: 0, count: channels * rect.width * rect.height)
+        precondition(t.count >= channels * width * height && rect.x >= 0 && rect.y >= 0
+                     && rect.x + rect.width <= width && rect.y + rect.height <= height, "crop \(rect) of \(t.shape)")
         out.withUnsafeMutableBufferPointer { dst in
-            for c in 0..<channels {
-                for y in 0..<rect.height {
-                    let src = t.data + (c * height + rect.y + y) * width + rect.x
-                    let d = dst.baseAddress! + (c * rect.height + y) * rect.width
-                    d.update(from: src, count: rect.width)
+            t.withUnsafePointer { tp in
+                for c in 0..<channels {
+                    for y in 0..<rect.height {
+                        let src = tp + (c * height + rect.y + y) * width + rect.x
+                        let d = dst.baseAddress! + (c * rect.height + y) * rect.width
+                        d.update(from: src, count: rect.width)
+                    }
                 }
             }
         }

@@ -104,8 +104,8 @@ struct FP8SafeTensorsTests {
             #expect(bad.isEmpty, "\(name): \(bad)")
         }
         let e4 = try file.tensor(named: "e4m3.all"), e5 = try file.tensor(named: "e5m2.all")
-        #expect(e4.data[0x7E] == 448 && e4.data[0x7F].isNaN && e4.data[0xFF].isNaN && e4.data[0x38] == 1)
-        #expect(e5.data[0x7C] == .infinity && e5.data[0xFC] == -.infinity && e5.data[0x7B] == 57344)
+        #expect(e4[flat: 0x7E] == 448 && e4[flat: 0x7F].isNaN && e4[flat: 0xFF].isNaN && e4[flat: 0x38] == 1)
+        #expect(e5[flat: 0x7C] == .infinity && e5[flat: 0xFC] == -.infinity && e5[flat: 0x7B] == 57344)
     }
 
     @Test func scaledWeightCarriesItsScale() throws {
@@ -119,7 +119,7 @@ struct FP8SafeTensorsTests {
         let whole = raw.dequantized()
         var rows = [Float](repeating: 0, count: 64)
         raw.dequantizeRows(2..<4, into: &rows)
-        #expect((0..<64).allSatisfy { rows[$0].bitPattern == whole.data[64 + $0].bitPattern })
+        #expect((0..<64).allSatisfy { rows[$0].bitPattern == whole[flat: 64 + $0].bitPattern })
         // The same through a CheckpointSet / WeightSource (what models use).
         let set = try CheckpointSet(url: ggufFixtures.appendingPathComponent("fp8.safetensors"))
         let (f, i) = try #require(set.locate("layer.weight"))

@@ -39,7 +39,7 @@ struct GGUFReaderTests {
         let whole = raw.dequantized()
         var rows = [Float](repeating: 0, count: 3 * 512)
         raw.dequantizeRows(5..<8, into: &rows)
-        #expect((0..<rows.count).allSatisfy { rows[$0].bitPattern == whole.data[5 * 512 + $0].bitPattern })
+        #expect((0..<rows.count).allSatisfy { rows[$0].bitPattern == whole[flat: 5 * 512 + $0].bitPattern })
     }
 
     @Test func checkpointSetAndWeightSourceReadGGUF() throws {
@@ -65,7 +65,7 @@ struct GGUFReaderTests {
         #expect(fused.rawView == nil && fused.shape == [16, 128])
         let m = fused.materialize()
         let want = try expected.tensor(named: "t.Q4_0")
-        #expect((0..<want.count).allSatisfy { m.data[8 * 128 + $0].bitPattern == want.data[$0].bitPattern })
+        #expect((0..<want.count).allSatisfy { m[flat: 8 * 128 + $0].bitPattern == want[flat: $0].bitPattern })
         #expect(throws: CheckpointError.self) { try set.tensor(named: "absent") }
     }
 
@@ -74,9 +74,9 @@ struct GGUFReaderTests {
         let file = try GGUFFile(url: try dir.write(GGUFBuilder.valid().bytes()))
         #expect(file.tensorInfos.map(\.name) == ["norm", "w"])
         let norm = try file.tensor(named: "norm")
-        #expect(norm.shape == [2, 4] && (0..<8).allSatisfy { norm.data[$0] == Float($0) * 0.25 - 1 })
+        #expect(norm.shape == [2, 4] && (0..<8).allSatisfy { norm[flat: $0] == Float($0) * 0.25 - 1 })
         let w = try file.tensor(named: "w")
-        #expect(w.shape == [2, 32] && w.data[0] == -8 && w.data[31] == 7.5 && w.data[32] == -6 && w.data[63] == -68)
+        #expect(w.shape == [2, 32] && w[flat: 0] == -8 && w[flat: 31] == 7.5 && w[flat: 32] == -6 && w[flat: 63] == -68)
     }
 
     // MARK: malformed files: each gives a CheckpointError naming the tensor or field, never a crash
@@ -171,7 +171,7 @@ struct GGUFReaderTests {
         let dir = try ScratchFolder()
         let f = try GGUFFile(url: try dir.write(a.bytes()))
         let w = try f.tensor(named: "w")
-        #expect(f.header.alignment == 64 && f.header.dataStart % 64 == 0 && w.data[0] == -8)
+        #expect(f.header.alignment == 64 && f.header.dataStart % 64 == 0 && w[flat: 0] == -8)
     }
 
     @Test func absurdCountsFailWithoutAllocating() throws {

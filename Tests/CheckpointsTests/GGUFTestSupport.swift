@@ -26,9 +26,10 @@ final class ScratchFolder {
 func bitMismatches(_ a: Tensor, _ b: Tensor, limit: Int = 3) -> [String] {
     guard a.shape == b.shape else { return ["shape \(a.shape) vs \(b.shape)"] }
     var out: [String] = []
-    for i in 0..<a.count where a.data[i].bitPattern != b.data[i].bitPattern {
-        out.append("[\(i)] \(a.data[i]) (0x\(String(a.data[i].bitPattern, radix: 16))) vs \(b.data[i]) "
-                   + "(0x\(String(b.data[i].bitPattern, radix: 16)))")
+    let (av, bv) = (a.toArray(), b.toArray())
+    for i in 0..<av.count where av[i].bitPattern != bv[i].bitPattern {
+        out.append("[\(i)] \(av[i]) (0x\(String(av[i].bitPattern, radix: 16))) vs \(bv[i]) "
+                   + "(0x\(String(bv[i].bitPattern, radix: 16)))")
         if out.count == limit { break }
     }
     return out

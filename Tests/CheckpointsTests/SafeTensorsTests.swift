@@ -131,8 +131,7 @@ final class SafeTensorsTests: XCTestCase {
         for s in sources {
             let w = s.materialize()
             let y = Tensor(zeros: [1, rows])
-            TransformerOps.linear(x: x.data, ldx: cols, rows: 1, weight: w.data, inFeatures: cols, outFeatures: rows,
-                                  bias: nil, y: y.data, ldy: rows)
+            TransformerOps.linear(x, weight: w, bias: nil, into: y)
             XCTAssertGreaterThan(y[flat: 0], 0)
             peak = max(peak, anonymousRSS() - baseline)
         }

@@ -9,7 +9,7 @@ import XCTest
 /// A translation-equivariant, pointwise stand-in model: v = tanh(x) · (1 + sigma) (+ 0.5 in the restoration pass).
 private struct PointwiseDenoiser: DreamSRPatchDenoiser {
     func velocities(x: Tensor, patches: [Int], sigma: Float, pass: DreamSRPass) throws -> Tensor {
-        Tensor(shape: x.shape) { i in tanh(x.data[i]) * (1 + sigma) + (pass == .restore ? 0.5 : 0) }
+        Tensor(shape: x.shape) { i in tanh(x[flat: i]) * (1 + sigma) + (pass == .restore ? 0.5 : 0) }
     }
 }
 
@@ -100,12 +100,12 @@ final class DreamSRSamplerTests: XCTestCase {
         }
         let (_, zdrTok) = try model.restore(inputs(cond, 1))
         let sig = model.config.textureSigmas().map { Float($0) }
-        let x = Tensor(shape: zdrTok.shape) { (1 - sig[0]) * zdrTok.data[$0] }
+        let x = Tensor(shape: zdrTok.shape) { (1 - sig[0]) * zdrTok[flat: $0] }
         let nTok = FluxPacking.pack(noise)
-        for i in 0..<x.count { x.data[i] += sig[0] * nTok.data[i] }
+        for i in 0..<x.count { x[flat: i] += sig[0] * nTok[flat: i] }
         for k in 0..<(sig.count - 1) {
             let v = try model.velocity(inputs(x, sig[k]), lora: false)
-            for i in 0..<x.count { x.data[i] += (sig[k + 1] - sig[k]) * v.data[i] }
+            for i in 0..<x.count { x[flat: i] += (sig[k + 1] - sig[k]) * v[flat: i] }
         }
         let untiled = FluxPacking.unpack(x, channels: 16, height: p, width: p)
         XCTAssertLessThanOrEqual(res.zOut.maxAbsDifference(untiled), 1e-5)
@@ -150,9 +150,9 @@ final class DreamSRSamplerTests: XCTestCase {
         let padded = try plan.pad(z)
         XCTAssertEqual(padded.shape, [16, 16, 16])
         // row 6 mirrors row 4, row 11 = reflect(11, 6) = 1 (period 10), col 10 mirrors col 8
-        XCTAssertEqual(padded.data[(2 * 16 + 6) * 16 + 3], z.data[(2 * 6 + 4) * 10 + 3])
-        XCTAssertEqual(padded.data[(2 * 16 + 11) * 16 + 3], z.data[(2 * 6 + 1) * 10 + 3])
-        XCTAssertEqual(padded.data[(0 * 16 + 0) * 16 + 10], z.data[8])
+        XCTAssertEqual(padded[flat: (2 * 16 + 6) * 16 + 3], z[flat: (2 * 6 + 4) * 10 + 3])
+        XCTAssertEqual(padded[flat: (2 * 16 + 11) * 16 + 3], z[flat: (2 * 6 + 1) * 10 + 3])
+        XCTAssertEqual(padded[flat: (0 * 16 + 0) * 16 + 10], z[flat: 8])
         XCTAssertEqual(plan.crop(padded).toArray(), z.toArray())
         XCTAssertEqual((0..<12).map { DreamSRPatchPlan.reflect($0, 5) }, [0, 1, 2, 3, 4, 3, 2, 1, 0, 1, 2, 3])
         // pointwise model: padded run cropped == what the pixels would get untiled

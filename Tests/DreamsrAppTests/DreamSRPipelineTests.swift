@@ -116,7 +116,7 @@ struct NearestX4Restorer: TileRestorer {
         let (c, h, w) = (tile.shape[1], tile.shape[2], tile.shape[3])
         let out = Tensor(zeros: [1, c, 4 * h, 4 * w])
         for ch in 0..<c { for y in 0..<(4 * h) { for x in 0..<(4 * w) {
-            out.data[(ch * 4 * h + y) * 4 * w + x] = tile.data[(ch * h + y / 4) * w + x / 4]
+            out[flat: (ch * 4 * h + y) * 4 * w + x] = tile[flat: (ch * h + y / 4) * w + x / 4]
         } } }
         return out
     }

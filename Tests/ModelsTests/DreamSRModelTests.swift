@@ -118,8 +118,8 @@ final class DreamSRKohyaLoRATests: XCTestCase {
             let down = Tensor(zeros: [k * r, inF]), up = Tensor(zeros: [total, k * r])
             var row = 0
             for j in 0..<k {
-                (down.data + j * r * inF).update(from: a[j].data, count: r * inF)
-                for o in 0..<outs[j] { for q in 0..<r { up.data[(row + o) * k * r + j * r + q] = b[j].data[o * r + q] } }
+                down.copyValues(from: a[j], count: r * inF, to: j * r * inF)
+                for o in 0..<outs[j] { for q in 0..<r { up[flat: (row + o) * k * r + j * r + q] = b[j][flat: o * r + q] } }
                 row += outs[j]
             }
             out.append(("lora_unet_\(kohya).lora_down.weight", down))

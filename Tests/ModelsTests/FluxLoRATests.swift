@@ -40,8 +40,8 @@ final class FluxLoRATests: XCTestCase {
             var r0 = 0
             for p in adapter.parts {
                 let r = p.down.shape[0]
-                (down.data + r0 * inF).update(from: p.down.data, count: r * inF)
-                for o in 0..<p.up.shape[0] { for j in 0..<r { up.data[(p.outputOffset + o) * totalR + r0 + j] = p.up.data[o * r + j] } }
+                down.copyValues(from: p.down, count: r * inF, to: r0 * inF)
+                for o in 0..<p.up.shape[0] { for j in 0..<r { up[flat: (p.outputOffset + o) * totalR + r0 + j] = p.up[flat: o * r + j] } }
                 r0 += r
             }
             let key = "lora_unet_" + linear.replacingOccurrences(of: ".", with: "_")

@@ -38,7 +38,7 @@ final class FluxSamplingTests: XCTestCase {
         let p = FluxPacking.pack(lat)
         XCTAssertEqual(p.shape, [6, 8])
         // token (r=1, c=2), channel 1, ph=1, pw=0 -> latent[1, 3, 4]
-        XCTAssertEqual(p.data[(1 * 3 + 2) * 8 + 1 * 4 + 1 * 2 + 0], lat.data[(1 * 4 + 3) * 6 + 4])
+        XCTAssertEqual(p[flat: (1 * 3 + 2) * 8 + 1 * 4 + 1 * 2 + 0], lat[flat: (1 * 4 + 3) * 6 + 4])
         XCTAssertEqual(FluxPacking.unpack(p, channels: 2, height: 4, width: 6).toArray(), lat.toArray())
     }
 

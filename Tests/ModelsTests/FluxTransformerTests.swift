@@ -134,7 +134,7 @@ final class FluxTransformerTests: XCTestCase {
         XCTAssertEqual(counter.values, [0, 1])
         XCTAssertEqual(same.maxAbsDifference(base), 0)
         let changed = try model.forward(inp, options: FluxForwardOptions(afterDoubleBlock: { s in
-            if s.block == 1 { for i in 0..<s.img!.count { s.img!.data[i] += Float(i % 7) * 0.1 } }
+            if s.block == 1 { for i in 0..<s.img!.count { s.img![flat: i] += Float(i % 7) * 0.1 } }
         }))
         XCTAssertGreaterThan(changed.maxAbsDifference(base), 1e-3)
     }
@@ -152,8 +152,8 @@ final class FluxTransformerTests: XCTestCase {
         let w = lin.weight.materialize().copy()
         for o in 0..<64 { for i in 0..<64 {
             var s: Float = 0
-            for r in 0..<4 { s += b.data[o * 4 + r] * a.data[r * 64 + i] }
-            w.data[(64 + o) * 64 + i] += 0.5 * s
+            for r in 0..<4 { s += b[flat: o * 4 + r] * a[flat: r * 64 + i] }
+            w[flat: (64 + o) * 64 + i] += 0.5 * s
         } }
         let merged = Linear(name: lin.name, weight: .resident(w), bias: lin.bias)
         XCTAssertLessThan(relErr(lin(x, lora: lora), merged(x)), 1e-5)

@@ -17,7 +17,7 @@ import Testing
         let io = try SafeTensorsFile(url: Self.dir.appendingPathComponent("io.safetensors"))
         let idsT = try io.tensor(named: "input_ids")
         let (b, l) = (idsT.shape[0], idsT.shape[1])
-        let out = encoder.encode(batch: (0..<b).map { i in (0..<l).map { Int(idsT.data[i * l + $0]) } })
+        let out = encoder.encode(batch: (0..<b).map { i in (0..<l).map { Int(idsT[flat: i * l + $0]) } })
         let want = try io.tensor(named: "last_hidden_state")
         #expect(out.shape == want.shape)
         let err = out.maxAbsDifference(want)

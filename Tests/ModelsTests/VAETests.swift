@@ -118,8 +118,10 @@ private func randomLatent(_ shape: [Int], seed: UInt64) -> Tensor {
         let x = testImage(height: h, width: w, seed: 3).reshaped([3, h, w])
         let big = Tensor(shape: [c, h, w]) { i in x[flat: i % x.count] * 3 + 0.5 }
         var s1 = [Double](repeating: 0, count: c), q1 = s1, s2 = s1, q2 = s1
-        ck_gn_channel_sums(big.data, c, h, w, 1, 5, 3, 33, &s1, &q1)
-        ck_gn_channel_sums_scalar(big.data, c, h, w, 1, 5, 3, 33, &s2, &q2)
+        big.withUnsafePointer { p in
+            ck_gn_channel_sums(p, c, h, w, 1, 5, 3, 33, &s1, &q1)
+            ck_gn_channel_sums_scalar(p, c, h, w, 1, 5, 3, 33, &s2, &q2)
+        }
         for i in 0..<c {
             #expect(abs(s1[i] - s2[i]) <= 1e-4 * max(1, abs(s2[i])))
             #expect(abs(q1[i] - q2[i]) <= 1e-4 * max(1, abs(q2[i])))
@@ -127,8 +129,10 @@ private func randomLatent(_ shape: [Int], seed: UInt64) -> Tensor {
         let scale: [Float] = [0.5, -1, 2, 0.1, 1.5], shift: [Float] = [0.1, 0.2, -0.3, 0, 1]
         for silu: Int32 in [0, 1] {
             let a = Tensor(zeros: big.shape), b = Tensor(zeros: big.shape)
-            ck_gn_apply(a.data, big.data, c, h * w, scale, shift, silu)
-            ck_gn_apply_scalar(b.data, big.data, c, h * w, scale, shift, silu)
+            big.withUnsafePointer { src in
+                a.withUnsafeMutablePointer { ck_gn_apply($0, src, c, h * w, scale, shift, silu) }
+                b.withUnsafeMutablePointer { ck_gn_apply_scalar($0, src, c, h * w, scale, shift, silu) }
+            }
             #expect(a.maxAbsDifference(b) <= 2e-6 * max(1, b.maxAbs()))
         }
     }

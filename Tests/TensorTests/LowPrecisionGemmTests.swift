@@ -132,11 +132,12 @@ struct LowPrecisionGemmTests {
         for isa in isas() {
             let got = TransformerOps.linear(x, w, bias: bias, workers: workers, isa: isa)
             #expect(got.shape == [m, n])
+            let (xv, wv, bv, gv, rv) = (x.toArray(), wf.toArray(), bias.toArray(), got.toArray(), ref.toArray())
             for i in 0..<m {
                 for j in 0..<n {
-                    var s = abs(bias.data[j])
-                    for t in 0..<k { s += abs(x.data[i * k + t] * wf.data[j * k + t]) }
-                    #expect(abs(got.data[i * n + j] - ref.data[i * n + j]) <= 2e-6 * s, "\(isa) [\(i), \(j)]")
+                    var s = abs(bv[j])
+                    for t in 0..<k { s += abs(xv[i * k + t] * wv[j * k + t]) }
+                    #expect(abs(gv[i * n + j] - rv[i * n + j]) <= 2e-6 * s, "\(isa) [\(i), \(j)]")
                 }
             }
             // threads do not change a single bit (each column's sum runs the same way in any split)
@@ -229,33 +230,36 @@ struct LowPrecisionGemmTests {
         let w = try WeightMatrix.encoded(wf0, as: .q8_0)
         // dequantize the encoded blocks (value = d * q)
         let bytes = w.withBytes { Array($0) }
-        let wf = Tensor(zeros: [n, k])
+        var wv = [Float](repeating: 0, count: n * k)
         for j in 0..<n {
             for b in 0..<nb {
                 let o = (j * nb + b) * 34
                 let d = half(UInt16(bytes[o]) | UInt16(bytes[o + 1]) << 8)
-                for t in 0..<32 { wf.data[j * k + b * 32 + t] = d * Float(Int8(bitPattern: bytes[o + 2 + t])) }
+                for t in 0..<32 { wv[j * k + b * 32 + t] = d * Float(Int8(bitPattern: bytes[o + 2 + t])) }
             }
         }
+        let wf = Tensor(shape: [n, k], values: wv)
+        let xv = x.toArray()
         // half a step, plus the half rounding of d (127 * 2^-11 of a step)
         #expect(wf.maxAbsDifference(wf0) <= wf0.maxAbs() / 127 * 0.57, "weight quantization error")
         let ref = TransformerOps.linear(x, weight: wf, bias: nil)
         var sawError = false
         for isa in isas() {
             let got = TransformerOps.linear(x, w, bias: nil, isa: isa)
+            let (gv, rv) = (got.toArray(), ref.toArray())
             for i in 0..<m {
                 for j in 0..<n {
                     var bound: Float = 0, s: Float = 0
                     for b in 0..<nb {
-                        let xs = (0..<32).map { abs(x.data[i * k + b * 32 + $0]) }.max()! / 127
+                        let xs = (0..<32).map { abs(xv[i * k + b * 32 + $0]) }.max()! / 127
                         var wsum: Float = 0
                         for t in 0..<32 {
-                            wsum += abs(wf.data[j * k + b * 32 + t])
-                            s += abs(x.data[i * k + b * 32 + t] * wf.data[j * k + b * 32 + t])
+                            wsum += abs(wv[j * k + b * 32 + t])
+                            s += abs(xv[i * k + b * 32 + t] * wv[j * k + b * 32 + t])
                         }
                         bound += xs / 2 * wsum
                     }
-                    let err = abs(got.data[i * n + j] - ref.data[i * n + j])
+                    let err = abs(gv[i * n + j] - rv[i * n + j])
                     #expect(err <= bound * 1.001 + 1e-5 * s, "\(isa) [\(i), \(j)] err \(err) bound \(bound)")
                     if err > 0 { sawError = true }
                 }
@@ -354,11 +358,11 @@ struct LowPrecisionGemmTests {
         }
         #expect(throws: WeightMatrixError.self) { try WeightMatrix.encoded(Tensor(zeros: [2, 33]), as: .q8_0) }
         let nanRow = Tensor(zeros: [2, 64])
-        nanRow.data[70] = .nan
+        nanRow[flat: 70] = .nan
         #expect(throws: WeightMatrixError(description: "w: row 1, block 0: non-finite value for q8_0")) {
             try WeightMatrix.encoded(nanRow, as: .q8_0, name: "w")
         }
-        nanRow.data[70] = 1e10 // scale 7.9e7 > 65504
+        nanRow[flat: 70] = 1e10 // scale 7.9e7 > 65504
         #expect(throws: WeightMatrixError.self) { try WeightMatrix.encoded(nanRow, as: .q8_0, name: "w") }
     }
 
@@ -370,15 +374,15 @@ struct LowPrecisionGemmTests {
         let wf = Tensor(shape: [n, k], values: random(n * k, &rng))
         let clean = Tensor(shape: [m, k], values: random(m * k, &rng))
         let dirty = clean.copy()
-        dirty.data[1 * k + 40] = .nan
-        dirty.data[4 * k + 3] = -.infinity
+        dirty[flat: 1 * k + 40] = .nan
+        dirty[flat: 4 * k + 3] = -.infinity
         for format in [WeightMatrix.Format.bf16, .q8_0] {
             let w = try WeightMatrix.encoded(wf, as: format)
             for isa in isas() {
                 let a = TransformerOps.linear(clean, w, bias: nil, isa: isa)
                 let b = TransformerOps.linear(dirty, w, bias: nil, isa: isa)
                 for r in 0..<m {
-                    let rowA = Array(a.buffer[(r * n)..<((r + 1) * n)]), rowB = Array(b.buffer[(r * n)..<((r + 1) * n)])
+                    let rowA = a.view(offset: r * n, shape: [n]).toArray(), rowB = b.view(offset: r * n, shape: [n]).toArray()
                     if r == 1 || r == 4 {
                         #expect(rowB.allSatisfy { !$0.isFinite }, "\(format) \(isa) row \(r)")
                     } else {

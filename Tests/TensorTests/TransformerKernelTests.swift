@@ -109,17 +109,18 @@ final class TransformerKernelTests: XCTestCase {
         let ids = Tensor(shape: [2, 3], values: [0, 2, 3, 1, 0, 5])
         let (c, s) = TransformerOps.ropeTables(ids: ids, axesDim: [2, 2, 4])
         XCTAssertEqual(c.shape, [2, 4])
+        let (cv, sv) = (c.toArray(), s.toArray())
         let angles0: [Double] = [0, 2, 3, 3 * pow(10000, -0.5)]
         for p in 0..<4 {
-            XCTAssertEqual(Double(c.data[p]), cos(angles0[p]), accuracy: 1e-6)
-            XCTAssertEqual(Double(s.data[p]), sin(angles0[p]), accuracy: 1e-6)
+            XCTAssertEqual(Double(cv[p]), cos(angles0[p]), accuracy: 1e-6)
+            XCTAssertEqual(Double(sv[p]), sin(angles0[p]), accuracy: 1e-6)
         }
         var q = random(2 * 8)
         let q0 = q
-        TransformerOps.applyRope(&q, stride: 8, rows: 2, heads: 1, headDim: 8, cos: c.data, sin: s.data)
+        TransformerOps.applyRope(&q, stride: 8, rows: 2, heads: 1, headDim: 8, cos: cv, sin: sv)
         for r in 0..<2 { for p in 0..<4 {
             let (a, b) = (q0[r * 8 + 2 * p], q0[r * 8 + 2 * p + 1])
-            let (cc, ss) = (c.data[r * 4 + p], s.data[r * 4 + p])
+            let (cc, ss) = (cv[r * 4 + p], sv[r * 4 + p])
             XCTAssertEqual(q[r * 8 + 2 * p], a * cc - b * ss, accuracy: 1e-6)
             XCTAssertEqual(q[r * 8 + 2 * p + 1], a * ss + b * cc, accuracy: 1e-6)
         } }
@@ -130,14 +131,19 @@ final class TransformerKernelTests: XCTestCase {
         let lq = 13, heads = 3, hd = 4, d = heads * hd, ld = 3 * d + 2
         let qkv = Tensor(shape: [lq, ld], values: random(lq * ld, scale: 1.5))
         let out = Tensor(zeros: [lq, d + 1])
-        TransformerOps.attention(q: qkv.data, ldq: ld, k: qkv.data + d, ldk: ld, v: qkv.data + 2 * d, ldv: ld,
-                                 out: out.data, ldo: d + 1, queries: lq, keys: lq, heads: heads, headDim: hd,
-                                 maxScoreFloats: 4 * lq)
+        qkv.withUnsafePointer { q in
+            out.withUnsafeMutablePointer { o in
+                TransformerOps.attention(q: q, ldq: ld, k: q + d, ldk: ld, v: q + 2 * d, ldv: ld,
+                                         out: o, ldo: d + 1, queries: lq, keys: lq, heads: heads, headDim: hd,
+                                         maxScoreFloats: 4 * lq)
+            }
+        }
+        let (qv, ov) = (qkv.toArray(), out.toArray())
         for h in 0..<heads { for i in 0..<lq {
             var sc = [Double](repeating: 0, count: lq)
             for j in 0..<lq {
                 var dot = 0.0
-                for e in 0..<hd { dot += Double(qkv.data[i * ld + h * hd + e]) * Double(qkv.data[j * ld + d + h * hd + e]) }
+                for e in 0..<hd { dot += Double(qv[i * ld + h * hd + e]) * Double(qv[j * ld + d + h * hd + e]) }
                 sc[j] = dot / Double(hd).squareRoot()
             }
             let m = sc.max()!
@@ -145,11 +151,11 @@ final class TransformerKernelTests: XCTestCase {
             let z = ex.reduce(0, +)
             for e in 0..<hd {
                 var o = 0.0
-                for j in 0..<lq { o += ex[j] / z * Double(qkv.data[j * ld + 2 * d + h * hd + e]) }
-                XCTAssertEqual(Double(out.data[i * (d + 1) + h * hd + e]), o, accuracy: 1e-5)
+                for j in 0..<lq { o += ex[j] / z * Double(qv[j * ld + 2 * d + h * hd + e]) }
+                XCTAssertEqual(Double(ov[i * (d + 1) + h * hd + e]), o, accuracy: 1e-5)
             }
         } }
-        XCTAssertEqual((0..<lq).map { out.data[$0 * (d + 1) + d] }, [Float](repeating: 0, count: lq), "stride padding untouched")
+        XCTAssertEqual((0..<lq).map { ov[$0 * (d + 1) + d] }, [Float](repeating: 0, count: lq), "stride padding untouched")
     }
 
     func testLinearWithBiasAndTimestepEmbedding() {
@@ -161,8 +167,8 @@ final class TransformerKernelTests: XCTestCase {
         let e = TransformerOps.timestepEmbedding([500], dim: 8)
         for i in 0..<4 {
             let f = exp(-log(10000.0) * Double(i) / 4)
-            XCTAssertEqual(Double(e.data[i]), cos(500 * f), accuracy: 2e-4)
-            XCTAssertEqual(Double(e.data[4 + i]), sin(500 * f), accuracy: 2e-4)
+            XCTAssertEqual(Double(e[flat: i]), cos(500 * f), accuracy: 2e-4)
+            XCTAssertEqual(Double(e[flat: 4 + i]), sin(500 * f), accuracy: 2e-4)
         }
     }
 }

@@ -33,19 +33,31 @@ public struct ContextCrossAttention: Sendable {
         let lnT = TransformerOps.layerNormModulate(txt.reshaped([batch * t, d]))
         let lnC = TransformerOps.layerNormModulate(ctx.reshaped([batch * t2, d]))
         let q = toQ(lnT), k = toK(lnC), v = toV(lnC)
-        TransformerOps.rmsNormHeads(q.data, stride: inner, rows: batch * t, heads: heads, headDim: headDim, weight: normQ.data)
-        TransformerOps.rmsNormHeads(k.data, stride: inner, rows: batch * t2, heads: heads, headDim: headDim, weight: normK.data)
+        q.withUnsafeMutablePointer { qp in
+            normQ.withUnsafePointer { wq in
+                TransformerOps.rmsNormHeads(qp, stride: inner, rows: batch * t, heads: heads, headDim: headDim, weight: wq)
+            }
+        }
+        k.withUnsafeMutablePointer { kp in
+            normK.withUnsafePointer { wk in
+                TransformerOps.rmsNormHeads(kp, stride: inner, rows: batch * t2, heads: heads, headDim: headDim, weight: wk)
+            }
+        }
         let o = Tensor(zeros: [batch * t, inner])
-        for b in 0..<batch {
-            TransformerOps.attention(q: q.data + b * t * inner, ldq: inner, k: k.data + b * t2 * inner, ldk: inner,
-                                     v: v.data + b * t2 * inner, ldv: inner, out: o.data + b * t * inner, ldo: inner,
-                                     queries: t, keys: t2, heads: heads, headDim: headDim)
+        q.withUnsafePointer { qp in
+            k.withUnsafePointer { kp in
+                v.withUnsafePointer { vp in
+                    o.withUnsafeMutablePointer { op in
+                        for b in 0..<batch {
+                            TransformerOps.attention(q: qp + b * t * inner, ldq: inner, k: kp + b * t2 * inner, ldk: inner,
+                                                     v: vp + b * t2 * inner, ldv: inner, out: op + b * t * inner, ldo: inner,
+                                                     queries: t, keys: t2, heads: heads, headDim: headDim)
+                        }
+                    }
+                }
+            }
         }
-        let w = toOut.weight.materialize()
-        withExtendedLifetime(w) {
-            TransformerOps.linear(x: o.data, ldx: inner, rows: batch * t, weight: w.data, inFeatures: inner,
-                                  outFeatures: d, bias: toOut.bias?.data, y: txt.data, ldy: d, accumulate: true)
-        }
+        TransformerOps.linear(o, weight: toOut.weight.materialize(), bias: toOut.bias, into: txt, accumulate: true)
     }
 }
 
@@ -62,12 +74,6 @@ public struct ControlNetImageMLP: Sendable {
     public func addInto(img: Tensor, features: Tensor) {
         let h = fc1(features)
         TransformerOps.silu(h)
-        let w = fc2.weight.materialize()
-        let rows = h.count / fc1.outFeatures
-        withExtendedLifetime(w) {
-            TransformerOps.linear(x: h.data, ldx: fc2.inFeatures, rows: rows, weight: w.data, inFeatures: fc2.inFeatures,
-                                  outFeatures: fc2.outFeatures, bias: fc2.bias?.data, y: img.data, ldy: fc2.outFeatures,
-                                  accumulate: true)
-        }
+        TransformerOps.linear(h, weight: fc2.weight.materialize(), bias: fc2.bias, into: img, accumulate: true)
     }
 }

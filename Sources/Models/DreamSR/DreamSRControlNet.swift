@@ -16,7 +16,7 @@ public struct DreamSRControlNet: Sendable {
     public let flux: FluxConfig
 
     /// Per-layer features: image stream `[B·L, D]` and text stream `[B·T2, D]` after each block.
-    public struct Features: @unchecked Sendable {
+    public struct Features: Sendable {
         public let img: [Tensor]
         public let txt: [Tensor]
     }
@@ -91,7 +91,7 @@ public struct DreamSRControlNet: Sendable {
     public func features(hiddenStates x: Tensor, condLatents cond: Tensor, localEncoderHiddenStates lehs: Tensor,
                          localPooled: Tensor, timestep: [Float], guidance: [Float]?, imgIds: Tensor,
                          localTxtIds: Tensor, lora: (any LoRAProvider)?) throws -> Features {
-        let c = flux, d = c.hiddenSize
+        let c = flux
         guard x.rank == 3, x.shape[2] == c.inChannels, cond.shape == x.shape else {
             throw CheckpointError(.shapeMismatch, "hidden_states \(x.shape) / cond_latents \(cond.shape), expected equal [B, L, \(c.inChannels)]")
         }
@@ -106,16 +106,13 @@ public struct DreamSRControlNet: Sendable {
         let seq = FluxSequence(batch: bsz, imgTokens: li, txtTokens: lt)
         let siluVec = try siluVector(timestep: timestep, guidance: guidance, pooled: localPooled, lora: lora)
         let ids = Tensor(zeros: [lt + li, 3])
-        ids.data.update(from: localTxtIds.data, count: lt * 3)
-        (ids.data + lt * 3).update(from: imgIds.data, count: li * 3)
+        ids.copyValues(from: localTxtIds, count: lt * 3, to: 0)
+        ids.copyValues(from: imgIds, count: li * 3, to: lt * 3)
         let rope = RopeTables(ids: ids, config: c)
 
         let img = imgIn(x.reshaped([bsz * li, c.inChannels]))
-        let cw = controlnetXEmbedder.weight.materialize()
-        withExtendedLifetime(cw) {
-            TransformerOps.linear(x: cond.data, ldx: c.inChannels, rows: bsz * li, weight: cw.data, inFeatures: c.inChannels,
-                                  outFeatures: d, bias: controlnetXEmbedder.bias?.data, y: img.data, ldy: d, accumulate: true)
-        }
+        TransformerOps.linear(cond, weight: controlnetXEmbedder.weight.materialize(), bias: controlnetXEmbedder.bias,
+                              into: img, accumulate: true)
         let txt = txtIn(lehs.reshaped([bsz * lt, c.contextDim]))
         var fi: [Tensor] = [], ft: [Tensor] = []
         for blk in blocks {

@@ -3,7 +3,7 @@ import Foundation
 import Tensor
 
 /// Inputs of one DreamSR velocity prediction (the `dreamsr forward` contract's tensors).
-public struct DreamSRInputs: @unchecked Sendable {
+public struct DreamSRInputs: Sendable {
     /// x_t tokens `[B, L, 64]`.
     public var hiddenStates: Tensor
     /// z_lq tokens `[B, L, 64]`.
@@ -124,7 +124,7 @@ public struct DreamSRModel: Sendable {
         i.timestep = [Float](repeating: t, count: inp.condLatents.shape.first ?? 0)
         let v = try velocity(i, lora: true)
         let z = Tensor(zeros: v.shape)
-        for k in 0..<z.count { z.data[k] = inp.condLatents.data[k] - t * v.data[k] }
+        z.assign(inp.condLatents, v) { c, v in c - t * v }
         return (v, z)
     }
 

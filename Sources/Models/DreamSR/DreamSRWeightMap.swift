@@ -105,7 +105,7 @@ public enum DreamSRWeightMap {
 }
 
 /// LoRA adapters by canonical linear name.
-public struct DreamSRLoRA: LoRAProvider, @unchecked Sendable {
+public struct DreamSRLoRA: LoRAProvider, Sendable {
     public var adapters: [String: LoRAAdapter]
 
     public init(adapters: [String: LoRAAdapter]) { self.adapters = adapters }

@@ -112,8 +112,8 @@ public struct FluxLoRA: LoRAProvider {
             if target.swapHalves {
                 let half = up.shape[0] / 2, r = up.shape[1]
                 let hi = Tensor(zeros: [half, r]), lo = Tensor(zeros: [half, r])
-                lo.data.update(from: up.data, count: half * r)
-                hi.data.update(from: up.data + half * r, count: half * r)
+                lo.copyValues(from: up, at: 0, count: half * r)
+                hi.copyValues(from: up, at: half * r, count: half * r)
                 parts = [.init(outputOffset: 0, down: down, up: hi, scale: scale), .init(outputOffset: half, down: down, up: lo, scale: scale)]
             } else {
                 parts = [.init(outputOffset: target.offset, down: down, up: up, scale: scale)]

@@ -3,7 +3,7 @@ import Foundation
 import Tensor
 
 /// Rotary tables for one sequence (text tokens first, then image tokens): `[tokens, headDim/2]`.
-public struct RopeTables: @unchecked Sendable {
+public struct RopeTables: Sendable {
     public let cos: Tensor
     public let sin: Tensor
     public var tokens: Int { cos.shape[0] }
@@ -34,7 +34,7 @@ public struct FluxSequence: Sendable {
 }
 
 /// Per-head RMSNorm scales of q and k.
-public struct QKNorm: @unchecked Sendable {
+public struct QKNorm: Sendable {
     public let query: Tensor
     public let key: Tensor
 }
@@ -45,54 +45,80 @@ enum FluxMath {
     static func modulatedNorm(_ x: Tensor, mod: Tensor, shiftChunk: Int, batch: Int, rowsPerItem: Int, dim: Int) -> Tensor {
         let y = Tensor(zeros: x.shape)
         let stride = mod.shape[1]
-        for b in 0..<batch {
-            let m = mod.data + b * stride
-            TransformerOps.layerNormModulate(
-                x: x.data + b * rowsPerItem * dim, ldx: dim, y: y.data + b * rowsPerItem * dim, ldy: dim,
-                rows: rowsPerItem, dim: dim, scale: m + (shiftChunk + 1) * dim, shift: m + shiftChunk * dim)
+        mod.withUnsafePointer { modp in
+            x.withUnsafePointer { xp in
+                y.withUnsafeMutablePointer { yp in
+                    for b in 0..<batch {
+                        let m = modp + b * stride
+                        TransformerOps.layerNormModulate(
+                            x: xp + b * rowsPerItem * dim, ldx: dim, y: yp + b * rowsPerItem * dim, ldy: dim,
+                            rows: rowsPerItem, dim: dim, scale: m + (shiftChunk + 1) * dim, shift: m + shiftChunk * dim)
+                    }
+                }
+            }
         }
         return y
     }
 
-    /// `x[b-th item rows] += gate_b ⊙ y` with the gate at chunk `gateChunk` of `mod`.
-    static func gatedResidual(_ x: Tensor, _ y: UnsafePointer<Float>, ldy: Int, mod: Tensor, gateChunk: Int,
+    /// `x[b-th item rows] += gate_b ⊙ y` with the gate at chunk `gateChunk` of `mod` (`y` has row stride `ldy`).
+    static func gatedResidual(_ x: Tensor, _ y: Tensor, ldy: Int, mod: Tensor, gateChunk: Int,
                               batch: Int, rowsPerItem: Int, dim: Int) {
         let stride = mod.shape[1]
-        for b in 0..<batch {
-            TransformerOps.gatedAdd(x.data + b * rowsPerItem * dim, ldy: dim, y + b * rowsPerItem * ldy, ldx: ldy,
-                                    gate: mod.data + b * stride + gateChunk * dim, rows: rowsPerItem, cols: dim)
+        x.withUnsafeMutablePointer { xp in
+            y.withUnsafePointer { yp in
+                mod.withUnsafePointer { modp in
+                    for b in 0..<batch {
+                        TransformerOps.gatedAdd(xp + b * rowsPerItem * dim, ldy: dim, yp + b * rowsPerItem * ldy, ldx: ldy,
+                                                gate: modp + b * stride + gateChunk * dim, rows: rowsPerItem, cols: dim)
+                    }
+                }
+            }
         }
     }
 
     /// RMSNorm on q and k in a fused buffer with q at column 0 and k at column `dim` (row stride `ld`);
     /// `rows` rows in total.
-    static func qkNorm(_ buf: UnsafeMutablePointer<Float>, ld: Int, rows: Int, heads: Int, headDim: Int,
-                         q: Tensor?, k: Tensor?) {
-        TransformerOps.rmsNormHeads(buf, stride: ld, rows: rows, heads: heads, headDim: headDim, weight: q?.data)
-        TransformerOps.rmsNormHeads(buf + heads * headDim, stride: ld, rows: rows, heads: heads, headDim: headDim, weight: k?.data)
+    static func qkNorm(_ buf: Tensor, ld: Int, rows: Int, heads: Int, headDim: Int, q: Tensor, k: Tensor) {
+        buf.withUnsafeMutablePointer { p in
+            q.withUnsafePointer { qp in
+                TransformerOps.rmsNormHeads(p, stride: ld, rows: rows, heads: heads, headDim: headDim, weight: qp)
+            }
+            k.withUnsafePointer { kp in
+                TransformerOps.rmsNormHeads(p + heads * headDim, stride: ld, rows: rows, heads: heads, headDim: headDim, weight: kp)
+            }
+        }
     }
 
-    static func rope(_ buf: UnsafeMutablePointer<Float>, ld: Int, seq: FluxSequence, heads: Int, headDim: Int, rope: RopeTables) {
+    static func rope(_ buf: Tensor, ld: Int, seq: FluxSequence, heads: Int, headDim: Int, rope: RopeTables) {
         precondition(rope.tokens == seq.tokens, "RoPE tables for \(rope.tokens) tokens, sequence has \(seq.tokens)")
-        for b in 0..<seq.batch {
-            let base = buf + b * seq.tokens * ld
-            for off in [0, heads * headDim] {
-                TransformerOps.applyRope(base + off, stride: ld, rows: seq.tokens, heads: heads, headDim: headDim,
-                                         cos: rope.cos.data, sin: rope.sin.data)
+        buf.withUnsafeMutablePointer { p in
+            rope.cos.withUnsafePointer { cosp in
+                rope.sin.withUnsafePointer { sinp in
+                    for b in 0..<seq.batch {
+                        let base = p + b * seq.tokens * ld
+                        for off in [0, heads * headDim] {
+                            TransformerOps.applyRope(base + off, stride: ld, rows: seq.tokens, heads: heads, headDim: headDim,
+                                                     cos: cosp, sin: sinp)
+                        }
+                    }
+                }
             }
         }
     }
 
     /// Joint attention per item over a fused `[q | k | v | ...]` buffer (row stride `ld`), output `[rows, dim]`
     /// written with row stride `ldo`.
-    static func attention(_ qkv: UnsafePointer<Float>, ld: Int, out: UnsafeMutablePointer<Float>, ldo: Int,
-                          seq: FluxSequence, heads: Int, headDim: Int) {
+    static func attention(_ qkv: Tensor, ld: Int, out: Tensor, ldo: Int, seq: FluxSequence, heads: Int, headDim: Int) {
         let d = heads * headDim
-        for b in 0..<seq.batch {
-            let base = qkv + b * seq.tokens * ld
-            TransformerOps.attention(q: base, ldq: ld, k: base + d, ldk: ld, v: base + 2 * d, ldv: ld,
-                                     out: out + b * seq.tokens * ldo, ldo: ldo, queries: seq.tokens, keys: seq.tokens,
-                                     heads: heads, headDim: headDim)
+        qkv.withUnsafePointer { qkvp in
+            out.withUnsafeMutablePointer { outp in
+                for b in 0..<seq.batch {
+                    let base = qkvp + b * seq.tokens * ld
+                    TransformerOps.attention(q: base, ldq: ld, k: base + d, ldk: ld, v: base + 2 * d, ldv: ld,
+                                             out: outp + b * seq.tokens * ldo, ldo: ldo, queries: seq.tokens,
+                                             keys: seq.tokens, heads: heads, headDim: headDim)
+                }
+            }
         }
     }
 }
@@ -133,21 +159,21 @@ public struct FluxDoubleBlock: Sendable {
             let qi = imgQKV(xi, lora: ad(imgQKV))
             let xt = FluxMath.modulatedNorm(txt, mod: tm, shiftChunk: 0, batch: bsz, rowsPerItem: lt, dim: d)
             let qt = txtQKV(xt, lora: ad(txtQKV))
-            FluxMath.qkNorm(qi.data, ld: 3 * d, rows: bsz * li, heads: heads, headDim: headDim, q: imgNorm.query, k: imgNorm.key)
-            FluxMath.qkNorm(qt.data, ld: 3 * d, rows: bsz * lt, heads: heads, headDim: headDim, q: txtNorm.query, k: txtNorm.key)
+            FluxMath.qkNorm(qi, ld: 3 * d, rows: bsz * li, heads: heads, headDim: headDim, q: imgNorm.query, k: imgNorm.key)
+            FluxMath.qkNorm(qt, ld: 3 * d, rows: bsz * lt, heads: heads, headDim: headDim, q: txtNorm.query, k: txtNorm.key)
             for b in 0..<bsz {
-                (joint.data + b * l * 3 * d).update(from: qt.data + b * lt * 3 * d, count: lt * 3 * d)
-                (joint.data + (b * l + lt) * 3 * d).update(from: qi.data + b * li * 3 * d, count: li * 3 * d)
+                joint.copyValues(from: qt, at: b * lt * 3 * d, count: lt * 3 * d, to: b * l * 3 * d)
+                joint.copyValues(from: qi, at: b * li * 3 * d, count: li * 3 * d, to: (b * l + lt) * 3 * d)
             }
         }
-        FluxMath.rope(joint.data, ld: 3 * d, seq: seq, heads: heads, headDim: headDim, rope: rope)
+        FluxMath.rope(joint, ld: 3 * d, seq: seq, heads: heads, headDim: headDim, rope: rope)
         let attn = Tensor(zeros: [bsz * l, d])
-        FluxMath.attention(joint.data, ld: 3 * d, out: attn.data, ldo: d, seq: seq, heads: heads, headDim: headDim)
+        FluxMath.attention(joint, ld: 3 * d, out: attn, ldo: d, seq: seq, heads: heads, headDim: headDim)
 
         let attnT = Tensor(zeros: [bsz * lt, d]), attnI = Tensor(zeros: [bsz * li, d])
         for b in 0..<bsz {
-            (attnT.data + b * lt * d).update(from: attn.data + b * l * d, count: lt * d)
-            (attnI.data + b * li * d).update(from: attn.data + (b * l + lt) * d, count: li * d)
+            attnT.copyValues(from: attn, at: b * l * d, count: lt * d, to: b * lt * d)
+            attnI.copyValues(from: attn, at: (b * l + lt) * d, count: li * d, to: b * li * d)
         }
         stream(img, attnI, mod: im, proj: imgProj, mlp0: imgMLP0, mlp2: imgMLP2, rows: li, bsz: bsz, d: d, lora: lora)
         stream(txt, attnT, mod: tm, proj: txtProj, mlp0: txtMLP0, mlp2: txtMLP2, rows: lt, bsz: bsz, d: d, lora: lora)
@@ -156,12 +182,12 @@ public struct FluxDoubleBlock: Sendable {
     private func stream(_ x: Tensor, _ attn: Tensor, mod: Tensor, proj: Linear, mlp0: Linear, mlp2: Linear,
                         rows: Int, bsz: Int, d: Int, lora: (any LoRAProvider)?) {
         let o = proj(attn, lora: lora?.adapter(for: proj.name))
-        FluxMath.gatedResidual(x, o.data, ldy: d, mod: mod, gateChunk: 2, batch: bsz, rowsPerItem: rows, dim: d)
+        FluxMath.gatedResidual(x, o, ldy: d, mod: mod, gateChunk: 2, batch: bsz, rowsPerItem: rows, dim: d)
         let xm = FluxMath.modulatedNorm(x, mod: mod, shiftChunk: 3, batch: bsz, rowsPerItem: rows, dim: d)
         let h = mlp0(xm, lora: lora?.adapter(for: mlp0.name))
         TransformerOps.geluTanh(h)
         let f = mlp2(h, lora: lora?.adapter(for: mlp2.name))
-        FluxMath.gatedResidual(x, f.data, ldy: d, mod: mod, gateChunk: 5, batch: bsz, rowsPerItem: rows, dim: d)
+        FluxMath.gatedResidual(x, f, ldy: d, mod: mod, gateChunk: 5, batch: bsz, rowsPerItem: rows, dim: d)
     }
 }
 
@@ -192,26 +218,25 @@ public struct FluxSingleBlock: Sendable {
         let xm = FluxMath.modulatedNorm(x, mod: mod, shiftChunk: 0, batch: bsz, rowsPerItem: l, dim: d)
         let h = linear1(xm, lora: lora?.adapter(for: linear1.name))
         let ld = 3 * d + m
-        FluxMath.qkNorm(h.data, ld: ld, rows: bsz * l, heads: heads, headDim: headDim, q: norm.query, k: norm.key)
-        FluxMath.rope(h.data, ld: ld, seq: seq, heads: heads, headDim: headDim, rope: rope)
+        FluxMath.qkNorm(h, ld: ld, rows: bsz * l, heads: heads, headDim: headDim, q: norm.query, k: norm.key)
+        FluxMath.rope(h, ld: ld, seq: seq, heads: heads, headDim: headDim, rope: rope)
         let cat = Tensor(zeros: [bsz * l, d + m])
-        FluxMath.attention(h.data, ld: ld, out: cat.data, ldo: d + m, seq: seq, heads: heads, headDim: headDim)
+        FluxMath.attention(h, ld: ld, out: cat, ldo: d + m, seq: seq, heads: heads, headDim: headDim)
         for r in 0..<(bsz * l) {
-            let dst = cat.data + r * (d + m) + d
-            dst.update(from: h.data + r * ld + 3 * d, count: m)
+            cat.copyValues(from: h, at: r * ld + 3 * d, count: m, to: r * (d + m) + d)
         }
         // GELU on the MLP half of every row (rows are contiguous segments of m floats).
         for r in 0..<(bsz * l) {
-            TransformerOps.geluTanh(Tensor(viewing: cat.data + r * (d + m) + d, shape: [m], owner: cat))
+            TransformerOps.geluTanh(cat.view(offset: r * (d + m) + d, shape: [m]))
         }
         let o = linear2(cat, lora: lora?.adapter(for: linear2.name))
-        FluxMath.gatedResidual(x, o.data, ldy: d, mod: mod, gateChunk: 2, batch: bsz, rowsPerItem: l, dim: d)
+        FluxMath.gatedResidual(x, o, ldy: d, mod: mod, gateChunk: 2, batch: bsz, rowsPerItem: l, dim: d)
     }
 }
 
 /// Canonical (BFL-named) weights of a FLUX model: lazily resolved from checkpoint files, or tensors in memory
 /// (benchmarks, generated models).
-public struct FluxWeights: @unchecked Sendable {
+public struct FluxWeights: Sendable {
     public let sources: [String: WeightSource]
     public let tensors: [String: Tensor]
     /// Convert every weight to resident float32 at load (small models, f32 files) instead of per call.
@@ -249,7 +274,7 @@ public struct FluxWeights: @unchecked Sendable {
 }
 
 /// Inputs of one FLUX forward, named like diffusers' `FluxTransformer2DModel.forward` arguments.
-public struct FluxInputs: @unchecked Sendable {
+public struct FluxInputs: Sendable {
     /// Packed latent tokens `[B, Li, inChannels]`.
     public var hiddenStates: Tensor
     /// T5 states `[B, Lt, contextDim]`.
@@ -278,7 +303,7 @@ public struct FluxInputs: @unchecked Sendable {
 
 /// The streams after a block, handed to hooks, which may modify `img` / `txt` in place (ControlNet residuals,
 /// DreamSR's image MLPs and context cross-attention).
-public struct FluxBlockState: @unchecked Sendable {
+public struct FluxBlockState: Sendable {
     public let block: Int
     public let seq: FluxSequence
     /// `[B·Li, D]` image stream (for single blocks: nil, use `joint`).
@@ -381,10 +406,10 @@ public struct FluxTransformer: Sendable {
                 throw CheckpointError(.shapeMismatch, "\(owner) embeds guidance: pass one guidance value per batch item")
             }
             let gv = guidanceIn(TransformerOps.timestepEmbedding(g.map { $0 * 1000 }, dim: config.timestepDim), lora: lora)
-            TransformerOps.gatedAdd(vec.data, ldy: vec.count, gv.data, ldx: vec.count, gate: nil, rows: 1, cols: vec.count)
+            vec.add(gv)
         }
         let pv = vectorIn(pooled.reshaped([bsz, config.pooledDim]), lora: lora)
-        TransformerOps.gatedAdd(vec.data, ldy: vec.count, pv.data, ldx: vec.count, gate: nil, rows: 1, cols: vec.count)
+        vec.add(pv)
         return vec
     }
 
@@ -414,8 +439,8 @@ public struct FluxTransformer: Sendable {
         let siluVec = vec
 
         let ids = Tensor(zeros: [lt + li, 3])
-        ids.data.update(from: inp.txtIds.data, count: lt * 3)
-        (ids.data + lt * 3).update(from: inp.imgIds.data, count: li * 3)
+        ids.copyValues(from: inp.txtIds, count: lt * 3, to: 0)
+        ids.copyValues(from: inp.imgIds, count: li * 3, to: lt * 3)
         let rope = RopeTables(ids: ids, config: c)
 
         let img = imgIn(hs.reshaped([bsz * li, c.inChannels]), lora: lora?.adapter(for: imgIn.name))
@@ -427,8 +452,8 @@ public struct FluxTransformer: Sendable {
         let l = seq.tokens
         let joint = Tensor(zeros: [bsz * l, d])
         for b in 0..<bsz {
-            (joint.data + b * l * d).update(from: txt.data + b * lt * d, count: lt * d)
-            (joint.data + (b * l + lt) * d).update(from: img.data + b * li * d, count: li * d)
+            joint.copyValues(from: txt, at: b * lt * d, count: lt * d, to: b * l * d)
+            joint.copyValues(from: img, at: b * li * d, count: li * d, to: (b * l + lt) * d)
         }
         for (i, blk) in singleBlocks.enumerated() {
             blk.forward(joint, siluVec: siluVec, rope: rope, seq: seq, lora: lora)
@@ -436,7 +461,7 @@ public struct FluxTransformer: Sendable {
         }
         let imgOut = Tensor(zeros: [bsz * li, d])
         for b in 0..<bsz {
-            (imgOut.data + b * li * d).update(from: joint.data + (b * l + lt) * d, count: li * d)
+            imgOut.copyValues(from: joint, at: (b * l + lt) * d, count: li * d, to: b * li * d)
         }
         let mod = finalModulation(siluVec, lora: lora?.adapter(for: finalModulation.name))
         let xm = FluxMath.modulatedNorm(imgOut, mod: mod, shiftChunk: 0, batch: bsz, rowsPerItem: li, dim: d)

@@ -3,7 +3,7 @@ import Tensor
 
 /// Where a layer's weight lives: already in memory as float32, or lazily in a checkpoint (converted per call, so a
 /// bf16 model never has a whole f32 copy in memory).
-public enum LayerWeight: @unchecked Sendable {
+public enum LayerWeight: Sendable {
     case resident(Tensor)
     case lazy(WeightSource)
 
@@ -28,8 +28,8 @@ public enum LayerWeight: @unchecked Sendable {
 
 /// An unmerged low-rank adapter on a Linear: `y[:, range] += scale · (x Aᵀ) Bᵀ` for each part. A fused layer (FLUX
 /// qkv, linear1) carries one part per original projection, each writing its own output row block.
-public struct LoRAAdapter: @unchecked Sendable {
-    public struct Part {
+public struct LoRAAdapter: Sendable {
+    public struct Part: Sendable {
         /// First output feature this part writes.
         public let outputOffset: Int
         /// `lora_A` / `lora_down`: `[rank, in]`.
@@ -58,7 +58,7 @@ public protocol LoRAProvider: Sendable {
 }
 
 /// A PyTorch-layout Linear (`weight [out, in]`, optional bias) computed with sgemm; optionally with a LoRA adapter.
-public struct Linear: @unchecked Sendable {
+public struct Linear: Sendable {
     /// Canonical name without `.weight` (used for LoRA lookup and errors).
     public let name: String
     public let weight: LayerWeight
@@ -80,7 +80,9 @@ public struct Linear: @unchecked Sendable {
         let m = x.count / inFeatures
         precondition(m * inFeatures == x.count, "\(name): input \(x.shape) does not have \(inFeatures) features")
         let y = Tensor(zeros: [m, outFeatures])
-        apply(x: x.data, ldx: inFeatures, rows: m, y: y.data, ldy: outFeatures, lora: lora)
+        x.withUnsafePointer { xp in
+            y.withUnsafeMutablePointer { yp in apply(x: xp, ldx: inFeatures, rows: m, y: yp, ldy: outFeatures, lora: lora) }
+        }
         return y
     }
 
@@ -88,9 +90,11 @@ public struct Linear: @unchecked Sendable {
     public func apply(x: UnsafePointer<Float>, ldx: Int, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int,
                       lora: LoRAAdapter? = nil) {
         let w = weight.materialize()
-        withExtendedLifetime(w) {
-            TransformerOps.linear(x: x, ldx: ldx, rows: rows, weight: w.data, inFeatures: inFeatures,
-                                  outFeatures: outFeatures, bias: bias?.data, y: y, ldy: ldy)
+        w.withUnsafePointer { wp in
+            bias.withUnsafePointerOrNil { bp in
+                TransformerOps.linear(x: x, ldx: ldx, rows: rows, weight: wp, inFeatures: inFeatures,
+                                      outFeatures: outFeatures, bias: bp, y: y, ldy: ldy)
+            }
         }
         guard let lora else { return }
         for p in lora.parts {
@@ -98,10 +102,16 @@ public struct Linear: @unchecked Sendable {
             precondition(p.down.shape[1] == inFeatures && p.outputOffset + p.up.shape[0] <= outFeatures,
                          "\(name): LoRA part \(p.down.shape)/\(p.up.shape) at \(p.outputOffset) does not fit \(weight.shape)")
             let t = Tensor(zeros: [rows, r])
-            BLAS.sgemm(transA: false, transB: true, m: rows, n: r, k: inFeatures, alpha: 1,
-                       a: x, lda: ldx, b: p.down.data, ldb: inFeatures, beta: 0, c: t.data, ldc: r)
-            BLAS.sgemm(transA: false, transB: true, m: rows, n: p.up.shape[0], k: r, alpha: p.scale,
-                       a: t.data, lda: r, b: p.up.data, ldb: r, beta: 1, c: y + p.outputOffset, ldc: ldy)
+            t.withUnsafeMutablePointer { tp in
+                p.down.withUnsafePointer { down in
+                    BLAS.sgemm(transA: false, transB: true, m: rows, n: r, k: inFeatures, alpha: 1,
+                               a: x, lda: ldx, b: down, ldb: inFeatures, beta: 0, c: tp, ldc: r)
+                }
+                p.up.withUnsafePointer { up in
+                    BLAS.sgemm(transA: false, transB: true, m: rows, n: p.up.shape[0], k: r, alpha: p.scale,
+                               a: tp, lda: r, b: up, ldb: r, beta: 1, c: y + p.outputOffset, ldc: ldy)
+                }
+            }
         }
     }
 

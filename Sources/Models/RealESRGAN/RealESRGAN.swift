@@ -149,31 +149,29 @@ public final class RealESRGAN: Sendable {
         let denseBlocks = nfB + 4 * gcB
         let x = input.packed16()
         let feat = Tensor(zeros: [nfB, h, w, 16])
-        convFirst.forward(input: x.data, height: h, width: w, output: feat.data, scratch: scratch, workers: workers)
+        convFirst.forward(x, height: h, width: w, into: feat, scratch: scratch, workers: workers)
         var a = Tensor(zeros: [denseBlocks, h, w, 16])
         var b = Tensor(zeros: [denseBlocks, h, w, 16])
         let rrdbIn = Tensor(zeros: [nfB, h, w, 16])
-        a.data.update(from: feat.data, count: nfB * plane)
+        a.copyValues(from: feat, count: nfB * plane)
         for (r, rrdb) in coefficients.enumerated() {
-            rrdbIn.data.update(from: a.data, count: nfB * plane)
+            rrdbIn.copyValues(from: a, count: nfB * plane)
             for (k, block) in rrdb.blocks.enumerated() {
                 let convs = body[r][k]
                 var offset = nfB
                 for i in 0..<4 {
-                    convs[i].forward(input: a.data, height: h, width: w, output: a.data + offset * plane,
+                    convs[i].forward(a, height: h, width: w, into: a, outputBlock: offset,
                                      scratch: scratch, workers: workers)
                     offset += gcB
                 }
-                convs[4].forward(input: a.data, height: h, width: w, output: b.data,
-                                 residual: (UnsafePointer(a.data), block.conv, block.input),
+                convs[4].forward(a, height: h, width: w, into: b, residual: (a, block.conv, block.input),
                                  scratch: scratch, workers: workers)
                 swap(&a, &b)
             }
             a.packed16Prefix(blocks: nfB).axpby(rrdbIn, a: rrdb.rrdb.blocks, b: rrdb.rrdb.input)
         }
         let out = Tensor(zeros: [nfB, h, w, 16])
-        convBody.forward(input: a.data, height: h, width: w, output: out.data,
-                         residual: (UnsafePointer(feat.data), 1, 1), scratch: scratch, workers: workers)
+        convBody.forward(a, height: h, width: w, into: out, residual: (feat, 1, 1), scratch: scratch, workers: workers)
         return out
     }
 
@@ -189,8 +187,7 @@ public final class RealESRGAN: Sendable {
         let c1 = Tensor(zeros: [nfB, 2 * h, 2 * w, 16])
         do {
             let up1 = trunk.upsampledNearest2xPacked16()
-            convUp1.forward(input: up1.data, height: 2 * h, width: 2 * w, output: c1.data,
-                            scratch: scratch, workers: workers)
+            convUp1.forward(up1, height: 2 * h, width: 2 * w, into: c1, scratch: scratch, workers: workers)
         }
         let outH = 4 * h, outW = 4 * w
         let out = Tensor(zeros: [1, 3, outH, outW])
@@ -204,12 +201,9 @@ public final class RealESRGAN: Sendable {
             let a = max(0, y0 - Self.bandHalo), b = min(outH, y1 + Self.bandHalo)  // even: outH, band, halo are
             let rows = b - a
             c1.upsampleNearest2xPacked16(outputRows: a..<b, into: u)
-            convUp2.forward(input: u.data, height: rows, width: outW, output: c2.data, scratch: scratch,
-                            workers: workers)
-            convHR.forward(input: c2.data, height: rows, width: outW, output: u.data, scratch: scratch,
-                           workers: workers)
-            convLast.forward(input: u.data, height: rows, width: outW, output: o.data, scratch: scratch,
-                             workers: workers)
+            convUp2.forward(u, height: rows, width: outW, into: c2, scratch: scratch, workers: workers)
+            convHR.forward(c2, height: rows, width: outW, into: u, scratch: scratch, workers: workers)
+            convLast.forward(u, height: rows, width: outW, into: o, scratch: scratch, workers: workers)
             o.unpack16Rows((y0 - a)..<(y1 - a), channels: 3, into: out, destinationRow: y0)
             y0 = y1
         }

@@ -86,14 +86,14 @@ public enum FlowMatch {
     public static func eulerStep(_ x: Tensor, velocity v: Tensor, sigma: Float, sigmaNext: Float) {
         precondition(x.count == v.count, "euler step: x \(x.shape) vs v \(v.shape)")
         let dt = sigmaNext - sigma
-        for i in 0..<x.count { x.data[i] += dt * v.data[i] }
+        x.assign(x, v) { x, v in x + dt * v }
     }
 
     /// `x = sigma·noise + (1 − sigma)·z0` (img2img / texture-stage start).
     public static func noised(_ z0: Tensor, noise: Tensor, sigma: Float) -> Tensor {
         precondition(z0.count == noise.count, "noised: z0 \(z0.shape) vs noise \(noise.shape)")
         let out = Tensor(zeros: z0.shape)
-        for i in 0..<z0.count { out.data[i] = sigma * noise.data[i] + (1 - sigma) * z0.data[i] }
+        out.assign(noise, z0) { n, z in sigma * n + (1 - sigma) * z }
         return out
     }
 }
@@ -106,9 +106,13 @@ public enum FluxPacking {
         let c = latent.shape[0], h = latent.shape[1], w = latent.shape[2]
         let hh = h / 2, ww = w / 2
         let out = Tensor(zeros: [hh * ww, c * 4])
-        for r in 0..<hh { for col in 0..<ww { for ch in 0..<c { for ph in 0..<2 { for pw in 0..<2 {
-            out.data[(r * ww + col) * c * 4 + ch * 4 + ph * 2 + pw] = latent.data[(ch * h + 2 * r + ph) * w + 2 * col + pw]
-        } } } } }
+        out.withUnsafeMutableBufferPointer { dst in
+            latent.withUnsafeBufferPointer { src in
+                for r in 0..<hh { for col in 0..<ww { for ch in 0..<c { for ph in 0..<2 { for pw in 0..<2 {
+                    dst[(r * ww + col) * c * 4 + ch * 4 + ph * 2 + pw] = src[(ch * h + 2 * r + ph) * w + 2 * col + pw]
+                } } } } }
+            }
+        }
         return out
     }
 
@@ -116,9 +120,13 @@ public enum FluxPacking {
         precondition(tokens.count == c * h * w && h % 2 == 0 && w % 2 == 0, "unpack: \(tokens.shape) vs [\(c), \(h), \(w)]")
         let hh = h / 2, ww = w / 2
         let out = Tensor(zeros: [c, h, w])
-        for r in 0..<hh { for col in 0..<ww { for ch in 0..<c { for ph in 0..<2 { for pw in 0..<2 {
-            out.data[(ch * h + 2 * r + ph) * w + 2 * col + pw] = tokens.data[(r * ww + col) * c * 4 + ch * 4 + ph * 2 + pw]
-        } } } } }
+        out.withUnsafeMutableBufferPointer { dst in
+            tokens.withUnsafeBufferPointer { src in
+                for r in 0..<hh { for col in 0..<ww { for ch in 0..<c { for ph in 0..<2 { for pw in 0..<2 {
+                    dst[(ch * h + 2 * r + ph) * w + 2 * col + pw] = src[(r * ww + col) * c * 4 + ch * 4 + ph * 2 + pw]
+                } } } } }
+            }
+        }
         return out
     }
 
@@ -126,10 +134,12 @@ public enum FluxPacking {
     public static func imageIds(latentHeight h: Int, latentWidth w: Int, rowOffset: Int = 0, colOffset: Int = 0) -> Tensor {
         let hh = h / 2, ww = w / 2
         let ids = Tensor(zeros: [hh * ww, 3])
-        for r in 0..<hh { for c in 0..<ww {
-            ids.data[(r * ww + c) * 3 + 1] = Float(r + rowOffset)
-            ids.data[(r * ww + c) * 3 + 2] = Float(c + colOffset)
-        } }
+        ids.withUnsafeMutableBufferPointer { dst in
+            for r in 0..<hh { for c in 0..<ww {
+                dst[(r * ww + c) * 3 + 1] = Float(r + rowOffset)
+                dst[(r * ww + c) * 3 + 2] = Float(c + colOffset)
+            } }
+        }
         return ids
     }
 

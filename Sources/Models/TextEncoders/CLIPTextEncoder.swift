@@ -71,7 +71,7 @@ public struct CLIPTextConfig: Sendable, Equatable {
 /// (what FLUX feeds `vector_in`; no projection).
 ///
 /// Keys: `text_model.` prefix optional (HF 4.x checkpoints have it); bf16/f16/f32 tensors widen to f32 on load.
-public final class CLIPTextEncoder: @unchecked Sendable {
+public final class CLIPTextEncoder: Sendable {
     public let config: CLIPTextConfig
 
     struct Norm {
@@ -123,7 +123,7 @@ public final class CLIPTextEncoder: @unchecked Sendable {
         }
         func norm(_ key: String) throws -> Norm {
             let w = try tensor(key + ".weight", [config.hiddenSize]).copy()
-            for i in 0..<w.count { w.data[i] -= 1 }
+            w.withUnsafeMutableBufferPointer { v in for i in v.indices { v[i] -= 1 } }
             return Norm(scale: w, shift: try tensor(key + ".bias", [config.hiddenSize]))
         }
         func linear(_ key: String, out: Int, in inF: Int) throws -> Linear {
@@ -161,35 +161,40 @@ public final class CLIPTextEncoder: @unchecked Sendable {
         precondition(l > 0 && l <= config.maxPositions, "CLIP text: \(l) tokens, at most \(config.maxPositions)")
         precondition(ids.allSatisfy { $0 >= 0 && $0 < config.vocabSize }, "CLIP text: token id outside the vocab")
         let h = Tensor(zeros: [l, d])
-        for (t, id) in ids.enumerated() {
-            let row = h.data + t * d
-            let tok = tokenEmbedding.data + id * d, pos = positionEmbedding.data + t * d
-            for c in 0..<d { row[c] = tok[c] + pos[c] }
+        h.withUnsafeMutableBufferPointer { hb in
+            tokenEmbedding.withUnsafeBufferPointer { tok in
+                positionEmbedding.withUnsafeBufferPointer { pos in
+                    for (t, id) in ids.enumerated() {
+                        for c in 0..<d { hb[t * d + c] = tok[id * d + c] + pos[t * d + c] }
+                    }
+                }
+            }
         }
-        let attn = Tensor(zeros: [l, d])  // h, attn and last live to the end of this function
+        let attn = Tensor(zeros: [l, d])
         for layer in layers {
             let x = layerNorm(h, layer.norm1)
             let q = layer.q(x), k = layer.k(x), v = layer.v(x)
-            // Causal: query t attends to keys 0...t. (Pointers are used only while their tensors are kept alive.)
-            withExtendedLifetime((q, k, v)) {
-                for t in 0..<l {
-                    TransformerOps.attention(q: q.data + t * d, ldq: d, k: k.data, ldk: d, v: v.data, ldv: d,
-                                             out: attn.data + t * d, ldo: d, queries: 1, keys: t + 1,
-                                             heads: config.numHeads, headDim: config.headDim)
+            // Causal: query t attends to keys 0...t.
+            q.withUnsafePointer { qp in
+                k.withUnsafePointer { kp in
+                    v.withUnsafePointer { vp in
+                        attn.withUnsafeMutablePointer { ap in
+                            for t in 0..<l {
+                                TransformerOps.attention(q: qp + t * d, ldq: d, k: kp, ldk: d, v: vp, ldv: d,
+                                                         out: ap + t * d, ldo: d, queries: 1, keys: t + 1,
+                                                         heads: config.numHeads, headDim: config.headDim)
+                            }
+                        }
+                    }
                 }
             }
-            let o = layer.out(attn)
-            withExtendedLifetime(o) { TransformerOps.gatedAdd(h.data, ldy: d, o.data, ldx: d, gate: nil, rows: l, cols: d) }
+            h.add(layer.out(attn))
             let m = layer.fc1(layerNorm(h, layer.norm2))
             TransformerOps.quickGelu(m)
-            let y = layer.fc2(m)
-            withExtendedLifetime(y) { TransformerOps.gatedAdd(h.data, ldy: d, y.data, ldx: d, gate: nil, rows: l, cols: d) }
+            h.add(layer.fc2(m))
         }
         let last = layerNorm(h, finalNorm)
-        let pooled = Tensor(zeros: [d])
-        let at = poolIndex(ids)
-        for c in 0..<d { pooled.data[c] = last.data[at * d + c] }
-        return (last, pooled)
+        return (last, last.view(offset: poolIndex(ids) * d, shape: [d]).copy())
     }
 
     /// A batch of equal-length sequences: `[B, L, D]` and `[B, D]`.
@@ -199,15 +204,17 @@ public final class CLIPTextEncoder: @unchecked Sendable {
         let last = Tensor(zeros: [b, l, d]), pooled = Tensor(zeros: [b, d])
         for (i, ids) in batch.enumerated() {
             let (h, p) = encode(ids)
-            withExtendedLifetime((h, p)) {
-                (last.data + i * l * d).update(from: h.data, count: l * d)
-                (pooled.data + i * d).update(from: p.data, count: d)
-            }
+            last.copyValues(from: h, count: l * d, to: i * l * d)
+            pooled.copyValues(from: p, count: d, to: i * d)
         }
         return (last, pooled)
     }
 
     private func layerNorm(_ x: Tensor, _ n: Norm) -> Tensor {
-        TransformerOps.layerNormModulate(x, scale: n.scale.data, shift: n.shift.data, eps: config.layerNormEps)
+        n.scale.withUnsafePointer { scale in
+            n.shift.withUnsafePointer { shift in
+                TransformerOps.layerNormModulate(x, scale: scale, shift: shift, eps: config.layerNormEps)
+            }
+        }
     }
 }

@@ -57,7 +57,7 @@ public struct T5EncoderConfig: Sendable, Equatable {
 /// T5 v1.1 encoder stack (HF `T5EncoderModel`): RMSNorm pre-norm blocks, attention WITHOUT 1/√d scaling plus a
 /// relative position bias computed once from block 0's table and added in every layer, gated-GELU FFN, final
 /// RMSNorm. No attention mask (FLUX attends to padding). Returns `last_hidden_state`.
-public final class T5Encoder: @unchecked Sendable {
+public final class T5Encoder: Sendable {
     public let config: T5EncoderConfig
 
     struct Layer {
@@ -138,11 +138,13 @@ public final class T5Encoder: @unchecked Sendable {
     func positionBias(length l: Int) -> [Float] {
         let h = config.numHeads
         var bias = [Float](repeating: 0, count: h * l * l)
-        for i in 0..<l {
-            for j in 0..<l {
-                let b = Self.bucket(relativePosition: j - i, numBuckets: config.relativeAttentionNumBuckets,
-                                    maxDistance: config.relativeAttentionMaxDistance)
-                for head in 0..<h { bias[(head * l + i) * l + j] = relativeBias.data[b * h + head] }
+        relativeBias.withUnsafeBufferPointer { table in
+            for i in 0..<l {
+                for j in 0..<l {
+                    let b = Self.bucket(relativePosition: j - i, numBuckets: config.relativeAttentionNumBuckets,
+                                        maxDistance: config.relativeAttentionMaxDistance)
+                    for head in 0..<h { bias[(head * l + i) * l + j] = table[b * h + head] }
+                }
             }
         }
         return bias
@@ -153,36 +155,39 @@ public final class T5Encoder: @unchecked Sendable {
         let d = config.dModel, l = ids.count, heads = config.numHeads, dk = config.dKV, inner = config.inner
         precondition(l > 0 && ids.allSatisfy { $0 >= 0 && $0 < config.vocabSize }, "T5: empty input or id outside the vocab")
         let h = Tensor(zeros: [l, d])
-        for (t, id) in ids.enumerated() { (h.data + t * d).update(from: embedding.data + id * d, count: d) }
-        // h, scores and attn live to the end of this function.
+        for (t, id) in ids.enumerated() { h.copyValues(from: embedding, at: id * d, count: d, to: t * d) }
         let bias = positionBias(length: l)
         let scores = Tensor(zeros: [l, l])
         let attn = Tensor(zeros: [l, inner])
         for layer in layers {
             let x = rmsNorm(h, layer.attentionNorm)
             let q = layer.q(x), k = layer.k(x), v = layer.v(x)
-            // Pointers are used only while their tensors are kept alive.
-            withExtendedLifetime((q, k, v, scores, attn)) {
-                for head in 0..<heads {
-                    let off = head * dk
-                    // scores = q_h k_hᵀ + bias_h (no 1/√d), softmax per row, then · v_h.
-                    bias.withUnsafeBufferPointer { scores.data.update(from: $0.baseAddress! + head * l * l, count: l * l) }
-                    BLAS.sgemm(transA: false, transB: true, m: l, n: l, k: dk, alpha: 1, a: q.data + off, lda: inner,
-                               b: k.data + off, ldb: inner, beta: 1, c: scores.data, ldc: l)
-                    Self.softmaxRows(scores.data, rows: l, cols: l)
-                    BLAS.sgemm(transA: false, transB: false, m: l, n: dk, k: l, alpha: 1, a: scores.data, lda: l,
-                               b: v.data + off, ldb: inner, beta: 0, c: attn.data + off, ldc: inner)
+            q.withUnsafePointer { qp in
+                k.withUnsafePointer { kp in
+                    v.withUnsafePointer { vp in
+                        scores.withUnsafeMutablePointer { sp in
+                            attn.withUnsafeMutablePointer { ap in
+                                for head in 0..<heads {
+                                    let off = head * dk
+                                    // scores = q_h k_hᵀ + bias_h (no 1/√d), softmax per row, then · v_h.
+                                    bias.withUnsafeBufferPointer { sp.update(from: $0.baseAddress! + head * l * l, count: l * l) }
+                                    BLAS.sgemm(transA: false, transB: true, m: l, n: l, k: dk, alpha: 1, a: qp + off,
+                                               lda: inner, b: kp + off, ldb: inner, beta: 1, c: sp, ldc: l)
+                                    Self.softmaxRows(sp, rows: l, cols: l)
+                                    BLAS.sgemm(transA: false, transB: false, m: l, n: dk, k: l, alpha: 1, a: sp, lda: l,
+                                               b: vp + off, ldb: inner, beta: 0, c: ap + off, ldc: inner)
+                                }
+                            }
+                        }
+                    }
                 }
             }
-            let o = layer.o(attn)
-            withExtendedLifetime(o) { TransformerOps.gatedAdd(h.data, ldy: d, o.data, ldx: d, gate: nil, rows: l, cols: d) }
+            h.add(layer.o(attn))
             let y = rmsNorm(h, layer.ffNorm)
             let g = layer.wi0(y)
             TransformerOps.geluTanh(g)
-            let u = layer.wi1(y)
-            withExtendedLifetime((g, u)) { for i in 0..<g.count { g.data[i] *= u.data[i] } }
-            let z = layer.wo(g)
-            withExtendedLifetime(z) { TransformerOps.gatedAdd(h.data, ldy: d, z.data, ldx: d, gate: nil, rows: l, cols: d) }
+            g.assign(g, layer.wi1(y)) { $0 * $1 }
+            h.add(layer.wo(g))
         }
         return rmsNorm(h, finalNorm)
     }
@@ -193,8 +198,7 @@ public final class T5Encoder: @unchecked Sendable {
         precondition(batch.allSatisfy { $0.count == l }, "T5: batch sequences differ in length")
         let out = Tensor(zeros: [b, l, d])
         for (i, ids) in batch.enumerated() {
-            let h = encode(ids)
-            withExtendedLifetime(h) { (out.data + i * l * d).update(from: h.data, count: l * d) }
+            out.copyValues(from: encode(ids), count: l * d, to: i * l * d)
         }
         return out
     }
@@ -202,8 +206,12 @@ public final class T5Encoder: @unchecked Sendable {
     private func rmsNorm(_ x: Tensor, _ weight: Tensor) -> Tensor {
         let y = x.copy()
         let d = config.dModel
-        TransformerOps.rmsNormHeads(y.data, stride: d, rows: y.count / d, heads: 1, headDim: d, weight: weight.data,
-                                    eps: config.layerNormEpsilon)
+        y.withUnsafeMutablePointer { yp in
+            weight.withUnsafePointer { wp in
+                TransformerOps.rmsNormHeads(yp, stride: d, rows: y.count / d, heads: 1, headDim: d, weight: wp,
+                                            eps: config.layerNormEpsilon)
+            }
+        }
         return y
     }
 

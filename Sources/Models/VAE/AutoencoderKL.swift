@@ -68,8 +68,8 @@ public final class AutoencoderKL: Sendable {
             } else if layer == "encoder.conv_out" {
                 // Only the mean half of the (mean | logvar) output is computed.
                 let l = config.latentChannels
-                let wm = Tensor(viewing: w.data, shape: [l, shape[1], 3, 3], owner: w)
-                let bm = Tensor(viewing: b.data, shape: [l], owner: b)
+                let wm = w.view(shape: [l, shape[1], 3, 3])
+                let bm = b.view(shape: [l])
                 convs[layer] = Conv2D.same(weight: wm, bias: bm)
             } else {
                 convs[layer] = Conv2D.same(weight: w, bias: b)

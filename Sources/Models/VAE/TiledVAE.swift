@@ -73,8 +73,8 @@ struct VAERect: Sendable, Equatable {
 }
 
 /// One tile between ops: its activations `h` ([1, C, padded.h, padded.w]), the saved residual, and where its padded
-/// window and owned core lie at the current resolution.
-final class VAETileState: @unchecked Sendable {
+/// window and owned core lie at the current resolution. Mutable and confined to the executor's thread: not Sendable.
+final class VAETileState {
     var h: Tensor
     var residual: Tensor?
     var padded: VAERect
@@ -166,7 +166,7 @@ final class VAEDiskTileStore: VAETileStore {
         defer { close(fd) }
         let residualIsH = s.residual === s.h
         for t in [s.h] + (residualIsH ? [] : s.residual.map { [$0] } ?? []) {
-            try transfer(fd, UnsafeMutableRawPointer(t.data), t.count * 4, u, write: true)
+            try t.withUnsafeMutablePointer { try transfer(fd, UnsafeMutableRawPointer($0), t.count * 4, u, write: true) }
         }
         meta[index] = (s.h.shape, residualIsH ? nil : s.residual?.shape, residualIsH, s.padded, s.core)
     }
@@ -180,7 +180,7 @@ final class VAEDiskTileStore: VAETileStore {
         // Read straight into the tensors (no intermediate buffers: resident memory stays one tile state).
         func read(_ shape: [Int]) throws -> Tensor {
             let t = Tensor(zeros: shape)
-            try transfer(fd, UnsafeMutableRawPointer(t.data), t.count * 4, u, write: false)
+            try t.withUnsafeMutablePointer { try transfer(fd, UnsafeMutableRawPointer($0), t.count * 4, u, write: false) }
             return t
         }
         let s = VAETileState(h: try read(m.hShape), padded: m.padded, core: m.core)
@@ -210,6 +210,19 @@ func copyPlanarWindow(channels: Int, _ rect: VAERect, from src: UnsafePointer<Fl
         for row in 0..<rect.h {
             (dst + (c * dstH + dstY + row) * dstW + dstX).update(
                 from: src + (c * srcH + rect.y + row) * srcW + rect.x, count: rect.w)
+        }
+    }
+}
+
+/// `copyPlanarWindow` between two tensors (bounds-checked against both).
+private func copyWindow(channels: Int, _ rect: VAERect, from src: Tensor, srcH: Int, srcW: Int,
+                        to dst: Tensor, dstH: Int, dstW: Int) {
+    precondition(src.count >= channels * srcH * srcW && dst.count >= channels * dstH * dstW
+                 && rect.y >= 0 && rect.x >= 0 && rect.y + rect.h <= srcH && rect.x + rect.w <= srcW
+                 && rect.h <= dstH && rect.w <= dstW, "window \(rect) of \(src.shape) into \(dst.shape)")
+    src.withUnsafePointer { sp in
+        dst.withUnsafeMutablePointer { dp in
+            copyPlanarWindow(channels: channels, rect, from: sp, srcH: srcH, srcW: srcW, to: dp, dstH: dstH, dstW: dstW)
         }
     }
 }
@@ -266,9 +279,13 @@ struct VAEExecutor {
     func run(_ input: Tensor, into output: Tensor) throws {
         let (b, c, hh, ww) = (input.shape[0], input.shape[1], input.shape[2], input.shape[3])
         let tiles = try plan(height: hh, width: ww)
-        for n in 0..<b {
-            try runOne(input.data + n * c * hh * ww, channels: c, height: hh, width: ww, tiles: tiles,
-                       output: output.data + n * output.count / b, outShape: Array(output.shape.dropFirst()))
+        try input.withUnsafePointer { inp in
+            try output.withUnsafeMutablePointer { outp in
+                for n in 0..<b {
+                    try runOne(inp + n * c * hh * ww, channels: c, height: hh, width: ww, tiles: tiles,
+                               output: outp + n * output.count / b, outShape: Array(output.shape.dropFirst()))
+                }
+            }
         }
     }
 
@@ -293,8 +310,10 @@ struct VAEExecutor {
         }
         for (i, t) in tiles.enumerated() {
             let h = Tensor(zeros: [1, channels, t.padded.h, t.padded.w])
-            copyPlanarWindow(channels: channels, t.padded, from: input, srcH: height, srcW: width,
-                             to: h.data, dstH: t.padded.h, dstW: t.padded.w)
+            h.withUnsafeMutablePointer { hp in
+                copyPlanarWindow(channels: channels, t.padded, from: input, srcH: height, srcW: width,
+                                 to: hp, dstH: t.padded.h, dstW: t.padded.w)
+            }
             try store.put(i, VAETileState(h: h, padded: t.padded, core: t.core))
         }
         // What the rest of the program still needs around a core, from each op on: the receptive radius of the ops
@@ -353,12 +372,12 @@ struct VAEExecutor {
                         values = Tensor(zeros: [ch, curH * curW])
                     }
                     let x = Tensor(zeros: [ch, core.h * core.w])
-                    copyPlanarWindow(channels: ch, core, from: s.h.data, srcH: s.padded.h, srcW: s.padded.w,
-                                     to: x.data, dstH: core.h, dstW: core.w)
-                    let (k, v) = keyValues(name, x.data, positions: core.area)
+                    copyWindow(channels: ch, core, from: s.h, srcH: s.padded.h, srcW: s.padded.w,
+                               to: x, dstH: core.h, dstW: core.w)
+                    let (k, v) = keyValues(name, x, positions: core.area)
                     for c in 0..<ch {
-                        (keys!.data + c * keys!.shape[1] + kvOffset).update(from: k.data + c * core.area, count: core.area)
-                        (values!.data + c * values!.shape[1] + kvOffset).update(from: v.data + c * core.area, count: core.area)
+                        keys!.copyValues(from: k, at: c * core.area, count: core.area, to: c * keys!.shape[1] + kvOffset)
+                        values!.copyValues(from: v, at: c * core.area, count: core.area, to: c * values!.shape[1] + kvOffset)
                     }
                     kvOffset += core.area
                 default: break
@@ -397,8 +416,7 @@ struct VAEExecutor {
         let local = VAERect(y: y - s.padded.y, x: x - s.padded.x, h: h, w: w)
         func crop(_ t: Tensor) -> Tensor {
             let out = Tensor(zeros: [1, t.shape[1], h, w])
-            copyPlanarWindow(channels: t.shape[1], local, from: t.data, srcH: s.padded.h, srcW: s.padded.w,
-                             to: out.data, dstH: h, dstW: w)
+            copyWindow(channels: t.shape[1], local, from: t, srcH: s.padded.h, srcW: s.padded.w, to: out, dstH: h, dstW: w)
             return out
         }
         let shared = s.residual === s.h
@@ -427,7 +445,7 @@ struct VAEExecutor {
             s.residual = shortcut.map { model.convs[$0]!(s.h) } ?? s.h
         case .endResidual:
             if s.residual === s.h { s.h = s.h.copy() }
-            ck_add_inplace(s.h.data, s.residual!.data, s.h.count)
+            s.h.add(s.residual!)
             s.residual = nil
         case .norm(let name, let silu):
             // Per-tile statistics (sharedStatistics == false): this padded tile only.
@@ -440,7 +458,7 @@ struct VAEExecutor {
         case .attention(let name):
             // Per-tile attention: keys and values from this padded tile only.
             let n = s.padded.area
-            let (k, v) = keyValues(name, s.h.data, positions: n)
+            let (k, v) = keyValues(name, s.h, positions: n)
             s.h = attend(name, s.h, keys: k, values: v)
         case .downsample(let name):
             s.h = model.convs[name]!(s.h)
@@ -468,37 +486,44 @@ struct VAEExecutor {
             let i0 = a / 2, i1 = (b - 1) / 2 + 1
             let src = Tensor(zeros: [1, c, i1 - i0, w])
             for ch in 0..<c {
-                (src.data + ch * (i1 - i0) * w).update(from: x.data + (ch * h + i0) * w, count: (i1 - i0) * w)
+                src.copyValues(from: x, at: (ch * h + i0) * w, count: (i1 - i0) * w, to: ch * (i1 - i0) * w)
             }
             let up = src.upsampledNearest2x()
             let band = Tensor(zeros: [1, c, b - a, ow])
             let skip = a - 2 * i0
             for ch in 0..<c {
-                (band.data + ch * (b - a) * ow).update(from: up.data + (ch * 2 * (i1 - i0) + skip) * ow, count: (b - a) * ow)
+                band.copyValues(from: up, at: (ch * 2 * (i1 - i0) + skip) * ow, count: (b - a) * ow, to: ch * (b - a) * ow)
             }
             let bandConv = Conv2D(weight: conv.weight, bias: conv.bias,
                                   padding: (top: r0 == 0 ? 1 : 0, left: 1, bottom: r1 == oh ? 1 : 0, right: 1))
             let y = bandConv(band)
             precondition(y.shape[2] == r1 - r0, "upsample band rows \(y.shape[2]) vs \(r1 - r0)")
             for ch in 0..<conv.outChannels {
-                (out.data + (ch * oh + r0) * ow).update(from: y.data + ch * (r1 - r0) * ow, count: (r1 - r0) * ow)
+                out.copyValues(from: y, at: ch * (r1 - r0) * ow, count: (r1 - r0) * ow, to: (ch * oh + r0) * ow)
             }
             r0 = r1
         }
         return out
     }
 
-    /// `W x + b` for a [C, C] projection over `positions` planar positions.
-    private func project(_ name: String, _ x: UnsafePointer<Float>, positions n: Int) -> Tensor {
+    /// `W x + b` for a [C, C] projection over `positions` planar positions of `x` (`[C, positions]` values).
+    private func project(_ name: String, _ x: Tensor, positions n: Int) -> Tensor {
         let (w, b) = model.projections[name]!
         let c = w.shape[0]
+        precondition(x.count >= w.shape[1] * n, "\(name): input \(x.shape) has fewer than \(w.shape[1]) × \(n) values")
         let out = Tensor(zeros: [c, n])
-        BLAS.sgemm(m: c, n: n, k: w.shape[1], a: w.data, lda: w.shape[1], b: x, ldb: n, c: out.data, ldc: n)
-        ck_add_channel_bias(out.data, b.data, c, n)
+        out.withUnsafeMutablePointer { op in
+            w.withUnsafePointer { wp in
+                x.withUnsafePointer { xp in
+                    BLAS.sgemm(m: c, n: n, k: w.shape[1], a: wp, lda: w.shape[1], b: xp, ldb: n, c: op, ldc: n)
+                }
+            }
+            b.withUnsafePointer { bp in ck_add_channel_bias(op, bp, c, n) }
+        }
         return out
     }
 
-    private func keyValues(_ name: String, _ x: UnsafePointer<Float>, positions n: Int) -> (Tensor, Tensor) {
+    private func keyValues(_ name: String, _ x: Tensor, positions n: Int) -> (Tensor, Tensor) {
         (project(name + ".k", x, positions: n), project(name + ".v", x, positions: n))
     }
 
@@ -506,29 +531,40 @@ struct VAEExecutor {
     /// proj_out. Scores are computed for blocks of queries so memory stays bounded.
     private func attend(_ name: String, _ x: Tensor, keys: Tensor, values: Tensor) -> Tensor {
         let c = x.shape[1], n = x.count / c, nk = keys.shape[1]
-        let q = project(name + ".q", x.data, positions: n)
+        let q = project(name + ".q", x, positions: n)
         let o = Tensor(zeros: [c, n])
         let block = max(1, min(n, (4 << 20) / max(1, nk)))
-        let scores = UnsafeMutablePointer<Float>.allocate(capacity: block * nk)
-        defer { scores.deallocate() }
-        var q0 = 0
-        while q0 < n {
-            let b = min(block, n - q0)
-            BLAS.sgemm(transA: true, m: b, n: nk, k: c, alpha: 1 / Float(c).squareRoot(), a: q.data + q0, lda: n,
-                       b: keys.data, ldb: nk, c: scores, ldc: nk)
-            ck_softmax_rows(scores, nk, b, nk)
-            BLAS.sgemm(transB: true, m: c, n: b, k: nk, a: values.data, lda: nk, b: scores, ldb: nk,
-                       c: o.data + q0, ldc: n)
-            q0 += b
+        let scores = Tensor(zeros: [block, nk])
+        q.withUnsafePointer { qp in
+            keys.withUnsafePointer { kp in
+                values.withUnsafePointer { vp in
+                    scores.withUnsafeMutablePointer { sp in
+                        o.withUnsafeMutablePointer { op in
+                            var q0 = 0
+                            while q0 < n {
+                                let b = min(block, n - q0)
+                                BLAS.sgemm(transA: true, m: b, n: nk, k: c, alpha: 1 / Float(c).squareRoot(), a: qp + q0,
+                                           lda: n, b: kp, ldb: nk, c: sp, ldc: nk)
+                                ck_softmax_rows(sp, nk, b, nk)
+                                BLAS.sgemm(transB: true, m: c, n: b, k: nk, a: vp, lda: nk, b: sp, ldb: nk,
+                                           c: op + q0, ldc: n)
+                                q0 += b
+                            }
+                        }
+                    }
+                }
+            }
         }
-        return project(name + ".proj_out", o.data, positions: n).reshaped(x.shape)
+        return project(name + ".proj_out", o, positions: n).reshaped(x.shape)
     }
 
     private func crop(_ s: VAETileState, into output: UnsafeMutablePointer<Float>, shape: [Int]) {
         let (c, oh, ow) = (shape[0], shape[1], shape[2])
         precondition(s.h.shape[1] == c, "output channels \(s.h.shape[1]) vs \(c)")
         let local = VAERect(y: s.core.y - s.padded.y, x: s.core.x - s.padded.x, h: s.core.h, w: s.core.w)
-        copyPlanarWindow(channels: c, local, from: s.h.data, srcH: s.padded.h, srcW: s.padded.w,
-                         to: output, dstH: oh, dstW: ow, dstY: s.core.y, dstX: s.core.x)
+        s.h.withUnsafePointer { hp in
+            copyPlanarWindow(channels: c, local, from: hp, srcH: s.padded.h, srcW: s.padded.w,
+                             to: output, dstH: oh, dstW: ow, dstY: s.core.y, dstX: s.core.x)
+        }
     }
 }
