@@ -44,7 +44,8 @@ func tinyModelsInShippedLayout() throws -> String {
 }
 
 /// Runs the built `dreamsr` binary to completion; returns its exit status and combined output.
-func runDreamsr(_ args: [String]) throws -> (status: Int32, output: String) {
+/// Runs the built `dreamsr` binary to completion; kills it and throws after `timeout` seconds (a hang fails the test).
+func runDreamsr(_ args: [String], timeout: Double = 180) throws -> (status: Int32, output: String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: try Daemon.binary())
     p.arguments = args
@@ -54,9 +55,26 @@ func runDreamsr(_ args: [String]) throws -> (status: Int32, output: String) {
     p.standardOutput = handle
     p.standardError = handle
     try p.run()
+    let deadline = Date().addingTimeInterval(timeout)
+    while p.isRunning && Date() < deadline { Thread.sleep(forTimeInterval: 0.05) }
+    if p.isRunning {
+        p.terminate()
+        Thread.sleep(forTimeInterval: 1)
+        if p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        p.waitUntilExit()
+        try? handle.close()
+        throw DeadlineExceeded(what: "dreamsr \(args.first ?? "") (killed after \(Int(timeout)) s)",
+                               output: (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
+    }
     p.waitUntilExit()
     try handle.close()
     return (p.terminationStatus, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
+}
+
+struct DeadlineExceeded: Error, CustomStringConvertible {
+    let what: String
+    let output: String
+    var description: String { "\(what) did not finish in time; its output:\n\(output)" }
 }
 
 func tinyPipelineYAML(name: String = "dreamsr", mode: String = "dual-branch", steps: Int? = nil,
