@@ -56,11 +56,8 @@ public final class NCNNModelRestorer: TileRestorer {
                                  + "expected [1, 3, \(wantH), \(wantW)]")
         }
         let out = extraH == 0 && extraW == 0 ? graphOut : Self.topLeft(graphOut, height: s * h, width: s * w)
-        if model.proRange {
-            out.withUnsafeMutableBufferPointer { b in for i in b.indices { b[i] = (b[i] - 0.15) / 0.7 } }
-        }
         if model.nearestResidual {
-            // out += nearest-neighbour s x upsampling of the tile.
+            // out += nearest-neighbour s x upsampling of the tile, then the pro mapping (Real-CUGAN's order).
             let c = 3, oh = s * h, ow = s * w
             tile.withUnsafePointer { src in
                 out.withUnsafeMutablePointer { dst in
@@ -73,6 +70,9 @@ public final class NCNNModelRestorer: TileRestorer {
                     }
                 }
             }
+        }
+        if model.proRange {
+            out.withUnsafeMutableBufferPointer { b in for i in b.indices { b[i] = (b[i] - 0.15) / 0.7 } }
         }
         return out
     }
