@@ -18,6 +18,7 @@ struct BenchCommand: AsyncParsableCommand {
             KafkaBench.self,
             LowPrecisionGemmBench.self,
             HTTPBench.self,
+            NCNNZooBench.self,
         ]
     )
 }
