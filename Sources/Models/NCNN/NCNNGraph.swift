@@ -1,0 +1,177 @@
+import Checkpoints
+import Foundation
+import Tensor
+
+/// A general ncnn network (`.param` + `.bin`) run on the dreamsr engine.
+///
+/// The layers are ordered topologically from the blobs they read and write (the file order need not be), each is
+/// turned into an `NCNNLayerOp` at load (weights read from the .bin in file order, as ncnn does), and `forward` runs
+/// them, dropping every blob after its last reader. Blobs are planar float32 tensors `[C, H, W]` (or `[W]` for the
+/// vectors of pooling / inner-product layers). 3x3 stride-1 convolutions run as Winograd F(4x4,3x3)
+/// (`WinogradConv3x3`, `threads` threads), other convolutions as im2col + BLAS (`Conv2D`), deconvolutions as BLAS +
+/// col2im. A layer type or parameter this runner does not implement is refused at load with the layer's type, name
+/// and .param line. `forward` is synchronous and blocking; it is safe to call concurrently.
+public final class NCNNGraph: Sendable {
+    /// Layer types this runner implements (see `NCNNLayerOp` for the parameters each accepts).
+    public static let supportedLayerTypes: Set<String> = [
+        "Input", "Convolution", "Deconvolution", "Split", "Concat", "Eltwise", "BinaryOp", "Crop", "Pooling",
+        "InnerProduct", "PReLU", "PixelShuffle", "Interp", "Scale",
+    ]
+
+    struct Step: Sendable {
+        let op: NCNNLayerOp
+        let layer: String
+        let inputs: [Int]
+        let outputs: [Int]
+        /// Blobs whose last reader is this step (freed after it).
+        let frees: [Int]
+    }
+
+    public let source: String
+    public let inputBlob: String
+    public let outputBlob: String
+    /// Layer count by type, for logs and tests.
+    public let layerCounts: [String: Int]
+    public let threads: Int
+    let steps: [Step]
+    let inputIndex: Int
+    let outputIndex: Int
+    let blobCount: Int
+
+    /// Loads `paramPath` / `binPath`; `threads` defaults to the OpenBLAS thread count.
+    public convenience init(paramPath: String, binPath: String, threads: Int? = nil) throws {
+        let param = try NCNNParam(contentsOf: paramPath)
+        var bin = try NCNNModelBin(contentsOf: binPath)
+        try self.init(param: param, bin: &bin, source: paramPath, threads: threads)
+    }
+
+    public init(param: NCNNParam, bin: inout NCNNModelBin, source: String, threads: Int? = nil) throws {
+        self.source = source
+        self.threads = max(1, threads ?? BLASRuntime.threads)
+        // Refuse unknown types before reading any weight.
+        for l in param.layers where !Self.supportedLayerTypes.contains(l.type) {
+            throw NCNNGraphError(.unsupportedLayer,
+                                 "\(source): line \(l.line): layer '\(l.name)' has type '\(l.type)', which this runner "
+                                 + "does not implement (it runs \(Self.supportedLayerTypes.sorted().joined(separator: ", ")))")
+        }
+        // Weights are stored in file order.
+        var ops: [NCNNLayerOp] = []
+        ops.reserveCapacity(param.layers.count)
+        for l in param.layers { ops.append(try NCNNLayerOp(layer: l, bin: &bin, source: source)) }
+        try bin.expectEnd()
+
+        // Blob ids, producers, topological order.
+        var ids: [String: Int] = [:]
+        func id(_ name: String) -> Int {
+            if let i = ids[name] { return i }
+            ids[name] = ids.count
+            return ids.count - 1
+        }
+        var producer: [Int: Int] = [:]
+        for (li, l) in param.layers.enumerated() {
+            for o in l.outputs {
+                let b = id(o)
+                if let p = producer[b] {
+                    throw NCNNGraphError(.badGraph, "\(source): line \(l.line): blob '\(o)' of layer '\(l.name)' is "
+                                         + "already produced by layer '\(param.layers[p].name)' (line \(param.layers[p].line))")
+                }
+                producer[b] = li
+            }
+        }
+        for l in param.layers {
+            for i in l.inputs where producer[id(i)] == nil {
+                throw NCNNGraphError(.badGraph, "\(source): line \(l.line): layer '\(l.name)' reads blob '\(i)', which no "
+                                     + "layer produces")
+            }
+        }
+        let inputs = param.layers.enumerated().filter { $0.element.type == "Input" }
+        guard inputs.count == 1, inputs[0].element.outputs.count == 1 else {
+            throw NCNNGraphError(.badGraph, "\(source): expected exactly one Input layer with one blob, found \(inputs.count)")
+        }
+        // Kahn's algorithm, preferring file order.
+        let n = param.layers.count
+        var pending = param.layers.map { l in Set(l.inputs.map { producer[id($0)]! }).count }
+        var readers: [[Int]] = Array(repeating: [], count: n)
+        for (li, l) in param.layers.enumerated() {
+            for p in Set(l.inputs.map({ producer[id($0)]! })) { readers[p].append(li) }
+        }
+        var ready = (0..<n).filter { pending[$0] == 0 }
+        var order: [Int] = []
+        while !ready.isEmpty {
+            ready.sort()
+            let li = ready.removeFirst()
+            order.append(li)
+            for r in readers[li] {
+                pending[r] -= 1
+                if pending[r] == 0 { ready.append(r) }
+            }
+        }
+        guard order.count == n else {
+            let stuck = param.layers.indices.filter { !order.contains($0) }.map { param.layers[$0] }.first!
+            throw NCNNGraphError(.badGraph, "\(source): line \(stuck.line): layer '\(stuck.name)' is part of a cycle")
+        }
+        // The output: the blob no layer reads (exactly one).
+        var read = Set<Int>()
+        for l in param.layers { for i in l.inputs { read.insert(id(i)) } }
+        let unread = param.layers.flatMap(\.outputs).filter { !read.contains(id($0)) }
+        guard unread.count == 1 else {
+            throw NCNNGraphError(.badGraph, "\(source): expected one output blob (read by no layer), found "
+                                 + "\(unread.count): \(unread.prefix(5).joined(separator: ", "))")
+        }
+        var lastUse: [Int: Int] = [:]
+        for (pos, li) in order.enumerated() { for i in param.layers[li].inputs { lastUse[id(i)] = pos } }
+        let outputId = id(unread[0])
+        var steps: [Step] = []
+        for (pos, li) in order.enumerated() {
+            let l = param.layers[li]
+            let ins = l.inputs.map(id)
+            let frees = Set(ins).filter { lastUse[$0] == pos && $0 != outputId }.sorted()
+            steps.append(Step(op: ops[li], layer: l.name, inputs: ins, outputs: l.outputs.map(id), frees: frees))
+        }
+        self.steps = steps
+        self.inputBlob = inputs[0].element.outputs[0]
+        self.outputBlob = unread[0]
+        self.inputIndex = id(inputBlob)
+        self.outputIndex = outputId
+        self.blobCount = ids.count
+        self.layerCounts = param.layers.reduce(into: [:]) { $0[$1.type, default: 0] += 1 }
+    }
+
+    /// Runs the network on `[1, C, H, W]` (or `[C, H, W]`) and returns the output blob as `[1, C', H', W']`.
+    public func forward(_ input: Tensor) throws -> Tensor {
+        let x: Tensor
+        switch input.rank {
+        case 4 where input.shape[0] == 1: x = input.reshaped(Array(input.shape.dropFirst()))
+        case 3: x = input
+        default: throw NCNNGraphError(.badInput, "expected a [1, C, H, W] tensor, got \(input.shape)")
+        }
+        guard x.shape.allSatisfy({ $0 > 0 }) else { throw NCNNGraphError(.badInput, "empty input \(input.shape)") }
+        let context = NCNNRunContext(threads: threads)
+        defer { context.workers.shutdown() }
+        var blobs = [Tensor?](repeating: nil, count: blobCount)
+        blobs[inputIndex] = x
+        for step in steps {
+            if case .input = step.op { continue }
+            let ins = step.inputs.map { blobs[$0]! }
+            let outs: [Tensor]
+            do {
+                outs = try step.op.forward(ins, outputs: step.outputs.count, context: context)
+            } catch let e as NCNNGraphError {
+                throw NCNNGraphError(e.code, "\(source): layer '\(step.layer)': \(e.message)")
+            }
+            for (b, t) in zip(step.outputs, outs) { blobs[b] = t }
+            for b in step.frees { blobs[b] = nil }
+        }
+        guard let out = blobs[outputIndex] else {
+            throw NCNNGraphError(.badGraph, "\(source): the output blob '\(outputBlob)' was not produced")
+        }
+        return out.rank == 3 ? out.reshaped([1] + out.shape) : out
+    }
+}
+
+/// Per-forward resources shared by the layers (worker threads, Winograd scratch).
+final class NCNNRunContext: @unchecked Sendable {
+    let workers: ParallelWorkers
+    let scratch = ConvScratch()
+    init(threads: Int) { workers = ParallelWorkers(count: threads) }
+}

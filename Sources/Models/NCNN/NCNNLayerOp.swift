@@ -1,0 +1,695 @@
+import CKernels
+import Checkpoints
+import Foundation
+import Tensor
+
+/// A fused activation of an ncnn layer (`activation_type` 9=, parameters 10=).
+enum NCNNActivation: Sendable, Equatable {
+    case none, relu, leaky(Float), clip(Float, Float), sigmoid
+
+    init(type: Int, params: [Float], refuse: (String) -> NCNNGraphError) throws {
+        switch type {
+        case 0: self = .none
+        case 1: self = .relu
+        case 2: self = .leaky(params.first ?? 0)
+        case 3:
+            guard params.count >= 2 else { throw refuse("activation_type 3 (clip) needs 2 parameters") }
+            self = .clip(params[0], params[1])
+        case 4: self = .sigmoid
+        default: throw refuse("activation_type \(type) is not implemented (0 none, 1 ReLU, 2 LeakyReLU, 3 clip, 4 sigmoid)")
+        }
+    }
+
+    /// The part a convolution kernel can fuse (ReLU / LeakyReLU); the rest is applied by `applyRest`.
+    var fused: Activation {
+        switch self {
+        case .relu: return .relu
+        case .leaky(let s): return .leakyReLU(slope: s)
+        default: return .none
+        }
+    }
+
+    /// Applies what `fused` does not cover.
+    func applyRest(_ t: Tensor) {
+        switch self {
+        case .none, .relu, .leaky: return
+        case .clip(let lo, let hi):
+            t.withUnsafeMutableBufferPointer { p in for i in p.indices { p[i] = min(max(p[i], lo), hi) } }
+        case .sigmoid:
+            t.withUnsafeMutableBufferPointer { p in for i in p.indices { p[i] = 1 / (1 + expf(-p[i])) } }
+        }
+    }
+
+    /// Applies the whole activation in place.
+    func apply(_ t: Tensor) {
+        switch self {
+        case .relu: t.leakyReLU(slope: 0)
+        case .leaky(let s): t.leakyReLU(slope: s)
+        default: applyRest(t)
+        }
+    }
+}
+
+/// A convolution: Winograd for 3x3 stride 1 (padding 0 or 1), im2col + BLAS otherwise.
+struct NCNNConvOp: Sendable {
+    let conv: NCNNConvolution
+    let winograd: WinogradConv3x3?
+    let general: Conv2D?
+    let activation: NCNNActivation
+
+    init(_ c: NCNNConvolution, activation: NCNNActivation) {
+        conv = c
+        self.activation = activation
+        let pads = [c.padLeft, c.padTop, c.padRight, c.padBottom]
+        if c.kernelW == 3, c.kernelH == 3, c.strideW == 1, c.strideH == 1, c.dilationW == 1, c.dilationH == 1,
+           pads.allSatisfy({ $0 == pads[0] }), pads[0] <= 1 {
+            winograd = WinogradConv3x3(weight: c.weight, bias: c.bias, activation: activation.fused)
+            general = nil
+        } else {
+            winograd = nil
+            general = Conv2D(weight: c.weight, bias: c.bias, stride: (c.strideH, c.strideW),
+                             padding: (c.padTop, c.padLeft, c.padBottom, c.padRight),
+                             dilation: (c.dilationH, c.dilationW), activation: activation.fused)
+        }
+    }
+
+    func forward(_ x: Tensor, context: NCNNRunContext) throws -> Tensor {
+        guard x.rank == 3, x.shape[0] == conv.inChannels else {
+            throw NCNNGraphError(.badShape, "Convolution expects [\(conv.inChannels), H, W], got \(x.shape)")
+        }
+        let h = x.shape[1], w = x.shape[2]
+        let out: Tensor
+        if let winograd {
+            // Winograd pads by 1; a padding-0 convolution is the same result without its 1-pixel border.
+            let p = conv.padLeft
+            guard h > 2 - 2 * p, w > 2 - 2 * p else {
+                throw NCNNGraphError(.badShape, "Convolution 3x3 without padding needs at least 3x3 input, got \(x.shape)")
+            }
+            let packed = x.packed16()
+            let y = Tensor(zeros: [winograd.outBlocks, h, w, 16])
+            packed.withUnsafePointer { src in
+                y.withUnsafeMutablePointer { dst in
+                    winograd.forward(input: src, height: h, width: w, output: dst, scratch: context.scratch,
+                                     workers: context.workers)
+                }
+            }
+            let full = y.unpacked16(channels: conv.outChannels)
+            out = p == 1 ? full.reshaped([conv.outChannels, h, w])
+                : NCNNLayerOp.cropped(full.reshaped([conv.outChannels, h, w]), c: 0..<conv.outChannels,
+                                      h: 1..<(h - 1), w: 1..<(w - 1))
+        } else {
+            let g = general!
+            let (oh, ow) = g.outputSize(height: h, width: w)
+            guard oh > 0, ow > 0 else {
+                throw NCNNGraphError(.badShape, "Convolution output would be empty for input \(x.shape)")
+            }
+            out = Tensor(zeros: [conv.outChannels, oh, ow])
+            x.withUnsafePointer { src in out.withUnsafeMutablePointer { dst in g.forward(src, height: h, width: w, into: dst) } }
+        }
+        activation.applyRest(out)
+        return out
+    }
+}
+
+/// A transposed convolution (ncnn `Deconvolution`): BLAS product of the input with the `[out*kh*kw, in]` weights,
+/// then the columns are scattered (col2im) onto the output; bias, activation, then the padding is cut away.
+struct NCNNDeconvOp: Sendable {
+    let outChannels: Int
+    let inChannels: Int
+    let kernelW: Int, kernelH: Int
+    let strideW: Int, strideH: Int
+    let dilationW: Int, dilationH: Int
+    let padLeft: Int, padTop: Int, padRight: Int, padBottom: Int
+    let outputPadRight: Int, outputPadBottom: Int
+    /// `[out, kh, kw, in]` (the ncnn `[out, in, kh, kw]` weights transposed once at load).
+    let weightT: Tensor
+    let bias: Tensor?
+    let activation: NCNNActivation
+
+    init(layer: NCNNLayer, bin: inout NCNNModelBin, refuse: (String) -> NCNNGraphError) throws {
+        let p = layer.params
+        outChannels = p.int(0, default: 0)
+        kernelW = p.int(1, default: 0)
+        kernelH = p.int(11, default: kernelW)
+        dilationW = p.int(2, default: 1)
+        dilationH = p.int(12, default: dilationW)
+        strideW = p.int(3, default: 1)
+        strideH = p.int(13, default: strideW)
+        padLeft = p.int(4, default: 0)
+        padTop = p.int(14, default: padLeft)
+        padRight = p.int(15, default: padLeft)
+        padBottom = p.int(16, default: padTop)
+        outputPadRight = p.int(18, default: 0)
+        outputPadBottom = p.int(19, default: outputPadRight)
+        let biasTerm = p.int(5, default: 0)
+        let weightSize = p.int(6, default: 0)
+        activation = try NCNNActivation(type: p.int(9, default: 0), params: p.floats(10) ?? [], refuse: refuse)
+        if p.int(20, default: 0) != 0 || p.int(21, default: 0) != 0 { throw refuse("output_w/output_h (20=/21=) are not implemented") }
+        if p.int(28, default: 0) != 0 { throw refuse("dynamic weights are not implemented") }
+        guard outChannels > 0, kernelW > 0, kernelH > 0, strideW > 0, strideH > 0, dilationW > 0, dilationH > 0,
+              weightSize > 0, weightSize % (outChannels * kernelW * kernelH) == 0 else {
+            throw refuse("num_output, kernel, stride, dilation and weight_data_size must be > 0 and consistent")
+        }
+        guard [padLeft, padTop, padRight, padBottom, outputPadRight, outputPadBottom].allSatisfy({ $0 >= 0 }) else {
+            throw refuse("negative (automatic) padding is not implemented")
+        }
+        inChannels = weightSize / (outChannels * kernelW * kernelH)
+        let w = try bin.readTagged(count: weightSize, shape: [outChannels, inChannels, kernelH, kernelW],
+                                   what: "\(layer.name) weight")
+        bias = biasTerm != 0 ? try bin.readRaw(count: outChannels, shape: [outChannels], what: "\(layer.name) bias") : nil
+        let maxk = kernelW * kernelH
+        let t = Tensor(zeros: [outChannels, maxk, inChannels])
+        let (o, ci) = (outChannels, inChannels)
+        w.withUnsafePointer { src in
+            t.withUnsafeMutablePointer { dst in
+                for oc in 0..<o { for i in 0..<ci { for k in 0..<maxk { dst[(oc * maxk + k) * ci + i] = src[(oc * ci + i) * maxk + k] } } }
+            }
+        }
+        weightT = t
+    }
+
+    func forward(_ x: Tensor) throws -> Tensor {
+        guard x.rank == 3, x.shape[0] == inChannels else {
+            throw NCNNGraphError(.badShape, "Deconvolution expects [\(inChannels), H, W], got \(x.shape)")
+        }
+        let h = x.shape[1], w = x.shape[2]
+        let kextW = dilationW * (kernelW - 1) + 1, kextH = dilationH * (kernelH - 1) + 1
+        let fullW = (w - 1) * strideW + kextW + outputPadRight, fullH = (h - 1) * strideH + kextH + outputPadBottom
+        let outW = fullW - padLeft - padRight, outH = fullH - padTop - padBottom
+        guard outW > 0, outH > 0 else { throw NCNNGraphError(.badShape, "Deconvolution output would be empty for \(x.shape)") }
+        let maxk = kernelW * kernelH
+        let m = outChannels * maxk, n = h * w
+        let cols = Tensor(zeros: [m, n])
+        weightT.withUnsafePointer { a in
+            x.withUnsafePointer { b in
+                cols.withUnsafeMutablePointer { c in
+                    BLAS.sgemm(m: m, n: n, k: inChannels, a: a, lda: inChannels, b: b, ldb: n, c: c, ldc: n)
+                }
+            }
+        }
+        let out = Tensor(zeros: [outChannels, outH, outW])
+        let (kw, kh, sw, sh, dw, dh, pl, pt) = (kernelW, kernelH, strideW, strideH, dilationW, dilationH, padLeft, padTop)
+        cols.withUnsafePointer { col in
+            out.withUnsafeMutablePointer { dst in
+                for oc in 0..<outChannels {
+                    let plane = dst + oc * outH * outW
+                    for ky in 0..<kh {
+                        for kx in 0..<kw {
+                            let src = col + ((oc * kh + ky) * kw + kx) * n
+                            let ox0 = kx * dw - pl
+                            for y in 0..<h {
+                                let oy = y * sh + ky * dh - pt
+                                if oy < 0 || oy >= outH { continue }
+                                let row = plane + oy * outW
+                                let s = src + y * w
+                                for xx in 0..<w {
+                                    let ox = xx * sw + ox0
+                                    if ox >= 0 && ox < outW { row[ox] += s[xx] }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if let bias { out.reshaped([1, outChannels, outH, outW]).addChannelBias(bias) }
+        activation.apply(out)
+        return out
+    }
+}
+
+/// One ncnn layer, ready to run. Parameter ids follow ncnn's layer documentation; values this runner does not
+/// implement are refused at load naming the layer.
+enum NCNNLayerOp: Sendable {
+    case input
+    case convolution(NCNNConvOp)
+    case deconvolution(NCNNDeconvOp)
+    case split
+    /// Channel concatenation of 3-D blobs.
+    case concat
+    /// 0 product, 1 (weighted) sum, 2 max.
+    case eltwise(op: Int, coefficients: [Float])
+    /// ncnn op_type (0 add 1 sub 2 mul 3 div 4 max 5 min 6 pow 7 rsub 8 rdiv); `scalar` for the one-input form.
+    case binary(op: Int, scalar: Float?)
+    /// Two-input form: offsets (w, h, c) into the first blob, size of the second.
+    case cropLike(woffset: Int, hoffset: Int, coffset: Int)
+    /// One-input form: per axis (c, h, w) a start and an end (negative ends count from the end).
+    case cropRanges(starts: [Int], ends: [Int])
+    /// Global pooling of `[C, H, W]` to `[C]`: average or max.
+    case globalPooling(average: Bool)
+    case innerProduct(weight: Tensor, bias: Tensor?, activation: NCNNActivation)
+    case prelu(slopes: [Float])
+    case pixelShuffle(factor: Int)
+    /// 1 nearest, 3 bicubic; output size from scales or an explicit size.
+    case interp(type: Int, heightScale: Float, widthScale: Float, outH: Int, outW: Int)
+    /// Per-channel scale: from the second blob (`weights == nil`) or from the .bin.
+    case scale(weights: [Float]?, bias: [Float]?)
+
+    init(layer l: NCNNLayer, bin: inout NCNNModelBin, source: String) throws {
+        let p = l.params
+        func refuse(_ why: String) -> NCNNGraphError {
+            NCNNGraphError(.unsupportedLayer, "\(source): line \(l.line): layer '\(l.name)' (\(l.type)): \(why)")
+        }
+        func arity(_ ins: ClosedRange<Int>, _ outs: ClosedRange<Int> = 1...1) throws {
+            guard ins.contains(l.inputs.count), outs.contains(l.outputs.count) else {
+                throw refuse("\(l.inputs.count) inputs and \(l.outputs.count) outputs are not what this layer takes")
+            }
+        }
+        switch l.type {
+        case "Input":
+            try arity(0...0)
+            self = .input
+        case "Convolution":
+            try arity(1...1)
+            if p.int(7, default: 1) != 1 { throw refuse("grouped convolution (7=group) is not implemented") }
+            let c: NCNNConvolution
+            do { c = try NCNNConvolution(layer: l, bin: &bin) } catch let e as NCNNFormatError where e.code == .malformedParam {
+                throw refuse(e.message)
+            }
+            let act = try NCNNActivation(type: c.activationType, params: c.activationParams, refuse: refuse)
+            self = .convolution(NCNNConvOp(c, activation: act))
+        case "Deconvolution":
+            try arity(1...1)
+            if p.int(7, default: 1) != 1 { throw refuse("grouped deconvolution (7=group) is not implemented") }
+            self = .deconvolution(try NCNNDeconvOp(layer: l, bin: &bin, refuse: refuse))
+        case "Split":
+            try arity(1...1, 1...Int.max)
+            self = .split
+        case "Concat":
+            try arity(1...Int.max)
+            guard p.int(0, default: 0) == 0 else { throw refuse("only channel concatenation (0=0) is implemented") }
+            self = .concat
+        case "Eltwise":
+            try arity(2...Int.max)
+            let op = p.int(0, default: 1)
+            guard (0...2).contains(op) else { throw refuse("op_type \(op) is not 0 (prod), 1 (sum) or 2 (max)") }
+            let coeffs = p.floats(1) ?? []
+            guard coeffs.isEmpty || coeffs.count == l.inputs.count else { throw refuse("one coefficient per input expected") }
+            self = .eltwise(op: op, coefficients: coeffs)
+        case "BinaryOp":
+            let op = p.int(0, default: 0)
+            guard (0...8).contains(op) else { throw refuse("op_type \(op) is not implemented (0...8)") }
+            if p.int(1, default: 0) != 0 {
+                try arity(1...1)
+                self = .binary(op: op, scalar: p.float(2, default: 0))
+            } else {
+                try arity(2...2)
+                self = .binary(op: op, scalar: nil)
+            }
+        case "Crop":
+            if l.inputs.count == 2 {
+                try arity(2...2)
+                self = .cropLike(woffset: p.int(0, default: 0), hoffset: p.int(1, default: 0), coffset: p.int(2, default: 0))
+            } else {
+                try arity(1...1)
+                if let starts = p.values[9].map({ _ in p.floats(9) ?? [] }) {
+                    let ends = p.floats(10) ?? [], axes = p.floats(11) ?? (0..<starts.count).map(Float.init)
+                    guard starts.count == ends.count, starts.count == axes.count else {
+                        throw refuse("starts (-23309), ends (-23310) and axes (-23311) differ in length")
+                    }
+                    var s = [0, 0, 0], e = [Int.max, Int.max, Int.max]
+                    for (i, a) in axes.enumerated() {
+                        let axis = Int(a) < 0 ? Int(a) + 3 : Int(a)
+                        guard (0...2).contains(axis) else { throw refuse("axis \(Int(a)) is not one of c, h, w") }
+                        s[axis] = Int(starts[i])
+                        e[axis] = Int(ends[i])
+                    }
+                    self = .cropRanges(starts: s, ends: e)
+                } else {
+                    let wo = p.int(0, default: 0), ho = p.int(1, default: 0), co = p.int(2, default: 0)
+                    let ow = p.int(3, default: 0), oh = p.int(4, default: 0), oc = p.int(5, default: 0)
+                    let wo2 = p.int(6, default: 0), ho2 = p.int(7, default: 0), co2 = p.int(8, default: 0)
+                    func end(_ o: Int, _ size: Int, _ o2: Int) -> Int { size > 0 ? o + size : -o2 == 0 ? Int.max : -o2 }
+                    self = .cropRanges(starts: [co, ho, wo], ends: [end(co, oc, co2), end(ho, oh, ho2), end(wo, ow, wo2)])
+                }
+            }
+        case "Pooling":
+            try arity(1...1)
+            let type = p.int(0, default: 0)
+            guard p.int(4, default: 0) == 1 else { throw refuse("only global pooling (4=1) is implemented") }
+            guard type == 0 || type == 1 else { throw refuse("pooling_type \(type) is not 0 (max) or 1 (average)") }
+            self = .globalPooling(average: type == 1)
+        case "InnerProduct":
+            try arity(1...1)
+            let outN = p.int(0, default: 0), size = p.int(2, default: 0)
+            guard outN > 0, size > 0, size % outN == 0 else { throw refuse("num_output and weight_data_size must be consistent") }
+            if p.int(8, default: 0) != 0 { throw refuse("int8 weights are not implemented") }
+            let act = try NCNNActivation(type: p.int(9, default: 0), params: p.floats(10) ?? [], refuse: refuse)
+            let w = try bin.readTagged(count: size, shape: [outN, size / outN], what: "\(l.name) weight")
+            let b = p.int(1, default: 0) != 0 ? try bin.readRaw(count: outN, shape: [outN], what: "\(l.name) bias") : nil
+            self = .innerProduct(weight: w, bias: b, activation: act)
+        case "PReLU":
+            try arity(1...1)
+            let n = p.int(0, default: 0)
+            guard n > 0 else { throw refuse("num_slope must be > 0") }
+            self = .prelu(slopes: try bin.readRaw(count: n, shape: [n], what: "\(l.name) slope").toArray())
+        case "PixelShuffle":
+            try arity(1...1)
+            let r = p.int(0, default: 1)
+            guard r >= 1, p.int(1, default: 0) == 0 else { throw refuse("only mode 0 (PyTorch order) with factor >= 1") }
+            self = .pixelShuffle(factor: r)
+        case "Interp":
+            try arity(1...1)
+            let type = p.int(0, default: 0)
+            guard type == 1 || type == 3 else { throw refuse("resize_type \(type) is not implemented (1 nearest, 3 bicubic)") }
+            guard p.int(6, default: 0) == 0 else { throw refuse("align_corner (6=1) is not implemented") }
+            self = .interp(type: type, heightScale: p.float(1, default: 1), widthScale: p.float(2, default: 1),
+                           outH: p.int(3, default: 0), outW: p.int(4, default: 0))
+        case "Scale":
+            let n = p.int(0, default: 0)
+            if n == -233 {
+                try arity(2...2)
+                guard p.int(1, default: 0) == 0 else { throw refuse("a bias with the scale from a blob is not implemented") }
+                self = .scale(weights: nil, bias: nil)
+            } else {
+                try arity(1...1)
+                guard n > 0 else { throw refuse("scale_data_size must be > 0 or -233") }
+                let w = try bin.readRaw(count: n, shape: [n], what: "\(l.name) scale").toArray()
+                let b = p.int(1, default: 0) != 0 ? try bin.readRaw(count: n, shape: [n], what: "\(l.name) bias").toArray() : nil
+                self = .scale(weights: w, bias: b)
+            }
+        default:
+            throw refuse("type '\(l.type)' is not implemented")
+        }
+    }
+
+    static func bad(_ msg: String) -> NCNNGraphError { NCNNGraphError(.badShape, msg) }
+
+    /// `[C, H, W]` dimensions of a 3-D blob.
+    static func chw(_ t: Tensor, _ what: String) throws -> (Int, Int, Int) {
+        guard t.rank == 3 else { throw bad("\(what) expects a [C, H, W] blob, got \(t.shape)") }
+        return (t.shape[0], t.shape[1], t.shape[2])
+    }
+
+    static func cropped(_ t: Tensor, c: Range<Int>, h: Range<Int>, w: Range<Int>) -> Tensor {
+        let (H, W) = (t.shape[1], t.shape[2])
+        let out = Tensor(zeros: [c.count, h.count, w.count])
+        t.withUnsafePointer { src in
+            out.withUnsafeMutablePointer { dst in
+                var d = dst
+                for ch in c {
+                    for y in h {
+                        d.update(from: src + (ch * H + y) * W + w.lowerBound, count: w.count)
+                        d += w.count
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    func forward(_ ins: [Tensor], outputs: Int, context: NCNNRunContext) throws -> [Tensor] {
+        switch self {
+        case .input:
+            return ins
+        case .split:
+            return Array(repeating: ins[0], count: outputs)
+        case .convolution(let c):
+            return [try c.forward(ins[0], context: context)]
+        case .deconvolution(let d):
+            return [try d.forward(ins[0])]
+        case .concat:
+            let dims = try ins.map { try Self.chw($0, "Concat") }
+            guard dims.allSatisfy({ $0.1 == dims[0].1 && $0.2 == dims[0].2 }) else {
+                throw Self.bad("Concat of blobs with different sizes \(ins.map(\.shape))")
+            }
+            let out = Tensor(zeros: [dims.map(\.0).reduce(0, +), dims[0].1, dims[0].2])
+            out.withUnsafeMutablePointer { dst in
+                var d = dst
+                for t in ins { t.withUnsafePointer { d.update(from: $0, count: t.count) }; d += t.count }
+            }
+            return [out]
+        case .eltwise(let op, let coeffs):
+            guard ins.allSatisfy({ $0.shape == ins[0].shape }) else {
+                throw Self.bad("Eltwise of blobs with different shapes \(ins.map(\.shape))")
+            }
+            let out = ins[0].copy()
+            if op == 1, !coeffs.isEmpty { out.scale(by: coeffs[0]) }
+            for (k, t) in ins.enumerated().dropFirst() {
+                switch op {
+                case 1:
+                    if coeffs.isEmpty { out.add(t) } else { out.axpby(t, a: 1, b: coeffs[k]) }
+                default:
+                    t.withUnsafeBufferPointer { b in
+                        out.withUnsafeMutableBufferPointer { a in
+                            if op == 0 { for i in a.indices { a[i] *= b[i] } } else { for i in a.indices { a[i] = max(a[i], b[i]) } }
+                        }
+                    }
+                }
+            }
+            return [out]
+        case .binary(let op, let scalar):
+            return [try Self.binary(op: op, ins[0], scalar == nil ? ins[1] : nil, scalar: scalar ?? 0)]
+        case .cropLike(let wo, let ho, let co):
+            let (c, h, w) = try Self.chw(ins[0], "Crop")
+            let ref = ins[1]
+            let (rc, rh, rw) = ref.rank == 3 ? (ref.shape[0], ref.shape[1], ref.shape[2]) : (c - co, h - ho, ref.shape.last!)
+            guard co >= 0, ho >= 0, wo >= 0, co + rc <= c, ho + rh <= h, wo + rw <= w else {
+                throw Self.bad("Crop of \(ins[0].shape) at (c \(co), h \(ho), w \(wo)) to the size of \(ref.shape) is out of bounds")
+            }
+            return [Self.cropped(ins[0], c: co..<(co + rc), h: ho..<(ho + rh), w: wo..<(wo + rw))]
+        case .cropRanges(let starts, let ends):
+            let (c, h, w) = try Self.chw(ins[0], "Crop")
+            let dims = [c, h, w]
+            var r: [Range<Int>] = []
+            for a in 0..<3 {
+                let s = starts[a] < 0 ? starts[a] + dims[a] : starts[a]
+                let e = ends[a] == Int.max ? dims[a] : (ends[a] < 0 ? ends[a] + dims[a] : min(ends[a], dims[a]))
+                guard s >= 0, s < e, e <= dims[a] else {
+                    throw Self.bad("Crop of \(ins[0].shape) from \(starts) to \(ends) is empty or out of bounds")
+                }
+                r.append(s..<e)
+            }
+            return [Self.cropped(ins[0], c: r[0], h: r[1], w: r[2])]
+        case .globalPooling(let average):
+            let (c, h, w) = try Self.chw(ins[0], "Pooling")
+            let out = Tensor(zeros: [c])
+            let plane = h * w
+            ins[0].withUnsafePointer { src in
+                out.withUnsafeMutablePointer { dst in
+                    for ch in 0..<c {
+                        let p = src + ch * plane
+                        if average {
+                            var s: Float = 0
+                            for i in 0..<plane { s += p[i] }
+                            dst[ch] = s / Float(plane)
+                        } else {
+                            var m = -Float.infinity
+                            for i in 0..<plane { m = max(m, p[i]) }
+                            dst[ch] = m
+                        }
+                    }
+                }
+            }
+            return [out]
+        case .innerProduct(let weight, let bias, let act):
+            let k = weight.shape[1], n = weight.shape[0]
+            guard ins[0].count == k else { throw Self.bad("InnerProduct expects \(k) values, got \(ins[0].shape)") }
+            let out = Tensor(zeros: [n])
+            weight.withUnsafePointer { a in
+                ins[0].withUnsafePointer { b in
+                    out.withUnsafeMutablePointer { c in BLAS.sgemm(m: n, n: 1, k: k, a: a, lda: k, b: b, ldb: 1, c: c, ldc: 1) }
+                }
+            }
+            if let bias { out.add(bias) }
+            act.apply(out)
+            return [out]
+        case .prelu(let slopes):
+            let (c, h, w) = try Self.chw(ins[0], "PReLU")
+            guard slopes.count == 1 || slopes.count == c else { throw Self.bad("PReLU has \(slopes.count) slopes for \(c) channels") }
+            let out = ins[0].copy()
+            let plane = h * w
+            out.withUnsafeMutablePointer { p in
+                for ch in 0..<c { ck_leaky_relu_inplace(p + ch * plane, slopes.count == 1 ? slopes[0] : slopes[ch], plane) }
+            }
+            return [out]
+        case .pixelShuffle(let r):
+            let (c, h, w) = try Self.chw(ins[0], "PixelShuffle")
+            guard c % (r * r) == 0 else { throw Self.bad("PixelShuffle \(r) of \(c) channels") }
+            let oc = c / (r * r), ow = w * r
+            let out = Tensor(zeros: [oc, h * r, ow])
+            ins[0].withUnsafePointer { src in
+                out.withUnsafeMutablePointer { dst in
+                    for p in 0..<oc {
+                        for sh in 0..<r {
+                            for sw in 0..<r {
+                                let s = src + ((p * r + sh) * r + sw) * h * w
+                                for y in 0..<h {
+                                    let d = dst + (p * h * r + y * r + sh) * ow + sw
+                                    let sr = s + y * w
+                                    for x in 0..<w { d[x * r] = sr[x] }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            return [out]
+        case .interp(let type, let hs, let ws, let outH0, let outW0):
+            let (c, h, w) = try Self.chw(ins[0], "Interp")
+            let outH = outH0 > 0 ? outH0 : Int(Float(h) * hs), outW = outW0 > 0 ? outW0 : Int(Float(w) * ws)
+            guard outH > 0, outW > 0 else { throw Self.bad("Interp output would be empty for \(ins[0].shape)") }
+            return [type == 1 ? Self.nearest(ins[0], c: c, h: h, w: w, outH: outH, outW: outW,
+                                             hs: outH0 > 0 ? Float(outH) / Float(h) : hs,
+                                             ws: outW0 > 0 ? Float(outW) / Float(w) : ws)
+                    : Self.bicubic(ins[0], c: c, h: h, w: w, outH: outH, outW: outW)]
+        case .scale(let weights, let bias):
+            let (c, h, w) = try Self.chw(ins[0], "Scale")
+            let s: [Float]
+            if let weights { s = weights } else {
+                guard ins[1].count == c else { throw Self.bad("Scale of \(ins[0].shape) by a blob of \(ins[1].shape)") }
+                s = ins[1].toArray()
+            }
+            guard s.count == c || s.count == 1 else { throw Self.bad("Scale has \(s.count) values for \(c) channels") }
+            let out = ins[0].copy()
+            let plane = h * w
+            out.withUnsafeMutablePointer { p in
+                for ch in 0..<c {
+                    let a = s.count == 1 ? s[0] : s[ch], b = bias.map { $0.count == 1 ? $0[0] : $0[ch] } ?? 0
+                    let q = p + ch * plane
+                    for i in 0..<plane { q[i] = q[i] * a + b }
+                }
+            }
+            return [out]
+        }
+    }
+
+    @inline(__always)
+    static func apply(_ op: Int, _ a: Float, _ b: Float) -> Float {
+        switch op {
+        case 0: return a + b
+        case 1: return a - b
+        case 2: return a * b
+        case 3: return a / b
+        case 4: return max(a, b)
+        case 5: return min(a, b)
+        case 6: return powf(a, b)
+        case 7: return b - a
+        default: return b / a
+        }
+    }
+
+    /// BinaryOp with the broadcasts these models use: same shape, a `[C]` vector against `[C, H, W]` (per channel,
+    /// either side), a one-element blob, or a scalar.
+    static func binary(op: Int, _ a: Tensor, _ b: Tensor?, scalar: Float) throws -> Tensor {
+        guard let b else {
+            let out = a.copy()
+            out.withUnsafeMutableBufferPointer { p in for i in p.indices { p[i] = apply(op, p[i], scalar) } }
+            return out
+        }
+        if a.shape == b.shape {
+            let out = a.copy()
+            out.withUnsafeMutableBufferPointer { p in
+                b.withUnsafeBufferPointer { q in for i in p.indices { p[i] = apply(op, p[i], q[i]) } }
+            }
+            return out
+        }
+        if b.count == 1 { return try binary(op: op, a, nil, scalar: b[flat: 0]) }
+        if a.count == 1 {
+            // a (scalar) op b == the swapped op of b and a.
+            let swapped = [0: 0, 1: 7, 2: 2, 3: 8, 4: 4, 5: 5, 7: 1, 8: 3][op]
+            guard let swapped else { throw bad("BinaryOp \(op) of a scalar by a tensor is not implemented") }
+            return try binary(op: swapped, b, nil, scalar: a[flat: 0])
+        }
+        // Per-channel: [C, H, W] with [C] (or [C, 1, 1]).
+        func perChannel(_ big: Tensor, _ vec: Tensor, vecFirst: Bool) throws -> Tensor {
+            let (c, h, w) = try chw(big, "BinaryOp")
+            guard vec.count == c else { throw bad("BinaryOp of \(a.shape) and \(b.shape): shapes do not broadcast") }
+            let out = big.copy()
+            let plane = h * w
+            out.withUnsafeMutablePointer { p in
+                vec.withUnsafePointer { v in
+                    for ch in 0..<c {
+                        let q = p + ch * plane, s = v[ch]
+                        if vecFirst { for i in 0..<plane { q[i] = apply(op, s, q[i]) } } else {
+                            for i in 0..<plane { q[i] = apply(op, q[i], s) }
+                        }
+                    }
+                }
+            }
+            return out
+        }
+        if a.rank == 3, b.rank < 3 || (b.rank == 3 && b.shape[1] == 1 && b.shape[2] == 1) { return try perChannel(a, b, vecFirst: false) }
+        if b.rank == 3, a.rank < 3 || (a.rank == 3 && a.shape[1] == 1 && a.shape[2] == 1) { return try perChannel(b, a, vecFirst: true) }
+        throw bad("BinaryOp of \(a.shape) and \(b.shape): shapes do not broadcast")
+    }
+
+    /// ncnn nearest: source index `min(Int(dst * (1/scale)), size - 1)`.
+    static func nearest(_ x: Tensor, c: Int, h: Int, w: Int, outH: Int, outW: Int, hs: Float, ws: Float) -> Tensor {
+        let out = Tensor(zeros: [c, outH, outW])
+        let xofs = (0..<outW).map { min(Int(Float($0) * (1 / ws)), w - 1) }
+        let yofs = (0..<outH).map { min(Int(Float($0) * (1 / hs)), h - 1) }
+        x.withUnsafePointer { src in
+            out.withUnsafeMutablePointer { dst in
+                for ch in 0..<c {
+                    for oy in 0..<outH {
+                        let s = src + (ch * h + yofs[oy]) * w
+                        let d = dst + (ch * outH + oy) * outW
+                        for ox in 0..<outW { d[ox] = s[xofs[ox]] }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// ncnn's bicubic coefficients (A = -0.75, half-pixel centres, the border folded onto the edge taps).
+    static func cubicCoefficients(size w: Int, outSize outw: Int) -> (ofs: [Int], alpha: [Float]) {
+        let scale = Double(w) / Double(outw)
+        var ofs = [Int](repeating: 0, count: outw)
+        var alpha = [Float](repeating: 0, count: outw * 4)
+        for dx in 0..<outw {
+            var fx = Float((Double(dx) + 0.5) * scale - 0.5)
+            var sx = Int(floorf(fx))
+            fx -= Float(sx)
+            let A: Float = -0.75
+            let fx0 = fx + 1, fx1 = fx, fx2 = 1 - fx
+            var a0 = A * fx0 * fx0 * fx0 - 5 * A * fx0 * fx0 + 8 * A * fx0 - 4 * A
+            var a1 = (A + 2) * fx1 * fx1 * fx1 - (A + 3) * fx1 * fx1 + 1
+            var a2 = (A + 2) * fx2 * fx2 * fx2 - (A + 3) * fx2 * fx2 + 1
+            var a3 = 1 - a0 - a1 - a2
+            if sx <= -1 { sx = 1; (a0, a1, a2, a3) = (1 - a3, a3, 0, 0) }
+            if sx == 0 { sx = 1; (a0, a1, a2, a3) = (a0 + a1, a2, a3, 0) }
+            if sx == w - 2 { sx = w - 3; (a0, a1, a2, a3) = (0, a0, a1, a2 + a3) }
+            if sx >= w - 1 { sx = w - 3; (a0, a1, a2, a3) = (0, 0, a0, 1 - a0) }
+            ofs[dx] = sx
+            alpha[dx * 4] = a0; alpha[dx * 4 + 1] = a1; alpha[dx * 4 + 2] = a2; alpha[dx * 4 + 3] = a3
+        }
+        return (ofs, alpha)
+    }
+
+    static func bicubic(_ x: Tensor, c: Int, h: Int, w: Int, outH: Int, outW: Int) -> Tensor {
+        let out = Tensor(zeros: [c, outH, outW])
+        let (xofs, xa) = cubicCoefficients(size: w, outSize: outW)
+        let (yofs, ya) = cubicCoefficients(size: h, outSize: outH)
+        func clampX(_ i: Int) -> Int { min(max(i, 0), w - 1) }
+        func clampY(_ i: Int) -> Int { min(max(i, 0), h - 1) }
+        var rows = [Float](repeating: 0, count: h * outW)
+        x.withUnsafePointer { src in
+            out.withUnsafeMutablePointer { dst in
+                rows.withUnsafeMutableBufferPointer { r in
+                    for ch in 0..<c {
+                        // Horizontal pass over every source row, then vertical.
+                        for y in 0..<h {
+                            let s = src + (ch * h + y) * w
+                            for ox in 0..<outW {
+                                let sx = xofs[ox]
+                                r[y * outW + ox] = s[clampX(sx - 1)] * xa[ox * 4] + s[clampX(sx)] * xa[ox * 4 + 1]
+                                    + s[clampX(sx + 1)] * xa[ox * 4 + 2] + s[clampX(sx + 2)] * xa[ox * 4 + 3]
+                            }
+                        }
+                        for oy in 0..<outH {
+                            let sy = yofs[oy]
+                            let r0 = clampY(sy - 1) * outW, r1 = clampY(sy) * outW, r2 = clampY(sy + 1) * outW
+                            let r3 = clampY(sy + 2) * outW
+                            let (b0, b1, b2, b3) = (ya[oy * 4], ya[oy * 4 + 1], ya[oy * 4 + 2], ya[oy * 4 + 3])
+                            let d = dst + (ch * outH + oy) * outW
+                            for ox in 0..<outW { d[ox] = r[r0 + ox] * b0 + r[r1 + ox] * b1 + r[r2 + ox] * b2 + r[r3 + ox] * b3 }
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+}

@@ -1,0 +1,131 @@
+import Checkpoints
+import Foundation
+import Testing
+@testable import Models
+import Tensor
+
+/// The general ncnn runner on hand-written graphs: refusals name the layer, and small layers compute what ncnn
+/// computes (checked by hand here; the real models are checked against the ncnn wheel in NCNNZooParityTests).
+@Suite("ncnn graph runner", .timeLimit(.minutes(2)))
+struct NCNNGraphTests {
+    /// float32-tagged weights, as an ncnn .bin stores them.
+    static func tagged(_ v: [Float]) -> Data {
+        var d = Data([0, 0, 0, 0])
+        for x in v { withUnsafeBytes(of: x.bitPattern.littleEndian) { d.append(contentsOf: $0) } }
+        return d
+    }
+
+    static func raw(_ v: [Float]) -> Data {
+        var d = Data()
+        for x in v { withUnsafeBytes(of: x.bitPattern.littleEndian) { d.append(contentsOf: $0) } }
+        return d
+    }
+
+    static func graph(_ text: String, _ bin: Data = Data()) throws -> NCNNGraph {
+        var b = NCNNModelBin(data: bin)
+        return try NCNNGraph(param: NCNNParam(text: text), bin: &b, source: "test.param", threads: 1)
+    }
+
+    @Test("an unsupported layer type is refused with its type, name and .param line")
+    func unsupportedLayerType() throws {
+        let text = """
+        7767517
+        3 3
+        Input            in0    0 1 in0
+        Softmax          soft1  1 1 in0 a
+        Sigmoid          sig    1 1 a out
+        """
+        do {
+            _ = try Self.graph(text)
+            Issue.record("the graph was accepted")
+        } catch let e as NCNNGraphError {
+            #expect(e.code == .unsupportedLayer)
+            #expect(e.message.contains("line 4"), "\(e)")
+            #expect(e.message.contains("'soft1'"), "\(e)")
+            #expect(e.message.contains("'Softmax'"), "\(e)")
+        }
+    }
+
+    @Test("an unsupported parameter of a known type is refused naming the layer and line")
+    func unsupportedParameter() throws {
+        let text = """
+        7767517
+        2 2
+        Input            in0    0 1 in0
+        Pooling          pool3  1 1 in0 out 0=0 1=2 2=2
+        """
+        #expect {
+            _ = try Self.graph(text)
+        } throws: { e in
+            let m = "\(e)"
+            return (e as? NCNNGraphError)?.code == .unsupportedLayer && m.contains("line 4") && m.contains("pool3")
+                && m.contains("global pooling")
+        }
+    }
+
+    @Test("a blob no layer produces is refused")
+    func danglingBlob() throws {
+        let text = """
+        7767517
+        2 3
+        Input            in0    0 1 in0
+        BinaryOp         add    2 1 in0 ghost out 0=0
+        """
+        #expect(throws: NCNNGraphError.self) { _ = try Self.graph(text) }
+    }
+
+    @Test("layers listed out of order run in topological order; Split, Crop, per-channel BinaryOp, PixelShuffle")
+    func smallGraph() throws {
+        // out = PixelShuffle2(crop(x) * mean_hw(x))  with x [4, 3, 4]; the layers are listed out of order.
+        let text = """
+        7767517
+        6 7
+        Input            in0    0 1 in0
+        PixelShuffle     ps     1 1 m out 0=2
+        BinaryOp         mul    2 1 c g m 0=2
+        Split            sp     1 2 in0 a b
+        Crop             crop   1 1 a c -23309=2,1,1 -23310=2,-1,-1 -23311=2,-2,-1
+        Pooling          gap    1 1 b g 0=1 4=1
+        """
+        let g = try Self.graph(text)
+        let x = Tensor(shape: [1, 4, 3, 4]) { Float($0) }
+        let out = try g.forward(x)
+        #expect(out.shape == [1, 1, 2, 4])
+        // channel k: values 12k...12k+11, mean 12k+5.5; crop keeps (1,1),(1,2): 12k+5, 12k+6.
+        func v(_ k: Int, _ j: Int) -> Float { Float(12 * k + 5 + j) * Float(12 * k) + Float(12 * k + 5 + j) * 5.5 }
+        // PixelShuffle: out[0][y*2+sh][x*2+sw] = in[sh*2+sw][y][x]; y = 0, x in 0..<2.
+        let expected: [Float] = [v(0, 0), v(1, 0), v(0, 1), v(1, 1), v(2, 0), v(3, 0), v(2, 1), v(3, 1)]
+        #expect(out.toArray() == expected)
+    }
+
+    @Test("Deconvolution: stride 2, kernel 4, padding 1, bias and LeakyReLU, against a direct scatter")
+    func deconvolution() throws {
+        let cin = 2, cout = 3, k = 4, s = 2, pad = 1, h = 3, w = 5
+        let weights = (0..<(cout * cin * k * k)).map { Float(($0 * 7) % 11) / 10 - 0.5 }
+        let bias: [Float] = [0.1, -0.2, 0.3]
+        let text = """
+        7767517
+        2 2
+        Input            in0    0 1 in0
+        Deconvolution    up     1 1 in0 out 0=\(cout) 1=\(k) 3=\(s) 4=\(pad) 5=1 6=\(weights.count) 9=2 -23310=1,0.1
+        """
+        let g = try Self.graph(text, Self.tagged(weights) + Self.raw(bias))
+        let x = Tensor(shape: [1, cin, h, w]) { Float(($0 * 5) % 9) / 8 - 0.4 }
+        let out = try g.forward(x)
+        let oh = (h - 1) * s + k - 2 * pad, ow = (w - 1) * s + k - 2 * pad
+        #expect(out.shape == [1, cout, oh, ow])
+        var ref = [Float](repeating: 0, count: cout * oh * ow)
+        for o in 0..<cout {
+            for i in 0..<(oh * ow) { ref[o * oh * ow + i] = bias[o] }
+            for c in 0..<cin { for y in 0..<h { for xx in 0..<w { for ky in 0..<k { for kx in 0..<k {
+                let oy = y * s + ky - pad, ox = xx * s + kx - pad
+                guard oy >= 0, oy < oh, ox >= 0, ox < ow else { continue }
+                ref[(o * oh + oy) * ow + ox] += x[flat: (c * h + y) * w + xx] * weights[((o * cin + c) * k + ky) * k + kx]
+            } } } } }
+        }
+        for i in ref.indices where ref[i] < 0 { ref[i] *= 0.1 }
+        let got = out.toArray()
+        let err = zip(got, ref).map { abs($0 - $1) }.max()!
+        #expect(err < 1e-5, "max abs error \(err)")
+    }
+}
