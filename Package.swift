@@ -61,7 +61,7 @@ let package = Package(
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
         .target(name: "WatchFolderConnector", dependencies: [
-            "Jobs", "Support",
+            "Jobs", "Support", "ObjectStorage",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         ]),
@@ -123,7 +123,7 @@ let package = Package(
                                                               .product(name: "Logging", package: "swift-log"),
                                                               .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
         .testTarget(name: "WatchFolderConnectorTests", dependencies: ["WatchFolderConnector", "PipelineRuntime", "Jobs", "Support",
-                                                                   "DreamsrTestKit",
+                                                                   "DreamsrTestKit", "ObjectStorage",
                                                                    .product(name: "Logging", package: "swift-log"),
                                                                    .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
         .testTarget(name: "ObjectStorageTests", dependencies: ["ObjectStorage", "DreamsrTestKit",

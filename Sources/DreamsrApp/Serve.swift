@@ -3,6 +3,7 @@ import Imaging
 import Logging
 import Metrics
 import Prometheus
+import WatchFolderConnector
 
 /// What `dreamsr serve` was given on the command line.
 public struct ServeOptions: Sendable {
@@ -73,6 +74,7 @@ public func runDaemon(config: DaemonConfig, factory: any PipelineFactory = Image
     }
     logger.info("starting", metadata: startup)
     try validateServeConfig(config, extraSources: extraSources.count)
+    try await checkWatchOutputs(config, logger: logger)
     let daemon = try buildServiceGroup(config: config, logger: logger, factory: factory, registry: registry,
                                        extraSources: extraSources)
     try await daemon.group.run()
@@ -127,6 +129,19 @@ public func validateServeConfig(_ config: DaemonConfig, extraSources: Int = 0) t
             try kafka.checkClientProperties()
         } catch {
             throw ConfigError(file: config.file, key: "sources.kafka.client_properties", problem: error.message)
+        }
+    }
+}
+
+/// Checks every watch folder's `s3://` output prefix (bucket reachable with the configured credentials), for
+/// `serve --check` and before `serve` starts; throws a `ConfigError` at `sources.watch.N.output` naming the S3 error
+/// code. Local output folders are not touched.
+public func checkWatchOutputs(_ config: DaemonConfig, logger: Logger = Logger(label: "check")) async throws {
+    for (i, folder) in config.watchFolders.enumerated() where folder.outputPrefix != nil {
+        do throws(WatchFolderError) {
+            try await WatchFolderSource.checkOutputPrefix(folder, logger: logger)
+        } catch {
+            throw ConfigError(file: config.file, key: "sources.watch.\(i).output", problem: error.message)
         }
     }
 }

@@ -269,14 +269,7 @@ final class SourceCore: @unchecked Sendable {
         }
     }
 
-    static func contentType(_ format: String) -> String {
-        switch format {
-        case "jpeg", "jpg": "image/jpeg"
-        case "webp": "image/webp"
-        case "tiff", "tif": "image/tiff"
-        default: "image/png"
-        }
-    }
+    static func contentType(_ format: String) -> String { S3Client.contentType(imageFormat: format) }
 
     var inFlight: Int { state.withLock { $0.inFlight } }
 

@@ -49,8 +49,12 @@ public final class S3Client: Sendable {
 
     /// Uploads a local file: one PUT below `multipartThreshold`, else a multipart upload of `partSize` parts (each
     /// retried; on failure the upload is aborted so no part is left stored).
-    public func upload(file path: String, to location: S3Location,
-                       contentType: String? = nil) async throws(ObjectStorageError) -> UploadReceipt {
+    ///
+    /// `ifAbsent`: the object is stored only when no object of that key exists (`If-None-Match: *` on the PUT, or on
+    /// CompleteMultipartUpload); when one does, the server refuses with 412 `PreconditionFailed` (not retried) and
+    /// nothing is replaced (a multipart upload is then aborted).
+    public func upload(file path: String, to location: S3Location, contentType: String? = nil,
+                       ifAbsent: Bool = false) async throws(ObjectStorageError) -> UploadReceipt {
         let size: Int
         do {
             size = (try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
@@ -59,9 +63,43 @@ public final class S3Client: Sendable {
                                      message: "cannot read \(path): \(error.localizedDescription)")
         }
         if size < configuration.multipartThreshold {
-            return try await putSingle(path, size: size, location, contentType: contentType)
+            return try await putSingle(path, size: size, location, contentType: contentType, ifAbsent: ifAbsent)
         }
-        return try await putMultipart(path, size: size, location, contentType: contentType)
+        return try await putMultipart(path, size: size, location, contentType: contentType, ifAbsent: ifAbsent)
+    }
+
+    /// Whether an object exists under `location` (HEAD): false on 404, other answers thrown (403 without
+    /// `s3:ListBucket` on the bucket, for a missing key too).
+    public func exists(_ location: S3Location) async throws(ObjectStorageError) -> Bool {
+        do throws(ObjectStorageError) {
+            _ = try await send("HEAD", location, operation: "HEAD")
+            return true
+        } catch where error.status == 404 {
+            return false
+        }
+    }
+
+    /// Checks that `bucket` exists and these credentials may use it (HeadBucket): throws the S3 error otherwise
+    /// (404 `NoSuchBucket`, 403 `AccessDenied`, a transport error or timeout after the retries).
+    public func checkBucket(_ bucket: String) async throws(ObjectStorageError) {
+        do throws(ObjectStorageError) {
+            _ = try await send("HEAD", S3Location(bucket: bucket, key: ""), operation: "HeadBucket")
+        } catch where error.status == 404 && error.s3Code == "NotFound" {
+            var named = error
+            named.s3Code = "NoSuchBucket"
+            named.message = "the bucket does not exist"
+            throw named
+        }
+    }
+
+    /// The Content-Type of an image output format (png, jpeg, webp, tiff).
+    public static func contentType(imageFormat format: String) -> String {
+        switch format {
+        case "jpeg", "jpg": "image/jpeg"
+        case "webp": "image/webp"
+        case "tiff", "tif": "image/tiff"
+        default: "image/png"
+        }
     }
 
     /// Keys of the multipart uploads in progress in `bucket` (ListMultipartUploads, first 1000).
@@ -73,19 +111,20 @@ public final class S3Client: Sendable {
 
     // MARK: Uploads
 
-    private func putSingle(_ path: String, size: Int, _ location: S3Location,
-                           contentType: String?) async throws(ObjectStorageError) -> UploadReceipt {
+    private func putSingle(_ path: String, size: Int, _ location: S3Location, contentType: String?,
+                           ifAbsent: Bool) async throws(ObjectStorageError) -> UploadReceipt {
         let digest = try await Self.sha256(path, offset: 0, length: size, target: location.uri)
         var headers: [(String, String)] = [("x-amz-checksum-sha256", Data(digest).base64EncodedString())]
         if let contentType { headers.append(("Content-Type", contentType)) }
+        if ifAbsent { headers.append(("If-None-Match", "*")) }
         let response = try await send("PUT", location, headers: headers,
                                       body: .file(path: path, offset: 0, length: size),
                                       payloadHash: SigV4Signer.hex(digest), operation: "PUT")
         return UploadReceipt(bytes: size, sha256: SigV4Signer.hex(digest), etag: response.headers["etag"], parts: 0)
     }
 
-    private func putMultipart(_ path: String, size: Int, _ location: S3Location,
-                              contentType: String?) async throws(ObjectStorageError) -> UploadReceipt {
+    private func putMultipart(_ path: String, size: Int, _ location: S3Location, contentType: String?,
+                              ifAbsent: Bool) async throws(ObjectStorageError) -> UploadReceipt {
         var partSize = configuration.partSize
         if (size + partSize - 1) / partSize > S3Configuration.maximumParts {
             partSize = (size + S3Configuration.maximumParts - 1) / S3Configuration.maximumParts
@@ -127,7 +166,8 @@ public final class S3Client: Sendable {
             xml += "</CompleteMultipartUpload>"
             let body = Array(xml.utf8)
             let completed = try await send("POST", location, query: [("uploadId", uploadID)],
-                                           headers: [("Content-Type", "application/xml")], body: .bytes(body),
+                                           headers: [("Content-Type", "application/xml")]
+                                               + (ifAbsent ? [("If-None-Match", "*")] : []), body: .bytes(body),
                                            payloadHash: SigV4Signer.hex(SHA256.hash(data: body)),
                                            operation: "CompleteMultipartUpload")
             let whole = try await Self.sha256(path, offset: 0, length: size, target: location.uri)

@@ -1,10 +1,21 @@
+import ObjectStorage
+
 /// Settings of one watch folder. Inputs are dropped into `directory`; `processing/`, `done/` and `failed/` are
 /// created inside it. Outputs go to `outputDirectory` as `<input stem>.<format>`; a name that is taken (an earlier
 /// output, or another input with the same stem: `a.png` and `a.webp`) gets the first free `<stem>-N.<format>`, so no
 /// output ever replaces another.
+///
+/// With `outputPrefix` (`output: s3://bucket/prefix/`) each output is written to `stagingDirectory`, uploaded to
+/// `<prefix><stem>.<format>` (a key that exists, or that another job of this run was given, gets the first free
+/// `<stem>-N.<format>`: HEAD check, then a PUT with `If-None-Match: *`) and removed; `outputDirectory` then holds
+/// the prefix's URI, for display only.
 public struct WatchFolderConfig: Sendable, Equatable {
     public var directory: String
     public var outputDirectory: String
+    /// `s3://bucket/prefix/` outputs are uploaded under; nil: outputs go to `outputDirectory`.
+    public var outputPrefix: S3Location?
+    /// The object storage the prefix lives in (endpoint, region, credentials, retries); needed with `outputPrefix`.
+    public var objectStorage: S3Configuration?
     /// Output format / file extension (png, jpeg, webp, tiff).
     public var outputFormat: String
     /// Pipeline name passed with each job; nil: the default pipeline.
@@ -59,6 +70,8 @@ public struct WatchFolderConfig: Sendable, Equatable {
     public var processingDirectory: String { directory + "/processing" }
     public var doneDirectory: String { directory + "/done" }
     public var failedDirectory: String { directory + "/failed" }
+    /// Where outputs bound for `outputPrefix` are written before their upload (hidden, inside `processing/`).
+    public var stagingDirectory: String { processingDirectory + "/.outputs" }
 }
 
 /// The watch folder's error type: only set-up problems surface (folders that cannot be created or read); a job's

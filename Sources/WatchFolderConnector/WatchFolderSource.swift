@@ -6,6 +6,7 @@ import Darwin
 import Foundation
 import Jobs
 import Logging
+import ObjectStorage
 import ServiceLifecycle
 import Support
 
@@ -26,12 +27,20 @@ import Support
 /// per problem per `logInterval`. On start, files left in `processing/` by a crash are retried first (with the
 /// output name they were given). On graceful shutdown it stops taking files and waits for its in-flight jobs; a job
 /// the pipeline abandons, or one waiting for a retry, stays in `processing/` for the next start.
+///
+/// With an `s3://` output prefix (`WatchFolderConfig.outputPrefix`) the pipeline writes into the staging folder and
+/// the output is uploaded before the input moves to `done/`, under the first key free in the bucket (HEAD, then
+/// `If-None-Match: *`; never replacing an object); an upload that fails after the client's retries sends the input
+/// to `failed/` (stage `upload`, the S3 error code in the message), and a multipart upload is aborted. The daemon
+/// checks the prefix before it starts (`checkOutputPrefix`).
 public final class WatchFolderSource: Service, Sendable {
     public let config: WatchFolderConfig
     private let processor: any JobProcessor
     private let logger: Logger
     private let health: HealthReporter?
     private let problemLog: RateLimitedLog
+    /// The client for `config.outputPrefix` (or why there is none); nil without a prefix.
+    private let objectStore: Result<S3Client, ObjectStorageError>?
 
     private struct Candidate { var status: FileStatus; var since: ContinuousClock.Instant }
     private struct State {
@@ -77,6 +86,35 @@ public final class WatchFolderSource: Service, Sendable {
         self.health = health
         self.problemLog = RateLimitedLog(interval: logInterval)
         self.onEvent = onEvent
+        if config.outputPrefix != nil {
+            do throws(ObjectStorageError) {
+                guard let storage = config.objectStorage else {
+                    throw ObjectStorageError(.configuration, operation: "configure", target: config.outputDirectory,
+                                             message: "an s3:// output needs the object storage settings")
+                }
+                objectStore = .success(try S3Client(configuration: storage, logger: logger))
+            } catch {
+                objectStore = .failure(error)
+            }
+        } else {
+            objectStore = nil
+        }
+    }
+
+    /// Checks an `s3://` output prefix before the daemon starts: settings and credentials present, the bucket
+    /// exists and these credentials may use it (HeadBucket, after the client's retries). Throws a `WatchFolderError`
+    /// naming the prefix and the S3 error code; does nothing for a local output folder.
+    public static func checkOutputPrefix(_ config: WatchFolderConfig, logger: Logger) async throws(WatchFolderError) {
+        guard let prefix = config.outputPrefix else { return }
+        do throws(ObjectStorageError) {
+            guard let storage = config.objectStorage else {
+                throw ObjectStorageError(.configuration, operation: "configure", target: prefix.uri,
+                                         message: "an s3:// output needs the object storage settings")
+            }
+            try await S3Client(configuration: storage, logger: logger).checkBucket(prefix.bucket)
+        } catch {
+            throw WatchFolderError("output prefix \(prefix.uri) cannot be used: \(error)", path: config.directory)
+        }
     }
 
     private var intakeKey: String { "watch \(config.directory) intake" }
@@ -173,15 +211,17 @@ public final class WatchFolderSource: Service, Sendable {
 
     private func prepareDirectories() throws {
         let fm = FileManager.default
-        for dir in [config.directory, config.processingDirectory, config.doneDirectory, config.failedDirectory,
-                    config.outputDirectory] {
+        let outputs = config.outputPrefix == nil ? config.outputDirectory : config.stagingDirectory
+        for dir in [config.directory, config.processingDirectory, config.doneDirectory, config.failedDirectory, outputs] {
             do { try fm.createDirectory(atPath: dir, withIntermediateDirectories: true) } catch {
                 throw WatchFolderError("cannot create folder: \(error.localizedDescription)", path: dir)
             }
         }
         // Partial outputs of a killed run are never visible under a final name; remove them.
-        for name in (try? fm.contentsOfDirectory(atPath: config.outputDirectory)) ?? [] where OutputFiles.isTemporary(name) {
-            try? fm.removeItem(atPath: config.outputDirectory + "/" + name)
+        for name in (try? fm.contentsOfDirectory(atPath: outputs)) ?? []
+        where OutputFiles.isTemporary(name) || config.outputPrefix != nil {
+            // Staged outputs of a killed run were not uploaded (or their input would be in done/): the job reruns.
+            try? fm.removeItem(atPath: outputs + "/" + name)
         }
         // Output-name notes whose input is gone (finished just before a kill), and their temporaries.
         for name in (try? fm.contentsOfDirectory(atPath: config.processingDirectory)) ?? [] {
@@ -242,6 +282,12 @@ public final class WatchFolderSource: Service, Sendable {
 
     /// The output folder's real path, recreated when missing; or why outputs cannot be written there now.
     private func outputFolder() -> Result<String, WatchFolderError> {
+        if config.outputPrefix != nil {
+            if let problem = ensureFolder(config.stagingDirectory, what: "staging folder") {
+                return .failure(WatchFolderError(problem, path: config.stagingDirectory))
+            }
+            return .success(config.stagingDirectory)
+        }
         if let problem = ensureFolder(config.outputDirectory, what: "output folder") {
             return .failure(WatchFolderError(problem, path: config.outputDirectory))
         }
@@ -284,19 +330,27 @@ public final class WatchFolderSource: Service, Sendable {
     /// `name` when `isFree(name)`, else the first free `<stem>-N.<ext>` (N = 1, 2, ... 9999; then a UUID).
     static func firstFreeName(_ name: String, _ isFree: (String) -> Bool) -> String {
         if isFree(name) { return name }
+        for n in 1..<10_000 where isFree(suffixedName(name, String(n))) { return suffixedName(name, String(n)) }
+        return suffixedName(name, UUID().uuidString)
+    }
+
+    /// `<stem>-<tag>.<ext>` (`<name>-<tag>` without an extension).
+    static func suffixedName(_ name: String, _ tag: String) -> String {
         let ext = (name as NSString).pathExtension
         let stem = (name as NSString).deletingPathExtension
-        func suffixed(_ tag: String) -> String { ext.isEmpty ? "\(name)-\(tag)" : "\(stem)-\(tag).\(ext)" }
-        for n in 1..<10_000 where isFree(suffixed(String(n))) { return suffixed(String(n)) }
-        return suffixed(UUID().uuidString)
+        return ext.isEmpty ? "\(name)-\(tag)" : "\(stem)-\(tag).\(ext)"
     }
 
     /// Picks and reserves the output file name for `inputName`: never one that exists or another job was given.
     private func reserveOutputName(for inputName: String) -> String {
         let base = Self.outputName(for: inputName, format: config.outputFormat)
         let dir = config.outputDirectory
+        // An s3:// prefix is checked for existing objects when the output is uploaded.
+        let local = config.outputPrefix == nil
         let chosen: String = state.withLock { s in
-            let name = Self.firstFreeName(base) { !s.reservedOutputs.contains($0) && FileStatus(dir + "/" + $0) == nil }
+            let name = Self.firstFreeName(base) {
+                !s.reservedOutputs.contains($0) && (!local || FileStatus(dir + "/" + $0) == nil)
+            }
             s.reservedOutputs.insert(name)
             return name
         }
@@ -486,9 +540,26 @@ public final class WatchFolderSource: Service, Sendable {
             if outcome.isAbandoned { return leftForRetry(name) }
             if outcome.status == .ok {
                 health?.set(outputKey, problem: nil)
+                var stored = outcome.output ?? output
+                if let prefix = config.outputPrefix {
+                    let staged = outcome.output ?? output
+                    let result = await upload(staged, name: outputName, to: prefix, input: name)
+                    try? FileManager.default.removeItem(atPath: staged)
+                    switch result {
+                    case .success(let location):
+                        stored = location.uri
+                    case .failure(let error) where error.kind == .cancelled:
+                        return leftForRetry(name)
+                    case .failure(let error):
+                        await finishFailed(name, JobOutcome(id: JobID(name), status: .error, errorStage: "upload",
+                                                            errorMessage: error.description,
+                                                            retriable: error.isRetriable, pipeline: outcome.pipeline),
+                                           attempts: attempts + 1)
+                        return
+                    }
+                }
                 guard let final = await moveKeeping(path, into: config.doneDirectory, name: name) else { return leftForRetry(name) }
-                logger.info("job done", metadata: ["file": "\(name)", "output": "\(outcome.output ?? output)",
-                                                   "done": "\(final)"])
+                logger.info("job done", metadata: ["file": "\(name)", "output": "\(stored)", "done": "\(final)"])
                 onEvent?(.done(name))
                 return
             }
@@ -525,6 +596,44 @@ public final class WatchFolderSource: Service, Sendable {
             guard await pause(delay) else { return leftForRetry(name) }
             delay = min(delay * 2, config.maxRetryDelay)
             if !changed, let current = FileStatus(path) { before = current }
+        }
+    }
+
+    /// Uploads a staged output under `prefix`: `name`, or the first free `<stem>-N.<ext>` when an object of that key
+    /// exists (HEAD) or another job of this run was given it; the PUT carries `If-None-Match: *`, so an object
+    /// stored between the HEAD and the PUT is not replaced either (412: the next name is tried).
+    private func upload(_ file: String, name: String, to prefix: S3Location,
+                        input: String) async -> Result<S3Location, ObjectStorageError> {
+        let client: S3Client
+        switch objectStore {
+        case .success(let c)?: client = c
+        case .failure(let error)?: return .failure(error)
+        case nil:
+            return .failure(ObjectStorageError(.configuration, operation: "configure", target: prefix.uri,
+                                               message: "no object storage client"))
+        }
+        let others = state.withLock { $0.reservedOutputs }.subtracting([name])
+        let contentType = S3Client.contentType(imageFormat: config.outputFormat)
+        var n = 0
+        while true {
+            let candidate = n == 0 ? name : Self.suffixedName(name, n < 10_000 ? String(n) : UUID().uuidString)
+            n += 1
+            if others.contains(candidate) { continue }
+            let location = prefix.appending(candidate)
+            do throws(ObjectStorageError) {
+                if try await client.exists(location) { continue }
+                _ = try await client.upload(file: file, to: location, contentType: contentType, ifAbsent: true)
+            } catch where error.status == 412 {
+                continue
+            } catch {
+                return .failure(error)
+            }
+            if candidate != name {
+                logger.notice("output key already taken; uploaded under a suffixed key instead of replacing it", metadata: [
+                    "file": "\(input)", "taken": "\(prefix.appending(name).uri)", "output": "\(location.uri)",
+                ])
+            }
+            return .success(location)
         }
     }
 

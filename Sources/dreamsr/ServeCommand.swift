@@ -53,7 +53,9 @@ struct ServeCommand: AsyncParsableCommand {
         }
         if check {
             do {
-                print(try checkServeConfig(cfg))
+                let summary = try checkServeConfig(cfg)
+                try await checkWatchOutputs(cfg)
+                print(summary)
                 return
             } catch let error as ConfigError {
                 FileHandle.standardError.write(Data("dreamsr serve: invalid configuration: \(error)\n".utf8))

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import Yams
 import KafkaConnector
+import ObjectStorage
 import WatchFolderConnector
 
 /// The daemon's configuration (`conf/dreamsr.yaml`), typed and validated. Every scalar key can be overridden by an
@@ -50,9 +51,19 @@ public struct DaemonConfig: Sendable {
     public static func quickStart(watch: String, output: String, metricsAddress: String?,
                                   env: [String: String] = ProcessInfo.processInfo.environment) throws -> DaemonConfig {
         var config = try parse(yaml: "{}", file: "<command line>", baseDirectory: FileManager.default.currentDirectoryPath, env: env)
-        config.watchFolders = [WatchFolderConfig(directory: absolute(watch, base: FileManager.default.currentDirectoryPath),
-                                                 outputDirectory: absolute(output, base: FileManager.default.currentDirectoryPath),
-                                                 outputFormat: config.pipeline.outputFormat)]
+        var folder = WatchFolderConfig(directory: absolute(watch, base: FileManager.default.currentDirectoryPath),
+                                       outputDirectory: absolute(output, base: FileManager.default.currentDirectoryPath),
+                                       outputFormat: config.pipeline.outputFormat)
+        if isObjectStorageURI(output) {
+            try setOutputPrefix(&folder, output, error: { ConfigError(file: "<command line>", key: "--output", problem: $0) }) {
+                do throws(ObjectStorageError) {
+                    return try S3Configuration().resolved(environment: env, regionIsSet: false)
+                } catch {
+                    throw ConfigError(file: "<environment>", key: "AWS_*", problem: error.message)
+                }
+            }
+        }
+        config.watchFolders = [folder]
         if let metricsAddress { config.metricsAddress = metricsAddress }
         try checkFolderOverlap(config.watchFolders, kafkaOutput: nil) { _, problem in
             ConfigError(file: "<command line>", key: "--output", problem: problem)
@@ -104,25 +115,35 @@ public struct DaemonConfig: Sendable {
 
         let sources = try root.child("sources")
         try sources.checkKeys(["watch", "kafka"])
+        let kafka = try sources.has("kafka")
+            ? parseKafka(try sources.child("kafka"), baseDirectory: baseDirectory, defaultFormat: pipeline.outputFormat)
+            : nil
         var watch: [WatchFolderConfig] = []
         let watchItems = try sources.list("watch")
         for item in watchItems {
             try item.checkKeys(["dir", "output", "format", "poll_seconds", "stable_seconds", "max_concurrent_jobs", "inotify"])
             let poll = try item.double("poll_seconds", default: 2, min: 0.01, max: 3600)
             let stable = try item.double("stable_seconds", default: 1, min: 0, max: 3600)
-            watch.append(WatchFolderConfig(
+            let output = try item.requiredString("output")
+            var folder = WatchFolderConfig(
                 directory: absolute(try item.requiredString("dir"), base: baseDirectory),
-                outputDirectory: absolute(try item.requiredString("output"), base: baseDirectory),
+                outputDirectory: absolute(output, base: baseDirectory),
                 outputFormat: try item.oneOf("format", PipelineDefinition.outputFormats, default: pipeline.outputFormat),
                 pipeline: pipeline.name,
                 pollInterval: .milliseconds(Int64(poll * 1000)),
                 stabilityInterval: .milliseconds(Int64(stable * 1000)),
                 maxConcurrentJobs: try item.int("max_concurrent_jobs", default: 8, min: 1, max: 10_000),
-                useInotify: try item.bool("inotify", default: true)))
+                useInotify: try item.bool("inotify", default: true))
+            if isObjectStorageURI(output) {
+                // The object storage Kafka uses (sources.kafka.object_storage, completed from AWS_*), or, without a
+                // Kafka source, the AWS_* environment alone.
+                try setOutputPrefix(&folder, output, error: { item.error("output", $0) }) {
+                    try kafka?.objectStorage
+                        ?? objectStorage(try sources.child("kafka").child("object_storage"), baseDirectory: baseDirectory)
+                }
+            }
+            watch.append(folder)
         }
-        let kafka = try sources.has("kafka")
-            ? parseKafka(try sources.child("kafka"), baseDirectory: baseDirectory, defaultFormat: pipeline.outputFormat)
-            : nil
         try checkFolderOverlap(watch, kafkaOutput: kafka?.outputDirectory) { i, problem in
             i < watchItems.count ? watchItems[i].error("output", problem) : sources.error("kafka", problem)
         }
@@ -132,6 +153,31 @@ public struct DaemonConfig: Sendable {
                             metricsAddress: address, durationBuckets: buckets,
                             gracePeriod: .milliseconds(Int64(grace * 1000)), maxInputMegapixels: maxMP,
                             maxFileBytes: maxBytes, watchFolders: watch, kafka: kafka)
+    }
+
+    static func isObjectStorageURI(_ text: String) -> Bool { text.lowercased().hasPrefix("s3://") }
+
+    /// Makes `folder` upload to the `s3://bucket/prefix/` in `output`, with the object storage `storage()` returns;
+    /// refuses a URI that is no prefix or settings without credentials.
+    static func setOutputPrefix(_ folder: inout WatchFolderConfig, _ output: String, error fail: (String) -> ConfigError,
+                                storage: () throws -> S3Configuration) throws {
+        let prefix: S3Location
+        do throws(ObjectStorageError) {
+            prefix = try S3Location.parse(output)
+        } catch {
+            throw fail(error.message)
+        }
+        guard prefix.isPrefix else {
+            throw fail("an s3:// output is a prefix the outputs are stored under: end it with '/' (\(prefix.uri)/)")
+        }
+        let settings = try storage()
+        guard settings.credentials != nil else {
+            throw fail("no S3 credentials for \(prefix.uri): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE "
+                        + "with a shared credentials file, or sources.kafka.object_storage.*_file (docs/object-storage.md)")
+        }
+        folder.outputDirectory = prefix.uri
+        folder.outputPrefix = prefix
+        folder.objectStorage = settings
     }
 
     /// `metrics.duration_buckets_seconds`: a list of positive, strictly ascending, finite numbers (seconds); from

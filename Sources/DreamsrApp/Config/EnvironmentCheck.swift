@@ -3,7 +3,8 @@ extension DaemonConfig {
     /// test and reference tooling); every other `DREAMSR_*` variable must be one a configuration key reads.
     public static let nonConfigurationVariables: Set<String> = [
         "DREAMSR_KERNEL_ISA", "DREAMSR_WINOGRAD_TILES",
-        "DREAMSR_BIN", "DREAMSR_TEST_LOG", "DREAMSR_TOKENIZERS_DIR", "DREAMSR_REF_PYTHON", "DREAMSR_MOTO_PYTHON",
+        "DREAMSR_BIN", "DREAMSR_TEST_LOG", "DREAMSR_TOKENIZERS_DIR", "DREAMSR_REF_PYTHON",
+        "DREAMSR_MOTO_PYTHON", "DREAMSR_MOTO_VENV",
     ]
 
     /// Refuses `DREAMSR_*` variables that no key of this configuration reads (a typo such as

@@ -7,7 +7,7 @@ extension DaemonConfig {
     /// contains it; an output folder inside another watch folder; the same watch folder twice; the Kafka output
     /// folder inside a watch folder. Otherwise the daemon would take its own outputs as new inputs (2 -> 8 -> 32 px
     /// ...) or two sources would fight over the same files. `error(i, problem)` builds the error for watch folder
-    /// `i` (`i == folders.count`: the Kafka output).
+    /// `i` (`i == folders.count`: the Kafka output). An `s3://` output prefix is no folder and overlaps nothing.
     static func checkFolderOverlap(_ folders: [WatchFolderConfig], kafkaOutput: String?,
                                    error: (Int, String) -> ConfigError) throws {
         let dirs = folders.map { resolvedPath($0.directory) }
@@ -15,20 +15,21 @@ extension DaemonConfig {
         let why = "the daemon would take its own outputs as new inputs; use an output folder outside the watch folder"
         for i in folders.indices {
             let dir = folders[i].directory, out = folders[i].outputDirectory
-            if outs[i] == dirs[i] {
+            let local = folders[i].outputPrefix == nil
+            if local && outs[i] == dirs[i] {
                 throw error(i, "output folder \(out) is the watch folder \(dir) (real path \(dirs[i])): \(why)")
             }
-            if isInside(outs[i], dirs[i]) {
+            if local && isInside(outs[i], dirs[i]) {
                 throw error(i, "output folder \(out) (real path \(outs[i])) is inside the watch folder \(dir) (real path \(dirs[i])): \(why)")
             }
-            if isInside(dirs[i], outs[i]) {
+            if local && isInside(dirs[i], outs[i]) {
                 throw error(i, "the watch folder \(dir) (real path \(dirs[i])) is inside the output folder \(out) (real path \(outs[i])): inputs and outputs must be separate folders")
             }
             for j in folders.indices where j != i {
                 if dirs[i] == dirs[j] {
                     throw error(max(i, j), "the watch folder \(dirs[i]) is listed twice (sources.watch.\(min(i, j)) and .\(max(i, j)))")
                 }
-                if outs[i] == dirs[j] || isInside(outs[i], dirs[j]) {
+                if local && (outs[i] == dirs[j] || isInside(outs[i], dirs[j])) {
                     throw error(i, "output folder \(out) (real path \(outs[i])) is inside the watch folder \(folders[j].directory) of sources.watch.\(j): \(why)")
                 }
             }
