@@ -49,11 +49,19 @@ public enum ForwardRegistry {
     public static var names: [String] { (Array(components.keys) + Array(controlnetComponents.keys)).sorted() }
 
     /// Loads `inputs`, runs `component`, writes the outputs to `out`; returns the output names and shapes.
+    /// `precision` (`fp32` or `bf16`, flux only; default fp32) is the activation precision of the FLUX matrix products
+    /// and attention.
     @discardableResult
     public static func run(component: String, weights: URL, config: URL?, inputs: URL, out: URL,
-                           controlnet: URL? = nil) throws -> [(String, [Int])] {
+                           controlnet: URL? = nil, precision: String? = nil) throws -> [(String, [Int])] {
         let model: any ForwardComponent
-        if let factory = components[component] {
+        if let precision {
+            guard component == "flux" else {
+                throw ForwardError(.badInput, "--precision applies to the flux component only, not '\(component)'")
+            }
+            model = try FluxForward(weights: weights, config: config,
+                                    precision: ComputePrecision(parsing: precision, key: "--precision"))
+        } else if let factory = components[component] {
             model = try factory(weights, config)
         } else if let factory = controlnetComponents[component] {
             guard let controlnet else {
@@ -76,9 +84,9 @@ public enum ForwardRegistry {
 public struct FluxForward: ForwardComponent {
     public let model: FluxTransformer
 
-    public init(weights: URL, config: URL?) throws {
+    public init(weights: URL, config: URL?, precision: ComputePrecision = .fp32) throws {
         let cfg = try config.map { try FluxConfig(diffusersConfigJSON: Data(contentsOf: $0)) }
-        model = try FluxTransformer.load(from: CheckpointSet(url: weights), config: cfg)
+        model = try FluxTransformer.load(from: CheckpointSet(url: weights), config: cfg, precision: precision)
     }
 
     public var inputNames: [(name: String, required: Bool)] {

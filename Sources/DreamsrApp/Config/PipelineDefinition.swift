@@ -112,6 +112,8 @@ public struct DreamSRPipelineOptions: Sendable, Equatable {
     public var vaeScratchDirectory: String?
     /// Patches per transformer call.
     public var batch: Int = 4
+    /// Activation precision of the FLUX / DreamSR ControlNet matrix products and attention: "fp32" or "bf16".
+    public var precision = "fp32"
     public init() {}
 
     public static let modes = ["dual-branch", "single-branch-global", "single-branch-local", "without-lora"]
@@ -242,7 +244,7 @@ public struct PipelineDefinition: Sendable, Equatable {
         }
         let d = try root.child("dreamsr")
         try d.checkKeys(["mode", "color_fix", "steps", "seed", "vae_tile", "vae_tile_states", "vae_tile_memory_mb", "vae_scratch_dir",
-                         "batch"])
+                         "batch", "precision"])
         def.dreamsr.mode = try d.oneOf("mode", DreamSRPipelineOptions.modes, default: "dual-branch")
         if d.has("color_fix") { def.dreamsr.colorFix = try d.oneOf("color_fix", ["wavelet", "adain", "none"], default: "wavelet") }
         if d.has("steps") { def.dreamsr.steps = try d.int("steps", default: 16, min: 1, max: 1000) }
@@ -252,6 +254,7 @@ public struct PipelineDefinition: Sendable, Equatable {
         def.dreamsr.vaeTileMemoryMB = try d.int("vae_tile_memory_mb", default: 1024, min: 0, max: 1 << 20)
         def.dreamsr.vaeScratchDirectory = try d.optionalString("vae_scratch_dir")
         def.dreamsr.batch = try d.int("batch", default: 4, min: 1, max: 64)
+        def.dreamsr.precision = try d.oneOf("precision", ["fp32", "bf16"], default: "fp32")
         let c = try root.child("caption")
         try c.checkKeys(["endpoint", "model", "fixed_prompt", "fixed_local_prompt", "timeout_seconds", "retries",
                          "retry_backoff_seconds", "concurrency", "global_prompt_template", "local_prompt_template"])

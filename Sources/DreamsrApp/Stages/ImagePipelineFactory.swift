@@ -3,6 +3,7 @@ import Imaging
 import Jobs
 import Logging
 import Metrics
+import Models
 import PipelineRuntime
 import Raster
 import Support
@@ -55,7 +56,7 @@ public struct ImagePipelineFactory: PipelineFactory {
         if definition.needsDreamSRModels {
             // Start-up check: every weight file of the DreamSR model set is present (headers read, nothing loaded).
             let paths = (definition.models ?? DreamSRModelPaths()).resolved(base: config.modelsDirectory)
-            let registry = ModelRegistry.shared(paths)
+            let registry = ModelRegistry.shared(paths, precision: ComputePrecision(rawValue: definition.dreamsr.precision) ?? .fp32)
             try registry.validate(pipelineFile: definition.file)
             dreamsr = try DreamSRStages(definition: definition, registry: registry, logger: logger)
         }
