@@ -11,6 +11,7 @@
  * on its own row and column: splitting [n0, n1) across threads never changes a bit. */
 #include "internal.h"
 #include "ck_lowprec.h"
+#include "ck_quants.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -791,4 +792,48 @@ int ck_lp_gemm_dequant_bf16(const uint16_t *xb, size_t ldxb, size_t m, size_t k,
     free(panel);
     free(row);
     return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------------------------- */
+/* Row dequantizers for the generic path (plain C function pointers, one per type).                                */
+
+#define CK_LP_DEQUANT_ROW(name, type)                                                                              \
+    static void name(const void *src, float *dst, int64_t n) { ck_dequantize_row(type, src, dst, n); }
+CK_LP_DEQUANT_ROW(dq_f16, CK_GGML_F16)
+CK_LP_DEQUANT_ROW(dq_bf16, CK_GGML_BF16)
+CK_LP_DEQUANT_ROW(dq_q4_0, CK_GGML_Q4_0)
+CK_LP_DEQUANT_ROW(dq_q4_1, CK_GGML_Q4_1)
+CK_LP_DEQUANT_ROW(dq_q5_0, CK_GGML_Q5_0)
+CK_LP_DEQUANT_ROW(dq_q5_1, CK_GGML_Q5_1)
+CK_LP_DEQUANT_ROW(dq_q8_0, CK_GGML_Q8_0)
+CK_LP_DEQUANT_ROW(dq_q2_k, CK_GGML_Q2_K)
+CK_LP_DEQUANT_ROW(dq_q3_k, CK_GGML_Q3_K)
+CK_LP_DEQUANT_ROW(dq_q4_k, CK_GGML_Q4_K)
+CK_LP_DEQUANT_ROW(dq_q5_k, CK_GGML_Q5_K)
+CK_LP_DEQUANT_ROW(dq_q6_k, CK_GGML_Q6_K)
+
+ck_dequant_row_fn ck_lp_row_dequantizer(int ggml_type) {
+    switch (ggml_type) {
+    case CK_GGML_F16: return dq_f16;
+    case CK_GGML_BF16: return dq_bf16;
+    case CK_GGML_Q4_0: return dq_q4_0;
+    case CK_GGML_Q4_1: return dq_q4_1;
+    case CK_GGML_Q5_0: return dq_q5_0;
+    case CK_GGML_Q5_1: return dq_q5_1;
+    case CK_GGML_Q8_0: return dq_q8_0;
+    case CK_GGML_Q2_K: return dq_q2_k;
+    case CK_GGML_Q3_K: return dq_q3_k;
+    case CK_GGML_Q4_K: return dq_q4_k;
+    case CK_GGML_Q5_K: return dq_q5_k;
+    case CK_GGML_Q6_K: return dq_q6_k;
+    default: return NULL;
+    }
+}
+
+void ck_lp_dequant_row_fp8_e4m3(const void *src, float *dst, int64_t n) {
+    ck_dequantize_row_fp8_e4m3((const uint8_t *)src, dst, n, 1.0f);
+}
+
+void ck_lp_dequant_row_fp8_e5m2(const void *src, float *dst, int64_t n) {
+    ck_dequantize_row_fp8_e5m2((const uint8_t *)src, dst, n, 1.0f);
 }

@@ -37,6 +37,8 @@ public struct DreamSRPipelineOptions: Sendable, Equatable {
     public var vaeScratchDirectory: String?
     /// Patches per transformer call.
     public var batch: Int = 4
+    /// Activation precision of the FLUX / DreamSR ControlNet matrix products and attention (`precision: fp32|bf16`).
+    public var precision = ComputePrecision.fp32
     public init() {}
 
     public enum VAETileStates: String, Sendable, CaseIterable {

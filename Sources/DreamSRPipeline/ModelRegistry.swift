@@ -184,12 +184,15 @@ public final class DreamSRModelSet: @unchecked Sendable {
 /// paths per process (`ModelRegistry.shared`).
 public final class ModelRegistry: Sendable {
     public let paths: DreamSRModelPaths
+    /// Activation precision of the FLUX transformer and the DreamSR ControlNet (pipeline `dreamsr.precision`).
+    public let precision: ComputePrecision
     public let components: [ModelComponent]
     private let loaded = Mutex<DreamSRModelSet?>(nil)
     private let loading = NSLock()
 
-    public init(paths: DreamSRModelPaths) {
+    public init(paths: DreamSRModelPaths, precision: ComputePrecision = .fp32) {
         self.paths = paths
+        self.precision = precision
         components = [
             ModelComponent(key: "flux", path: paths.flux, kind: .safetensors,
                            expectedLayout: "FLUX.1 transformer: a .safetensors file (bf16/f16/f32, FP8 plain or ComfyUI-scaled), a "
@@ -212,14 +215,20 @@ public final class ModelRegistry: Sendable {
         ]
     }
 
-    private static let registries = Mutex<[DreamSRModelPaths: ModelRegistry]>([:])
+    private struct Key: Hashable {
+        let paths: DreamSRModelPaths
+        let precision: ComputePrecision
+    }
+    private static let registries = Mutex<[Key: ModelRegistry]>([:])
 
-    /// The process-wide registry for these (absolute) paths: pipelines naming the same files share one model set.
-    public static func shared(_ paths: DreamSRModelPaths) -> ModelRegistry {
+    /// The process-wide registry for these (absolute) paths and precision: pipelines naming the same files and
+    /// precision share one model set.
+    public static func shared(_ paths: DreamSRModelPaths, precision: ComputePrecision = .fp32) -> ModelRegistry {
         registries.withLock { r in
-            if let existing = r[paths] { return existing }
-            let made = ModelRegistry(paths: paths)
-            r[paths] = made
+            let key = Key(paths: paths, precision: precision)
+            if let existing = r[key] { return existing }
+            let made = ModelRegistry(paths: paths, precision: precision)
+            r[key] = made
             return made
         }
     }
@@ -291,7 +300,7 @@ public final class ModelRegistry: Sendable {
                 throw DreamSRPipelineError(.models, "loading \(key) from \(c.path): \(error) (expected \(c.expectedLayout))")
             }
         }
-        let flux = try step("flux") { try FluxTransformer.load(from: CheckpointSet(url: url(paths.flux))) }
+        let flux = try step("flux") { try FluxTransformer.load(from: CheckpointSet(url: url(paths.flux)), precision: precision) }
         let model = try step("dreamsr") { try DreamSRModel.load(checkpoint: url(paths.dreamsr), flux: flux) }
         let vae = try step("vae") { try AutoencoderKL.load(from: url(paths.vae)).model }
         let text = try FluxTextEncoders.load(clip: paths.clip, t5: paths.t5, clipTokenizer: paths.clipTokenizer,

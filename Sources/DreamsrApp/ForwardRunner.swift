@@ -49,19 +49,25 @@ public enum ForwardRegistry {
     public static var names: [String] { (Array(components.keys) + Array(controlnetComponents.keys)).sorted() }
 
     /// Loads `inputs`, runs `component`, writes the outputs to `out`; returns the output names and shapes.
-    /// `controlnets` (with `controlnetConfigs`, none or one per ControlNet) are FLUX ControlNets for `flux`; the
-    /// DreamSR components take one DreamSR checkpoint, as `controlnet` or the single entry of `controlnets`.
+    /// `precision` (`fp32` or `bf16`, flux only; default fp32) is the activation precision of the FLUX matrix products
+    /// and attention.
     @discardableResult
     public static func run(component: String, weights: URL, config: URL?, inputs: URL, out: URL,
-                           controlnet: URL? = nil, controlnets: [URL] = [], controlnetConfigs: [URL] = []) throws -> [(String, [Int])] {
+                           controlnet: URL? = nil, controlnets: [URL] = [], controlnetConfigs: [URL] = [],
+                           precision: String? = nil) throws -> [(String, [Int])] {
         let model: any ForwardComponent
-        if component == "flux", !controlnets.isEmpty || !controlnetConfigs.isEmpty {
+        if precision != nil && component != "flux" {
+            throw ForwardError(.badInput, "--precision applies to the flux component only, not '\(component)'")
+        }
+        if component == "flux", precision != nil || !controlnets.isEmpty || !controlnetConfigs.isEmpty {
             guard controlnetConfigs.isEmpty || controlnetConfigs.count == controlnets.count else {
                 throw ForwardError(.badInput, "flux: \(controlnetConfigs.count) --controlnet-config for \(controlnets.count) "
                                    + "--controlnet; give none or one per ControlNet, in the same order")
             }
             let configs: [URL?] = controlnetConfigs.isEmpty ? controlnets.map { _ in nil } : controlnetConfigs
-            model = try FluxForward(weights: weights, config: config, controlnets: zip(controlnets, configs).map { (weights: $0, config: $1) })
+            model = try FluxForward(weights: weights, config: config,
+                                    controlnets: zip(controlnets, configs).map { (weights: $0, config: $1) },
+                                    precision: try precision.map { try ComputePrecision(parsing: $0, key: "--precision") } ?? .fp32)
         } else if let factory = components[component] {
             guard controlnet == nil, controlnets.isEmpty, controlnetConfigs.isEmpty else {
                 throw ForwardError(.badInput, "\(component) takes no --controlnet")
@@ -94,9 +100,10 @@ public struct FluxForward: ForwardComponent {
     public let model: FluxTransformer
     public let controlnets: [FluxControlNet]
 
-    public init(weights: URL, config: URL?, controlnets: [(weights: URL, config: URL?)] = []) throws {
+    public init(weights: URL, config: URL?, controlnets: [(weights: URL, config: URL?)] = [],
+                precision: ComputePrecision = .fp32) throws {
         let cfg = try config.map { try FluxConfig(diffusersConfigJSON: Data(contentsOf: $0)) }
-        model = try FluxTransformer.load(from: CheckpointSet(url: weights), config: cfg)
+        model = try FluxTransformer.load(from: CheckpointSet(url: weights), config: cfg, precision: precision)
         self.controlnets = try controlnets.map { cn in
             let c = try cn.config.map { try FluxControlNetConfig(diffusersConfigJSON: Data(contentsOf: $0)) }
             return try FluxControlNet.load(from: CheckpointSet(url: cn.weights), config: c)

@@ -43,6 +43,9 @@ struct ForwardCommand: ParsableCommand {
     @Option(help: "BLAS threads (default: OpenBLAS's choice).")
     var threads: Int?
 
+    @Option(help: "flux only: activation precision of the matrix products and attention, fp32 (default) or bf16.")
+    var precision: String?
+
     func run() throws {
         if let threads { BLASRuntime.setThreads(threads) }
         let start = Date()
@@ -50,10 +53,10 @@ struct ForwardCommand: ParsableCommand {
             component: component, weights: URL(fileURLWithPath: weights), config: config.map { URL(fileURLWithPath: $0) },
             inputs: URL(fileURLWithPath: inputs), out: URL(fileURLWithPath: out),
             controlnets: controlnet.map { URL(fileURLWithPath: $0) },
-            controlnetConfigs: controlnetConfig.map { URL(fileURLWithPath: $0) })
+            controlnetConfigs: controlnetConfig.map { URL(fileURLWithPath: $0) }, precision: precision)
         let secs = Date().timeIntervalSince(start)
         for (name, shape) in outputs { print("\(name) \(shape)") }
-        print(String(format: "%@ forward done in %.2f s (kernels %@, BLAS %@)", component, secs,
-                     KernelISA.active.description, BLASRuntime.coreName))
+        print(String(format: "%@ forward done in %.2f s (kernels %@, BLAS %@, precision %@)", component, secs,
+                     KernelISA.active.description, BLASRuntime.coreName, precision ?? "fp32"))
     }
 }

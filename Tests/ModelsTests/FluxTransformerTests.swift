@@ -81,7 +81,9 @@ final class FluxTransformerTests: XCTestCase {
         let resident = try FluxTransformer.load(from: set, residentWeights: true)
         if case .resident = lazy.doubleBlocks[0].imgQKV.weight { XCTFail("bf16 weights should load lazily") }
         let inp = fluxInputs(try loadTensors(fluxFixtures.appendingPathComponent("guidance/inputs_b2.safetensors")))
-        XCTAssertEqual(try lazy.forward(inp).maxAbsDifference(try resident.forward(inp)), 0)
+        // Lazy bf16 weights run in place (dequantized per 64-row panel, then sgemm): the same float32 products as
+        // the resident weights, summed per panel, so equal up to float32 rounding.
+        XCTAssertLessThanOrEqual(relErr(try lazy.forward(inp), try resident.forward(inp)), 1e-6)
     }
 
     func testMissingAndUnexpectedKeysAreListed() throws {

@@ -72,6 +72,14 @@ int ck_lp_gemm_dequant_bf16(const uint16_t *xb, size_t ldxb, size_t m, size_t k,
                             size_t w_row_bytes, ck_dequant_row_fn dequant_row, size_t panel_rows, size_t n0,
                             size_t n1, const float *bias, float *y, size_t ldy, ck_isa isa);
 
+/* The row dequantizer of a ggml type for the generic path: ck_dequantize_row(ggml_type, ...) (dispatched on the
+ * active ISA); NULL for a type dreamsr does not read. */
+ck_dequant_row_fn ck_lp_row_dequantizer(int ggml_type);
+/* FP8 rows with scale 1 (ck_dequantize_row_fp8_*): the generic path's dequantizers for FP8 weights; a per-tensor
+ * scale (ComfyUI `scale_weight`) is applied by the caller (it multiplies the activations). */
+void ck_lp_dequant_row_fp8_e4m3(const void *src, float *dst, int64_t n);
+void ck_lp_dequant_row_fp8_e5m2(const void *src, float *dst, int64_t n);
+
 /* The float32 form of the generic path: rows [r0, r0+rows) dequantized into panel[r * k + i] (a caller buffer of
  * rows * k floats), for a float32 GEMM by the caller (e.g. BLAS sgemm on the panel). */
 void ck_lp_dequant_panel_f32(float *panel, const void *w, size_t w_row_bytes, size_t k,

@@ -4,6 +4,7 @@ import Imaging
 import Jobs
 import Logging
 import Metrics
+import Models
 import PipelineRuntime
 import Raster
 import Support
@@ -66,7 +67,7 @@ public struct ImagePipelineFactory: PipelineFactory {
         } else if definition.needsDreamSRModels {
             // Start-up check: every weight file of the DreamSR model set is present (headers read, nothing loaded).
             let paths = (definition.models ?? DreamSRModelPaths()).resolved(base: config.modelsDirectory)
-            let registry = ModelRegistry.shared(paths)
+            let registry = ModelRegistry.shared(paths, precision: definition.dreamsr.precision)
             do { try registry.validate(pipelineFile: definition.file) } catch let e as DreamSRPipelineError {
                 throw AppError(.models, e.message)
             }

@@ -22,7 +22,8 @@ public struct DreamSRControlNet: Sendable {
     }
 
     /// Reads the ControlNet tensors (`controlnet.*`) of a DreamSR checkpoint; `used` collects consumed keys.
-    public init(checkpoint set: CheckpointSet, depth: Int, flux c: FluxConfig, used: inout Set<String>) throws {
+    public init(checkpoint set: CheckpointSet, depth: Int, flux c: FluxConfig, used: inout Set<String>,
+                precision: ComputePrecision = .fp32) throws {
         let d = c.hiddenSize
         let sources = try DreamSRWeightMap.resolve(DreamSRWeightMap.controlnetRecipes(depth: depth, guidance: c.guidanceEmbed),
                                                    in: set, used: &used)
@@ -37,7 +38,7 @@ public struct DreamSRControlNet: Sendable {
             }
         }
         let halfPrecision = sources.values.contains { !$0.dtypes.isSubset(of: [.f32]) }
-        let weights = FluxWeights(sources: sources, residentWeights: !halfPrecision)
+        let weights = FluxWeights(sources: sources, residentWeights: !halfPrecision, precision: precision)
         self.depth = depth
         self.flux = c
         imgIn = try weights.linear("img_in")

@@ -74,7 +74,8 @@ public struct DreamSRModel: Sendable {
         }
         try config.validate(mainDoubleBlocks: flux.config.depth)
         var used = Set<String>()
-        let cn = try DreamSRControlNet(checkpoint: set, depth: config.controlnetDepth, flux: flux.config, used: &used)
+        let cn = try DreamSRControlNet(checkpoint: set, depth: config.controlnetDepth, flux: flux.config, used: &used,
+                                       precision: flux.precision)
         let (mainLoRA, cnLoRA) = try DreamSRWeightMap.loadLoRA(set, flux: flux.config, depth: config.controlnetDepth,
                                                                scale: config.loraScale, used: &used)
         if !allowUnexpected {

@@ -107,13 +107,22 @@ enum FluxMath {
     }
 
     /// Joint attention per item over a fused `[q | k | v | ...]` buffer (row stride `ld`), output `[rows, dim]`
-    /// written with row stride `ldo`.
-    static func attention(_ qkv: Tensor, ld: Int, out: Tensor, ldo: Int, seq: FluxSequence, heads: Int, headDim: Int) {
+    /// written with row stride `ldo`; in bf16 (`attentionBF16`, float32 softmax and sums) when `precision` is bf16.
+    static func attention(_ qkv: Tensor, ld: Int, out: Tensor, ldo: Int, seq: FluxSequence, heads: Int, headDim: Int,
+                          precision: ComputePrecision = .fp32) {
         let d = heads * headDim
         qkv.withUnsafePointer { qkvp in
             out.withUnsafeMutablePointer { outp in
                 for b in 0..<seq.batch {
                     let base = qkvp + b * seq.tokens * ld
+                    if precision == .bf16 {
+                        ComputeWorkers.shared.run { workers in
+                            TransformerOps.attentionBF16(q: base, ldq: ld, k: base + d, ldk: ld, v: base + 2 * d, ldv: ld,
+                                                         out: outp + b * seq.tokens * ldo, ldo: ldo, queries: seq.tokens,
+                                                         keys: seq.tokens, heads: heads, headDim: headDim, workers: workers)
+                        }
+                        continue
+                    }
                     TransformerOps.attention(q: base, ldq: ld, k: base + d, ldk: ld, v: base + 2 * d, ldv: ld,
                                              out: outp + b * seq.tokens * ldo, ldo: ldo, queries: seq.tokens,
                                              keys: seq.tokens, heads: heads, headDim: headDim)
@@ -131,9 +140,12 @@ public struct FluxDoubleBlock: Sendable {
     public let imgNorm, txtNorm: QKNorm
     public let heads: Int
     public let headDim: Int
+    /// Attention precision (the Linears carry their own).
+    public let precision: ComputePrecision
 
     public init(weights w: FluxWeights, prefix p: String, config c: FluxConfig) throws {
         prefix = p
+        precision = w.precision
         imgMod = try w.linear(p + "img_mod.lin"); txtMod = try w.linear(p + "txt_mod.lin")
         imgQKV = try w.linear(p + "img_attn.qkv"); txtQKV = try w.linear(p + "txt_attn.qkv")
         imgProj = try w.linear(p + "img_attn.proj"); txtProj = try w.linear(p + "txt_attn.proj")
@@ -168,7 +180,8 @@ public struct FluxDoubleBlock: Sendable {
         }
         FluxMath.rope(joint, ld: 3 * d, seq: seq, heads: heads, headDim: headDim, rope: rope)
         let attn = Tensor(zeros: [bsz * l, d])
-        FluxMath.attention(joint, ld: 3 * d, out: attn, ldo: d, seq: seq, heads: heads, headDim: headDim)
+        FluxMath.attention(joint, ld: 3 * d, out: attn, ldo: d, seq: seq, heads: heads, headDim: headDim,
+                           precision: precision)
 
         let attnT = Tensor(zeros: [bsz * lt, d]), attnI = Tensor(zeros: [bsz * li, d])
         for b in 0..<bsz {
@@ -199,9 +212,12 @@ public struct FluxSingleBlock: Sendable {
     public let heads: Int
     public let headDim: Int
     public let mlpHidden: Int
+    /// Attention precision (the Linears carry their own).
+    public let precision: ComputePrecision
 
     public init(weights w: FluxWeights, prefix p: String, config c: FluxConfig) throws {
         prefix = p
+        precision = w.precision
         modulation = try w.linear(p + "modulation.lin")
         linear1 = try w.linear(p + "linear1")
         linear2 = try w.linear(p + "linear2")
@@ -221,7 +237,8 @@ public struct FluxSingleBlock: Sendable {
         FluxMath.qkNorm(h, ld: ld, rows: bsz * l, heads: heads, headDim: headDim, q: norm.query, k: norm.key)
         FluxMath.rope(h, ld: ld, seq: seq, heads: heads, headDim: headDim, rope: rope)
         let cat = Tensor(zeros: [bsz * l, d + m])
-        FluxMath.attention(h, ld: ld, out: cat, ldo: d + m, seq: seq, heads: heads, headDim: headDim)
+        FluxMath.attention(h, ld: ld, out: cat, ldo: d + m, seq: seq, heads: heads, headDim: headDim,
+                           precision: precision)
         for r in 0..<(bsz * l) {
             cat.copyValues(from: h, at: r * ld + 3 * d, count: m, to: r * (d + m) + d)
         }
@@ -241,18 +258,22 @@ public struct FluxWeights: Sendable {
     public let tensors: [String: Tensor]
     /// Convert every weight to resident float32 at load (small models, f32 files) instead of per call.
     public let residentWeights: Bool
+    /// Activation precision of the Linears (low-precision weights) and of attention.
+    public let precision: ComputePrecision
 
-    public init(sources: [String: WeightSource], residentWeights: Bool) {
+    public init(sources: [String: WeightSource], residentWeights: Bool, precision: ComputePrecision = .fp32) {
         self.sources = sources
         self.tensors = [:]
         self.residentWeights = residentWeights
+        self.precision = precision
     }
 
     /// In-memory float32 tensors by canonical name.
-    public init(tensors: [String: Tensor]) {
+    public init(tensors: [String: Tensor], precision: ComputePrecision = .fp32) {
         self.sources = [:]
         self.tensors = tensors
         self.residentWeights = true
+        self.precision = precision
     }
 
     func layerWeight(_ name: String) throws -> LayerWeight {
@@ -269,7 +290,7 @@ public struct FluxWeights: Sendable {
     }
 
     public func linear(_ name: String) throws -> Linear {
-        Linear(name: name, weight: try layerWeight(name + ".weight"), bias: try resident(name + ".bias"))
+        Linear(name: name, weight: try layerWeight(name + ".weight"), bias: try resident(name + ".bias"), precision: precision)
     }
 }
 
@@ -340,10 +361,13 @@ public struct FluxTransformer: Sendable {
     public let doubleBlocks: [FluxDoubleBlock]
     public let singleBlocks: [FluxSingleBlock]
     public let finalModulation, finalLinear: Linear
+    /// Activation precision of the Linears on low-precision weights and of attention.
+    public let precision: ComputePrecision
 
     public init(weights w: FluxWeights, config c: FluxConfig) throws {
         try c.validate()
         config = c
+        precision = w.precision
         imgIn = try w.linear("img_in")
         txtIn = try w.linear("txt_in")
         timeIn = MLPEmbedder(inLayer: try w.linear("time_in.in_layer"), outLayer: try w.linear("time_in.out_layer"))
@@ -361,7 +385,8 @@ public struct FluxTransformer: Sendable {
     /// Config: `config` if given, else `config.json` beside the weights, else `flux_config` / `config` JSON in the
     /// safetensors metadata, else detected from the tensor shapes.
     public static func load(from set: CheckpointSet, config explicitConfig: FluxConfig? = nil,
-                            residentWeights: Bool? = nil, allowUnexpected: Bool = false) throws -> FluxTransformer {
+                            residentWeights: Bool? = nil, allowUnexpected: Bool = false,
+                            precision: ComputePrecision = .fp32) throws -> FluxTransformer {
         let (layout, prefix) = try FluxWeightMap.detect(names: set.names)
         var config = explicitConfig
         if config == nil {
@@ -380,7 +405,8 @@ public struct FluxTransformer: Sendable {
                                                 allowUnexpected: allowUnexpected)
         // Lazy (per-call conversion) only pays off for weights narrower than float32 (bf16/f16, FP8, GGUF blocks).
         let halfPrecision = sources.values.contains { !$0.dtypes.isSubset(of: [.f32]) }
-        let weights = FluxWeights(sources: sources, residentWeights: residentWeights ?? !halfPrecision)
+        let weights = FluxWeights(sources: sources, residentWeights: residentWeights ?? !halfPrecision,
+                                  precision: precision)
         return try FluxTransformer(weights: weights, config: config!)
     }
 

@@ -57,19 +57,42 @@ public protocol LoRAProvider: Sendable {
     func adapter(for linear: String) -> LoRAAdapter?
 }
 
-/// A PyTorch-layout Linear (`weight [out, in]`, optional bias) computed with sgemm; optionally with a LoRA adapter.
-public struct Linear: Sendable {
+/// A PyTorch-layout Linear (`weight [out, in]`, optional bias); optionally with a LoRA adapter. Float32 weights run
+/// sgemm; a lazy weight stored narrower than float32 in a mapped file (GGUF blocks, FP8, bf16, f16) runs the
+/// low-precision GEMM on the stored bytes (`kernelPath` says which), in `precision`.
+public struct Linear: @unchecked Sendable {
     /// Canonical name without `.weight` (used for LoRA lookup and errors).
     public let name: String
     public let weight: LayerWeight
     public let bias: Tensor?
+    /// Activation precision of the low-precision kernels (float32 weights always run sgemm in float32).
+    public let precision: ComputePrecision
+    /// How the calls ran so far (shared by copies of this layer).
+    public let calls = LinearCallCounts()
+    let lowPrecision: LowPrecisionWeight?
 
-    public init(name: String, weight: LayerWeight, bias: Tensor?) {
+    public init(name: String, weight: LayerWeight, bias: Tensor?, precision: ComputePrecision = .fp32) {
         precondition(weight.shape.count == 2, "\(name): weight must be 2-D, got \(weight.shape)")
         if let bias { precondition(bias.count == weight.shape[0], "\(name): bias \(bias.shape) vs weight \(weight.shape)") }
         self.name = name
         self.weight = weight
         self.bias = bias
+        self.precision = precision
+        if case .lazy(let source) = weight {
+            lowPrecision = LowPrecisionWeight(source, precision: precision)
+        } else {
+            lowPrecision = nil
+        }
+    }
+
+    /// The kernel each call runs: `sgemm f32` (resident float32), `<type> converted to f32 per call + sgemm` (a lazy
+    /// weight the low-precision GEMM cannot read in place), or the in-place low-precision path.
+    public var kernelPath: String {
+        if let lowPrecision { return lowPrecision.kernelPath }
+        if case .lazy(let s) = weight {
+            return "\(s.dtypes.map(\.rawValue).sorted().joined(separator: "+")) converted to f32 per call + sgemm"
+        }
+        return "sgemm f32"
     }
 
     public var outFeatures: Int { weight.shape[0] }
@@ -79,6 +102,18 @@ public struct Linear: Sendable {
     public func callAsFunction(_ x: Tensor, lora: LoRAAdapter? = nil) -> Tensor {
         let m = x.count / inFeatures
         precondition(m * inFeatures == x.count, "\(name): input \(x.shape) does not have \(inFeatures) features")
+        if let lowPrecision {
+            calls.record(inPlace: true)
+            let y = lowPrecision.linear(x.reshaped([m, inFeatures]), bias: bias)
+            if let lora {
+                x.withUnsafePointer { xp in
+                    y.withUnsafeMutablePointer { yp in
+                        applyLoRA(x: xp, ldx: inFeatures, rows: m, y: yp, ldy: outFeatures, lora: lora)
+                    }
+                }
+            }
+            return y
+        }
         let y = Tensor(zeros: [m, outFeatures])
         x.withUnsafePointer { xp in
             y.withUnsafeMutablePointer { yp in apply(x: xp, ldx: inFeatures, rows: m, y: yp, ldy: outFeatures, lora: lora) }
@@ -89,14 +124,36 @@ public struct Linear: Sendable {
     /// Pointer form with row strides.
     public func apply(x: UnsafePointer<Float>, ldx: Int, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int,
                       lora: LoRAAdapter? = nil) {
-        let w = weight.materialize()
-        w.withUnsafePointer { wp in
-            bias.withUnsafePointerOrNil { bp in
-                TransformerOps.linear(x: x, ldx: ldx, rows: rows, weight: wp, inFeatures: inFeatures,
-                                      outFeatures: outFeatures, bias: bp, y: y, ldy: ldy)
+        if let lowPrecision {
+            calls.record(inPlace: true)
+            // Gather strided rows into a contiguous input and scatter the result (O(rows·(in+out)), next to the GEMM).
+            let (inF, outF) = (inFeatures, outFeatures)
+            let xc = Tensor(zeros: [rows, inF])
+            xc.withUnsafeMutablePointer { d in
+                for r in 0..<rows { (d + r * inF).update(from: x + r * ldx, count: inF) }
+            }
+            let yc = lowPrecision.linear(xc, bias: bias)
+            yc.withUnsafePointer { s in
+                for r in 0..<rows { (y + r * ldy).update(from: s + r * outF, count: outF) }
+            }
+        } else {
+            if case .lazy = weight { calls.record(inPlace: false) }
+            let w = weight.materialize()
+            w.withUnsafePointer { wp in
+                let run = { (b: UnsafePointer<Float>?) in
+                    TransformerOps.linear(x: x, ldx: ldx, rows: rows, weight: wp, inFeatures: inFeatures,
+                                          outFeatures: outFeatures, bias: b, y: y, ldy: ldy)
+                }
+                if let bias { bias.withUnsafePointer { run($0) } } else { run(nil) }
             }
         }
         guard let lora else { return }
+        applyLoRA(x: x, ldx: ldx, rows: rows, y: y, ldy: ldy, lora: lora)
+    }
+
+    /// `y[:, part] += scale · (x Aᵀ) Bᵀ` for each part of `lora`.
+    private func applyLoRA(x: UnsafePointer<Float>, ldx: Int, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int,
+                           lora: LoRAAdapter) {
         for p in lora.parts {
             let r = p.down.shape[0]
             precondition(p.down.shape[1] == inFeatures && p.outputOffset + p.up.shape[0] <= outFeatures,
@@ -116,7 +173,9 @@ public struct Linear: Sendable {
     }
 
     /// The same layer with its weight converted to resident float32.
-    public func makingResident() -> Linear { Linear(name: name, weight: weight.resident(), bias: bias) }
+    public func makingResident() -> Linear {
+        Linear(name: name, weight: weight.resident(), bias: bias, precision: precision)
+    }
 }
 
 /// FLUX's MLPEmbedder / diffusers TimestepEmbedding: Linear → SiLU → Linear.
