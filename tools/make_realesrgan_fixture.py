@@ -4,7 +4,7 @@
 Runs the PyPI `ncnn` wheel on the same .param/.bin the Swift engine loads, in float32 (no fp16 storage, arithmetic
 or packing, no Winograd: a clean reference), on a deterministic synthetic 64x64 RGB image, and writes:
   input_u8_3x64x64.bin      uint8 CHW (the image; the model input is value/255)
-  output_f16_3x256x256.bin  float16 little-endian CHW (the ncnn output, not clamped)
+  output_f32_3x256x256.bin  float32 little-endian CHW (the ncnn output, not clamped)
   meta.json                 shapes, ncnn version, model sha256
 Usage: python3 tools/make_realesrgan_fixture.py [MODELS_DIR]   (default ./models; run scripts/fetch-models.sh first)
 Needs numpy and ncnn (pip install ncnn numpy).
@@ -82,7 +82,7 @@ def main():
     assert y.shape == (3, SIZE * 4, SIZE * 4), y.shape
     os.makedirs(OUT, exist_ok=True)
     img.tofile(os.path.join(OUT, "input_u8_3x64x64.bin"))
-    y.astype("<f2").tofile(os.path.join(OUT, "output_f16_3x256x256.bin"))
+    y.astype("<f4").tofile(os.path.join(OUT, "output_f32_3x256x256.bin"))
     meta = {
         "generator": "tools/make_realesrgan_fixture.py",
         "ncnn_version": getattr(ncnn, "__version__", "unknown"),
@@ -90,7 +90,7 @@ def main():
         "model_param_sha256": sha256(base + ".param"),
         "model_bin_sha256": sha256(base + ".bin"),
         "input": {"file": "input_u8_3x64x64.bin", "dtype": "uint8", "shape": [3, SIZE, SIZE], "scale": "1/255"},
-        "output": {"file": "output_f16_3x256x256.bin", "dtype": "float16-le", "shape": [3, SIZE * 4, SIZE * 4]},
+        "output": {"file": "output_f32_3x256x256.bin", "dtype": "float32-le", "shape": [3, SIZE * 4, SIZE * 4]},
         "output_range": [float(y.min()), float(y.max())],
     }
     with open(os.path.join(OUT, "meta.json"), "w") as f:
