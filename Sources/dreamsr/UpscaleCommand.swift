@@ -273,7 +273,8 @@ struct UpscaleCommand: AsyncParsableCommand {
         let outcomes: [JobOutcome]
         do {
             _ = warnings.drainSuffix()
-            outcomes = try await runner.run(requests, onProgress: { id, stage, done, total in
+            // The built-in pipeline prints what the one-shot CLI always printed (one line per input), no runtime log.
+            outcomes = try await runner.run(requests, quiet: builtIn, onProgress: { id, stage, done, total in
                 guard stage == "restore", total > 0, let t = byID[id] else { return }
                 bars.bar(for: id, label: quoted((t.target.input as NSString).lastPathComponent)).update(done: done, total: total)
             }) { o in
