@@ -3,6 +3,7 @@ import Foundation
 import Imaging
 import Jobs
 import Raster
+import Tensor
 import Testing
 import Upscaling
 
@@ -142,6 +143,59 @@ import Upscaling
         #expect(throws: (any Error).self) {
             try PipelineDefinition.parse(yaml: PipelineDefinition.builtInRealESRGANYAML.replacingOccurrences(
                 of: "  - stage: encode\n", with: "  - stage: encode\n    quality: 101\n"), file: "bad.yaml")
+        }
+    }
+
+    /// A restorer that counts its calls (thread-safe), for the daemon's `tta` key.
+    final class CountingRestorer: TileRestorer, @unchecked Sendable {
+        let base = NearestX4Restorer()
+        private let lock = NSLock()
+        private var n = 0
+        var calls: Int { lock.withLock { n } }
+        var scale: Int { base.scale }
+        var name: String { base.name }
+        func restore(_ tile: Tensor) throws -> Tensor {
+            lock.withLock { n += 1 }
+            return try base.restore(tile)
+        }
+    }
+
+    /// The pipeline keys of this work: `tta` runs 8 model calls per tile in the daemon's restore stage (same pixels
+    /// for a symmetric restorer), `metadata: strip` parses, misplaced keys are refused naming the key.
+    @Test func pipelineKeysTTAAndMetadataAndMisplacedOnesAreRefused() async throws {
+        let dir = try tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try writeImage(dir + "/in.png", width: 80, height: 60)
+        var outputs: [Bool: PlanarImage] = [:]
+        var calls: [Bool: Int] = [:]
+        for tta in [false, true] {
+            let yaml = PipelineDefinition.builtInRealESRGANYAML.replacingOccurrences(
+                of: "    tile: 192\n", with: "    tile: 40\n" + (tta ? "    tta: true\n" : ""))
+            let def = try PipelineDefinition.parse(yaml: yaml, file: "t.yaml")
+            #expect(def.stage(.restore)?.tta == tta && def.stage(.restore)?.tileSize == 40)
+            let restorer = CountingRestorer()
+            let config = try DaemonConfig.parse(yaml: "{}", file: "<test>", baseDirectory: dir, env: [:])
+            let runner = PipelineRunner(definition: def, config: config,
+                                        factory: ImagePipelineFactory(loadRestorer: { _ in restorer }))
+            let o = try #require(try await runner.run([JobRequest(id: JobID("t"), source: .file(dir + "/in.png"),
+                                                                  output: dir + "/t\(tta).png")]).first)
+            #expect(o.status == .ok, "\(o.errorMessage ?? "")")
+            outputs[tta] = try ImageCodec.decode(path: dir + "/t\(tta).png").color
+            calls[tta] = restorer.calls
+        }
+        let plainCalls = try #require(calls[false]), ttaCalls = try #require(calls[true])
+        #expect(plainCalls > 1 && ttaCalls == 8 * plainCalls, "\(plainCalls) plain, \(ttaCalls) tta calls")
+        #expect(outputs[false]?.pixels == outputs[true]?.pixels, "nearest x4 commutes with the 8 orientations")
+
+        let stripped = try PipelineDefinition.parse(yaml: PipelineDefinition.builtInRealESRGANYAML + "metadata: strip\n", file: "s.yaml")
+        #expect(!stripped.keepMetadata)
+        #expect(try PipelineDefinition.parse(yaml: PipelineDefinition.builtInRealESRGANYAML, file: "k.yaml").keepMetadata)
+        for (bad, key) in [("  - stage: encode\n", "  - stage: encode\n    tta: true\n"),
+                           ("  - stage: decode\n", "  - stage: decode\n    quality: 80\n"),
+                           ("metadata: strip", "metadata: drop")] {
+            let yaml = bad == "metadata: strip" ? PipelineDefinition.builtInRealESRGANYAML + "metadata: drop\n"
+                : PipelineDefinition.builtInRealESRGANYAML.replacingOccurrences(of: bad, with: key)
+            #expect(throws: (any Error).self, "\(key)") { try PipelineDefinition.parse(yaml: yaml, file: "bad.yaml") }
         }
     }
 
