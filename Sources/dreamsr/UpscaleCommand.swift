@@ -33,7 +33,7 @@ struct UpscaleCommand: AsyncParsableCommand {
             -f format, -j load:proc:save (proc sets the threads), -x test-time augmentation.
 
             --tta restores every tile in 8 orientations and averages them: it takes about 8 times as long \
-            (8 model runs per tile; 9.5x measured on a one-tile 32x32 crop, 2 cores).
+            (8 model runs per tile; 7.9x to 9.5x measured on a one-tile 32x32 crop, 2 cores).
 
             Exit status: 0 all inputs upscaled (or skipped by --skip-existing); 1 at least one input failed (the \
             others were written); 2 the model or pipeline could not be loaded; 64 usage error (bad option or value, \
