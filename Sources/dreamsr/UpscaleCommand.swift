@@ -144,6 +144,12 @@ struct UpscaleCommand: AsyncParsableCommand {
             }
         }
         if let t = threads, t < 1 { throw ValidationError("--threads must be >= 1") }
+        // The tiler's own rules, named by the flags that set them (refused before anything is read).
+        guard tile >= 8 else { throw ValidationError("--tile (-t) must be >= 8, got \(tile)") }
+        if let overlap, !(overlap >= 0 && overlap * 2 < tile) {
+            throw ValidationError("--overlap must be >= 0 and less than half of --tile (\(tile)), got \(overlap)")
+        }
+        guard tilePad >= 0 else { throw ValidationError("--tile-pad must be >= 0, got \(tilePad)") }
         guard maxMegapixels > 0, maxMegapixels.isFinite else { throw ValidationError("--max-megapixels must be positive") }
         guard maxFileMb > 0, maxFileMb.isFinite else { throw ValidationError("--max-file-mb must be positive") }
         if let suffix, suffix.contains("/") || suffix.contains("\0") { throw ValidationError("--suffix must not contain '/'") }

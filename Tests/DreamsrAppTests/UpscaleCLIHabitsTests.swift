@@ -87,6 +87,11 @@ import Upscaling
         let r = try await run(["upscale", dir + "/in/a.png", "-o", dir + "/out.png", "--max-megapixels", "0.0001"], in: dir)
         #expect(r.status == 1)
         #expect(r.text.contains("raise it with --max-megapixels"), "\(r.text)")
+        for (args, flag) in [(["-t", "32", "--overlap", "16"], "--overlap"), (["-t", "4"], "--tile"), (["--tile-pad", "-1"], "--tile-pad")] {
+            let bad = try await run(["upscale", dir + "/in/a.png", "-o", dir + "/out.png"] + args, in: dir)
+            #expect(bad.status == 64 && bad.text.contains(flag), "\(args): \(bad.text)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: dir + "/out.png"))
     }
 
     @Test func shortFlagsOfRealesrganNcnnVulkanAndTTA() async throws {
