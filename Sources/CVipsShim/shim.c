@@ -251,6 +251,36 @@ static int dsr_decode_write(VipsRegion *region, void *seq, void *arg, void *unus
 
 int dsr_decode(VipsImage *image, const dsr_header *h, float *color, float *alpha, int out_w, int out_h, char *err,
                size_t errlen) {
+    return dsr_decode_keeping_profile(image, h, color, alpha, out_w, out_h, 0, err, errlen);
+}
+
+int dsr_get_blob(VipsImage *image, const char *name, const void **data, size_t *len) {
+    *data = NULL;
+    *len = 0;
+    if (vips_image_get_typeof(image, name) == 0) return -1;
+    if (vips_image_get_blob(image, name, data, len) != 0) {
+        vips_error_clear();
+        return -1;
+    }
+    return *len > 0 ? 0 : -1;
+}
+
+int dsr_get_string_field(VipsImage *image, const char *name, char *buf, size_t buflen) {
+    if (buflen == 0) return -1;
+    buf[0] = 0;
+    if (vips_image_get_typeof(image, name) == 0) return -1;
+    char *text = NULL;
+    if (vips_image_get_as_string(image, name, &text) != 0) {
+        vips_error_clear();
+        return -1;
+    }
+    snprintf(buf, buflen, "%s", text);
+    g_free(text);
+    return 0;
+}
+
+int dsr_decode_keeping_profile(VipsImage *image, const dsr_header *h, float *color, float *alpha, int out_w,
+                               int out_h, int keep_profile, char *err, size_t errlen) {
     const int depth16 = h->bit_depth == 16;
     const VipsBandFormat target_format = depth16 ? VIPS_FORMAT_USHORT : VIPS_FORMAT_UCHAR;
     VipsImage *x = image;
@@ -270,7 +300,7 @@ int dsr_decode(VipsImage *image, const dsr_header *h, float *color, float *alpha
     } else {
         const VipsInterpretation target = depth16 ? VIPS_INTERPRETATION_RGB16 : VIPS_INTERPRETATION_sRGB;
         int converted = 0;
-        if (h->has_icc || h->is_cmyk) {
+        if ((h->has_icc && !keep_profile) || h->is_cmyk) {
             /* Embedded profile -> sRGB; a CMYK image without a profile uses libvips's built-in CMYK profile. */
             VipsImage *t = NULL;
             if (vips_icc_transform(x, &t, "srgb", "embedded", TRUE, "depth", depth16 ? 16 : 8, "intent",
@@ -411,8 +441,50 @@ static VipsImage *dsr_planar_source(dsr_encode_ctx *e, int width, int height) {
 }
 
 /* Encode to `path`, or to a g_malloc'd buffer (*out_buf, *out_len) when path is NULL. */
+/* Sets the EXIF Orientation tag (0x0112, IFD0) of an "Exif\0\0"+TIFF blob to 1, in place. */
+static void dsr_exif_set_upright(unsigned char *b, size_t len) {
+    size_t base = (len >= 6 && memcmp(b, "Exif\0\0", 6) == 0) ? 6 : 0;
+    if (len < base + 8) return;
+    const unsigned char *t = b + base;
+    const int le = t[0] == 'I' && t[1] == 'I';
+    if (!le && !(t[0] == 'M' && t[1] == 'M')) return;
+#define DSR_U16(p) (le ? (unsigned)((p)[0] | (p)[1] << 8) : (unsigned)((p)[0] << 8 | (p)[1]))
+#define DSR_U32(p) (le ? ((size_t)(p)[0] | (size_t)(p)[1] << 8 | (size_t)(p)[2] << 16 | (size_t)(p)[3] << 24) \
+                       : ((size_t)(p)[0] << 24 | (size_t)(p)[1] << 16 | (size_t)(p)[2] << 8 | (size_t)(p)[3]))
+    const size_t tlen = len - base;
+    const size_t ifd = DSR_U32(t + 4);
+    if (ifd + 2 > tlen) return;
+    const unsigned n = DSR_U16(t + ifd);
+    for (unsigned i = 0; i < n; i++) {
+        const size_t e = ifd + 2 + (size_t)i * 12;
+        if (e + 12 > tlen) return;
+        if (DSR_U16(t + e) == 0x0112 && DSR_U16(t + e + 2) == 3 /* SHORT */) {
+            unsigned char *v = b + base + e + 8;
+            if (le) { v[0] = 1; v[1] = 0; } else { v[0] = 0; v[1] = 1; }
+        }
+    }
+#undef DSR_U16
+#undef DSR_U32
+}
+
+static void dsr_attach_metadata(VipsImage *image, const dsr_metadata *m, int grey) {
+    if (!m) return;
+    if (m->exif && m->exif_len) {
+        unsigned char *copy = g_malloc(m->exif_len);
+        memcpy(copy, m->exif, m->exif_len);
+        dsr_exif_set_upright(copy, m->exif_len);
+        vips_image_set_blob(image, VIPS_META_EXIF_NAME, (VipsCallbackFn)g_free, copy, m->exif_len);
+        vips_image_set_int(image, VIPS_META_ORIENTATION, 1);
+    }
+    if (m->xmp && m->xmp_len) vips_image_set_blob_copy(image, VIPS_META_XMP_NAME, m->xmp, m->xmp_len);
+    if (m->iptc && m->iptc_len) vips_image_set_blob_copy(image, VIPS_META_IPTC_NAME, m->iptc, m->iptc_len);
+    /* An RGB profile never goes with a grey output. */
+    if (m->icc && m->icc_len && !grey) vips_image_set_blob_copy(image, VIPS_META_ICC_NAME, m->icc, m->icc_len);
+}
+
 static int dsr_encode(const float *color, const float *alpha, int width, int height, int depth16, int grey, int format,
-                      int quality, const char *path, void **out_buf, size_t *out_len, char *err, size_t errlen) {
+                      int quality, const dsr_metadata *meta, const char *path, void **out_buf, size_t *out_len,
+                      char *err, size_t errlen) {
     if (width <= 0 || height <= 0 || !color) {
         snprintf(err, errlen, "cannot encode an empty image (%dx%d)", width, height);
         return -1;
@@ -441,17 +513,23 @@ static int dsr_encode(const float *color, const float *alpha, int width, int hei
         dsr_set_error(err, errlen, "cannot build the output image");
         return -1;
     }
+    dsr_attach_metadata(image, meta, e.grey);
+    /* Metadata given and all empty: the source had none (or it was stripped): write none, not even libvips's own
+     * minimal EXIF block. */
+    const gboolean strip = meta && !meta->exif_len && !meta->xmp_len && !meta->iptc_len && !meta->icc_len;
     const int bitdepth = e.depth16 ? 16 : 8;
     const int deflate = VIPS_FOREIGN_TIFF_COMPRESSION_DEFLATE, horizontal = VIPS_FOREIGN_TIFF_PREDICTOR_HORIZONTAL;
     int rc = -1;
     /* JPEG: no optimize_coding, or libjpeg buffers every DCT coefficient of the image (~290 MB at 8000x6000). */
     if (path) {
         switch (format) {
-        case DSR_FORMAT_PNG: rc = vips_pngsave(image, path, "compression", 6, "bitdepth", bitdepth, NULL); break;
-        case DSR_FORMAT_JPEG: rc = vips_jpegsave(image, path, "Q", quality, NULL); break;
-        case DSR_FORMAT_WEBP: rc = vips_webpsave(image, path, "Q", quality, NULL); break;
+        case DSR_FORMAT_PNG:
+            rc = vips_pngsave(image, path, "compression", 6, "bitdepth", bitdepth, "strip", strip, NULL);
+            break;
+        case DSR_FORMAT_JPEG: rc = vips_jpegsave(image, path, "Q", quality, "strip", strip, NULL); break;
+        case DSR_FORMAT_WEBP: rc = vips_webpsave(image, path, "Q", quality, "strip", strip, NULL); break;
         case DSR_FORMAT_TIFF:
-            rc = vips_tiffsave(image, path, "compression", deflate, "predictor", horizontal, NULL);
+            rc = vips_tiffsave(image, path, "compression", deflate, "predictor", horizontal, "strip", strip, NULL);
             break;
         }
     } else {
@@ -476,14 +554,20 @@ static int dsr_encode(const float *color, const float *alpha, int width, int hei
 
 int dsr_encode_file(const float *color, const float *alpha, int width, int height, int depth16, int grey, int format,
                     int quality, const char *path, char *err, size_t errlen) {
-    return dsr_encode(color, alpha, width, height, depth16, grey, format, quality, path, NULL, NULL, err, errlen);
+    return dsr_encode(color, alpha, width, height, depth16, grey, format, quality, NULL, path, NULL, NULL, err, errlen);
+}
+
+int dsr_encode_file_with_metadata(const float *color, const float *alpha, int width, int height, int depth16, int grey,
+                                  int format, int quality, const dsr_metadata *meta, const char *path, char *err,
+                                  size_t errlen) {
+    return dsr_encode(color, alpha, width, height, depth16, grey, format, quality, meta, path, NULL, NULL, err, errlen);
 }
 
 int dsr_encode_buffer(const float *color, const float *alpha, int width, int height, int depth16, int grey,
                       int format, int quality, void **out_buf, size_t *out_len, char *err, size_t errlen) {
     *out_buf = NULL;
     *out_len = 0;
-    return dsr_encode(color, alpha, width, height, depth16, grey, format, quality, NULL, out_buf, out_len, err,
+    return dsr_encode(color, alpha, width, height, depth16, grey, format, quality, NULL, NULL, out_buf, out_len, err,
                       errlen);
 }
 

@@ -32,11 +32,16 @@ public struct PipelineRunner: Sendable {
     }
 
     /// Builds the pipeline (start-up checks throw here), loads the models, processes `requests` one after another
-    /// and stops the pipeline. `onOutcome` sees each outcome as it arrives.
-    public func run(_ requests: [JobRequest], logger: Logger = Logger(label: "dreamsr.upscale"),
+    /// and stops the pipeline. `onOutcome` sees each outcome as it arrives; `onProgress` is polled (every 0.2 s) with
+    /// the running job's id, stage and units done of total, for progress bars. `quiet`: the runtime logs nothing
+    /// below critical (the caller prints its own line per outcome).
+    public func run(_ requests: [JobRequest], logger: Logger = Logger(label: "dreamsr.upscale"), quiet: Bool = false,
+                    onProgress: (@Sendable (_ id: JobID, _ stage: String?, _ done: Int, _ total: Int) -> Void)? = nil,
                     onOutcome: @Sendable (JobOutcome) -> Void = { _ in }) async throws -> [JobOutcome] {
         var cfg = config
         cfg.pipeline = definition
+        var logger = logger
+        if quiet { logger.logLevel = .critical }
         let handle = try factory.makePipeline(definition, config: cfg, logger: logger, metricsFactory: NOOPMetricsHandler.instance)
         let service = handle.service
         let runTask = Task { try await service.run() }
@@ -48,7 +53,17 @@ public struct PipelineRunner: Sendable {
         }
         var outcomes: [JobOutcome] = []
         for r in requests {
+            let poller = onProgress.map { report in
+                Task {
+                    while !Task.isCancelled {
+                        for job in handle.jobsInFlight() where job.id == r.id { report(job.id, job.progress.stage, job.progress.done, job.progress.total) }
+                        try? await Task.sleep(for: .milliseconds(200))
+                    }
+                }
+            }
             let o = await handle.processor.process(r)
+            poller?.cancel()
+            _ = await poller?.value
             onOutcome(o)
             outcomes.append(o)
         }

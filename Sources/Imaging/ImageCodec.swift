@@ -57,9 +57,39 @@ public enum ImageCodec {
 
     /// Decodes a file: limits checked from the header first, then pixels converted to planar sRGB floats with EXIF
     /// orientation applied (see `DecodedImage`).
-    public static func decode(path: String, limits: ImageLimits = .default) throws -> DecodedImage {
+    ///
+    /// `keepMetadata`: EXIF, XMP and IPTC are read into `metadata`, and an RGB image with an embedded ICC profile keeps
+    /// its numbers in that profile (`metadata.icc`) instead of being converted to sRGB, so a wide-gamut source is not
+    /// flattened; give `metadata` back to `encode`.
+    public static func decode(path: String, limits: ImageLimits = .default, keepMetadata: Bool = false) throws -> DecodedImage {
         let image = try openChecked(path: path, limits: limits)
-        return try decodePixels(image, path: path)
+        return try decodePixels(image, path: path, keepMetadata: keepMetadata)
+    }
+
+    /// The metadata blobs of a file (header only, no pixels), ICC included whatever the pixels would be decoded to.
+    public static func metadata(path: String, limits: ImageLimits = .default) throws -> ImageMetadata {
+        let image = try openChecked(path: path, limits: limits)
+        return readMetadata(image, includingICC: true)
+    }
+
+    /// A metadata field as libvips parses it (e.g. "exif-ifd0-Orientation", "exif-ifd3-GPSLatitudeRef"), or nil.
+    public static func metadataField(path: String, name: String, limits: ImageLimits = .default) throws -> String? {
+        let image = try openChecked(path: path, limits: limits)
+        var buf = [CChar](repeating: 0, count: 1024)
+        return dsr_get_string_field(image.pointer, name, &buf, buf.count) == 0 ? cMessage(buf) : nil
+    }
+
+    static func readMetadata(_ image: OpenedImage, includingICC: Bool) -> ImageMetadata {
+        func blob(_ name: String) -> Data? {
+            var pointer: UnsafeRawPointer? = nil
+            var length = 0
+            guard dsr_get_blob(image.pointer, name, &pointer, &length) == 0, let pointer else { return nil }
+            return Data(bytes: pointer, count: length)
+        }
+        let m = ImageMetadata(exif: blob("exif-data"), xmp: blob("xmp-data"), iptc: blob("iptc-data"),
+                              icc: includingICC ? blob("icc-profile-data") : nil)
+        withExtendedLifetime(image) {}
+        return m
     }
 
     /// Header of an encoded image held in memory, with the limits checked (no pixels decoded).
@@ -216,8 +246,10 @@ public enum ImageCodec {
         return .corrupt
     }
 
-    static func decodePixels(_ image: OpenedImage, path: String) throws -> DecodedImage {
+    static func decodePixels(_ image: OpenedImage, path: String, keepMetadata: Bool = false) throws -> DecodedImage {
         let header = image.header
+        // The profile is kept (not converted away) for RGB sources only: CMYK and grey go to sRGB as always.
+        let keepProfile = keepMetadata && header.hasICCProfile && !header.isCMYK && !header.isGrey
         let w = header.width, h = header.height
         let plane = w * h
         var raw = image.raw
@@ -227,12 +259,13 @@ public enum ImageCodec {
         let color = [Float](unsafeUninitializedCapacity: 3 * plane) { colorBuf, colorCount in
             if header.hasAlpha {
                 alphaPixels = [Float](unsafeUninitializedCapacity: plane) { alphaBuf, alphaCount in
-                    rc = dsr_decode(image.pointer, &raw, colorBuf.baseAddress, alphaBuf.baseAddress,
-                                    Int32(w), Int32(h), &err, err.count)
+                    rc = dsr_decode_keeping_profile(image.pointer, &raw, colorBuf.baseAddress, alphaBuf.baseAddress,
+                                                    Int32(w), Int32(h), keepProfile ? 1 : 0, &err, err.count)
                     alphaCount = plane
                 }
             } else {
-                rc = dsr_decode(image.pointer, &raw, colorBuf.baseAddress, nil, Int32(w), Int32(h), &err, err.count)
+                rc = dsr_decode_keeping_profile(image.pointer, &raw, colorBuf.baseAddress, nil, Int32(w), Int32(h),
+                                                keepProfile ? 1 : 0, &err, err.count)
             }
             colorCount = 3 * plane
         }
@@ -241,10 +274,12 @@ public enum ImageCodec {
             let detail = cMessage(err)
             throw ImagingError(classify(detail), "cannot decode \(header.format) pixels: \(detail)", path: path)
         }
-        return DecodedImage(
+        var decoded = DecodedImage(
             color: PlanarImage(width: w, height: h, channels: 3, pixels: color),
             alpha: alphaPixels.map { PlanarImage(width: w, height: h, channels: 1, pixels: $0) },
             bitDepth: header.bitDepth, isGrey: header.isGrey, sourceFormat: header.format, header: header)
+        if keepMetadata { decoded.metadata = readMetadata(image, includingICC: keepProfile) }
+        return decoded
     }
 
     // MARK: Encode
@@ -258,8 +293,11 @@ public enum ImageCodec {
     ///
     /// The file is written under a temporary name in the target folder, fsynced, then renamed: the final name never
     /// holds a partial file, and on failure nothing is left behind.
+    /// - metadata: EXIF (orientation set to 1), XMP, IPTC and ICC profile written with the image where the format
+    ///   holds them (an ICC profile is never attached to grey output); an empty one writes no metadata at all; nil
+    ///   leaves libvips's defaults (a minimal EXIF block in JPEG).
     public static func encode(color: PlanarImage, alpha: PlanarImage?, bitDepth: Int, grey: Bool,
-                              format: ImageFormat, quality: Int, to path: String) throws {
+                              format: ImageFormat, quality: Int, metadata: ImageMetadata? = nil, to path: String) throws {
         try initialize()
         try validateForEncode(color: color, alpha: alpha, path: path)
         let url = URL(fileURLWithPath: path)
@@ -277,8 +315,10 @@ public enum ImageCodec {
 
         var err = [CChar](repeating: 0, count: 1024)
         let rc = withPlanes(color, alpha) { c, a in
-            dsr_encode_file(c, a, Int32(color.width), Int32(color.height), bitDepth > 8 ? 1 : 0, grey ? 1 : 0,
-                            format.shimCode, Int32(quality), temp, &err, err.count)
+            withMetadata(metadata) { meta in
+                dsr_encode_file_with_metadata(c, a, Int32(color.width), Int32(color.height), bitDepth > 8 ? 1 : 0,
+                                              grey ? 1 : 0, format.shimCode, Int32(quality), meta, temp, &err, err.count)
+            }
         }
         if rc != 0 {
             unlink(temp)
@@ -345,6 +385,24 @@ public enum ImageCodec {
                 throw ImagingError(.encodeFailed,
                                    "alpha is \(alpha.width)x\(alpha.height)x\(alpha.channels), expected "
                                        + "\(color.width)x\(color.height)x1", path: path)
+            }
+        }
+    }
+
+    /// A `dsr_metadata` pointing into `metadata`'s blobs for the duration of `body` (nil when there is none).
+    static func withMetadata<R>(_ metadata: ImageMetadata?, _ body: (UnsafePointer<dsr_metadata>?) -> R) -> R {
+        guard let metadata else { return body(nil) }
+        let empty = Data()
+        return (metadata.exif ?? empty).withUnsafeBytes { exif in
+            (metadata.xmp ?? empty).withUnsafeBytes { xmp in
+                (metadata.iptc ?? empty).withUnsafeBytes { iptc in
+                    (metadata.icc ?? empty).withUnsafeBytes { icc in
+                        var m = dsr_metadata(exif: exif.baseAddress, exif_len: exif.count, xmp: xmp.baseAddress,
+                                             xmp_len: xmp.count, iptc: iptc.baseAddress, iptc_len: iptc.count,
+                                             icc: icc.baseAddress, icc_len: icc.count)
+                        return withUnsafePointer(to: &m) { body($0) }
+                    }
+                }
             }
         }
     }

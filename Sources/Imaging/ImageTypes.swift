@@ -1,3 +1,4 @@
+import Foundation
 import CVipsShim
 import Raster
 
@@ -102,9 +103,29 @@ public struct ImageHeader: Sendable, Equatable {
 }
 
 /// A decoded image, ready for the models.
+/// Metadata blobs of a source image, written back with its output (`ImageCodec.encode(..., metadata:)`).
+public struct ImageMetadata: Sendable, Equatable {
+    /// "Exif\0\0" + TIFF structure, as libvips keeps it (orientation reset to 1 on output: pixels are upright).
+    public var exif: Data?
+    public var xmp: Data?
+    public var iptc: Data?
+    /// The ICC profile the pixels are in; set only when decoding kept the numbers in that profile.
+    public var icc: Data?
+
+    public init(exif: Data? = nil, xmp: Data? = nil, iptc: Data? = nil, icc: Data? = nil) {
+        self.exif = exif
+        self.xmp = xmp
+        self.iptc = iptc
+        self.icc = icc
+    }
+
+    public var isEmpty: Bool { exif == nil && xmp == nil && iptc == nil && icc == nil }
+}
+
 public struct DecodedImage: Sendable {
     /// Always 3 channels RGB in 0...1, sRGB (ICC profile converted to sRGB, CMYK converted, grey replicated),
-    /// EXIF orientation applied.
+    /// EXIF orientation applied; with `keepMetadata` an RGB source with an ICC profile keeps its numbers in that
+    /// profile (`metadata.icc`).
     public var color: PlanarImage
     /// 1 channel in 0...1 when the source has alpha.
     public var alpha: PlanarImage?
@@ -116,6 +137,8 @@ public struct DecodedImage: Sendable {
     public var sourceFormat: String
     /// The header the image was decoded from.
     public var header: ImageHeader
+    /// EXIF, XMP, IPTC and (when the pixels are in it) the ICC profile; empty unless decoded with `keepMetadata`.
+    public var metadata = ImageMetadata()
 
     public var width: Int { color.width }
     public var height: Int { color.height }

@@ -39,6 +39,11 @@ public struct TiledUpscaler: Sendable {
 
     /// The number of tiles `upscale` will run for a `width` x `height` input.
     public func tileCount(width: Int, height: Int) throws -> Int {
+        try Self.tileCount(width: width, height: height, tileSize: tileSize, overlap: overlap)
+    }
+
+    /// The number of tiles of a `width` x `height` input with this geometry.
+    public static func tileCount(width: Int, height: Int, tileSize: Int, overlap: Int) throws -> Int {
         try TileGrid(width: width, height: height, tileSize: tileSize, overlap: overlap).count
     }
 

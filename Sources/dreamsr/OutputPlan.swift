@@ -20,16 +20,80 @@ struct UsageError: Error, CustomStringConvertible {
 ///   refused (that input would be gone before it is read);
 /// - an output that exists and is not a regular file (a device node, a FIFO, a socket, a directory) is refused,
 ///   never replaced; two inputs that would write the same output are refused.
+///
+/// Folder inputs (`-i DIR`, `--recursive` for subfolders) put the command in folder mode: the outputs go to the
+/// `-o` folder (mirroring subfolders), named `<stem><suffix>.<ext>` (suffix `_x4` by default), and an output that is
+/// an input is always refused, `--overwrite` or not.
 enum OutputPlan {
     struct Target {
         let input: String
         let output: String
+        let format: ImageFormat
+    }
+
+    /// An input file; `subfolder` is set (relative, "" at the top) when it was found in a folder input.
+    struct Source {
+        let path: String
+        let subfolder: String?
+    }
+
+    /// Extensions picked up from a folder input (anything else there, hidden files included, is left alone).
+    static let folderExtensions: Set<String> = ["jpg", "jpeg", "png", "webp", "tif", "tiff", "gif", "heic", "heif", "avif"]
+
+    /// The files of `args`: files as given; folders listed (image extensions only, sorted, hidden entries and
+    /// `excluding` skipped; subfolders only when `recursive`; symlinked folders never followed).
+    static func sources(_ args: [String], recursive: Bool, excluding: String?) throws -> [Source] {
+        var out: [Source] = []
+        let excluded = excluding.flatMap(realPath)
+        for arg in args {
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: arg, isDirectory: &isDir), isDir.boolValue else {
+                out.append(Source(path: arg, subfolder: nil))
+                continue
+            }
+            var found: [Source] = []
+            func walk(_ dir: String, _ rel: String) throws {
+                let names: [String]
+                do { names = try FileManager.default.contentsOfDirectory(atPath: dir) } catch {
+                    throw UsageError("cannot list the input folder \(quoted(dir)): \(error.localizedDescription)")
+                }
+                for name in names.sorted() where !name.hasPrefix(".") {
+                    let path = dir + "/" + name
+                    var st = stat()
+                    guard lstat(path, &st) == 0 else { continue }
+                    let kind = st.st_mode & S_IFMT
+                    if kind == S_IFDIR {
+                        if recursive, realPath(path) != excluded { try walk(path, rel.isEmpty ? name : rel + "/" + name) }
+                    } else if folderExtensions.contains((name as NSString).pathExtension.lowercased()) {
+                        found.append(Source(path: path, subfolder: rel))
+                    }
+                }
+            }
+            try walk(arg.hasSuffix("/") && arg.count > 1 ? String(arg.dropLast()) : arg, "")
+            if found.isEmpty {
+                throw UsageError("the input folder \(quoted(arg)) holds no image files (\(folderExtensions.sorted().joined(separator: ", ")))"
+                                 + (recursive ? "" : "; add --recursive to include its subfolders"))
+            }
+            out += found
+        }
+        return out
     }
 
     static func plan(inputs: [String], output: String, format: ImageFormat?, overwrite: Bool) throws -> [Target] {
+        try plan(sources: inputs.map { Source(path: $0, subfolder: nil) }, output: output, format: format,
+                 overwrite: overwrite, suffix: "")
+    }
+
+    /// `suffix` is added to the stem of the outputs of folder inputs.
+    static func plan(sources: [Source], output: String, format: ImageFormat?, overwrite: Bool, suffix: String) throws -> [Target] {
+        let inputs = sources.map(\.path)
         var isDir: ObjCBool = false
         let exists = FileManager.default.fileExists(atPath: output, isDirectory: &isDir)
-        let asFolder = inputs.count > 1 || (exists && isDir.boolValue) || output.hasSuffix("/")
+        let folderMode = sources.contains { $0.subfolder != nil }
+        let asFolder = inputs.count > 1 || folderMode || (exists && isDir.boolValue) || output.hasSuffix("/")
+        if folderMode && overwrite {
+            throw UsageError("--overwrite is for file inputs: in folder mode an output never replaces an input")
+        }
         var targets: [Target]
         if asFolder {
             do {
@@ -38,16 +102,22 @@ enum OutputPlan {
                 throw UsageError("cannot create the output folder \(quoted(output)): \(error.localizedDescription)")
             }
             let folder = try realFolder(output)
-            targets = inputs.map { input in
-                let name = (input as NSString).lastPathComponent
+            targets = sources.map { source in
+                let name = (source.path as NSString).lastPathComponent
                 let base = (name as NSString).deletingPathExtension
-                let ext = format?.fileExtension ?? ImageFormat(fileExtension: (name as NSString).pathExtension)?.fileExtension ?? "png"
-                return Target(input: input, output: folder + "/" + base + "." + ext)
+                let fmt = format ?? ImageFormat(fileExtension: (name as NSString).pathExtension) ?? .png
+                let sub = source.subfolder.map { $0.isEmpty ? "" : $0 + "/" } ?? ""
+                let stem = source.subfolder == nil ? base : base + suffix
+                return Target(input: source.path, output: folder + "/" + sub + stem + "." + fmt.fileExtension, format: fmt)
             }
         } else {
             let parent = (output as NSString).deletingLastPathComponent
             let folder = try realFolder(parent.isEmpty ? "." : parent)
-            targets = [Target(input: inputs[0], output: folder + "/" + (output as NSString).lastPathComponent)]
+            let name = (output as NSString).lastPathComponent
+            guard let fmt = format ?? ImageFormat(fileExtension: (name as NSString).pathExtension) else {
+                throw UsageError("cannot tell the output format from \(quoted(output)): use --format png|jpeg|webp|tiff")
+            }
+            targets = [Target(input: inputs[0], output: folder + "/" + name, format: fmt)]
         }
 
         var byOutput: [String: String] = [:]
@@ -63,6 +133,10 @@ enum OutputPlan {
             guard let out = try existingOutput(t.output) else { continue }
             for (j, input) in inputFiles.enumerated() where input == out {
                 if i == j && overwrite { continue }
+                if i == j && sources[i].subfolder != nil {
+                    throw UsageError("the output \(quoted(t.output)) is the input \(quoted(t.input)) itself: folder mode never "
+                                     + "replaces an input (choose another -o folder or --suffix)")
+                }
                 if i == j {
                     throw UsageError("the output \(quoted(t.output)) is the input \(quoted(t.input)) itself: refusing to "
                                      + "overwrite a source (give another -o, or --overwrite to replace it)")
@@ -72,6 +146,13 @@ enum OutputPlan {
             }
         }
         return targets
+    }
+
+    /// The real path of an existing file or folder, nil when there is none.
+    static func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
     }
 
     /// The real path of an existing folder.

@@ -62,6 +62,28 @@ void dsr_header_read(VipsImage *image, dsr_header *header);
 int dsr_decode(VipsImage *image, const dsr_header *header, float *color, float *alpha, int out_w, int out_h,
                char *err, size_t errlen);
 
+/* As dsr_decode, but with keep_profile set an RGB image with an embedded ICC profile keeps its numbers in that
+ * profile (no conversion to sRGB: the caller re-attaches the profile to the output). CMYK and grey convert as always. */
+int dsr_decode_keeping_profile(VipsImage *image, const dsr_header *header, float *color, float *alpha, int out_w,
+                               int out_h, int keep_profile, char *err, size_t errlen);
+
+/* A metadata blob of an opened image ("exif-data", "xmp-data", "iptc-data", "icc-profile-data"): 0 and the bytes
+ * (owned by the image, valid while it lives) when present, -1 otherwise. */
+int dsr_get_blob(VipsImage *image, const char *name, const void **data, size_t *len);
+
+/* A string field of an opened image as libvips parsed it (e.g. "exif-ifd0-Orientation", "exif-ifd3-GPSLatitudeRef"),
+ * copied into buf (NUL-terminated): 0 when present, -1 otherwise. */
+int dsr_get_string_field(VipsImage *image, const char *name, char *buf, size_t buflen);
+
+/* Metadata to write with an encoded image (NULL/0 fields are left out). The EXIF orientation tag is set to 1 (the
+ * pixels are already turned upright). */
+typedef struct dsr_metadata {
+    const void *exif; size_t exif_len;
+    const void *xmp; size_t xmp_len;
+    const void *iptc; size_t iptc_len;
+    const void *icc; size_t icc_len;
+} dsr_metadata;
+
 enum { DSR_FORMAT_PNG = 0, DSR_FORMAT_JPEG = 1, DSR_FORMAT_WEBP = 2, DSR_FORMAT_TIFF = 3 };
 
 /* Encode planar floats (3 planes `color`, optional 1 plane `alpha`) into `path` (written as given: callers use a
@@ -69,6 +91,11 @@ enum { DSR_FORMAT_PNG = 0, DSR_FORMAT_JPEG = 1, DSR_FORMAT_WEBP = 2, DSR_FORMAT_
  * given alpha is flattened onto white. No interleaved full-size copy is made: libvips pulls pixels from the planes. */
 int dsr_encode_file(const float *color, const float *alpha, int width, int height, int depth16, int grey, int format,
                     int quality, const char *path, char *err, size_t errlen);
+
+/* dsr_encode_file with metadata (may be NULL). */
+int dsr_encode_file_with_metadata(const float *color, const float *alpha, int width, int height, int depth16, int grey,
+                                  int format, int quality, const dsr_metadata *meta, const char *path, char *err,
+                                  size_t errlen);
 
 /* Same, into memory: on success *out_buf holds *out_len bytes, to be freed with dsr_free_buffer. */
 int dsr_encode_buffer(const float *color, const float *alpha, int width, int height, int depth16, int grey,

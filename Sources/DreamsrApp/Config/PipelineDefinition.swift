@@ -60,6 +60,13 @@ public struct StageDefinition: Sendable, Equatable {
     /// Restore stage only: which restorer runs (`realesrgan`: RRDBNet in pixel space from `model`; `dreamsr`: LR
     /// Lanczos3 resize, tiled VAE encode and DreamSR's one-step LoRA restoration).
     public var restorer: Restorer = .realesrgan
+    /// Restore stage (realesrgan): extra input pixels of context around each tile, cropped away (`tile_pad`); nil:
+    /// the model's own (its receptive field, from the model catalog), 24 for a model the catalog does not know.
+    public var tilePad: Int?
+    /// Restore stage (realesrgan): test-time augmentation, 8 flips/rotations averaged (`tta`; about 8x the time).
+    public var tta: Bool = false
+    /// Encode stage: JPEG/WebP quality 1-100 (`quality`).
+    public var quality: Int = 92
 
     public enum Restorer: String, Sendable, CaseIterable { case realesrgan, dreamsr }
 }
@@ -129,6 +136,10 @@ public struct PipelineDefinition: Sendable, Equatable {
     public var controlnet: FluxControlNetTextureOptions?
     /// Weights of a ControlNet pipeline (its `models:` block); nil unless `controlnet` is set.
     public var controlnetModels: FluxControlNetModelPaths?
+    /// `metadata: keep` (default): EXIF (orientation reset), XMP, IPTC and the ICC profile go from the input to the
+    /// output, and an RGB input with a profile is processed in that profile (a wide-gamut photo stays wide-gamut);
+    /// `strip`: outputs carry no metadata and are sRGB.
+    public var keepMetadata = true
 
     /// True when a stage needs the FLUX/DreamSR model set.
     public var needsDreamSRModels: Bool {
@@ -149,7 +160,7 @@ public struct PipelineDefinition: Sendable, Equatable {
     public static func parse(yaml: String, file: String) throws -> PipelineDefinition {
         let root = try ConfigNode.parse(yaml: yaml, file: file, env: [:], envPrefix: nil)
         try root.checkKeys(["name", "description", "capacity", "job_timeout_seconds", "output_format", "stages",
-                            "models", "dreamsr", "caption", "controlnet"])
+                            "models", "dreamsr", "caption", "controlnet", "metadata"])
         let name = try root.requiredString("name")
         let capacityNode = try root.child("capacity")
         try capacityNode.checkKeys(["items", "megapixels"])
@@ -161,7 +172,7 @@ public struct PipelineDefinition: Sendable, Equatable {
         let list = try root.list("stages")
         guard !list.isEmpty else { throw root.error("stages", "at least one stage is required") }
         for item in list {
-            try item.checkKeys(["stage", "concurrency", "queue", "model", "tile", "overlap", "restorer"])
+            try item.checkKeys(["stage", "concurrency", "queue", "model", "tile", "overlap", "restorer", "tile_pad", "tta", "quality"])
             let kindText = try item.requiredString("stage")
             guard let kind = StageKind(rawValue: kindText) else {
                 throw item.error("stage", "unknown stage '\(kindText)' (known: \(StageKind.allCases.map(\.rawValue).joined(separator: ", ")))")
@@ -180,6 +191,13 @@ public struct PipelineDefinition: Sendable, Equatable {
             } else if item.has("restorer") {
                 throw item.error("restorer", "only a 'restore' stage has a restorer")
             }
+            for key in ["tile_pad", "tta"] where item.has(key) && !(kind == .restore && def.restorer == .realesrgan) {
+                throw item.error(key, "only a 'restore' stage with restorer realesrgan has '\(key)'")
+            }
+            if item.has("tile_pad") { def.tilePad = try item.int("tile_pad", default: 24, min: 0, max: 1024) }
+            def.tta = try item.bool("tta", default: false)
+            if item.has("quality") && kind != .encode { throw item.error("quality", "only the 'encode' stage has a quality") }
+            def.quality = try item.int("quality", default: 92, min: 1, max: 100)
             if let previous = stages.last, StageKind.allCases.firstIndex(of: previous.kind)! >= StageKind.allCases.firstIndex(of: kind)! {
                 throw item.error("stage", "stage '\(kind.rawValue)' cannot follow '\(previous.kind.rawValue)' (order: \(StageKind.allCases.map(\.rawValue).joined(separator: " -> ")), each at most once)")
             }
@@ -204,6 +222,7 @@ public struct PipelineDefinition: Sendable, Equatable {
         var def = PipelineDefinition(name: name, description: try root.string("description", default: ""),
                                      capacity: capacity, jobTimeout: timeout > 0 ? .milliseconds(Int64(timeout * 1000)) : nil,
                                      outputFormat: format, stages: stages, file: file)
+        def.keepMetadata = try root.oneOf("metadata", ["keep", "strip"], default: "keep") == "keep"
         if root.has("controlnet") {
             try parseControlNet(root, into: &def)
         } else if def.needsDreamSRModels || root.has("models") {

@@ -30,9 +30,13 @@ public struct ImagePipelineFactory: PipelineFactory {
     public typealias RestorerLoader = @Sendable (_ modelDirectory: String) throws -> any TileRestorer
 
     let loadRestorer: RestorerLoader
+    /// What a limit error tells the user to change (the CLI names its flags); nil: the daemon's config keys.
+    let limitHints: (pixels: String, fileSize: String)?
 
-    public init(loadRestorer: @escaping RestorerLoader = ImagePipelineFactory.defaultRestorerLoader) {
+    public init(loadRestorer: @escaping RestorerLoader = ImagePipelineFactory.defaultRestorerLoader,
+                limitHints: (pixels: String, fileSize: String)? = nil) {
         self.loadRestorer = loadRestorer
+        self.limitHints = limitHints
     }
 
     /// Any catalog model's folder (`model: NAME` in a pipeline file; see `ModelLocator`).
@@ -50,8 +54,10 @@ public struct ImagePipelineFactory: PipelineFactory {
     public func makePipeline(_ definition: PipelineDefinition, config: DaemonConfig, logger: Logger,
                              metricsFactory: any MetricsFactory) throws -> PipelineHandle {
         let limits = ImageLimits(maxPixels: Int(config.maxInputMegapixels * 1_000_000), maxFileBytes: config.maxFileBytes,
-                                 pixelLimitHint: "limits.max_input_megapixels in \(config.file) (or DREAMSR_LIMITS_MAX_INPUT_MEGAPIXELS)",
-                                 fileSizeLimitHint: "limits.max_file_bytes in \(config.file) (or DREAMSR_LIMITS_MAX_FILE_BYTES)")
+                                 pixelLimitHint: limitHints?.pixels
+                                    ?? "limits.max_input_megapixels in \(config.file) (or DREAMSR_LIMITS_MAX_INPUT_MEGAPIXELS)",
+                                 fileSizeLimitHint: limitHints?.fileSize
+                                    ?? "limits.max_file_bytes in \(config.file) (or DREAMSR_LIMITS_MAX_FILE_BYTES)")
         let restoreDef = definition.stage(.restore)
         let scale = restoreDef == nil ? 1 : 4 // refined once the model is loaded; used only to weigh jobs
         var dreamsr: DreamSRStages?
@@ -77,7 +83,7 @@ public struct ImagePipelineFactory: PipelineFactory {
         for def in definition.stages {
             switch def.kind {
             case .decode:
-                stages.append(decodeStage(def, limits: limits, scale: scale))
+                stages.append(decodeStage(def, limits: limits, scale: scale, keepMetadata: definition.keepMetadata))
             case .restore where def.restorer == .dreamsr:
                 stages.append(dreamsr!.restoreStage(def))
             case .restore:
@@ -118,7 +124,7 @@ public struct ImagePipelineFactory: PipelineFactory {
         func take() -> Int { next.withLock { n in defer { n = (n + 1) % lanes.count }; return n } }
     }
 
-    private func decodeStage(_ def: StageDefinition, limits: ImageLimits, scale: Int) -> Stage<ImageJob> {
+    private func decodeStage(_ def: StageDefinition, limits: ImageLimits, scale: Int, keepMetadata: Bool) -> Stage<ImageJob> {
         let pool = LanePool(Self.lanes("decode", def.runtime.concurrency, niceIncrement: Self.sideWorkNice))
         return Stage(def.runtime) { ctx in
             guard case .file(let path) = ctx.request.source else {
@@ -126,7 +132,7 @@ public struct ImagePipelineFactory: PipelineFactory {
             }
             let decoded: DecodedImage
             do {
-                decoded = try await pool.lanes[pool.take()].run { try ImageCodec.decode(path: path, limits: limits) }
+                decoded = try await pool.lanes[pool.take()].run { try ImageCodec.decode(path: path, limits: limits, keepMetadata: keepMetadata) }
             } catch let e as ImagingError {
                 throw PipelineError(e.isRetriable ? .stageFailed : .badInput, e.description, isRetriable: e.isRetriable)
             }
@@ -140,9 +146,10 @@ public struct ImagePipelineFactory: PipelineFactory {
     private func restoreStage(_ def: StageDefinition, modelDirectory: String, logger: Logger) -> Stage<ImageJob> {
         let n = def.runtime.concurrency
         let pool = LanePool(Self.lanes("restore", n))
-        let upscalers = Locked<[TiledUpscaler]>([])
+        let upscalers = Locked<[ImageUpscaler]>([])
         let loader = loadRestorer
-        let tile = def.tileSize, overlap = def.tileOverlap
+        let options = UpscaleOptions(tileSize: def.tileSize, overlap: def.tileOverlap,
+                                     contextPadding: def.tilePad ?? TiledUpscaler.defaultContextPadding, tta: def.tta)
         let prepare: @Sendable () async throws -> Void = {
             // One model instance (it is safe to call concurrently), one tiler per worker lane.
             let restorer: any TileRestorer
@@ -151,44 +158,41 @@ public struct ImagePipelineFactory: PipelineFactory {
             } catch {
                 throw PipelineError.startup("restore model from \(modelDirectory): \(error)")
             }
-            // Context around each tile: the model's receptive field (catalog), else the default.
-            let pad = (restorer as? NCNNModelRestorer)?.model.tilePad ?? TiledUpscaler.defaultContextPadding
-            let made = try (0..<n).map { _ in
-                try TiledUpscaler(restorer: restorer, tileSize: tile, overlap: overlap, contextPadding: pad)
-            }
+            // Context around each tile: the pipeline's `tile_pad`, else the model's receptive field (catalog), else
+            // the default.
+            var tiling = options
+            tiling.contextPadding = def.tilePad ?? (restorer as? NCNNModelRestorer)?.model.tilePad
+                ?? TiledUpscaler.defaultContextPadding
+            let made = try (0..<n).map { _ in try ImageUpscaler(restorer: restorer, options: tiling) }
             logger.info("restore model loaded", metadata: ["model": "\(restorer.name)", "workers": "\(n)",
-                                                           "dir": "\(modelDirectory)"])
+                                                           "dir": "\(modelDirectory)", "tta": "\(options.tta)"])
             upscalers.withLock { $0 = made }
         }
         return Stage(def.runtime, prepare: prepare) { ctx in
             guard let decoded = ctx.payload.decoded else { throw PipelineError.stageFailed("restore: no decoded image") }
             let lane = pool.take()
-            let base = upscalers.current[lane]
-            // Raster's TileGrid requires overlap < the image side (it traps otherwise, main @ b03de5c): shrink the
-            // overlap for images smaller than it; they are a single tile on that axis anyway.
-            let side = min(decoded.width, decoded.height)
-            let overlap = base.overlap >= side ? max(0, side - 1) : base.overlap
-            // The one-shot CLI's ImageUpscaler does the restore step (model scale, optional resampling), so the CLI
-            // and the daemon produce the same pixels.
+            let upscaler = upscalers.current[lane]
             let scale = ctx.request.scale.map(Double.init)
-            if let scale, !(scale > 0 && scale <= Double(base.scale)) {
-                throw PipelineError.badInput("scale \(Int(scale)) is not supported: 1...\(base.scale) (the model's scale)")
+            if let scale, !(scale > 0 && scale <= Double(upscaler.scale)) {
+                throw PipelineError.badInput("scale \(Int(scale)) is not supported: 1...\(upscaler.scale) (the model's scale)")
             }
-            let upscaler = try ImageUpscaler(restorer: base.restorer,
-                                             options: UpscaleOptions(scale: scale, tileSize: base.tileSize, overlap: overlap))
             let flag = ctx.cancellation
             let progress = ctx.progress
             do {
                 ctx.payload.restored = try await pool.lanes[lane].run {
-                    try upscaler.restore(decoded, progress: { progress.report(done: $0, of: $1) },
+                    try upscaler.restore(decoded, scale: scale, progress: { progress.report(done: $0, of: $1) },
                                          isCancelled: { flag.isCancelled })
                 }
             } catch {
+                // The engine's errors become one PipelineError here, and nowhere else.
                 if flag.isCancelled { throw CancellationError() }
-                let message = (error as? StageError)?.message ?? "\(error)"
-                throw PipelineError(.stageFailed, message, isRetriable: (error as? StageError)?.retriable ?? false)
+                switch error {
+                case let e as UpscalingError: throw PipelineError(.stageFailed, e.message)
+                case let e as ImagingError: throw PipelineError(.stageFailed, e.description, isRetriable: e.isRetriable)
+                default: throw PipelineError(.stageFailed, "\(error)")
+                }
             }
-            ctx.notes.append("restore: \(base.restorer.name) x\(base.scale)")
+            ctx.notes.append("restore: \(upscaler.restorerName) x\(upscaler.scale)")
         }
     }
 
@@ -203,6 +207,8 @@ public struct ImagePipelineFactory: PipelineFactory {
             }
             guard let output = ctx.request.output else { throw PipelineError.badInput("the request names no output path") }
             let alpha = decoded.alpha
+            let quality = def.quality
+            let metadata = decoded.metadata
             do {
                 try await pool.lanes[pool.take()].run {
                     var outAlpha: PlanarImage? = nil
@@ -210,7 +216,7 @@ public struct ImagePipelineFactory: PipelineFactory {
                         outAlpha = try ImageCodec.resize(alpha, width: color.width, height: color.height)
                     }
                     try ImageCodec.encode(color: color, alpha: outAlpha, bitDepth: decoded.bitDepth, grey: decoded.isGrey,
-                                          format: format, quality: 92, to: output)
+                                          format: format, quality: quality, metadata: metadata, to: output)
                 }
             } catch let e as ImagingError {
                 throw PipelineError(.stageFailed, e.description, isRetriable: e.isRetriable)
