@@ -279,12 +279,12 @@ struct UpscaleCommand: AsyncParsableCommand {
         let restore = definition.stage(.restore)
         let builtIn = pipeline == nil
         // Which model the built-in pipeline runs and whether the asked scale is native to it (said in each line).
-        var modelNote = ""
-        if builtIn, let located = try? ModelLocator.resolve(model, scale: scale) {
+        let modelNote: String = {
+            guard builtIn, let located = try? ModelLocator.resolve(model, scale: scale) else { return "" }
             let outScale = scale ?? located.model.scale
-            modelNote = outScale == located.model.scale ? "; \(located.model.name), native \(outScale)x"
+            return outScale == located.model.scale ? "; \(located.model.name), native \(outScale)x"
                 : "; \(located.model.name) \(located.model.scale)x, resampled to \(outScale)x"
-        }
+        }()
         let order = ["decode", "caption", "restore", "texture", "blend", "encode"]
         let outcomes: [JobOutcome]
         do {

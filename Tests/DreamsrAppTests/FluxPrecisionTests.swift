@@ -42,9 +42,9 @@ import Testing
 
         let yaml = try String(contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent()
             .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("pipelines/dreamsr.yaml"), encoding: .utf8)
-        #expect(try PipelineDefinition.parse(yaml: yaml, file: "dreamsr.yaml").dreamsr.precision == "fp32")
+        #expect(try PipelineDefinition.parse(yaml: yaml, file: "dreamsr.yaml").dreamsr.precision == .fp32)
         let bf16 = yaml.replacingOccurrences(of: "  batch: 4\n", with: "  batch: 4\n  precision: bf16\n")
-        #expect(try PipelineDefinition.parse(yaml: bf16, file: "dreamsr.yaml").dreamsr.precision == "bf16")
+        #expect(try PipelineDefinition.parse(yaml: bf16, file: "dreamsr.yaml").dreamsr.precision == .bf16)
         let bad = yaml.replacingOccurrences(of: "  batch: 4\n", with: "  batch: 4\n  precision: fp16\n")
         #expect { try PipelineDefinition.parse(yaml: bad, file: "dreamsr.yaml") } throws: { e in
             guard let e = e as? ConfigError else { return false }
