@@ -3,7 +3,7 @@ import Foundation
 import Models
 import Raster
 import Tensor
-import XCTest
+import Testing
 @testable import DreamSRPipeline
 
 /// A translation-equivariant, pointwise stand-in model: v = tanh(x) · (1 + sigma) (+ 0.5 in the restoration pass).
@@ -13,7 +13,8 @@ private struct PointwiseDenoiser: DreamSRPatchDenoiser {
     }
 }
 
-final class DreamSRSamplerTests: XCTestCase {
+@Suite(.serialized, .timeLimit(.minutes(10)))
+final class DreamSRSamplerTests {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("Fixtures/dreamsr")
 
@@ -41,7 +42,7 @@ final class DreamSRSamplerTests: XCTestCase {
     }
 
     /// The 1 + 16 run on the 2x3-patch latent image vs the reference (gaussian and uniform weights).
-    func testWholeRunMatchesReference() throws {
+    @Test func wholeRunMatchesReference() throws {
         let model = try Self.loadModel()
         let t = try Self.tensors("run.safetensors")
         let z = t["z_lq"]!, noise = t["noise"]!
@@ -57,25 +58,25 @@ final class DreamSRSamplerTests: XCTestCase {
             cfg.patchWeighting = weighting
             cfg.ropeIds = ropeIds
             let plan = try DreamSRPatchPlan(latentWidth: 36, latentHeight: 24, config: cfg)
-            XCTAssertEqual(plan.grid.ys, t["grid_ys"]!.toArray().map { Int($0) })
-            XCTAssertEqual(plan.grid.xs, t["grid_xs"]!.toArray().map { Int($0) })
+            #expect(plan.grid.ys == t["grid_ys"]!.toArray().map { Int($0) })
+            #expect(plan.grid.xs == t["grid_xs"]!.toArray().map { Int($0) })
             let m = DreamSRModel(flux: model.flux, controlnet: model.controlnet, config: cfg, mainLoRA: model.mainLoRA,
                                  controlnetLoRA: model.controlnetLoRA)
             let den = try DreamSRModelDenoiser(model: m, plan: plan, zLQ: z, globalPrompt: global, localPrompts: locals)
             var steps = 0
             let res = try DreamSRPatchSampler(config: cfg, plan: plan, batchSize: 4)
                 .run(zLQ: z, noise: noise, denoiser: den) { _, _ in steps += 1 }
-            XCTAssertEqual(steps, 17)
-            XCTAssertEqual(res.sigmas.map { Float($0) }, t["sigmas"]!.toArray())
+            #expect(steps == 17)
+            #expect(res.sigmas.map { Float($0) } == t["sigmas"]!.toArray())
             if expected == "z_out" {  // the fixture's z_dr is the gaussian, per-patch-ids run's
-                XCTAssertLessThanOrEqual(Self.relError(res.zDR, t["z_dr"]!), 1e-3, "z_dr")
+                #expect(Self.relError(res.zDR, t["z_dr"]!) <= 1e-3, "z_dr")
             }
-            XCTAssertLessThanOrEqual(Self.relError(res.zOut, t[expected]!), 1e-3, "\(expected)")
+            #expect(Self.relError(res.zOut, t[expected]!) <= 1e-3, "\(expected)")
         }
     }
 
     /// An image of exactly one patch gives the same result as running the model on the whole (untiled) latent.
-    func testOnePatchImageEqualsUntiled() throws {
+    @Test func onePatchImageEqualsUntiled() throws {
         let model = try Self.loadModel()
         let p = model.config.patchLatent
         let z = Self.latent(16, p, p, seed: 1), noise = Self.latent(16, p, p, seed: 2)
@@ -84,7 +85,7 @@ final class DreamSRSamplerTests: XCTestCase {
         let local = DreamSRPromptEncoding(states: Self.slice(t["local_encoder_hidden_states"]!, 0),
                                           pooled: Self.slice(t["local_pooled_projections"]!, 0))
         let plan = try DreamSRPatchPlan(latentWidth: p, latentHeight: p, config: model.config)
-        XCTAssertEqual(plan.count, 1)
+        #expect(plan.count == 1)
         let den = try DreamSRModelDenoiser(model: model, plan: plan, zLQ: z, globalPrompt: global, localPrompts: [local])
         let res = try DreamSRPatchSampler(config: model.config, plan: plan).run(zLQ: z, noise: noise, denoiser: den)
 
@@ -108,13 +109,13 @@ final class DreamSRSamplerTests: XCTestCase {
             for i in 0..<x.count { x[flat: i] += (sig[k + 1] - sig[k]) * v[flat: i] }
         }
         let untiled = FluxPacking.unpack(x, channels: 16, height: p, width: p)
-        XCTAssertLessThanOrEqual(res.zOut.maxAbsDifference(untiled), 1e-5)
-        XCTAssertLessThanOrEqual(res.zDR.maxAbsDifference(FluxPacking.unpack(zdrTok, channels: 16, height: p, width: p)), 1e-5)
+        #expect(res.zOut.maxAbsDifference(untiled) <= 1e-5)
+        #expect(res.zDR.maxAbsDifference(FluxPacking.unpack(zdrTok, channels: 16, height: p, width: p)) <= 1e-5)
     }
 
     /// When overlapping patches predict identical velocities on their shared cells (a pointwise model), blending
     /// gives what one patch covering the whole image gives, with uniform and with gaussian weights.
-    func testIdenticalOverlapsEqualOnePatch() throws {
+    @Test func identicalOverlapsEqualOnePatch() throws {
         var cfg = DreamSRConfig()
         cfg.patchSize = 128
         cfg.patchOverlap = 32
@@ -126,53 +127,53 @@ final class DreamSRSamplerTests: XCTestCase {
             cfg.patchWeighting = w
             big.patchWeighting = w
             let tiledPlan = try DreamSRPatchPlan(latentWidth: 36, latentHeight: 24, config: cfg)
-            XCTAssertEqual(tiledPlan.count, 6)
+            #expect(tiledPlan.count == 6)
             let onePlan = try DreamSRPatchPlan(latentWidth: 36, latentHeight: 24, config: big)
-            XCTAssertEqual(onePlan.count, 1)
+            #expect(onePlan.count == 1)
             let a = try DreamSRPatchSampler(config: cfg, plan: tiledPlan).run(zLQ: z, noise: noise, denoiser: PointwiseDenoiser())
             // the texture schedule depends on the patch token count: give the big run the same sigmas
             big.schedule = .explicit(cfg.textureSigmas())
             let b = try DreamSRPatchSampler(config: big, plan: onePlan).run(zLQ: z, noise: noise, denoiser: PointwiseDenoiser())
-            XCTAssertLessThanOrEqual(a.zOut.maxAbsDifference(b.zOut), 1e-5, "\(w)")
-            XCTAssertLessThanOrEqual(a.zDR.maxAbsDifference(b.zDR), 1e-5, "\(w)")
+            #expect(a.zOut.maxAbsDifference(b.zOut) <= 1e-5, "\(w)")
+            #expect(a.zDR.maxAbsDifference(b.zDR) <= 1e-5, "\(w)")
         }
     }
 
-    func testReflectionPaddingOfSmallImages() throws {
+    @Test func reflectionPaddingOfSmallImages() throws {
         var cfg = DreamSRConfig()
         cfg.patchSize = 128
         cfg.patchOverlap = 32
         let plan = try DreamSRPatchPlan(latentWidth: 10, latentHeight: 6, config: cfg)
-        XCTAssertEqual(plan.paddedWidth, 16)
-        XCTAssertEqual(plan.paddedHeight, 16)
-        XCTAssertEqual(plan.count, 1)
+        #expect(plan.paddedWidth == 16)
+        #expect(plan.paddedHeight == 16)
+        #expect(plan.count == 1)
         let z = Self.latent(16, 6, 10, seed: 5)
         let padded = try plan.pad(z)
-        XCTAssertEqual(padded.shape, [16, 16, 16])
+        #expect(padded.shape == [16, 16, 16])
         // row 6 mirrors row 4, row 11 = reflect(11, 6) = 1 (period 10), col 10 mirrors col 8
-        XCTAssertEqual(padded[flat: (2 * 16 + 6) * 16 + 3], z[flat: (2 * 6 + 4) * 10 + 3])
-        XCTAssertEqual(padded[flat: (2 * 16 + 11) * 16 + 3], z[flat: (2 * 6 + 1) * 10 + 3])
-        XCTAssertEqual(padded[flat: (0 * 16 + 0) * 16 + 10], z[flat: 8])
-        XCTAssertEqual(plan.crop(padded).toArray(), z.toArray())
-        XCTAssertEqual((0..<12).map { DreamSRPatchPlan.reflect($0, 5) }, [0, 1, 2, 3, 4, 3, 2, 1, 0, 1, 2, 3])
+        #expect(padded[flat: (2 * 16 + 6) * 16 + 3] == z[flat: (2 * 6 + 4) * 10 + 3])
+        #expect(padded[flat: (2 * 16 + 11) * 16 + 3] == z[flat: (2 * 6 + 1) * 10 + 3])
+        #expect(padded[flat: (0 * 16 + 0) * 16 + 10] == z[flat: 8])
+        #expect(plan.crop(padded).toArray() == z.toArray())
+        #expect(((0..<12).map { DreamSRPatchPlan.reflect($0, 5) }) == [0, 1, 2, 3, 4, 3, 2, 1, 0, 1, 2, 3])
         // pointwise model: padded run cropped == what the pixels would get untiled
         let res = try DreamSRPatchSampler(config: cfg, plan: plan).run(zLQ: z, noise: Self.latent(16, 6, 10, seed: 6),
                                                                        denoiser: PointwiseDenoiser())
-        XCTAssertEqual(res.zOut.shape, [16, 6, 10])
-        XCTAssertThrowsError(try DreamSRPatchPlan(latentWidth: 9, latentHeight: 6, config: cfg))
+        #expect(res.zOut.shape == [16, 6, 10])
+        #expect(throws: (any Error).self) { _ = try DreamSRPatchPlan(latentWidth: 9, latentHeight: 6, config: cfg) }
     }
 
-    func testGridAndWeightsMatchReferenceNumbers() throws {
+    @Test func gridAndWeightsMatchReferenceNumbers() throws {
         let data = try Data(contentsOf: Self.fixtures.appendingPathComponent("schedule.json"))
         let obj = try JSONSerialization.jsonObject(with: data) as! [String: Any]
         let positions = obj["positions"] as! [String: [Int]]
         for (key, expected) in positions {
             let p = key.split(separator: "_").map { Int($0)! }
-            XCTAssertEqual(TileGrid.positions(length: p[0], tile: p[1], overlap: p[2]), expected, key)
+            #expect(TileGrid.positions(length: p[0], tile: p[1], overlap: p[2]) == expected, Comment(rawValue: key))
         }
         let g = (obj["gaussian_16"] as! [Double]).map { Float($0) }
         let mine = TileWeighting.gaussian.profile(start: 0, size: 16, length: 40)
-        for (a, b) in zip(mine, g) { XCTAssertEqual(a, b, accuracy: 1e-6 * max(1, b)) }
+        for (a, b) in zip(mine, g) { #expect(abs(a - (b)) <= 1e-6 * max(1, b)) }
     }
 }
 
@@ -185,7 +186,8 @@ private final class SpyDenoiser: DreamSRPatchDenoiser {
     }
 }
 
-final class DreamSRModeTests: XCTestCase {
+@Suite(.serialized, .timeLimit(.minutes(10)))
+final class DreamSRModeTests {
     private func prompts(_ t: [String: Tensor]) -> (DreamSRPromptEncoding, [DreamSRPromptEncoding]) {
         let g = DreamSRPromptEncoding(states: t["encoder_hidden_states"]!, pooled: t["pooled_projections"]!)
         let l = (0..<6).map {
@@ -195,7 +197,7 @@ final class DreamSRModeTests: XCTestCase {
         return (g, l)
     }
 
-    func testSingleBranchModes() throws {
+    @Test func singleBranchModes() throws {
         let t = try DreamSRSamplerTests.tensors("run.safetensors")
         var model = try DreamSRSamplerTests.loadModel()
         var cfg = model.config
@@ -209,42 +211,42 @@ final class DreamSRModeTests: XCTestCase {
         // local prompts all equal to the global one: single-branch-local == single-branch-global
         let same = try DreamSRPatchSampler.run(model: model, zLQ: z, noise: n, globalPrompt: g,
                                                localPrompts: [DreamSRPromptEncoding](repeating: g, count: 6), mode: .singleBranchLocal)
-        XCTAssertEqual(same.zOut.maxAbsDifference(global.zOut), 0)
+        #expect(same.zOut.maxAbsDifference(global.zOut) == 0)
         let local = try DreamSRPatchSampler.run(model: model, zLQ: z, noise: n, globalPrompt: g, localPrompts: l, mode: .singleBranchLocal)
-        XCTAssertGreaterThan(local.zOut.maxAbsDifference(global.zOut), 1e-3)
+        #expect(local.zOut.maxAbsDifference(global.zOut) > 1e-3)
         // with the DreamSR output layers zeroed, dual-branch == single-branch-global exactly
         let zeroed = model.zeroingOutputLayers()
         let dual0 = try DreamSRPatchSampler.run(model: zeroed, zLQ: z, noise: n, globalPrompt: g, localPrompts: l)
         let single0 = try DreamSRPatchSampler.run(model: zeroed, zLQ: z, noise: n, globalPrompt: g, localPrompts: l,
                                                   mode: .singleBranchGlobal)
-        XCTAssertEqual(dual0.zOut.maxAbsDifference(single0.zOut), 0)
+        #expect(dual0.zOut.maxAbsDifference(single0.zOut) == 0)
         let dual = try DreamSRPatchSampler.run(model: model, zLQ: z, noise: n, globalPrompt: g, localPrompts: l)
-        XCTAssertGreaterThan(dual.zOut.maxAbsDifference(global.zOut), 1e-3)
+        #expect(dual.zOut.maxAbsDifference(global.zOut) > 1e-3)
     }
 
-    func testWithoutLoRAStartsFromNoiseAtSigmaOne() throws {
+    @Test func withoutLoRAStartsFromNoiseAtSigmaOne() throws {
         let cfg = DreamSRMode.withoutLoRA.samplerConfig({ var c = DreamSRConfig(); c.patchSize = 128; c.patchOverlap = 32; return c }(), steps: 5)
         let plan = try DreamSRPatchPlan(latentWidth: 36, latentHeight: 24, config: cfg)
         let spy = SpyDenoiser()
         let z = DreamSRSamplerTests.latent(16, 24, 36, seed: 7), noise = DreamSRNoise.gaussian(shape: [16, 24, 36], seed: 1)
         let res = try DreamSRPatchSampler(config: cfg, plan: plan, batchSize: 4).run(zLQ: z, noise: noise, denoiser: spy,
                                                                                     restore: DreamSRMode.withoutLoRA.restores)
-        XCTAssertFalse(spy.calls.contains { $0.0 == .restore })
-        XCTAssertEqual(spy.calls.filter { $0.0 == .texture }.count, 5 * 2)  // 6 patches in batches of 4 -> 2 calls per step
-        XCTAssertEqual(spy.calls.first?.1, 1)
-        XCTAssertEqual(res.sigmas.count, 6)
-        XCTAssertEqual(res.zDR.toArray(), z.toArray())
+        #expect(!(spy.calls.contains { $0.0 == .restore }))
+        #expect((spy.calls.filter { $0.0 == .texture }.count) == 5 * 2)  // 6 patches in batches of 4 -> 2 calls per step
+        #expect((spy.calls.first?.1) == 1)
+        #expect(res.sigmas.count == 6)
+        #expect(res.zDR.toArray() == z.toArray())
     }
 
-    func testSeededNoise() {
+    @Test func seededNoise() throws {
         let a = DreamSRNoise.gaussian(shape: [16, 32, 32], seed: 42), b = DreamSRNoise.gaussian(shape: [16, 32, 32], seed: 42)
         let c = DreamSRNoise.gaussian(shape: [16, 32, 32], seed: 43)
-        XCTAssertEqual(a.toArray(), b.toArray())
-        XCTAssertGreaterThan(a.maxAbsDifference(c), 1)
+        #expect(a.toArray() == b.toArray())
+        #expect(a.maxAbsDifference(c) > 1)
         let v = a.toArray().map(Double.init)
         let mean = v.reduce(0, +) / Double(v.count)
         let sd = (v.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(v.count)).squareRoot()
-        XCTAssertEqual(mean, 0, accuracy: 0.03)
-        XCTAssertEqual(sd, 1, accuracy: 0.03)
+        #expect(abs(mean - (0)) <= 0.03)
+        #expect(abs(sd - (1)) <= 0.03)
     }
 }

@@ -1,10 +1,11 @@
 import Checkpoints
 import DreamsrApp
 import Foundation
-import XCTest
+import Testing
 
 /// `dreamsr forward dreamsr-step|dreamsr-restore` end to end on the committed DreamSR fixtures.
-final class DreamSRForwardTests: XCTestCase {
+@Suite(.serialized, .timeLimit(.minutes(10)))
+final class DreamSRForwardTests {
     let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("Fixtures/dreamsr")
 
@@ -15,7 +16,7 @@ final class DreamSRForwardTests: XCTestCase {
         return got.maxAbsDifference(ref) / ((v.max() ?? 0) - (v.min() ?? 0))
     }
 
-    func testStepAndRestoreComponents() throws {
+    @Test func stepAndRestoreComponents() throws {
         for (component, file, outputs) in [("dreamsr-step", "step.safetensors", ["sample"]),
                                            ("dreamsr-restore", "restore.safetensors", ["sample", "z_dr"])] {
             let out = FileManager.default.temporaryDirectory.appendingPathComponent("dsr-\(UUID().uuidString).safetensors")
@@ -24,18 +25,18 @@ final class DreamSRForwardTests: XCTestCase {
                 component: component, weights: fixtures.appendingPathComponent("flux-tiny.safetensors"), config: nil,
                 inputs: fixtures.appendingPathComponent(file), out: out,
                 controlnet: fixtures.appendingPathComponent("dreamsr-tiny.safetensors"))
-            XCTAssertEqual(shapes.map(\.0), outputs)
-            for o in outputs { XCTAssertLessThanOrEqual(try relError(out, o, file), 1e-3, "\(component) \(o)") }
+            #expect(shapes.map(\.0) == outputs)
+            for o in outputs { #expect(try relError(out, o, file) <= 1e-3, "\(component) \(o)") }
         }
     }
 
-    func testDreamSRComponentsNeedTheCheckpoint() {
-        XCTAssertTrue(ForwardRegistry.names.contains("dreamsr-step"))
-        XCTAssertThrowsError(try ForwardRegistry.run(
+    @Test func dreamSRComponentsNeedTheCheckpoint() throws {
+        #expect(ForwardRegistry.names.contains("dreamsr-step"))
+        if let thrown = #expect(throws: (any Error).self, performing: { _ = try ForwardRegistry.run(
             component: "dreamsr-restore", weights: fixtures.appendingPathComponent("flux-tiny.safetensors"), config: nil,
-            inputs: fixtures.appendingPathComponent("restore.safetensors"), out: fixtures.appendingPathComponent("x"))) {
-            XCTAssertEqual(($0 as? ForwardError)?.code, .missingInput)
-            XCTAssertTrue("\($0)".contains("--controlnet"))
+            inputs: fixtures.appendingPathComponent("restore.safetensors"), out: fixtures.appendingPathComponent("x")) }) {
+            #expect(((thrown as? ForwardError)?.code) == .missingInput)
+            #expect("\(thrown)".contains("--controlnet"))
         }
     }
 }

@@ -2,10 +2,11 @@ import Checkpoints
 import DreamsrApp
 import Foundation
 import Tensor
-import XCTest
+import Testing
 
 /// `dreamsr forward vae-encode|vae-decode` end to end on the committed VAE parity fixtures (both key layouts).
-final class VAEForwardTests: XCTestCase {
+@Suite(.serialized, .timeLimit(.minutes(10)))
+final class VAEForwardTests {
     let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("Fixtures/vae")
 
@@ -21,13 +22,13 @@ final class VAEForwardTests: XCTestCase {
         let shapes = try ForwardRegistry.run(
             component: component, weights: fixtures.appendingPathComponent("vae_small_\(layout).safetensors"),
             config: fixtures.appendingPathComponent("vae_small_config.json"), inputs: inp, out: out)
-        XCTAssertEqual(shapes.map(\.0), [output])
+        #expect(shapes.map(\.0) == [output])
         let got = try SafeTensorsFile(url: out).tensor(named: output)
         let v = reference.toArray()
-        XCTAssertLessThanOrEqual(got.maxAbsDifference(reference), 1e-4 * (v.max()! - v.min()!))
+        #expect(got.maxAbsDifference(reference) <= 1e-4 * (v.max()! - v.min()!))
     }
 
-    func testEncodeWritesRawLatentMean() throws {
+    @Test func encodeWritesRawLatentMean() throws {
         let io = try SafeTensorsFile(url: fixtures.appendingPathComponent("vae_small_io.safetensors"))
         for layout in ["diffusers", "bfl"] {
             try roundTrip("vae-encode", layout: layout, input: ("sample", try io.tensor(named: "encode_sample")),
@@ -35,7 +36,7 @@ final class VAEForwardTests: XCTestCase {
         }
     }
 
-    func testDecodeWritesSample() throws {
+    @Test func decodeWritesSample() throws {
         let io = try SafeTensorsFile(url: fixtures.appendingPathComponent("vae_small_io.safetensors"))
         for layout in ["diffusers", "bfl"] {
             try roundTrip("vae-decode", layout: layout, input: ("latent", try io.tensor(named: "decode_latent")),
@@ -43,15 +44,15 @@ final class VAEForwardTests: XCTestCase {
         }
     }
 
-    func testMissingInputNamesTheTensor() throws {
+    @Test func missingInputNamesTheTensor() throws {
         let inp = temp("in")
         defer { try? FileManager.default.removeItem(at: inp) }
         try SafeTensorsWriter.write(tensors: [("sample", Tensor(zeros: [1, 3, 16, 16]))], metadata: [:], to: inp)
-        XCTAssertThrowsError(try ForwardRegistry.run(
+        if let thrown = #expect(throws: (any Error).self, performing: { _ = try ForwardRegistry.run(
             component: "vae-decode", weights: fixtures.appendingPathComponent("vae_small_bfl.safetensors"),
-            config: fixtures.appendingPathComponent("vae_small_config.json"), inputs: inp, out: temp("out"))) {
-            XCTAssertEqual(($0 as? ForwardError)?.code, .missingInput)
-            XCTAssertTrue("\($0)".contains("latent"))
+            config: fixtures.appendingPathComponent("vae_small_config.json"), inputs: inp, out: temp("out")) }) {
+            #expect(((thrown as? ForwardError)?.code) == .missingInput)
+            #expect("\(thrown)".contains("latent"))
         }
     }
 }

@@ -1,6 +1,6 @@
 import Foundation
 import Raster
-import XCTest
+import Testing
 
 @testable import Imaging
 
@@ -114,22 +114,26 @@ enum ImagingTestSupport {
 
 /// Asserts that `body` throws an ImagingError with `code`; returns it for further checks.
 @discardableResult
-func assertImagingError<T>(_ code: ImagingError.Code, file: StaticString = #filePath, line: UInt = #line,
+func assertImagingError<T>(_ code: ImagingError.Code, sourceLocation: SourceLocation = #_sourceLocation,
                            _ body: () throws -> T) -> ImagingError? {
     do {
         _ = try body()
-        XCTFail("expected ImagingError.\(code), nothing was thrown", file: file, line: line)
+        Issue.record("expected ImagingError.\(code), nothing was thrown", sourceLocation: sourceLocation)
         return nil
     } catch let error as ImagingError {
-        XCTAssertEqual(error.code, code, "wrong code; message: \(error)", file: file, line: line)
+        #expect(error.code == code, "wrong code; message: \(error)", sourceLocation: sourceLocation)
         return error
     } catch {
-        XCTFail("expected ImagingError.\(code), got \(error)", file: file, line: line)
+        Issue.record("expected ImagingError.\(code), got \(error)", sourceLocation: sourceLocation)
         return nil
     }
 }
 
 /// Collects libvips warnings routed through `ImageCodec.setWarningHandler` (keeps test output clean).
+/// The codec suites share libvips's process-wide warning handler, so they run one test at a time, one suite after the
+/// other (`.serialized` reaches the nested suites).
+@Suite(.serialized) enum ImagingCodecTests {}
+
 final class WarningLog: @unchecked Sendable {
     private let lock = NSLock()
     private var lines: [String] = []

@@ -1,26 +1,27 @@
 import Foundation
-import XCTest
+import Testing
 @testable import Models
 
-final class DreamSRConfigTests: XCTestCase {
+@Suite(.serialized, .timeLimit(.minutes(10)))
+final class DreamSRConfigTests {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("Fixtures/dreamsr")
 
-    func testDefaultsAndEmptyJSON() throws {
+    @Test func defaultsAndEmptyJSON() throws {
         let c = try DreamSRConfig(jsonString: "{}")
-        XCTAssertEqual(c, DreamSRConfig())
-        XCTAssertEqual(c.controlnetDepth, 9)
-        XCTAssertEqual(c.injection, .corresponding)
-        XCTAssertEqual(c.textureT, 0.8)
-        XCTAssertEqual(c.textureSteps, 16)
-        XCTAssertEqual(c.patchLatent, 64)
-        XCTAssertEqual(c.overlapLatent, 16)
-        XCTAssertEqual(c.patchTokens, 1024)
-        XCTAssertEqual(c.loraScale, 1)
-        XCTAssertEqual(DreamSRConfig.mu(tokens: 1024), 0.63, accuracy: 1e-9)
+        #expect(c == DreamSRConfig())
+        #expect(c.controlnetDepth == 9)
+        #expect(c.injection == .corresponding)
+        #expect(c.textureT == 0.8)
+        #expect(c.textureSteps == 16)
+        #expect(c.patchLatent == 64)
+        #expect(c.overlapLatent == 16)
+        #expect(c.patchTokens == 1024)
+        #expect(c.loraScale == 1)
+        #expect(abs(DreamSRConfig.mu(tokens: 1024) - (0.63)) <= 1e-9)
     }
 
-    func testRoundTripAndFields() throws {
+    @Test func roundTripAndFields() throws {
         var c = DreamSRConfig()
         c.injection = .interval
         c.schedule = .explicit([0.8, 0.4, 0])
@@ -30,11 +31,11 @@ final class DreamSRConfigTests: XCTestCase {
         c.colorFix = .adain
         c.loraAlpha = 128
         let back = try DreamSRConfig(jsonString: c.jsonString())
-        XCTAssertEqual(back, c)
-        XCTAssertEqual(back.loraScale, 0.5)
+        #expect(back == c)
+        #expect(back.loraScale == 0.5)
     }
 
-    func testValidationNamesTheKey() {
+    @Test func validationNamesTheKey() throws {
         let cases: [(String, String)] = [
             (#"{"injection": "sideways"}"#, "injection"),
             (#"{"controlnet_depth": 0}"#, "controlnet_depth"),
@@ -50,16 +51,16 @@ final class DreamSRConfigTests: XCTestCase {
             (#"[1, 2]"#, "dreamsr_config"),
         ]
         for (json, key) in cases {
-            XCTAssertThrowsError(try DreamSRConfig(jsonString: json), json) {
-                XCTAssertTrue("\($0)".contains(key), "\(json): \($0)")
+            if let thrown = #expect(throws: (any Error).self, Comment(rawValue: json), performing: { _ = try DreamSRConfig(jsonString: json) }) {
+                #expect("\(thrown)".contains(key), "\(json): \(thrown)")
             }
         }
         var c = DreamSRConfig()
         c.controlnetDepth = 20
-        XCTAssertThrowsError(try c.validate(mainDoubleBlocks: 19))
+        #expect(throws: (any Error).self) { _ = try c.validate(mainDoubleBlocks: 19) }
     }
 
-    func testSchedulesMatchReference() throws {
+    @Test func schedulesMatchReference() throws {
         let obj = try JSONSerialization.jsonObject(with: Data(contentsOf: Self.fixtures.appendingPathComponent("schedule.json"))) as! [String: Any]
         var tiny = DreamSRConfig()
         tiny.patchSize = 128
@@ -69,21 +70,20 @@ final class DreamSRConfigTests: XCTestCase {
         for (key, cfg) in [("shifted_512", DreamSRConfig()), ("linear_512", linear), ("shifted_tiny", tiny)] {
             let expected = obj[key] as! [Double]
             let got = cfg.textureSigmas()
-            XCTAssertEqual(got.count, 17, key)
-            XCTAssertEqual(got.first, 0.8, key)
-            XCTAssertEqual(got.last, 0, key)
-            for (a, b) in zip(got, expected) { XCTAssertEqual(a, b, accuracy: 1e-12, key) }
+            #expect(got.count == 17, Comment(rawValue: key))
+            #expect(got.first == 0.8, Comment(rawValue: key))
+            #expect(got.last == 0, Comment(rawValue: key))
+            for (a, b) in zip(got, expected) { #expect(abs(a - (b)) <= 1e-12, Comment(rawValue: key)) }
         }
     }
 
-    func testInjectionRules() {
+    @Test func injectionRules() throws {
         var c = DreamSRConfig()
-        XCTAssertEqual((0..<19).map { c.injectionLayer(mainBlock: $0, mainBlocks: 19) },
-                       (0..<19).map { $0 < 9 ? $0 : nil })
+        #expect(((0..<19).map { c.injectionLayer(mainBlock: $0, mainBlocks: 19) }) == ((0..<19).map { $0 < 9 ? $0 : nil }))
         c.injection = .interval
         // ceil(19 / 9) = 3: blocks 0-2 -> 0, ..., 18 -> 6 (layers 7, 8 unused, as in diffusers)
-        XCTAssertEqual((0..<19).map { c.injectionLayer(mainBlock: $0, mainBlocks: 19) }, (0..<19).map { $0 / 3 })
+        #expect(((0..<19).map { c.injectionLayer(mainBlock: $0, mainBlocks: 19) }) == ((0..<19).map { $0 / 3 }))
         c.controlnetDepth = 10
-        XCTAssertEqual((0..<19).map { c.injectionLayer(mainBlock: $0, mainBlocks: 19) }, (0..<19).map { $0 / 2 })
+        #expect(((0..<19).map { c.injectionLayer(mainBlock: $0, mainBlocks: 19) }) == ((0..<19).map { $0 / 2 }))
     }
 }

@@ -1,11 +1,12 @@
 import Checkpoints
 import Foundation
 import Tensor
-import XCTest
+import Testing
 @testable import Models
 
 /// Parity of the Swift DreamSR model with tools/dreamsr_reference.py (fixtures by tools/make_dreamsr_fixtures.py).
-final class DreamSRModelTests: XCTestCase {
+@Suite(.serialized, .timeLimit(.minutes(10)))
+final class DreamSRModelTests {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("Fixtures/dreamsr")
 
@@ -33,74 +34,75 @@ final class DreamSRModelTests: XCTestCase {
         return a.maxAbsDifference(b) / max(range, 1e-12)
     }
 
-    func testConfigFromCheckpointMetadata() throws {
+    @Test func configFromCheckpointMetadata() throws {
         let m = try Self.loadModel()
-        XCTAssertEqual(m.config.controlnetDepth, 2)
-        XCTAssertEqual(m.config.loraRank, 4)
-        XCTAssertEqual(m.config.loraScale, 2)
-        XCTAssertEqual(m.config.patchSize, 128)
-        XCTAssertEqual(m.controlnet.blocks.count, 2)
+        #expect(m.config.controlnetDepth == 2)
+        #expect(m.config.loraRank == 4)
+        #expect(m.config.loraScale == 2)
+        #expect(m.config.patchSize == 128)
+        #expect(m.controlnet.blocks.count == 2)
         // LoRA on every listed Linear: 10 canonical linears per main double block, 3 per single block.
-        XCTAssertEqual(m.mainLoRA.adapters.count, 2 * 10 + 2 * 3)
-        XCTAssertEqual(m.controlnetLoRA.adapters.count, 2 * 10)
-        XCTAssertEqual(m.mainLoRA.adapter(for: "double_blocks.1.img_attn.qkv")?.parts.count, 3)
-        XCTAssertEqual(m.mainLoRA.adapter(for: "single_blocks.0.linear1")?.parts.map(\.outputOffset).sorted(), [0, 64, 128, 192])
+        #expect(m.mainLoRA.adapters.count == 2 * 10 + 2 * 3)
+        #expect(m.controlnetLoRA.adapters.count == 2 * 10)
+        #expect((m.mainLoRA.adapter(for: "double_blocks.1.img_attn.qkv")?.parts.count) == 3)
+        #expect((m.mainLoRA.adapter(for: "single_blocks.0.linear1")?.parts.map(\.outputOffset).sorted()) == [0, 64, 128, 192])
     }
 
-    func testStepMatchesReference() throws {
+    @Test func stepMatchesReference() throws {
         let m = try Self.loadModel()
         let t = try Self.tensors("step.safetensors")
         let v = try m.velocity(Self.inputs(t, hidden: t["hidden_states"]!, timestep: t["timestep"]!.toArray()), lora: false)
-        XCTAssertEqual(v.shape, t["sample"]!.shape)
-        XCTAssertLessThanOrEqual(Self.relError(v, t["sample"]!), 1e-3)
+        #expect(v.shape == t["sample"]!.shape)
+        #expect(Self.relError(v, t["sample"]!) <= 1e-3)
         // The DreamSR parts matter (the fixture is not plain FLUX).
-        XCTAssertGreaterThan(v.maxAbsDifference(t["flux_sample"]!), 1e-2)
+        #expect(v.maxAbsDifference(t["flux_sample"]!) > 1e-2)
     }
 
-    func testRestoreMatchesReference() throws {
+    @Test func restoreMatchesReference() throws {
         let m = try Self.loadModel()
         let t = try Self.tensors("restore.safetensors")
         let (v, z) = try m.restore(Self.inputs(t, hidden: t["cond_latents"]!, timestep: []))
-        XCTAssertLessThanOrEqual(Self.relError(v, t["sample"]!), 1e-3)
-        XCTAssertLessThanOrEqual(Self.relError(z, t["z_dr"]!), 1e-3)
+        #expect(Self.relError(v, t["sample"]!) <= 1e-3)
+        #expect(Self.relError(z, t["z_dr"]!) <= 1e-3)
         // LoRA on differs from LoRA off.
         var i = Self.inputs(t, hidden: t["cond_latents"]!, timestep: [1, 1])
         i.timestep = [1, 1]
         let off = try m.velocity(i, lora: false)
-        XCTAssertGreaterThan(off.maxAbsDifference(v), 1e-2)
+        #expect(off.maxAbsDifference(v) > 1e-2)
     }
 
-    func testZeroInitialisedPartsReproducePlainFlux() throws {
+    @Test func zeroInitialisedPartsReproducePlainFlux() throws {
         let m = try Self.loadModel().zeroingOutputLayers()
         let t = try Self.tensors("step.safetensors")
         let inp = Self.inputs(t, hidden: t["hidden_states"]!, timestep: t["timestep"]!.toArray())
         let plain = try m.velocity(inp, lora: false, useControlNet: false)
         for lora in [false, true] {
             let v = try m.velocity(inp, lora: lora)
-            XCTAssertEqual(v.maxAbsDifference(plain), 0, "zero-init DreamSR (lora \(lora)) must equal plain FLUX exactly")
+            #expect(v.maxAbsDifference(plain) == 0, "zero-init DreamSR (lora \(lora)) must equal plain FLUX exactly")
         }
-        XCTAssertLessThanOrEqual(Self.relError(plain, t["flux_sample"]!), 1e-3)
+        #expect(Self.relError(plain, t["flux_sample"]!) <= 1e-3)
     }
 
-    func testRejectsCheckpointWithoutConfigAndBadDepth() throws {
+    @Test func rejectsCheckpointWithoutConfigAndBadDepth() throws {
         let flux = try FluxTransformer.load(from: CheckpointSet(url: Self.fixtures.appendingPathComponent("flux-tiny.safetensors")))
-        XCTAssertThrowsError(try DreamSRModel.load(checkpoint: Self.fixtures.appendingPathComponent("step.safetensors"), flux: flux)) {
-            XCTAssertTrue("\($0)".contains("dreamsr_config"), "\($0)")
+        if let thrown = #expect(throws: (any Error).self, performing: { _ = try DreamSRModel.load(checkpoint: Self.fixtures.appendingPathComponent("step.safetensors"), flux: flux) }) {
+            #expect("\(thrown)".contains("dreamsr_config"), "\(thrown)")
         }
         var cfg = DreamSRConfig()
         cfg.controlnetDepth = 3
         cfg.patchSize = 128
         cfg.patchOverlap = 32
-        XCTAssertThrowsError(try DreamSRModel.load(checkpoint: Self.fixtures.appendingPathComponent("dreamsr-tiny.safetensors"),
-                                                   flux: flux, configOverride: cfg)) {
-            XCTAssertTrue("\($0)".contains("controlnet_depth"), "\($0)")
+        if let thrown = #expect(throws: (any Error).self, performing: { _ = try DreamSRModel.load(checkpoint: Self.fixtures.appendingPathComponent("dreamsr-tiny.safetensors"),
+                                                   flux: flux, configOverride: cfg) }) {
+            #expect("\(thrown)".contains("controlnet_depth"), "\(thrown)")
         }
     }
 }
 
 /// A Kohya-style LoRA file (BFL names, fused qkv / linear1, `.alpha`) must act like the peft one it was made from.
-final class DreamSRKohyaLoRATests: XCTestCase {
-    func testKohyaLoRAEqualsPeftLoRA() throws {
+@Suite(.serialized, .timeLimit(.minutes(10)))
+final class DreamSRKohyaLoRATests {
+    @Test func kohyaLoRAEqualsPeftLoRA() throws {
         let fx = DreamSRModelTests.fixtures
         let src = try SafeTensorsFile(url: fx.appendingPathComponent("dreamsr-tiny.safetensors"))
         let r = 4
@@ -151,17 +153,18 @@ final class DreamSRKohyaLoRATests: XCTestCase {
 
         let flux = try FluxTransformer.load(from: CheckpointSet(url: fx.appendingPathComponent("flux-tiny.safetensors")))
         let kohya = try DreamSRModel.load(checkpoint: url, flux: flux)
-        XCTAssertEqual(kohya.mainLoRA.adapters.count, 26)
-        XCTAssertEqual(kohya.mainLoRA.adapter(for: "single_blocks.1.linear1")?.parts.count, 1)
+        #expect(kohya.mainLoRA.adapters.count == 26)
+        #expect((kohya.mainLoRA.adapter(for: "single_blocks.1.linear1")?.parts.count) == 1)
         let t = try DreamSRModelTests.tensors("restore.safetensors")
         let (v, _) = try kohya.restore(DreamSRModelTests.inputs(t, hidden: t["cond_latents"]!, timestep: []))
-        XCTAssertLessThanOrEqual(DreamSRModelTests.relError(v, t["sample"]!), 1e-3)
+        #expect(DreamSRModelTests.relError(v, t["sample"]!) <= 1e-3)
     }
 }
 
-final class DreamSRInjectionTests: XCTestCase {
+@Suite(.serialized, .timeLimit(.minutes(10)))
+final class DreamSRInjectionTests {
     /// The fixture checkpoint cut to ControlNet depth 1 with "interval" injection (layer 0 feeds both main blocks).
-    func testIntervalInjectionMatchesReference() throws {
+    @Test func intervalInjectionMatchesReference() throws {
         let fx = DreamSRModelTests.fixtures
         let src = try SafeTensorsFile(url: fx.appendingPathComponent("dreamsr-tiny.safetensors"))
         let layer1 = ["controlnet.transformer_blocks.1.", "controlnet.controlnet_img_mlps.1.", "controlnet.context_attn.1."]
@@ -175,9 +178,9 @@ final class DreamSRInjectionTests: XCTestCase {
         try SafeTensorsWriter.write(tensors: out, metadata: [DreamSRConfig.metadataKey: cfg.jsonString()], to: url)
         let flux = try FluxTransformer.load(from: CheckpointSet(url: fx.appendingPathComponent("flux-tiny.safetensors")))
         let m = try DreamSRModel.load(checkpoint: url, flux: flux)
-        XCTAssertEqual(m.config.injection, .interval)
+        #expect(m.config.injection == .interval)
         let t = try DreamSRModelTests.tensors("step.safetensors")
         let v = try m.velocity(DreamSRModelTests.inputs(t, hidden: t["hidden_states"]!, timestep: t["timestep"]!.toArray()), lora: false)
-        XCTAssertLessThanOrEqual(DreamSRModelTests.relError(v, t["sample_interval_depth1"]!), 1e-3)
+        #expect(DreamSRModelTests.relError(v, t["sample_interval_depth1"]!) <= 1e-3)
     }
 }

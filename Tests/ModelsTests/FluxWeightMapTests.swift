@@ -2,19 +2,20 @@ import Checkpoints
 import Foundation
 import Models
 import Tensor
-import XCTest
+import Testing
 
 /// Header-only (sparse) checkpoints with the real FLUX.1-dev key names and shapes: every key must be mapped and every
 /// shape accepted, for BFL, ComfyUI and sharded diffusers layouts. No tensor data is written (the files are sparse).
-final class FluxWeightMapTests: XCTestCase {
+@Suite(.serialized, .timeLimit(.minutes(10)))
+final class FluxWeightMapTests {
     var tmp: URL!
 
-    override func setUpWithError() throws {
+    init() throws {
         tmp = FileManager.default.temporaryDirectory.appendingPathComponent("flux-dev-headers-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: tmp, withIntermediateDirectories: true)
     }
 
-    override func tearDownWithError() throws {
+    deinit {
         try? FileManager.default.removeItem(at: tmp)
     }
 
@@ -29,24 +30,24 @@ final class FluxWeightMapTests: XCTestCase {
         try writeSparseSafeTensors(tensors.map { ($0.0, "BF16", $0.1) }, to: url)
     }
 
-    func testBFLHeaderMapsEveryKey() throws {
+    @Test func bFLHeaderMapsEveryKey() throws {
         let keys = try devKeys().bfl
-        XCTAssertEqual(keys.count, 780)
+        #expect(keys.count == 780)
         let url = tmp.appendingPathComponent("flux1-dev.safetensors")
         try writeSparse(keys.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }, to: url)
         let set = try CheckpointSet(url: url)
         let (layout, prefix) = try FluxWeightMap.detect(names: set.names)
-        XCTAssertEqual(layout, .bfl)
-        XCTAssertEqual(prefix, "")
+        #expect(layout == .bfl)
+        #expect(prefix == "")
         let model = try FluxTransformer.load(from: set)
-        XCTAssertEqual(model.config, .dev)
-        XCTAssertEqual(model.doubleBlocks.count, 19)
-        XCTAssertEqual(model.singleBlocks.count, 38)
-        XCTAssertEqual(model.singleBlocks[37].linear1.weight.shape, [21504, 3072])
-        if case .resident = model.doubleBlocks[0].imgMLP0.weight { XCTFail("bf16 weights must stay lazy") }
+        #expect(model.config == .dev)
+        #expect(model.doubleBlocks.count == 19)
+        #expect(model.singleBlocks.count == 38)
+        #expect(model.singleBlocks[37].linear1.weight.shape == [21504, 3072])
+        if case .resident = model.doubleBlocks[0].imgMLP0.weight { Issue.record("bf16 weights must stay lazy") }
     }
 
-    func testComfyHeaderMapsEveryKey() throws {
+    @Test func comfyHeaderMapsEveryKey() throws {
         var keys = try devKeys().bfl.sorted { $0.key < $1.key }.map { (FluxWeightMap.comfyPrefix + $0.key, $0.value) }
         keys.append(("first_stage_model.decoder.conv_in.weight", [512, 16, 3, 3]))
         keys.append(("text_encoders.clip_l.logit_scale", [1]))
@@ -54,48 +55,48 @@ final class FluxWeightMapTests: XCTestCase {
         try writeSparse(keys, to: url)
         let set = try CheckpointSet(url: url)
         let (layout, prefix) = try FluxWeightMap.detect(names: set.names)
-        XCTAssertEqual(layout, .bfl)
-        XCTAssertEqual(prefix, FluxWeightMap.comfyPrefix)
+        #expect(layout == .bfl)
+        #expect(prefix == FluxWeightMap.comfyPrefix)
         let model = try FluxTransformer.load(from: set)
-        XCTAssertEqual(model.config, .dev)
+        #expect(model.config == .dev)
     }
 
-    func testShardedDiffusersHeaderMapsEveryKey() throws {
+    @Test func shardedDiffusersHeaderMapsEveryKey() throws {
         let keys = try devKeys().diffusers.sorted { $0.key < $1.key }
-        XCTAssertEqual(keys.count, 1160)
+        #expect(keys.count == 1160)
         let half = keys.count / 2
         try writeSparse(keys[..<half].map { ($0.key, $0.value) }, to: tmp.appendingPathComponent("diffusion_pytorch_model-00001-of-00002.safetensors"))
         try writeSparse(keys[half...].map { ($0.key, $0.value) }, to: tmp.appendingPathComponent("diffusion_pytorch_model-00002-of-00002.safetensors"))
         let set = try CheckpointSet(url: tmp)
-        XCTAssertEqual(set.files.count, 2)
+        #expect(set.files.count == 2)
         let (layout, prefix) = try FluxWeightMap.detect(names: set.names)
-        XCTAssertEqual(layout, .diffusers)
-        XCTAssertEqual(prefix, "")
+        #expect(layout == .diffusers)
+        #expect(prefix == "")
         let model = try FluxTransformer.load(from: set)
-        XCTAssertEqual(model.config, .dev)
-        guard case .lazy(let qkv) = model.doubleBlocks[18].txtQKV.weight else { return XCTFail("expected lazy weight") }
-        XCTAssertEqual(qkv.shape, [9216, 3072])
-        XCTAssertEqual(qkv.transform, .concatRows)
-        XCTAssertEqual(qkv.parts.map(\.info.name), ["transformer_blocks.18.attn.add_q_proj.weight",
+        #expect(model.config == .dev)
+        guard case .lazy(let qkv) = model.doubleBlocks[18].txtQKV.weight else { Issue.record("expected lazy weight"); return }
+        #expect(qkv.shape == [9216, 3072])
+        #expect(qkv.transform == .concatRows)
+        #expect(qkv.parts.map(\.info.name) == ["transformer_blocks.18.attn.add_q_proj.weight",
                                                    "transformer_blocks.18.attn.add_k_proj.weight",
                                                    "transformer_blocks.18.attn.add_v_proj.weight"])
-        guard case .lazy(let fin) = model.finalModulation.weight else { return XCTFail("expected lazy weight") }
-        XCTAssertEqual(fin.transform, .swapHalves)
-        XCTAssertEqual(fin.shape, [6144, 3072])
+        guard case .lazy(let fin) = model.finalModulation.weight else { Issue.record("expected lazy weight"); return }
+        #expect(fin.transform == .swapHalves)
+        #expect(fin.shape == [6144, 3072])
     }
 
     /// diffusers' final-layer modulation is scale|shift; the canonical layout is BFL's shift|scale.
-    func testSwapHalvesTransform() throws {
+    @Test func swapHalvesTransform() throws {
         let url = tmp.appendingPathComponent("swap.safetensors")
         try SafeTensorsWriter.write(tensors: [("norm_out.linear.bias", Tensor(shape: [4], values: [1, 2, 3, 4]))], to: url)
         let f = try SafeTensorsFile(url: url)
         let w = WeightSource(name: "b", parts: [.init(file: f, info: f["norm_out.linear.bias"]!)], transform: .swapHalves)
-        XCTAssertEqual(w.materialize().toArray(), [3, 4, 1, 2])
+        #expect(w.materialize().toArray() == [3, 4, 1, 2])
     }
 
-    func testUnknownLayoutIsReported() {
-        XCTAssertThrowsError(try FluxWeightMap.detect(names: ["encoder.block.0.layer.0.SelfAttention.q.weight"])) { e in
-            XCTAssertEqual((e as? CheckpointError)?.code, .unknownLayout)
+    @Test func unknownLayoutIsReported() throws {
+        if let e = #expect(throws: (any Error).self, performing: { _ = try FluxWeightMap.detect(names: ["encoder.block.0.layer.0.SelfAttention.q.weight"]) }) {
+            #expect(((e as? CheckpointError)?.code) == .unknownLayout)
         }
     }
 }

@@ -1,15 +1,16 @@
 import CKernels
 import Foundation
 import Tensor
-import XCTest
+import Testing
 import DreamsrTestKit
 
 /// Dispatched transformer kernels (every ISA this CPU has) against their scalar references, and the Swift ops
 /// against direct formulas.
-final class TransformerKernelTests: XCTestCase {
+@Suite(.serialized, .timeLimit(.minutes(10)))
+final class TransformerKernelTests {
     var rng = SeededGenerator(seed: 42)
 
-    override func tearDown() {
+    deinit {
         KernelISA.force(KernelISA.detected)
     }
 
@@ -17,14 +18,14 @@ final class TransformerKernelTests: XCTestCase {
 
     func isas() -> [KernelISA] { [KernelISA.scalar, .avx2, .avx512].filter { $0.rawValue <= KernelISA.detected.rawValue } }
 
-    func assertClose(_ a: [Float], _ b: [Float], rel: Float, _ msg: String, line: UInt = #line) {
-        XCTAssertEqual(a.count, b.count, line: line)
+    func assertClose(_ a: [Float], _ b: [Float], rel: Float, _ msg: String, sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(a.count == b.count, sourceLocation: sourceLocation)
         var worst: Float = 0
         for (x, y) in zip(a, b) { worst = max(worst, abs(x - y) / max(1, abs(y))) }
-        XCTAssertLessThanOrEqual(worst, rel, msg, line: line)
+        #expect(worst <= rel, Comment(rawValue: msg), sourceLocation: sourceLocation)
     }
 
-    func testActivationsMatchScalar() {
+    @Test func activationsMatchScalar() throws {
         for isa in isas() {
             KernelISA.force(isa)
             for n in [1, 7, 16, 37, 1000] {
@@ -45,11 +46,11 @@ final class TransformerKernelTests: XCTestCase {
         ck_gelu_tanh_inplace_scalar(&v, v.count)
         for (i, x) in [Float(-3), -0.5, 0, 0.7, 2.5].enumerated() {
             let r = 0.5 * Double(x) * (1 + tanh(0.7978845608028654 * (Double(x) + 0.044715 * pow(Double(x), 3))))
-            XCTAssertEqual(Double(v[i]), r, accuracy: 1e-6)
+            #expect(abs(Double(v[i]) - (r)) <= 1e-6)
         }
     }
 
-    func testSoftmaxMatchesScalar() {
+    @Test func softmaxMatchesScalar() throws {
         for isa in isas() {
             KernelISA.force(isa)
             for cols in [1, 5, 16, 33, 300] {
@@ -60,15 +61,14 @@ final class TransformerKernelTests: XCTestCase {
                 ck_softmax_rows(&got, stride, rows, cols)
                 assertClose(got, ref, rel: 1e-6, "softmax \(isa) cols=\(cols)")
                 for r in 0..<rows {
-                    XCTAssertEqual(got[(r * stride)..<(r * stride + cols)].reduce(0, +), 1, accuracy: 1e-5)
-                    XCTAssertEqual(Array(got[(r * stride + cols)..<(r * stride + stride)]), Array(x[(r * stride + cols)..<(r * stride + stride)]),
-                                   "padding columns untouched")
+                    #expect(abs(got[(r * stride)..<(r * stride + cols)].reduce(0, +) - (1)) <= 1e-5)
+                    #expect((Array(got[(r * stride + cols)..<(r * stride + stride)])) == (Array(x[(r * stride + cols)..<(r * stride + stride)])), "padding columns untouched")
                 }
             }
         }
     }
 
-    func testLayerNormModulateAndGatedAddMatchScalar() {
+    @Test func layerNormModulateAndGatedAddMatchScalar() throws {
         for isa in isas() {
             KernelISA.force(isa)
             for dim in [8, 19, 64, 3072] {
@@ -81,7 +81,7 @@ final class TransformerKernelTests: XCTestCase {
                 ck_layernorm_modulate(&got, dim, x, dim, rows, dim, nil, nil, 1e-6)
                 let m = x[0..<dim].reduce(0, +) / Float(dim)
                 let v = x[0..<dim].map { ($0 - m) * ($0 - m) }.reduce(0, +) / Float(dim)
-                XCTAssertEqual(got[1], (x[1] - m) / (v + 1e-6).squareRoot(), accuracy: 1e-4)
+                #expect(abs(got[1] - ((x[1] - m) / (v + 1e-6).squareRoot())) <= 1e-4)
 
                 let y = random(rows * dim), gate = random(dim)
                 var yr = y, yg = y
@@ -92,7 +92,7 @@ final class TransformerKernelTests: XCTestCase {
         }
     }
 
-    func testRMSNormHeadsAndRope() {
+    @Test func rMSNormHeadsAndRope() throws {
         let rows = 3, heads = 2, hd = 8, stride = 20
         var x = random(rows * stride)
         let orig = x
@@ -101,19 +101,19 @@ final class TransformerKernelTests: XCTestCase {
         for r in 0..<rows { for h in 0..<heads {
             let v = orig[(r * stride + h * hd)..<(r * stride + h * hd + hd)]
             let rms = (v.map { $0 * $0 }.reduce(0, +) / Float(hd) + 1e-6).squareRoot()
-            for d in 0..<hd { XCTAssertEqual(x[r * stride + h * hd + d], orig[r * stride + h * hd + d] / rms * w[d], accuracy: 1e-5) }
+            for d in 0..<hd { #expect(abs(x[r * stride + h * hd + d] - (orig[r * stride + h * hd + d] / rms * w[d])) <= 1e-5) }
         } }
-        XCTAssertEqual(x[16..<20], orig[16..<20], "columns past the heads untouched")
+        #expect((x[16..<20]) == (orig[16..<20]), "columns past the heads untouched")
 
         // RoPE tables: ids (0, 2, 3) with axes (2, 2, 4), theta 10000.
         let ids = Tensor(shape: [2, 3], values: [0, 2, 3, 1, 0, 5])
         let (c, s) = TransformerOps.ropeTables(ids: ids, axesDim: [2, 2, 4])
-        XCTAssertEqual(c.shape, [2, 4])
+        #expect(c.shape == [2, 4])
         let (cv, sv) = (c.toArray(), s.toArray())
         let angles0: [Double] = [0, 2, 3, 3 * pow(10000, -0.5)]
         for p in 0..<4 {
-            XCTAssertEqual(Double(cv[p]), cos(angles0[p]), accuracy: 1e-6)
-            XCTAssertEqual(Double(sv[p]), sin(angles0[p]), accuracy: 1e-6)
+            #expect(abs(Double(cv[p]) - (cos(angles0[p]))) <= 1e-6)
+            #expect(abs(Double(sv[p]) - (sin(angles0[p]))) <= 1e-6)
         }
         var q = random(2 * 8)
         let q0 = q
@@ -121,13 +121,13 @@ final class TransformerKernelTests: XCTestCase {
         for r in 0..<2 { for p in 0..<4 {
             let (a, b) = (q0[r * 8 + 2 * p], q0[r * 8 + 2 * p + 1])
             let (cc, ss) = (cv[r * 4 + p], sv[r * 4 + p])
-            XCTAssertEqual(q[r * 8 + 2 * p], a * cc - b * ss, accuracy: 1e-6)
-            XCTAssertEqual(q[r * 8 + 2 * p + 1], a * ss + b * cc, accuracy: 1e-6)
+            #expect(abs(q[r * 8 + 2 * p] - (a * cc - b * ss)) <= 1e-6)
+            #expect(abs(q[r * 8 + 2 * p + 1] - (a * ss + b * cc)) <= 1e-6)
         } }
     }
 
     /// Blocked attention (small score budget forces several query blocks) against a direct computation.
-    func testAttentionMatchesNaive() {
+    @Test func attentionMatchesNaive() throws {
         let lq = 13, heads = 3, hd = 4, d = heads * hd, ld = 3 * d + 2
         let qkv = Tensor(shape: [lq, ld], values: random(lq * ld, scale: 1.5))
         let out = Tensor(zeros: [lq, d + 1])
@@ -152,23 +152,23 @@ final class TransformerKernelTests: XCTestCase {
             for e in 0..<hd {
                 var o = 0.0
                 for j in 0..<lq { o += ex[j] / z * Double(qv[j * ld + 2 * d + h * hd + e]) }
-                XCTAssertEqual(Double(ov[i * (d + 1) + h * hd + e]), o, accuracy: 1e-5)
+                #expect(abs(Double(ov[i * (d + 1) + h * hd + e]) - (o)) <= 1e-5)
             }
         } }
-        XCTAssertEqual((0..<lq).map { ov[$0 * (d + 1) + d] }, [Float](repeating: 0, count: lq), "stride padding untouched")
+        #expect(((0..<lq).map { ov[$0 * (d + 1) + d] }) == [Float](repeating: 0, count: lq), "stride padding untouched")
     }
 
-    func testLinearWithBiasAndTimestepEmbedding() {
+    @Test func linearWithBiasAndTimestepEmbedding() throws {
         let x = Tensor(shape: [2, 3], values: [1, 2, 3, -1, 0, 1])
         let w = Tensor(shape: [2, 3], values: [1, 0, 1, 0.5, 0.5, 0.5])
         let b = Tensor(shape: [2], values: [10, -1])
-        XCTAssertEqual(TransformerOps.linear(x, weight: w, bias: b).toArray(), [14, 2, 10, -1])
+        #expect(TransformerOps.linear(x, weight: w, bias: b).toArray() == [14, 2, 10, -1])
 
         let e = TransformerOps.timestepEmbedding([500], dim: 8)
         for i in 0..<4 {
             let f = exp(-log(10000.0) * Double(i) / 4)
-            XCTAssertEqual(Double(e[flat: i]), cos(500 * f), accuracy: 2e-4)
-            XCTAssertEqual(Double(e[flat: 4 + i]), sin(500 * f), accuracy: 2e-4)
+            #expect(abs(Double(e[flat: i]) - (cos(500 * f))) <= 2e-4)
+            #expect(abs(Double(e[flat: 4 + i]) - (sin(500 * f))) <= 2e-4)
         }
     }
 }

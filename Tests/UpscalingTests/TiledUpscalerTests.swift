@@ -1,6 +1,7 @@
 import Raster
 import Tensor
-import XCTest
+import Foundation
+import Testing
 @testable import Upscaling
 
 /// A deterministic stand-in model with a spatial receptive field: 3x3 box blur with zero padding (so tile borders
@@ -30,7 +31,8 @@ private struct WrongShape: TileRestorer {
     func restore(_ tile: Tensor) throws -> Tensor { Tensor(zeros: [1, 3, 4, 4]) }
 }
 
-final class TiledUpscalerTests: XCTestCase {
+@Suite(.serialized, .timeLimit(.minutes(10)))
+final class TiledUpscalerTests {
     private func texture(width: Int, height: Int) -> PlanarImage {
         var img = PlanarImage(width: width, height: height, channels: 3)
         for c in 0..<3 { for y in 0..<height { for x in 0..<width {
@@ -39,21 +41,21 @@ final class TiledUpscalerTests: XCTestCase {
         return img
     }
 
-    func testTiledMatchesUntiledAwayFromTheImageBorder() throws {
+    @Test func tiledMatchesUntiledAwayFromTheImageBorder() throws {
         let img = texture(width: 150, height: 110)
         let untiled = try TiledUpscaler(restorer: BlurUpscale2x(), tileSize: 1000, overlap: 0).upscale(img)
         let tiled = try TiledUpscaler(restorer: BlurUpscale2x(), tileSize: 48, overlap: 12).upscale(img)
-        XCTAssertEqual(try TiledUpscaler(restorer: BlurUpscale2x(), tileSize: 48, overlap: 12)
-            .tileCount(width: 150, height: 110), 4 * 3)
-        XCTAssertEqual(tiled.width, 300)
+        #expect(try TiledUpscaler(restorer: BlurUpscale2x(), tileSize: 48, overlap: 12)
+            .tileCount(width: 150, height: 110) == 4 * 3)
+        #expect(tiled.width == 300)
         var maxErr: Float = 0
         for c in 0..<3 { for y in 4..<(tiled.height - 4) { for x in 4..<(tiled.width - 4) {
             maxErr = max(maxErr, abs(tiled[c, y, x] - untiled[c, y, x]))
         } } }
-        XCTAssertLessThanOrEqual(maxErr, 2.0 / 255.0)
+        #expect(maxErr <= 2.0 / 255.0)
     }
 
-    func testSmoothGradientHasNoStepAtTileBorders() throws {
+    @Test func smoothGradientHasNoStepAtTileBorders() throws {
         var img = PlanarImage(width: 160, height: 64, channels: 3)
         for c in 0..<3 { for y in 0..<64 { for x in 0..<160 { img[c, y, x] = 0.1 + 0.8 * Float(x) / 159 } } }
         let out = try TiledUpscaler(restorer: BlurUpscale2x(), tileSize: 40, overlap: 8).upscale(img)
@@ -63,37 +65,37 @@ final class TiledUpscalerTests: XCTestCase {
         let steps = stride(from: 8, to: out.width - 10, by: 2).map { out[0, y, $0 + 2] - out[0, y, $0] }
         let mean = steps.reduce(0, +) / Float(steps.count)
         let worst = steps.map { abs($0 - mean) }.max() ?? 0
-        XCTAssertLessThan(worst, 0.25 * mean, "a step in the gradient means a visible seam")
+        #expect(worst < 0.25 * mean, "a step in the gradient means a visible seam")
     }
 
-    func testProgressReportsEveryTileAndCancellationStops() throws {
+    @Test func progressReportsEveryTileAndCancellationStops() throws {
         let up = try TiledUpscaler(restorer: BlurUpscale2x(), tileSize: 32, overlap: 4)
         var seen: [Int] = []
         _ = try up.upscale(texture(width: 70, height: 40)) { done, total in
-            XCTAssertEqual(total, 6)
+            #expect(total == 6)
             seen.append(done)
         }
-        XCTAssertEqual(seen, Array(0...6), "0 of 6 at the start, then once per tile")
+        #expect(seen == (Array(0...6)), "0 of 6 at the start, then once per tile")
         var calls = 0
-        XCTAssertThrowsError(try up.upscale(texture(width: 70, height: 40), isCancelled: {
+        if let thrown = #expect(throws: (any Error).self, performing: { _ = try up.upscale(texture(width: 70, height: 40), isCancelled: {
             calls += 1
             return calls > 2
-        })) { XCTAssertEqual(($0 as? UpscalingError)?.code, .cancelled) }
+        }) }) { #expect(((thrown as? UpscalingError)?.code) == .cancelled) }
     }
 
-    func testImageSmallerThanTheOverlapIsUpscaledInOneTile() throws {
+    @Test func imageSmallerThanTheOverlapIsUpscaledInOneTile() throws {
         let up = try TiledUpscaler(restorer: BlurUpscale2x(), tileSize: 192, overlap: 16)
         let out = try up.upscale(texture(width: 6, height: 5))
-        XCTAssertEqual([out.width, out.height], [12, 10])
-        XCTAssertEqual(try up.tileCount(width: 6, height: 5), 1)
+        #expect([out.width, out.height] == [12, 10] as [Int])
+        #expect(try up.tileCount(width: 6, height: 5) == 1)
     }
 
-    func testBadModelOutputAndBadGeometryAreClearErrors() throws {
-        XCTAssertThrowsError(try TiledUpscaler(restorer: WrongShape(), tileSize: 32, overlap: 4).upscale(texture(width: 20, height: 20))) {
-            XCTAssertEqual(($0 as? UpscalingError)?.code, .modelOutputShape)
+    @Test func badModelOutputAndBadGeometryAreClearErrors() throws {
+        if let thrown = #expect(throws: (any Error).self, performing: { _ = try TiledUpscaler(restorer: WrongShape(), tileSize: 32, overlap: 4).upscale(texture(width: 20, height: 20)) }) {
+            #expect(((thrown as? UpscalingError)?.code) == .modelOutputShape)
         }
-        XCTAssertThrowsError(try TiledUpscaler(restorer: BlurUpscale2x(), tileSize: 32, overlap: 16))
+        #expect(throws: (any Error).self) { _ = try TiledUpscaler(restorer: BlurUpscale2x(), tileSize: 32, overlap: 16) }
         let grey = PlanarImage(width: 8, height: 8, channels: 1)
-        XCTAssertThrowsError(try TiledUpscaler(restorer: BlurUpscale2x(), tileSize: 32, overlap: 4).upscale(grey))
+        #expect(throws: (any Error).self) { _ = try TiledUpscaler(restorer: BlurUpscale2x(), tileSize: 32, overlap: 4).upscale(grey) }
     }
 }
