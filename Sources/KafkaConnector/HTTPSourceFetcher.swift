@@ -1,6 +1,7 @@
 import CCurl
 import Foundation
 import Jobs
+import ObjectStorage
 import Support
 
 /// Downloads http(s) sources into a temporary file under the configured rules: allowed schemes, an address check at
@@ -233,20 +234,7 @@ private final class CurlTransfer: @unchecked Sendable {
 
     /// CURLOPT_OPENSOCKETFUNCTION: the address curl is about to connect to; refused when forbidden.
     private func openSocket(_ purpose: curlsocktype, _ a: UnsafeMutablePointer<curl_sockaddr>) -> curl_socket_t {
-        var address: [UInt8] = []
-        withUnsafeMutablePointer(to: &a.pointee.addr) { sa in
-            if a.pointee.family == AF_INET {
-                sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { sin in
-                    var v = sin.pointee.sin_addr
-                    address = withUnsafeBytes(of: &v) { Array($0) }
-                }
-            } else if a.pointee.family == AF_INET6 {
-                sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { sin6 in
-                    var v = sin6.pointee.sin6_addr
-                    address = withUnsafeBytes(of: &v) { Array($0) }
-                }
-            }
-        }
+        let address = addressBytes(a)
         if !rules.allowPrivateAddresses && HTTPSourceFetcher.isForbidden(address) {
             if failure == nil {
                 let host = URL(string: url)?.host ?? url

@@ -82,8 +82,9 @@ enum HTTPTransport {
     }
 }
 
-/// The bytes of the address in a curl socket address (4 for IPv4, 16 for IPv6, empty otherwise).
-func addressBytes(_ a: UnsafeMutablePointer<curl_sockaddr>) -> [UInt8] {
+/// The bytes of the address in a curl socket address (4 for IPv4, 16 for IPv6, empty otherwise); the SSRF checks of
+/// object-storage transfers and of the Kafka connector's HTTP sources both read it here.
+public func addressBytes(_ a: UnsafeMutablePointer<curl_sockaddr>) -> [UInt8] {
     var address: [UInt8] = []
     withUnsafeMutablePointer(to: &a.pointee.addr) { sa in
         if a.pointee.family == AF_INET {
