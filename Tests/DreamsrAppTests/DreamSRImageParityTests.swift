@@ -66,27 +66,6 @@ import Testing
         """
     }
 
-    /// Runs the built `dreamsr` binary; kills it and fails after `timeout`.
-    static func runCLI(_ args: [String], log: String, timeout: Duration = .seconds(120)) async throws -> (status: Int32, output: String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: try Daemon.binary())
-        p.arguments = args
-        _ = FileManager.default.createFile(atPath: log, contents: nil)
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        p.standardOutput = handle
-        p.standardError = handle
-        try p.run()
-        do {
-            try await Daemon.waitUntil("dreamsr upscale", timeout: timeout, log: log) { !p.isRunning }
-        } catch {
-            p.terminate()
-            try? handle.close()
-            throw error
-        }
-        try handle.close()
-        return (p.terminationStatus, (try? String(contentsOfFile: log, encoding: .utf8)) ?? "")
-    }
-
     static func maxAbs(_ a: [Float], _ b: [Float]) -> Float {
         zip(a, b).reduce(0) { max($0, abs($1.0 - $1.1)) }
     }
@@ -108,8 +87,8 @@ import Testing
         let work = try tempDir()
         try Self.yaml(mode: c.mode, colorFix: c.colorFix).write(toFile: work + "/pipe.yaml", atomically: true, encoding: .utf8)
         let started = ContinuousClock.now
-        let r = try await Self.runCLI(["upscale", "--pipeline", work + "/pipe.yaml", "--models-dir", models,
-                                       Self.fixtures + "/lr.png", "-o", work + "/out.png"], log: work + "/cli.log")
+        let r = try runDreamsr(["upscale", "--pipeline", work + "/pipe.yaml", "--models-dir", models,
+                                Self.fixtures + "/lr.png", "-o", work + "/out.png"], timeout: 120)
         let seconds = (ContinuousClock.now - started) / .seconds(1)
         try #require(r.status == 0, "\(r.output)")
         #expect(r.output.contains("mode: \(c.mode)") && r.output.contains("(228x132)"), "\(r.output)")
