@@ -110,6 +110,21 @@ enum OutputPlan {
                 let stem = source.subfolder == nil ? base : base + suffix
                 return Target(input: source.path, output: folder + "/" + sub + stem + "." + fmt.fileExtension, format: fmt)
             }
+            // Mirrored subfolders that already exist must be real folders of the output folder: a symlink (or a file)
+            // there would send outputs outside it.
+            for sub in Set(sources.compactMap(\.subfolder).filter { !$0.isEmpty }) {
+                var path = folder
+                for part in sub.split(separator: "/") {
+                    path += "/" + part
+                    var st = stat()
+                    guard lstat(path, &st) == 0 else { break }
+                    guard (st.st_mode & S_IFMT) == S_IFDIR else {
+                        throw UsageError("\(quoted(path)) in the output folder is "
+                                         + ((st.st_mode & S_IFMT) == S_IFLNK ? "a symlink" : "not a folder")
+                                         + ": refusing to write outputs through it (remove it or choose another -o folder)")
+                    }
+                }
+            }
         } else {
             let parent = (output as NSString).deletingLastPathComponent
             let folder = try realFolder(parent.isEmpty ? "." : parent)

@@ -66,6 +66,16 @@ import Upscaling
         #expect(FileManager.default.contents(atPath: dir + "/out/a_x4.png") == Data("keep me".utf8))
         #expect(try size(dir + "/out/sub/c_x4.png") == [40, 32])
         #expect(r.text.split(separator: "\n").filter { $0.hasSuffix("exists: skipped") }.count == 2, "\(r.text)")
+
+        // A mirrored subfolder that is a symlink out of the output folder is refused; nothing is written through it.
+        try FileManager.default.createDirectory(atPath: dir + "/elsewhere", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: dir + "/linked", withIntermediateDirectories: true)
+        try FileManager.default.createSymbolicLink(atPath: dir + "/linked/sub", withDestinationPath: dir + "/elsewhere")
+        r = try await run(["upscale", "-i", dir + "/in", "--recursive", "-o", dir + "/linked"], in: dir)
+        #expect(r.status == 64, "\(r.text)")
+        #expect(r.text.contains("is a symlink: refusing to write outputs through it"), "\(r.text)")
+        #expect(listing(dir + "/elsewhere") == [])
+        #expect(listing(dir + "/linked") == ["sub"])
     }
 
     @Test func folderModeNeverReplacesAnInputAndLimitErrorsNameTheFlags() async throws {
