@@ -5,8 +5,9 @@ import Tensor
 
 /// Activation precision of a model's matrix products: `fp32` (float32 activations; low-precision weights are
 /// dequantized a panel at a time and multiplied with sgemm) or `bf16` (activations rounded to bf16, weights in bf16
-/// panels or read directly when stored as bf16, `vdpbf16ps` where the CPU has it; attention in bf16 too; float32
-/// accumulation and softmax everywhere).
+/// panels or read directly when stored as bf16, `vdpbf16ps` where the CPU has it; Q8_0 weights with the int8 kernel,
+/// activations quantized per block of 32 as ggml does, `vpdpbusd`; attention in bf16 too; float32 accumulation and
+/// softmax everywhere).
 public enum ComputePrecision: String, Sendable, CaseIterable, CustomStringConvertible {
     case fp32, bf16
 
@@ -48,7 +49,13 @@ struct LowPrecisionWeight: @unchecked Sendable {
             dequantizer = RowDequantizer(name: dtype.rawValue, blockElements: dtype.blockSize,
                                          blockBytes: dtype.blockBytes, function: f)
         }
-        let format: WeightMatrix.Format = precision == .bf16 && dtype == .bf16 ? .bf16 : .dequantized(dequantizer)
+        // bf16 precision reads bf16 weights directly and Q8_0 weights with the int8 kernel (activations quantized per
+        // block of 32 as ggml does, `vpdpbusd`); every other type goes through dequantized panels.
+        let format: WeightMatrix.Format = switch (precision, dtype) {
+        case (.bf16, .bf16): .bf16
+        case (.bf16, .q8_0): .q8_0
+        default: .dequantized(dequantizer)
+        }
         guard let m = try? WeightMatrix(name: source.name, format: format, rows: source.shape[0], cols: source.shape[1],
                                         bytes: view.bytes, owner: source.parts[0].file) else { return nil }
         matrix = m
@@ -82,6 +89,7 @@ struct LowPrecisionWeight: @unchecked Sendable {
         switch (panelPrecision, matrix.format) {
         case (.float32, _): "\(dtype.rawValue) in place: float32 panels + sgemm"
         case (.bf16, .bf16): "\(dtype.rawValue) in place: bf16 kernel \(matrix.kernelVariant())"
+        case (.bf16, .q8_0): "\(dtype.rawValue) in place: int8 kernel \(matrix.kernelVariant()) (activations Q8_0 per block)"
         case (.bf16, _): "\(dtype.rawValue) in place: bf16 panels + bf16 kernel \(matrix.kernelVariant())"
         }
     }
