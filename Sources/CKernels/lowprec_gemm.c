@@ -569,17 +569,28 @@ CK_TARGET_AVX512_VNNI static void q8_0_bcast_tile(const uint8_t *const xu[Q8B_RO
     }
 }
 
+/* xu[i] = xq[i] + 128 as an unsigned byte (the vpdpbusd operand), 64 bytes per step. */
+CK_TARGET_AVX512_VNNI static void q8_0_offset_rows(uint8_t *xu, const int8_t *xq, size_t n) {
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64)
+        _mm512_storeu_si512((void *)(xu + i), _mm512_xor_si512(_mm512_loadu_si512((const void *)(xq + i)), flip));
+    for (; i < n; i++) xu[i] = (uint8_t)(xq[i] ^ (int8_t)0x80);
+}
+
 /* Returns -1 when the strip buffers cannot be allocated (nothing written). */
 static int gemm_q8_0_bcast(const int8_t *xq, const float *xd, size_t m, size_t k, const uint8_t *w,
                            size_t w_row_bytes, size_t n0, size_t n1, const float *bias, float *y, size_t ldy) {
     size_t nb = k / CK_Q8_0_BLOCK;
     q8_strip_block *sp = aligned_alloc(64, nb * sizeof(q8_strip_block));
-    uint8_t *xu = malloc(Q8B_ROWS * k);
+    /* All activation rows offset to unsigned (u = q + 128) once per call, not once per strip of W. */
+    uint8_t *xu = aligned_alloc(64, (m * k + 63) / 64 * 64);
     if (!sp || !xu) {
         free(sp);
         free(xu);
         return -1;
     }
+    q8_0_offset_rows(xu, xq, m * k);
     for (size_t j0 = n0; j0 < n1; j0 += BCAST_COLS) {
         size_t nc = n1 - j0 < BCAST_COLS ? n1 - j0 : BCAST_COLS;
         q8_0_pack_strip(sp, w, w_row_bytes, j0, nc, nb);
@@ -589,9 +600,7 @@ static int gemm_q8_0_bcast(const int8_t *xq, const float *xd, size_t m, size_t k
             const float *dr[Q8B_ROWS];
             for (size_t a = 0; a < Q8B_ROWS; a++) {
                 size_t row = a < mr ? a : 0;
-                if (a < mr)
-                    for (size_t t = 0; t < k; t++) xu[a * k + t] = (uint8_t)(xq[(i0 + a) * k + t] ^ (int8_t)0x80);
-                xr[a] = xu + row * k;
+                xr[a] = xu + (i0 + row) * k;
                 dr[a] = xd + (i0 + row) * nb;
             }
             q8_0_bcast_tile(xr, dr, sp, nb, mr, nc, bias ? bias + j0 : NULL, y + i0 * ldy + j0, ldy);

@@ -291,6 +291,9 @@ public struct GGUFHeader: Sendable {
 public final class GGUFFile: TensorFile, @unchecked Sendable {
     public let header: GGUFHeader
     private let mapping: MappedFile
+    /// Reads the whole file's pages into memory now (`MappedFile.prefetch`); returns the bytes.
+    @discardableResult
+    public func prefetch() -> Int { mapping.prefetch() }
 
     public init(url: URL) throws {
         let mapping = try MappedFile(url: url)

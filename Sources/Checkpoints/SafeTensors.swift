@@ -140,6 +140,9 @@ public struct SafeTensorsHeader: Sendable {
 public final class SafeTensorsFile: TensorFile, @unchecked Sendable {
     public let header: SafeTensorsHeader
     private let mapping: MappedFile
+    /// Reads the whole file's pages into memory now (`MappedFile.prefetch`); returns the bytes.
+    @discardableResult
+    public func prefetch() -> Int { mapping.prefetch() }
     /// Per-tensor FP8 scales (`scale_weight`) by weight name.
     public let fp8Scales: [String: Float]
 

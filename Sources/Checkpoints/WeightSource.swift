@@ -14,6 +14,12 @@ public final class CheckpointSet: Sendable {
     public let directory: URL
     private let index: [String: (Int, TensorInfo)]
 
+    /// Reads every file's pages into memory now (see `MappedFile.prefetch`); returns the bytes.
+    @discardableResult
+    public func prefetch() -> Int {
+        files.reduce(0) { $0 + $1.prefetch() } + ggufFiles.reduce(0) { $0 + $1.prefetch() }
+    }
+
     public convenience init(files: [SafeTensorsFile]) throws {
         try self.init(tensorFiles: files)
     }
