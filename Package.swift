@@ -97,7 +97,7 @@ let package = Package(
         ]),
         .executableTarget(name: "dreamsr-mock-kafka", dependencies: ["CRdKafka"]),
         .executableTarget(name: "dreamsr-bench", dependencies: [
-            "DreamsrApp", "Checkpoints", "Imaging", "Jobs", "KafkaConnector", "Models", "PipelineRuntime", "Raster",
+            "DreamsrApp", "Checkpoints", "DreamSRPipeline", "Imaging", "Jobs", "KafkaConnector", "Models", "PipelineRuntime", "Raster",
             "Support", "Tensor", "Upscaling", "WatchFolderConnector",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Prometheus", package: "swift-prometheus"),

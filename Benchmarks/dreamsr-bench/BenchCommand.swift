@@ -20,6 +20,8 @@ struct BenchCommand: AsyncParsableCommand {
             LowPrecisionGemmBench.self,
             HTTPBench.self,
             NCNNZooBench.self,
+            FluxStepBench.self,
+            DreamSRFullBench.self,
         ]
     )
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Checkpoints
 import Foundation
 import Models
 import Tensor
@@ -18,6 +19,8 @@ struct FluxBlocksBench: ParsableCommand {
     @Option(help: "Python with torch + diffusers for the baseline.") var python: String = ReferencePython.defaultPath
     @Option(help: "Baseline script.") var script: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("flux_blocks_baseline.py").path
+    @Option(help: "Our precision: fp32 (float32 weights, sgemm) or bf16 (the weights written as a bf16 safetensors file and read in place, bf16 kernels and attention).")
+    var precision: String = "fp32"
     @Flag(help: "Skip the PyTorch bf16 timing.") var noBf16 = false
     @Flag(help: "Skip the PyTorch baseline.") var skipBaseline = false
 
@@ -42,7 +45,38 @@ struct FluxBlocksBench: ParsableCommand {
                 return (Float(state >> 40) / Float(1 << 24) * 2 - 1) * a
             }
         }
-        let weights = FluxWeights(tensors: tensors)
+        let ours = try ComputePrecision(parsing: precision, key: "--precision")
+        let weights: FluxWeights
+        var keepAlive: CheckpointSet?
+        if ours == .bf16 {
+            // The same weights as a bf16 file (2-D weights bf16, norms and biases f32), mapped and read in place.
+            let file = FileManager.default.temporaryDirectory.appendingPathComponent("flux-blocks-bf16-\(getpid()).safetensors")
+            defer { try? FileManager.default.removeItem(at: file) }
+            try SafeTensorsWriter.write(tensors.keys.sorted().map { name in
+                let t = tensors[name]!
+                guard t.rank == 2 else { return .f32(name, t) }
+                return SafeTensorsWriter.Entry(name: name, dtype: .bf16, shape: t.shape) { buf in
+                    t.withUnsafeBufferPointer { src in
+                        let dst = buf.bindMemory(to: UInt16.self)
+                        for i in 0..<src.count {  // round to nearest even (finite values)
+                            let b = src[i].bitPattern
+                            dst[i] = UInt16(truncatingIfNeeded: (b &+ 0x7FFF &+ ((b >> 16) & 1)) >> 16)
+                        }
+                    }
+                }
+            }, to: file)
+            let set = try CheckpointSet(url: file)
+            keepAlive = set
+            var sources: [String: WeightSource] = [:]
+            for name in tensors.keys {
+                let (f, info) = set.locate(name)!
+                sources[name] = WeightSource(name: name, parts: [.init(file: f, info: info)], transform: .none)
+            }
+            weights = FluxWeights(sources: sources, residentWeights: false, precision: .bf16)
+        } else {
+            weights = FluxWeights(tensors: tensors)
+        }
+        defer { withExtendedLifetime(keepAlive) {} }
         let double = try FluxDoubleBlock(weights: weights, prefix: "double_blocks.0.", config: config)
         let single = try FluxSingleBlock(weights: weights, prefix: "single_blocks.0.", config: config)
 
@@ -83,7 +117,8 @@ struct FluxBlocksBench: ParsableCommand {
             joint.copyValues(from: img0, count: img * d, to: txt * d)
             single.forward(joint, siluVec: vec, rope: rope, seq: seq)
         }
-        print(String(format: "dreamsr  double block %.3f s   single block %.3f s", oursDouble, oursSingle))
+        print(String(format: "dreamsr  double block %.3f s   single block %.3f s   (%@: %@)", oursDouble, oursSingle,
+                     ours.description, double.imgQKV.kernelPath))
         guard !skipBaseline else { return }
 
         let obj = try BaselineProcess.lastLineJSON(python, [script, "--threads", "\(threads)", "--img", "\(img)",
