@@ -197,16 +197,15 @@ public final class FluxTextEncoders: @unchecked Sendable {
     private let loadLock = NSLock()
     private let loader: @Sendable () throws -> Encoders
 
-    /// `encoders`: loaded now (nil: on first use); `loader` loads them again after a release.
-    public init(encoders: Encoders?, clipTokenizer: CLIPTokenizer, t5Tokenizer: T5Tokenizer,
+    /// `encoders`: loaded now (their configs are the set's); `loader` loads them again after a release.
+    public init(encoders: Encoders, clipTokenizer: CLIPTokenizer, t5Tokenizer: T5Tokenizer,
                 loader: @escaping @Sendable () throws -> Encoders) {
         self.clipTokenizer = clipTokenizer
         self.t5Tokenizer = t5Tokenizer
         self.loader = loader
-        let first = encoders ?? (try? loader())
-        clipConfig = first?.clip.config ?? .clipL
-        t5Config = first?.t5.config ?? .xxl
-        state = Mutex(State(encoders: first, loads: first == nil ? 0 : 1))
+        clipConfig = encoders.clip.config
+        t5Config = encoders.t5.config
+        state = Mutex(State(encoders: encoders, loads: 1))
     }
 
     /// The encoders if they are loaded now (nothing is loaded).
