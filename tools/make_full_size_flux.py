@@ -24,7 +24,7 @@ Kinds (all by default; each is streamed tensor by tensor, peak memory ~1.5 GB, t
                  the SAME weights as the other files (checked with gguf.quants.dequantize on the first tensor).
   flux-q6_k      flux1-dev-Q6_K.gguf  bare BFL names like flux-q4_k; 2-D weights whose rows are whole 256-value
                  super-blocks Q6_K, the others F16, 1-D F32 (~9.1 GiB expected: 210 bytes per 256 weights; not written at
-                 full depth yet: the 1 + 1-block version, 0.42 GiB, took 160 s under load).
+                 full depth yet: the quantizer takes 0.26 s per 3072x3072 tensor, Q4_K's 0.21 s).
                  gguf.quants 0.19 cannot quantize Q6_K either: own simple quantizer, per 16-value sub-block scale
                  s = max|x| / 31, the super-block's fp16 d = max s / 127, int8 codes round(s / d), q = round(x / (d
                  code)) + 32 clipped to 0..63, packed as ggml's block_q6_K (ql[128] low nibbles, qh[64] high 2-bit
