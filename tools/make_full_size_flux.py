@@ -7,6 +7,7 @@ Pinned: gguf==0.19.0, numpy==2.4.6, ml_dtypes==0.7.0 (no torch). Install them in
     python3 -m venv /tmp/v && /tmp/v/bin/pip install gguf==0.19.0 numpy==2.4.6 ml_dtypes==0.7.0
 
 usage: make_full_size_flux.py OUTDIR [--only KIND,...] [--seed N] [--depth N --depth-single N --controlnet-depth N]
+                              [--t5-layers N]
 
 Kinds (all by default; each is streamed tensor by tensor, peak memory ~1.5 GB, the largest tensor's temporaries):
   flux-bf16      flux1-dev-bf16.safetensors  FLUX.1-dev transformer, BFL names (`double_blocks.N.img_attn.qkv.weight`,
@@ -21,6 +22,14 @@ Kinds (all by default; each is streamed tensor by tensor, peak memory ~1.5 GB, t
                  q = round((x + dmin m) / (d sc)) clipped to 0..15, packed as ggml's block_q4_K (d, dmin, 12 bytes of
                  packed 6-bit scales/mins, 128 bytes of nibbles). Not ggml's optimising search, but a valid encoding of
                  the SAME weights as the other files (checked with gguf.quants.dequantize on the first tensor).
+  flux-q6_k      flux1-dev-Q6_K.gguf  bare BFL names like flux-q4_k; 2-D weights whose rows are whole 256-value
+                 super-blocks Q6_K, the others F16, 1-D F32 (~9.1 GiB expected: 210 bytes per 256 weights; not written at
+                 full depth yet: the quantizer takes 0.26 s per 3072x3072 tensor, Q4_K's 0.21 s).
+                 gguf.quants 0.19 cannot quantize Q6_K either: own simple quantizer, per 16-value sub-block scale
+                 s = max|x| / 31, the super-block's fp16 d = max s / 127, int8 codes round(s / d), q = round(x / (d
+                 code)) + 32 clipped to 0..63, packed as ggml's block_q6_K (ql[128] low nibbles, qh[64] high 2-bit
+                 pairs, int8 scales[16], d); checked with gguf.quants.dequantize on the first tensor (error within one
+                 step per sub-block; relative L2 1.9 % on it).
   flux-fp8       flux1-dev-fp8-scaled.safetensors  ComfyUI "scaled FP8": prefix `model.diffusion_model.`, 2-D weights
                  F8_E4M3 with a per-tensor F32 `scale_weight` = max|w| / 448, biases BF16, norm scales F32, the
                  `scaled_fp8` marker (~11.9 GB).
@@ -33,6 +42,13 @@ Kinds (all by default; each is streamed tensor by tensor, peak memory ~1.5 GB, t
                  `context_attn.L.{to_q,to_k,to_v,to_out,norm_q,norm_k}`), and the rank-256 LoRA (alpha 256) on every
                  Linear of the main double / single blocks (`transformer.transformer_blocks.N.<module>.lora_A/B.weight`)
                  and of the ControlNet blocks (`controlnet.transformer_blocks.L.<module>.lora_A/B.weight`); BF16.
+  clip-l         clip-l.safetensors  CLIP-L text encoder (12 layers, d 768, MLP 3072, vocab 49408, 77 positions), HF
+                 names under `text_model.` as our CLIP loader reads them (config from the shapes), F16, 123.06 M
+                 params (~0.23 GiB). Always full size.
+  vae            ae.safetensors  FLUX VAE in Black Forest Labs' names (`encoder.down.I.block.J`, `decoder.up.I`,
+                 attention q/k/v/proj_out as 1x1 convs; channels 128/256/512/512, 16 latent channels), F32 like BFL's
+                 file, 83.82 M params (~0.31 GiB). Convs std 1/sqrt(in k k), residual-branch output convs std as the
+                 output projections below. Always full size.
 
 Measured 2026-12-03 (2 cores shared with other builds; each file then opened by `dreamsr models check --weights F`
 in < 0.6 s, and deleted):
@@ -135,6 +151,84 @@ def t5_tensors(layers=24, d=4096, ff=10240, heads=64, vocab=32128, buckets=32):
     return out
 
 
+def clip_l_tensors(layers=12, d=768, ff=3072, vocab=49408, positions=77):
+    """CLIP-L text encoder (FLUX's text_encoder/model.safetensors), HF names under `text_model.`."""
+    out = [("text_model.embeddings.token_embedding.weight", (vocab, d), "embed"),
+           ("text_model.embeddings.position_embedding.weight", (positions, d), "embed")]
+
+    def lin(n, o, i, kind="in"):
+        out.append((n + ".weight", (o, i), kind))
+        out.append((n + ".bias", (o,), "bias"))
+
+    def ln(n):
+        out.append((n + ".weight", (d,), "norm"))
+        out.append((n + ".bias", (d,), "bias"))
+
+    for i in range(layers):
+        p = f"text_model.encoder.layers.{i}."
+        ln(p + "layer_norm1")
+        for m in ("q_proj", "k_proj", "v_proj"):
+            lin(p + "self_attn." + m, d, d)
+        lin(p + "self_attn.out_proj", d, d, "out")
+        ln(p + "layer_norm2")
+        lin(p + "mlp.fc1", ff, d)
+        lin(p + "mlp.fc2", d, ff, "out")
+    ln("text_model.final_layer_norm")
+    return out
+
+
+def vae_tensors(ch=128, mult=(1, 2, 4, 4), blocks=2, z=16):
+    """FLUX VAE in Black Forest Labs' ae.safetensors names (`encoder.down.I.block.J`, `decoder.up.I` with I = 3 the
+    lowest resolution, attention q/k/v/proj_out as 1x1 convs), as our VAE loader reads them (config from shapes)."""
+    out = []
+
+    def conv(n, o, i, k=3, kind="conv"):
+        out.append((n + ".weight", (o, i, k, k), kind))
+        out.append((n + ".bias", (o,), "bias"))
+
+    def norm(n, c):
+        out.append((n + ".weight", (c,), "norm"))
+        out.append((n + ".bias", (c,), "bias"))
+
+    def res(p, i, o):
+        norm(p + ".norm1", i); conv(p + ".conv1", o, i); norm(p + ".norm2", o); conv(p + ".conv2", o, o, kind="conv_out")
+        if i != o:
+            conv(p + ".nin_shortcut", o, i, 1)
+
+    def mid(p, c):
+        res(p + ".mid.block_1", c, c)
+        norm(p + ".mid.attn_1.norm", c)
+        for n in ("q", "k", "v"):
+            conv(p + f".mid.attn_1.{n}", c, c, 1)
+        conv(p + ".mid.attn_1.proj_out", c, c, 1, kind="conv_out")
+        res(p + ".mid.block_2", c, c)
+
+    chs = [ch * m for m in mult]
+    conv("encoder.conv_in", chs[0], 3)
+    prev = chs[0]
+    for i, c in enumerate(chs):
+        for j in range(blocks):
+            res(f"encoder.down.{i}.block.{j}", prev if j == 0 else c, c)
+        if i < len(chs) - 1:
+            conv(f"encoder.down.{i}.downsample.conv", c, c)
+        prev = c
+    mid("encoder", chs[-1])
+    norm("encoder.norm_out", chs[-1])
+    conv("encoder.conv_out", 2 * z, chs[-1])
+    conv("decoder.conv_in", chs[-1], z)
+    mid("decoder", chs[-1])
+    prev = chs[-1]
+    for i in reversed(range(len(chs))):
+        for j in range(blocks + 1):
+            res(f"decoder.up.{i}.block.{j}", prev if j == 0 else chs[i], chs[i])
+        if i > 0:
+            conv(f"decoder.up.{i}.upsample.conv", chs[i], chs[i])
+        prev = chs[i]
+    norm("decoder.norm_out", chs[0])
+    conv("decoder.conv_out", 3, chs[0])
+    return out
+
+
 # diffusers modules of a double block (and their shapes), and of a single block, that carry LoRA
 DOUBLE_MODULES = [("norm1.linear", 6 * D, D), ("norm1_context.linear", 6 * D, D),
                   ("attn.to_q", D, D), ("attn.to_k", D, D), ("attn.to_v", D, D),
@@ -212,6 +306,9 @@ def values(seed, name, shape, kind):
         x *= np.float32(OUT_STD / 16)
     elif kind == "embed":
         x = rng.standard_normal(shape, dtype=np.float32)
+    elif kind in ("conv", "conv_out"):  # [out, in, k, k]: fan-in in * k * k; conv_out like the output projections
+        x = rng.standard_normal(shape, dtype=np.float32)
+        x *= np.float32(OUT_STD if kind == "conv_out" else 1 / np.sqrt(np.prod(shape[1:])))
     else:  # in, lora_a: fan-in scaled
         x = rng.standard_normal(shape, dtype=np.float32)
         x *= np.float32(1 / np.sqrt(shape[-1]))
@@ -251,6 +348,49 @@ def quantize_q4_k(x):
     qs = (q[:, 0::2, :] | (q[:, 1::2, :] << 4)).reshape(nb, 128)
     blocks = np.concatenate([d.view(np.uint8).reshape(nb, 2), dmin.view(np.uint8).reshape(nb, 2), packed, qs], axis=1)
     return blocks.reshape(rows, cols // 256 * 144)
+
+
+# ---------------------------------------------------------------------------------------------------------- Q6_K
+
+def quantize_q6_k(x):
+    """x: float32 [rows, cols], cols % 256 == 0 -> uint8 [rows, cols / 256 * 210] (ggml block_q6_K: ql[128], qh[64],
+    int8 scales[16], fp16 d). Per 16-value sub-block scale s = max|x| / 31, the super-block's d = max s / 127, the
+    int8 code round(s / d), then q = round(x / (d code)) + 32 clipped to 0..63 (value = d code (q - 32))."""
+    rows, cols = x.shape
+    nb = rows * cols // 256
+    sb = x.reshape(nb, 16, 16)
+    s = np.abs(sb).max(axis=2) / 31                       # [nb, 16]
+    d = (s.max(axis=1) / 127).astype(np.float16)          # [nb]
+    df = d.astype(np.float32)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sc = np.where(df[:, None] > 0, np.rint(s / df[:, None]), 0)
+    sc = np.clip(sc, -128, 127).astype(np.int8)
+    eff = df[:, None] * sc.astype(np.float32)             # [nb, 16]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        q = np.where(eff[:, :, None] > 0, np.rint(sb / eff[:, :, None]), 0) + 32
+    q = np.clip(q, 0, 63).astype(np.uint8).reshape(nb, 2, 128)
+    # value i of a 128-value half: low nibble in ql[half][i % 64] (bits 4 * (i // 64)), high 2 bits in
+    # qh[half][i % 32] (bits 2 * (i // 32)) -- the inverse of ggml's dequantize_row_q6_K
+    ql = ((q[:, :, :64] & 0x0F) | ((q[:, :, 64:] & 0x0F) << 4)).reshape(nb, 128)
+    hi = ((q >> 4) & 0x03).reshape(nb, 2, 4, 32)
+    qh = (hi[:, :, 0] | (hi[:, :, 1] << 2) | (hi[:, :, 2] << 4) | (hi[:, :, 3] << 6)).reshape(nb, 64)
+    blocks = np.concatenate([ql, qh, sc.view(np.uint8), d.view(np.uint8).reshape(nb, 2)], axis=1)
+    return blocks.reshape(rows, cols // 256 * 210)
+
+
+def check_q6_k(seed):
+    """Our Q6_K encoding decodes (gguf.quants.dequantize) to the weights within half a quantization step (plus the
+    rounding of the int8 sub-block scale)."""
+    name, shape, kind = "double_blocks.0.img_attn.qkv.weight", (64, D), "in"
+    x = values(seed, name, shape, kind)
+    back = gguf.quants.dequantize(quantize_q6_k(x), T.Q6_K)
+    assert back.shape == x.shape, back.shape
+    step = np.abs(x).reshape(-1, 16).max(axis=1) / 31
+    err = np.abs(back - x).reshape(-1, 16).max(axis=1)
+    assert (err <= step + 1e-7).all(), (err / step).max()
+    rel = np.linalg.norm(back - x) / np.linalg.norm(x)
+    print(f"Q6_K self-check: relative L2 error {rel:.4f} on {name} [64, {D}]", flush=True)
+    assert rel < 0.03, rel
 
 
 # ---------------------------------------------------------------------------------------------------------- writers
@@ -319,19 +459,22 @@ class GGUFEncoding:
             return x.astype(np.float16)
         if t == T.Q4_K:
             return quantize_q4_k(x.reshape(-1, shape[-1]))
+        if t == T.Q6_K:
+            return quantize_q6_k(x.reshape(-1, shape[-1]))
         return gguf.quants.quantize(x, t)
 
 
 class SafetensorsEncoding:
-    """`bf16`: every tensor BF16. `fp8`: ComfyUI scaled FP8 (2-D F8_E4M3 + scale_weight; biases BF16; norms F32)."""
+    """`bf16` / `f16` / `f32`: every tensor in that type. `fp8`: ComfyUI scaled FP8 (2-D F8_E4M3 + scale_weight;
+    biases BF16; norms F32)."""
 
     def __init__(self, seed, mode, prefix):
         self.seed, self.mode, self.prefix = seed, mode, prefix
 
     def layout(self, name, shape, kind):
         n = int(np.prod(shape))
-        if self.mode == "bf16":
-            return [(name, shape, "BF16", n * 2, "w")]
+        if self.mode in ("bf16", "f16", "f32"):
+            return [(name, shape, self.mode.upper(), n * (4 if self.mode == "f32" else 2), "w")]
         if len(shape) == 2:
             stem = name[:-len("weight")]
             return [(name, shape, "F8_E4M3", n, "w"), (stem + "scale_weight", (), "F32", 4, "scale")]
@@ -343,6 +486,10 @@ class SafetensorsEncoding:
         x = values(self.seed, name[len(self.prefix):], shape, kind)
         if self.mode == "bf16":
             return {"w": x.astype(ml_dtypes.bfloat16).tobytes()}
+        if self.mode == "f16":
+            return {"w": x.astype(np.float16).tobytes()}
+        if self.mode == "f32":
+            return {"w": x.tobytes()}
         if len(shape) == 2:
             scale = np.float32(np.abs(x).max() / 448)
             return {"w": (x / scale).astype(ml_dtypes.float8_e4m3fn).tobytes(), "scale": scale.tobytes()}
@@ -370,7 +517,7 @@ def check_q4_k(seed):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("outdir")
-    ap.add_argument("--only", default="flux-bf16,flux-q8_0,flux-q4_k,flux-fp8,t5-q8_0,dreamsr")
+    ap.add_argument("--only", default="flux-bf16,flux-q8_0,flux-q6_k,flux-q4_k,flux-fp8,t5-q8_0,dreamsr,clip-l,vae")
     ap.add_argument("--seed", type=int, default=14)
     ap.add_argument("--depth", type=int, default=19, help="double blocks (19; fewer for quick full-width checks)")
     ap.add_argument("--depth-single", type=int, default=38)
@@ -386,6 +533,8 @@ def main():
             p, [(COMFY + n, s, k) for n, s, k in flux], GGUFEncoding(a.seed, T.Q8_0, COMFY), "flux")),
         "flux-q4_k": ("flux1-dev-Q4_K.gguf", lambda p: (check_q4_k(a.seed), write_gguf(
             p, flux, GGUFEncoding(a.seed, T.Q4_K, ""), "flux"))),
+        "flux-q6_k": ("flux1-dev-Q6_K.gguf", lambda p: (check_q6_k(a.seed), write_gguf(
+            p, flux, GGUFEncoding(a.seed, T.Q6_K, ""), "flux"))),
         "flux-fp8": ("flux1-dev-fp8-scaled.safetensors", lambda p: write_safetensors(
             p, [(COMFY + n, s, k) for n, s, k in flux] + [(COMFY + "scaled_fp8", (0,), "marker")],
             MarkerAware(SafetensorsEncoding(a.seed, "fp8", COMFY)), None)),
@@ -395,6 +544,10 @@ def main():
             p, dreamsr_tensors(a.depth, a.depth_single, a.controlnet_depth),
             SafetensorsEncoding(a.seed, "bf16", ""),
             {"dreamsr_config": json.dumps({"controlnet_depth": a.controlnet_depth, "lora_rank": 256, "lora_alpha": 256})})),
+        "clip-l": ("clip-l.safetensors", lambda p: write_safetensors(
+            p, clip_l_tensors(), SafetensorsEncoding(a.seed, "f16", ""), {"format": "pt"})),
+        "vae": ("ae.safetensors", lambda p: write_safetensors(
+            p, vae_tensors(), SafetensorsEncoding(a.seed, "f32", ""), {"format": "pt"})),
     }
     for kind in a.only.split(","):
         if kind not in jobs:

@@ -79,6 +79,27 @@ public struct DreamSRImagePipeline: Sendable {
     /// T5 states and CLIP pooled of a prompt (cached per string across jobs).
     public func encode(prompt: String) throws -> DreamSRPromptEncoding { try models.encode(prompt: prompt) }
 
+    /// Whether this pipeline releases the text encoders after a job's prompts are encoded (`release_text_encoders`;
+    /// `auto` decides from the memory picture of the model set's load).
+    public var releasesTextEncoders: Bool { options.releaseTextEncoders.releases(models.memory) }
+
+    /// Call when a job's prompts are all encoded: releases the text encoders when this pipeline does (a reload
+    /// happens on the next prompt not in the cache).
+    public func promptsEncoded() {
+        if releasesTextEncoders { models.text.release() }
+    }
+
+    /// e.g. `text encoders: released after each job's prompts (release_text_encoders: auto; MemAvailable 3.20 GiB <
+    /// 25.31 GiB resident)`.
+    public var textEncoderPolicy: String {
+        let m = models.memory
+        func gib(_ b: Int) -> String { String(format: "%.2f GiB", Double(b) / 1_073_741_824) }
+        let why = m.availableBytes.map { "MemAvailable \(gib($0)) \(m.isShort ? "<" : ">=") \(gib(m.residentBytes)) resident" }
+            ?? "MemAvailable unknown"
+        return "text encoders: " + (releasesTextEncoders ? "released after each job's prompts" : "kept loaded")
+            + " (release_text_encoders: \(options.releaseTextEncoders.rawValue); \(why), text encoders \(gib(m.textEncoderBytes)))"
+    }
+
     /// The global encoding and one local encoding per patch of `plan` when every patch has the same prompt.
     public func encode(global: String, local: String, patches: Int) throws -> (DreamSRPromptEncoding, [DreamSRPromptEncoding]) {
         (try encode(prompt: global), Array(repeating: try encode(prompt: local), count: patches))

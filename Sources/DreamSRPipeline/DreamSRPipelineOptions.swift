@@ -39,7 +39,28 @@ public struct DreamSRPipelineOptions: Sendable, Equatable {
     public var batch: Int = 4
     /// Activation precision of the FLUX / DreamSR ControlNet matrix products and attention (`precision: fp32|bf16`).
     public var precision = ComputePrecision.fp32
+    /// Whether the T5 / CLIP encoders are dropped after each job's prompts are encoded (`release_text_encoders`).
+    public var releaseTextEncoders = TextEncoderRelease.auto
     public init() {}
+
+    /// `release_text_encoders: auto|true|false`. Released: the T5 and CLIP models (and their file mappings) are dropped
+    /// once a job's prompts are encoded and loaded again by the next job with a prompt not in the encoding cache.
+    /// `auto`: released when memory is short (MemAvailable before loading below what the whole set takes resident,
+    /// `ModelSetMemory.isShort`).
+    public enum TextEncoderRelease: String, Sendable, CaseIterable {
+        case auto
+        case always = "true"
+        case never = "false"
+
+        /// Whether the encoders are released, given the model set's memory picture.
+        public func releases(_ memory: ModelSetMemory) -> Bool {
+            switch self {
+            case .always: true
+            case .never: false
+            case .auto: memory.isShort
+            }
+        }
+    }
 
     public enum VAETileStates: String, Sendable, CaseIterable {
         /// In memory up to `vaeTileMemoryMB`, the rest in scratch files: resident memory bounded by one tile plus

@@ -160,7 +160,8 @@ public final class FluxControlNetRegistry: Sendable {
         loading.lock()
         defer { loading.unlock() }
         if let set = loaded.withLock({ $0 }) { return set }
-        func wrap(_ key: String, _ error: any Error) -> any Error {
+        let components = components
+        @Sendable func wrap(_ key: String, _ error: any Error) -> any Error {
             let c = components.first { $0.key == key }!
             return DreamSRPipelineError(.models, "loading \(key) from \(c.path): \(error) (expected \(c.expectedLayout))")
         }

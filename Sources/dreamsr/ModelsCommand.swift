@@ -80,7 +80,7 @@ struct ModelsCommand: ParsableCommand {
         var pipelinesDir: String?
         @Option(help: "Models folder (default: $DREAMSR_MODELS_DIR, else ./models).")
         var modelsDir: String?
-        @Option(help: "Describe these weight files or folders (.safetensors, .gguf) instead of a pipeline's model set.")
+        @Option(help: "Describe these weight files or folders (.safetensors, .gguf) instead of a pipeline's model set (what each is loaded as is inferred from its tensor names).")
         var weights: [String] = []
 
         static func gib(_ b: Int) -> String {
@@ -92,10 +92,12 @@ struct ModelsCommand: ParsableCommand {
                 : n >= 1_000_000 ? String(format: "%.2f M", Double(n) / 1e6) : "\(n)"
         }
 
-        /// `         path: GGUF v3, Q8_0 x304, F32 x476; 11.90 G params, 12.64 GiB resident (mapped)`
+        /// `path: GGUF v3, Q8_0 x314, F32 x466; 11.90 G params; FLUX transformer: 11.80 GiB resident (11.79 GiB
+        /// mapped + 2.4 MiB float32 copies)`: resident = the bytes the engine maps or holds when running the file.
         static func describe(_ f: WeightFileSummary, indent: String) -> String {
-            "\(indent)\(f.path): \(f.format), \(f.typesDescription); \(params(f.parameters)) params, "
-                + "\(gib(f.residentBytes)) resident (mapped)"
+            let mapped = f.role.keepsMapping ? "\(gib(f.mappedBytes)) mapped" : "file closed after load"
+            return "\(indent)\(f.path): \(f.format), \(f.typesDescription); \(params(f.parameters)) params; "
+                + "\(f.role.rawValue): \(gib(f.residentBytes)) resident (\(mapped) + \(gib(f.float32CopyBytes)) float32 copies)"
         }
 
         func run() throws {
@@ -140,7 +142,7 @@ struct ModelsCommand: ParsableCommand {
                 if e.present {
                     total += e.memoryBytes
                     let size = c.kind == .safetensors
-                        ? "\(e.parameters) params, \(gib(e.fileBytes)) on disk, \(gib(e.memoryBytes)) as float32" : "tokenizer"
+                        ? "\(Self.params(e.parameters)) params, \(gib(e.fileBytes)) on disk, \(gib(e.memoryBytes)) resident" : "tokenizer"
                     print("present  \(c.key.padding(toLength: 15, withPad: " ", startingAt: 0)) \(c.path)  (\(size))")
                     for f in e.weightFiles { print(Self.describe(f, indent: "         ")) }
                 } else {
@@ -151,7 +153,7 @@ struct ModelsCommand: ParsableCommand {
             }
             let missing = entries.filter { !$0.present }.count
             print("pipeline \(def.name) (\(def.file)): \(entries.count - missing) present, \(missing) missing; "
-                  + "weights need up to \(gib(total)) as float32")
+                  + "weights need \(gib(total)) resident (mapped + float32 copies)")
             if missing > 0 { throw ExitCode(1) }
         }
     }

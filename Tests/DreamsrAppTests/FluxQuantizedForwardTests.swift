@@ -44,12 +44,12 @@ import Testing
         let f32 = try WeightFileSummary.summarize(Self.fixtures.appendingPathComponent("gguf/flux-q8_0-dequantized.safetensors"))[0]
         #expect(f32.format == "safetensors" && f32.typesDescription == "F32 x\(gguf.tensorInfos.count)")
         #expect(f.parameters == f32.parameters)
-        #expect(f32.residentBytes == f32.parameters * 4)
+        #expect(f32.tensorBytes == f32.parameters * 4)
         // Q8_0 is 34 bytes per 32 values.
         let q8 = gguf.tensorInfos.filter { $0.dtype == .q8_0 }
         #expect(q8.allSatisfy { $0.byteCount == $0.elementCount / 32 * 34 })
-        #expect(f.residentBytes == gguf.tensorInfos.reduce(0) { $0 + $1.byteCount })
-        #expect(f.residentBytes < f32.residentBytes / 3)
-        #expect(f.fileBytes >= f.residentBytes)
+        #expect(f.tensorBytes == gguf.tensorInfos.reduce(0) { $0 + $1.byteCount })
+        #expect(f.tensorBytes < f32.tensorBytes / 3)
+        #expect(f.fileBytes >= f.tensorBytes)
     }
 }

@@ -240,7 +240,7 @@ public struct PipelineDefinition: Sendable, Equatable {
         }
         let d = try root.child("dreamsr")
         try d.checkKeys(["mode", "color_fix", "steps", "seed", "vae_tile", "vae_tile_states", "vae_tile_memory_mb", "vae_scratch_dir",
-                         "batch", "precision"])
+                         "batch", "precision", "release_text_encoders"])
         def.dreamsr.mode = try d.choice("mode", default: DreamSRMode.dualBranch)
         if d.has("color_fix") { def.dreamsr.colorFix = try d.choice("color_fix", default: ColorFix.Method.wavelet) }
         if d.has("steps") { def.dreamsr.steps = try d.int("steps", default: 16, min: 1, max: 1000) }
@@ -251,6 +251,7 @@ public struct PipelineDefinition: Sendable, Equatable {
         def.dreamsr.vaeScratchDirectory = try d.optionalString("vae_scratch_dir")
         def.dreamsr.batch = try d.int("batch", default: 4, min: 1, max: 64)
         def.dreamsr.precision = try d.choice("precision", default: ComputePrecision.fp32)
+        def.dreamsr.releaseTextEncoders = try d.choice("release_text_encoders", default: DreamSRPipelineOptions.TextEncoderRelease.auto)
         let c = try root.child("caption")
         try c.checkKeys(["endpoint", "model", "fixed_prompt", "fixed_local_prompt", "timeout_seconds", "retries",
                          "retry_backoff_seconds", "concurrency", "global_prompt_template", "local_prompt_template"])

@@ -65,7 +65,7 @@ struct DreamSRStages: Sendable {
 
 
     var prepare: @Sendable () async throws -> Void {
-        let registry = registry, logger = logger
+        let registry = registry, logger = logger, options = options
         return {
             if registry.isLoaded { return }
             let lane = ComputeLane(label: "dreamsr-load")
@@ -74,7 +74,9 @@ struct DreamSRStages: Sendable {
             } catch {
                 throw PipelineError.startup("\(error)")
             }
-            logger.info("DreamSR model set loaded", metadata: ["flux": "\(registry.paths.flux)", "dreamsr": "\(registry.paths.dreamsr)"])
+            let policy = (try? DreamSRImagePipeline(models: registry.load(), options: options).textEncoderPolicy) ?? ""
+            logger.info("DreamSR model set loaded", metadata: ["flux": "\(registry.paths.flux)", "dreamsr": "\(registry.paths.dreamsr)",
+                                                               "text_encoders": "\(policy)"])
         }
     }
 
@@ -105,7 +107,8 @@ struct DreamSRStages: Sendable {
             let lane = pool.lanes[pool.take()]
             try await Self.caption(&ctx, state: s, plan: try pipeline.plan(s.geometry),
                                    patchSize: pipeline.models.model.config.patchSize, captioner: me.captioner, lane: lane,
-                                   encode: pipeline.encode(prompt:))
+                                   encode: pipeline.encode(prompt:), encoded: pipeline.promptsEncoded)
+            ctx.notes.append(pipeline.textEncoderPolicy)
         }
     }
 
@@ -113,7 +116,8 @@ struct DreamSRStages: Sendable {
     /// output pixels from the patch's corner) go to the captioner; the prompts are encoded with `encode` on `lane`.
     static func caption(_ ctx: inout JobContext<ImageJob>, state s: DreamSRJobState, plan: DreamSRPatchPlan, patchSize: Int,
                         captioner: Captioner, lane: ComputeLane,
-                        encode: @escaping @Sendable (String) throws -> DreamSRPromptEncoding) async throws {
+                        encode: @escaping @Sendable (String) throws -> DreamSRPromptEncoding,
+                        encoded: @escaping @Sendable () -> Void = {}) async throws {
         guard let decoded = ctx.payload.decoded else { throw PipelineError.stageFailed("caption: no decoded image") }
         let hasEndpoint = captioner.configuration.endpoint != nil
         // Regions: each patch's area in LR pixels (images are sent only when a model will look at them).
@@ -134,7 +138,8 @@ struct DreamSRStages: Sendable {
         s.globalPrompt = result.global.text
         s.localPrompts = result.locals.map(\.text)
         (s.globalEncoding, s.localEncodings) = try await lane.run {
-            (try encode(result.global.text), try result.locals.map { try encode($0.text) })
+            defer { encoded() }
+            return (try encode(result.global.text), try result.locals.map { try encode($0.text) })
         }
         ctx.notes += Self.promptNotes(result)
     }
@@ -169,7 +174,8 @@ struct DreamSRStages: Sendable {
     /// Fixed prompts when a pipeline has no caption stage; the encodings to sample with.
     private func prompts(_ s: DreamSRJobState, plan: DreamSRPatchPlan, pipeline: DreamSRImagePipeline,
                          request: String?) throws -> (DreamSRPromptEncoding, [DreamSRPromptEncoding]) {
-        try Self.prompts(s, patches: plan.count, captioner: captioner, request: request, encode: pipeline.encode(prompt:))
+        defer { pipeline.promptsEncoded() }
+        return try Self.prompts(s, patches: plan.count, captioner: captioner, request: request, encode: pipeline.encode(prompt:))
     }
 
     /// The caption stage's encodings, or (no caption stage) the job's prompt / the fixed prompts, encoded once.
