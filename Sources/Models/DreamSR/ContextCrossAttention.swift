@@ -57,7 +57,7 @@ public struct ContextCrossAttention: Sendable {
                 }
             }
         }
-        TransformerOps.linear(o, weight: toOut.weight.materialize(), bias: toOut.bias, into: txt, accumulate: true)
+        toOut.accumulate(o, into: txt)
     }
 }
 
@@ -74,6 +74,18 @@ public struct ControlNetImageMLP: Sendable {
     public func addInto(img: Tensor, features: Tensor) {
         let h = fc1(features)
         TransformerOps.silu(h)
-        TransformerOps.linear(h, weight: fc2.weight.materialize(), bias: fc2.bias, into: img, accumulate: true)
+        fc2.accumulate(h, into: img)
+    }
+}
+
+extension Linear {
+    /// `y += self(x)` for `x [m, in]`, `y [m, out]`: a float32 weight accumulates straight into y (sgemm, β = 1); a
+    /// stored narrower weight runs in place into a temporary that is then added (no float32 copy of the weight).
+    func accumulate(_ x: Tensor, into y: Tensor) {
+        if case .resident(let w) = weight {
+            TransformerOps.linear(x, weight: w, bias: bias, into: y, accumulate: true)
+        } else {
+            y.add(self(x))
+        }
     }
 }

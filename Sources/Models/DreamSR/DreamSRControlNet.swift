@@ -50,23 +50,36 @@ public struct DreamSRControlNet: Sendable {
             : nil
         blocks = try (0..<depth).map { try FluxDoubleBlock(weights: weights, prefix: "double_blocks.\($0).", config: c) }
         let p = DreamSRWeightMap.controlnetPrefix
-        controlnetXEmbedder = try DreamSRWeightMap.linear(set, p + "controlnet_x_embedder", out: d, in: c.inChannels, used: &used)
+        func linear(_ name: String, in inF: Int = d) throws -> Linear {
+            try DreamSRWeightMap.linear(set, p + name, out: d, in: inF, precision: precision, used: &used)
+        }
+        controlnetXEmbedder = try linear("controlnet_x_embedder", in: c.inChannels)
         imageMLPs = try (0..<depth).map { l in
             ControlNetImageMLP(
-                fc1: try DreamSRWeightMap.linear(set, p + "controlnet_img_mlps.\(l).fc1", out: d, in: d, used: &used),
-                fc2: try DreamSRWeightMap.linear(set, p + "controlnet_img_mlps.\(l).fc2", out: d, in: d, used: &used))
+                fc1: try linear("controlnet_img_mlps.\(l).fc1"), fc2: try linear("controlnet_img_mlps.\(l).fc2"))
         }
         contextAttention = try (0..<depth).map { l in
             let q = p + "context_attn.\(l)."
             return ContextCrossAttention(
-                toQ: try DreamSRWeightMap.linear(set, q + "to_q", out: d, in: d, used: &used),
-                toK: try DreamSRWeightMap.linear(set, q + "to_k", out: d, in: d, used: &used),
-                toV: try DreamSRWeightMap.linear(set, q + "to_v", out: d, in: d, used: &used),
-                toOut: try DreamSRWeightMap.linear(set, q + "to_out", out: d, in: d, used: &used),
+                toQ: try linear("context_attn.\(l).to_q"), toK: try linear("context_attn.\(l).to_k"),
+                toV: try linear("context_attn.\(l).to_v"), toOut: try linear("context_attn.\(l).to_out"),
                 normQ: try DreamSRWeightMap.tensor(set, q + "norm_q.weight", shape: [c.headDim], used: &used),
                 normK: try DreamSRWeightMap.tensor(set, q + "norm_k.weight", shape: [c.headDim], used: &used),
                 heads: c.numHeads, headDim: c.headDim)
         }
+    }
+
+    /// Every Linear of the ControlNet: embedders, `controlnet_x_embedder`, the blocks, image MLPs and Context
+    /// Cross-Attention (to check how each runs: `kernelPath`, `calls`).
+    public var linears: [Linear] {
+        var l = [imgIn, txtIn, controlnetXEmbedder, timeIn.inLayer, timeIn.outLayer, vectorIn.inLayer, vectorIn.outLayer]
+        if let guidanceIn { l += [guidanceIn.inLayer, guidanceIn.outLayer] }
+        for b in blocks {
+            l += [b.imgMod, b.txtMod, b.imgQKV, b.txtQKV, b.imgProj, b.txtProj, b.imgMLP0, b.imgMLP2, b.txtMLP0, b.txtMLP2]
+        }
+        for m in imageMLPs { l += [m.fc1, m.fc2] }
+        for a in contextAttention { l += [a.toQ, a.toK, a.toV, a.toOut] }
+        return l
     }
 
     /// A copy with replaced injection modules (tests: zeroed output layers).
@@ -112,8 +125,7 @@ public struct DreamSRControlNet: Sendable {
         let rope = RopeTables(ids: ids, config: c)
 
         let img = imgIn(x.reshaped([bsz * li, c.inChannels]))
-        TransformerOps.linear(cond, weight: controlnetXEmbedder.weight.materialize(), bias: controlnetXEmbedder.bias,
-                              into: img, accumulate: true)
+        controlnetXEmbedder.accumulate(cond.reshaped([bsz * li, c.inChannels]), into: img)
         let txt = txtIn(lehs.reshaped([bsz * lt, c.contextDim]))
         var fi: [Tensor] = [], ft: [Tensor] = []
         for blk in blocks {

@@ -56,7 +56,10 @@ public struct DreamSRModel: Sendable {
         self.controlnetLoRA = controlnetLoRA
     }
 
-    /// Loads a DreamSR checkpoint (one safetensors file, `dreamsr_config` metadata) on top of a loaded FLUX model.
+    /// Loads a DreamSR checkpoint (one safetensors or GGUF file, `dreamsr_config` metadata: a safetensors metadata
+    /// entry or a GGUF string key) on top of a loaded FLUX model. Every Linear weight (ControlNet, image MLPs, Context
+    /// Cross-Attention, LoRA A/B) stays in the file and is read in place in the FLUX model's precision; only biases and
+    /// norm scales are copied to float32.
     /// `configOverride` replaces the file's config (e.g. pipeline options); unknown tensors are an error unless
     /// `allowUnexpected`.
     public static func load(checkpoint url: URL, flux: FluxTransformer, configOverride: DreamSRConfig? = nil,
@@ -77,7 +80,8 @@ public struct DreamSRModel: Sendable {
         let cn = try DreamSRControlNet(checkpoint: set, depth: config.controlnetDepth, flux: flux.config, used: &used,
                                        precision: flux.precision)
         let (mainLoRA, cnLoRA) = try DreamSRWeightMap.loadLoRA(set, flux: flux.config, depth: config.controlnetDepth,
-                                                               scale: config.loraScale, used: &used)
+                                                               scale: config.loraScale, precision: flux.precision,
+                                                               used: &used)
         if !allowUnexpected {
             let unexpected = set.names.filter { !used.contains($0) }
             if !unexpected.isEmpty {
@@ -86,6 +90,23 @@ public struct DreamSRModel: Sendable {
             }
         }
         return DreamSRModel(flux: flux, controlnet: cn, config: config, mainLoRA: mainLoRA, controlnetLoRA: cnLoRA)
+    }
+
+    /// Every Linear the DreamSR checkpoint supplies: the ControlNet's (`DreamSRControlNet.linears`) and the A and B of
+    /// every LoRA part, main network and ControlNet (to check how each runs: `kernelPath`, `calls`).
+    public var checkpointLinears: [Linear] {
+        var l = controlnet.linears
+        for lora in [mainLoRA, controlnetLoRA] {
+            for (_, a) in lora.adapters.sorted(by: { $0.key < $1.key }) {
+                for p in a.parts { l += [p.downLayer, p.upLayer] }
+            }
+        }
+        return l
+    }
+
+    /// How many of `checkpointLinears` run each kernel path (`Linear.kernelPath`).
+    public var checkpointKernelPaths: [String: Int] {
+        checkpointLinears.reduce(into: [:]) { $0[$1.kernelPath, default: 0] += 1 }
     }
 
     /// One velocity prediction `[B, L, 64]`: ControlNet on the local prompt, then the main network on the global

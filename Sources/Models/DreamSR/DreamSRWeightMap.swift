@@ -67,23 +67,37 @@ public enum DreamSRWeightMap {
         return t
     }
 
+    /// A DreamSR-only Linear (image MLPs, Context Cross-Attention, `controlnet_x_embedder`): the weight stays in the
+    /// file (read in place in `precision` when stored narrower than float32, a view when float32; `LayerWeight.stored`),
+    /// the bias is copied to float32.
     static func linear(_ set: CheckpointSet, _ name: String, out: Int, in inF: Int, canonical: String? = nil,
-                       used: inout Set<String>) throws -> Linear {
-        let w = try tensor(set, name + ".weight", shape: [out, inF], used: &used)
+                       precision: ComputePrecision, used: inout Set<String>) throws -> Linear {
+        let key = name + ".weight"
+        guard let (file, info) = set.locate(key) else {
+            throw CheckpointError(.missingTensor, "DreamSR checkpoint lacks '\(key)'")
+        }
+        guard info.shape == [out, inF] else {
+            throw CheckpointError(.shapeMismatch, "DreamSR tensor '\(key)' has shape \(info.shape), expected \([out, inF])")
+        }
+        used.insert(key)
         let b = try tensor(set, name + ".bias", shape: [out], used: &used)
-        return Linear(name: canonical ?? name, weight: .resident(w), bias: b)
+        let source = WeightSource(name: canonical ?? name, parts: [.init(file: file, info: info)], transform: .none)
+        return Linear(name: canonical ?? name, weight: .stored(source, precision: precision), bias: b, precision: precision)
     }
 
     /// LoRA adapters of the main network (keyed by canonical linear name, read by `FluxLoRA` from diffusers/peft keys
     /// `transformer.*` or Kohya keys `lora_unet_*`) and of the ControlNet blocks (`controlnet.transformer_blocks.*`).
     /// peft keys without `.alpha` get `scale` = lora_alpha / lora_rank of the DreamSR config; Kohya modules carry
     /// their own `.alpha` (scale alpha / rank).
+    /// A and B stay in the file, read in place in `precision` (`FluxLoRA.storedLayer`).
     public static func loadLoRA(_ set: CheckpointSet, flux c: FluxConfig, depth: Int, scale: Float,
+                                precision: ComputePrecision = .fp32,
                                 used: inout Set<String>) throws -> (main: DreamSRLoRA, controlnet: DreamSRLoRA) {
         let d = c.hiddenSize
         let names = set.names
         let hasKohya = names.contains { $0.hasPrefix("lora_unet_") }
-        let main = try FluxLoRA.load(set, config: c, prefix: "transformer.", multiplier: hasKohya ? 1 : scale)
+        let main = try FluxLoRA.load(set, config: c, prefix: "transformer.", multiplier: hasKohya ? 1 : scale,
+                                     precision: precision)
         // FluxLoRA rejects any unknown key under these prefixes, so all of them are consumed.
         for n in names where n.hasPrefix("transformer.") || n.hasPrefix("lora_unet_") { used.insert(n) }
 
@@ -93,11 +107,13 @@ public enum DreamSRWeightMap {
                 let source = controlnetPrefix + "transformer_blocks.\(l).\(m)"
                 let a = source + ".lora_A.weight", b = source + ".lora_B.weight"
                 guard set[a] != nil || set[b] != nil else { continue }
-                let down = try tensor(set, a, used: &used), up = try tensor(set, b, used: &used)
-                guard down.rank == 2, up.rank == 2, down.shape[0] == up.shape[1] else {
-                    throw CheckpointError(.shapeMismatch, "LoRA '\(source)': lora_A \(down.shape) / lora_B \(up.shape) do not chain")
-                }
-                cn["double_blocks.\(l).\(canon)", default: []].append(.init(outputOffset: blk * d, down: down, up: up, scale: scale))
+                guard set[a] != nil else { throw CheckpointError(.missingTensor, "DreamSR checkpoint lacks '\(a)'") }
+                guard set[b] != nil else { throw CheckpointError(.missingTensor, "DreamSR checkpoint lacks '\(b)'") }
+                let part = try FluxLoRA.storedPart(set, down: a, up: b, module: "'\(source)'", offset: blk * d, scale: scale,
+                                                   precision: precision)
+                used.insert(a)
+                used.insert(b)
+                cn["double_blocks.\(l).\(canon)", default: []].append(part)
             }
         }
         return (DreamSRLoRA(adapters: main.adapters), DreamSRLoRA(adapters: cn.mapValues { LoRAAdapter(parts: $0) }))
@@ -116,7 +132,11 @@ public struct DreamSRLoRA: LoRAProvider, Sendable {
     /// The same adapters with every `up` (lora_B) zeroed (for the zero-initialisation check).
     public func zeroingUp() -> DreamSRLoRA {
         DreamSRLoRA(adapters: adapters.mapValues { a in
-            LoRAAdapter(parts: a.parts.map { .init(outputOffset: $0.outputOffset, down: $0.down, up: Tensor(zeros: $0.up.shape), scale: $0.scale) })
+            LoRAAdapter(parts: a.parts.map {
+                .init(outputOffset: $0.outputOffset, down: $0.downLayer,
+                      up: Linear(name: $0.upLayer.name, weight: .resident(Tensor(zeros: $0.upLayer.weight.shape)), bias: nil),
+                      scale: $0.scale)
+            })
         })
     }
 }

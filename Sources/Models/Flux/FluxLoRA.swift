@@ -64,10 +64,31 @@ public struct FluxLoRA: LoRAProvider {
         FluxWeightMap.canonicalShapes(c).compactMap { $0.0.hasSuffix(".weight") && $0.1.count == 2 ? String($0.0.dropLast(7)) : nil }
     }
 
+    /// A LoRA matrix (`lora_A` / `lora_B`, 2-D) as a bias-free Linear over its stored tensor: read in place when
+    /// stored narrower than float32, a zero-copy view when float32 (`LayerWeight.stored`).
+    static func storedLayer(_ file: any TensorFile, _ info: TensorInfo, precision: ComputePrecision) -> Linear {
+        let name = info.name.hasSuffix(".weight") ? String(info.name.dropLast(".weight".count)) : info.name
+        let source = WeightSource(name: name, parts: [.init(file: file, info: info)], transform: .none)
+        return Linear(name: name, weight: .stored(source, precision: precision), bias: nil, precision: precision)
+    }
+
+    /// One LoRA pair of `set` as a part writing output rows from `offset`; the shapes must chain.
+    static func storedPart(_ set: CheckpointSet, down downKey: String, up upKey: String, module: String, offset: Int,
+                           scale: Float, precision: ComputePrecision) throws -> LoRAAdapter.Part {
+        guard let (df, di) = set.locate(downKey) else { throw CheckpointError(.missingTensor, "LoRA \(module) lacks '\(downKey)'") }
+        guard let (uf, ui) = set.locate(upKey) else { throw CheckpointError(.missingTensor, "LoRA \(module) lacks '\(upKey)'") }
+        guard di.shape.count == 2, ui.shape.count == 2, di.shape[0] == ui.shape[1] else {
+            throw CheckpointError(.shapeMismatch, "LoRA \(module): down \(di.shape) / up \(ui.shape) do not chain")
+        }
+        return LoRAAdapter.Part(outputOffset: offset, down: storedLayer(df, di, precision: precision),
+                                up: storedLayer(uf, ui, precision: precision), scale: scale)
+    }
+
     /// Loads every LoRA pair in `set` whose keys start with `prefix` (diffusers, default `transformer.`) or
-    /// `lora_unet_` (Kohya). Any LoRA key that maps to no Linear of `config` is an error listing it.
+    /// `lora_unet_` (Kohya). Any LoRA key that maps to no Linear of `config` is an error listing it. A and B stay in
+    /// the file (read in place in `precision`, see `storedLayer`).
     public static func load(_ set: CheckpointSet, config: FluxConfig, prefix: String = "transformer.",
-                            multiplier: Float = 1) throws -> FluxLoRA {
+                            multiplier: Float = 1, precision: ComputePrecision = .fp32) throws -> FluxLoRA {
         let targets = diffusersTargets(config)
         var kohya: [String: String] = [:]
         for l in canonicalLinears(config) { kohya["lora_unet_" + l.replacingOccurrences(of: ".", with: "_")] = l }
@@ -93,11 +114,8 @@ public struct FluxLoRA: LoRAProvider {
             used.insert(downKey)
             guard set[upKey] != nil else { unknown.append("\(upKey) (missing pair of \(downKey))"); continue }
             used.insert(upKey)
-            let down = try set.tensor(named: downKey), up = try set.tensor(named: upKey)
-            guard down.rank == 2, up.rank == 2, down.shape[0] == up.shape[1] else {
-                throw CheckpointError(.shapeMismatch, "LoRA \(module): down \(down.shape) / up \(up.shape) do not chain")
-            }
-            let rank = Float(down.shape[0])
+            let stored = try storedPart(set, down: downKey, up: upKey, module: module, offset: 0, scale: 1, precision: precision)
+            let rank = Float(stored.rank)
             let a = try alpha(isKohya ? module + ".alpha" : prefix + module + ".alpha")
             let scale = multiplier * (a.map { $0 / rank } ?? 1)
             let target: Target
@@ -110,13 +128,17 @@ public struct FluxLoRA: LoRAProvider {
             }
             var parts: [LoRAAdapter.Part] = []
             if target.swapHalves {
+                // A small [2·D, r] B whose halves are exchanged: held as two resident float32 halves.
+                let up = stored.up
                 let half = up.shape[0] / 2, r = up.shape[1]
                 let hi = Tensor(zeros: [half, r]), lo = Tensor(zeros: [half, r])
                 lo.copyValues(from: up, at: 0, count: half * r)
                 hi.copyValues(from: up, at: half * r, count: half * r)
-                parts = [.init(outputOffset: 0, down: down, up: hi, scale: scale), .init(outputOffset: half, down: down, up: lo, scale: scale)]
+                func layer(_ t: Tensor) -> Linear { Linear(name: stored.upLayer.name, weight: .resident(t), bias: nil, precision: precision) }
+                parts = [.init(outputOffset: 0, down: stored.downLayer, up: layer(hi), scale: scale),
+                         .init(outputOffset: half, down: stored.downLayer, up: layer(lo), scale: scale)]
             } else {
-                parts = [.init(outputOffset: target.offset, down: down, up: up, scale: scale)]
+                parts = [.init(outputOffset: target.offset, down: stored.downLayer, up: stored.upLayer, scale: scale)]
             }
             adapters[target.linear, default: LoRAAdapter(parts: [])].parts += parts
         }

@@ -27,25 +27,41 @@ public enum LayerWeight: Sendable {
 }
 
 /// An unmerged low-rank adapter on a Linear: `y[:, range] += scale · (x Aᵀ) Bᵀ` for each part. A fused layer (FLUX
-/// qkv, linear1) carries one part per original projection, each writing its own output row block.
+/// qkv, linear1) carries one part per original projection, each writing its own output row block. A and B are
+/// bias-free Linears over the stored weights (`LayerWeight.stored`): bf16 / f16 / FP8 / GGUF tensors run the
+/// low-precision kernels on the mapped bytes, float32 files are zero-copy views.
 public struct LoRAAdapter: Sendable {
     public struct Part: Sendable {
         /// First output feature this part writes.
         public let outputOffset: Int
         /// `lora_A` / `lora_down`: `[rank, in]`.
-        public let down: Tensor
+        public let downLayer: Linear
         /// `lora_B` / `lora_up`: `[outCount, rank]`.
-        public let up: Tensor
+        public let upLayer: Linear
         public let scale: Float
 
+        public init(outputOffset: Int, down: Linear, up: Linear, scale: Float) {
+            precondition(down.outFeatures == up.inFeatures && down.bias == nil && up.bias == nil,
+                         "LoRA shapes down \(down.weight.shape) / up \(up.weight.shape) do not chain")
+            self.outputOffset = outputOffset
+            self.downLayer = down
+            self.upLayer = up
+            self.scale = scale
+        }
+
+        /// A part over resident float32 tensors.
         public init(outputOffset: Int, down: Tensor, up: Tensor, scale: Float) {
             precondition(down.rank == 2 && up.rank == 2 && down.shape[0] == up.shape[1],
                          "LoRA shapes down \(down.shape) / up \(up.shape) do not chain")
-            self.outputOffset = outputOffset
-            self.down = down
-            self.up = up
-            self.scale = scale
+            self.init(outputOffset: outputOffset, down: Linear(name: "lora_A", weight: .resident(down), bias: nil),
+                      up: Linear(name: "lora_B", weight: .resident(up), bias: nil), scale: scale)
         }
+
+        public var rank: Int { downLayer.outFeatures }
+        /// float32 values of A (a view, or a temporary copy of a stored narrower weight).
+        public var down: Tensor { downLayer.weight.materialize() }
+        /// float32 values of B (a view, or a temporary copy of a stored narrower weight).
+        public var up: Tensor { upLayer.weight.materialize() }
     }
 
     public var parts: [Part]
@@ -69,7 +85,7 @@ public struct Linear: @unchecked Sendable {
     public let precision: ComputePrecision
     /// How the calls ran so far (shared by copies of this layer).
     public let calls = LinearCallCounts()
-    let lowPrecision: LowPrecisionWeight?
+    let lowPrecision: InPlaceWeight?
 
     public init(name: String, weight: LayerWeight, bias: Tensor?, precision: ComputePrecision = .fp32) {
         precondition(weight.shape.count == 2, "\(name): weight must be 2-D, got \(weight.shape)")
@@ -79,7 +95,7 @@ public struct Linear: @unchecked Sendable {
         self.bias = bias
         self.precision = precision
         if case .lazy(let source) = weight {
-            lowPrecision = LowPrecisionWeight(source, precision: precision)
+            lowPrecision = InPlaceWeight(source, precision: precision)
         } else {
             lowPrecision = nil
         }
@@ -151,22 +167,31 @@ public struct Linear: @unchecked Sendable {
         applyLoRA(x: x, ldx: ldx, rows: rows, y: y, ldy: ldy, lora: lora)
     }
 
-    /// `y[:, part] += scale · (x Aᵀ) Bᵀ` for each part of `lora`.
+    /// `y[:, part] += scale · (x Aᵀ) Bᵀ` for each part of `lora`. Float32 B accumulates into y with sgemm (β = 1);
+    /// a stored narrower B runs in place into a temporary that is scaled and added.
     private func applyLoRA(x: UnsafePointer<Float>, ldx: Int, rows: Int, y: UnsafeMutablePointer<Float>, ldy: Int,
                            lora: LoRAAdapter) {
         for p in lora.parts {
-            let r = p.down.shape[0]
-            precondition(p.down.shape[1] == inFeatures && p.outputOffset + p.up.shape[0] <= outFeatures,
-                         "\(name): LoRA part \(p.down.shape)/\(p.up.shape) at \(p.outputOffset) does not fit \(weight.shape)")
+            let r = p.rank, n = p.upLayer.outFeatures
+            precondition(p.downLayer.inFeatures == inFeatures && p.outputOffset + n <= outFeatures,
+                         "\(name): LoRA part \(p.downLayer.weight.shape)/\(p.upLayer.weight.shape) at \(p.outputOffset) does not fit \(weight.shape)")
             let t = Tensor(zeros: [rows, r])
-            t.withUnsafeMutablePointer { tp in
-                p.down.withUnsafePointer { down in
-                    BLAS.sgemm(transA: false, transB: true, m: rows, n: r, k: inFeatures, alpha: 1,
-                               a: x, lda: ldx, b: down, ldb: inFeatures, beta: 0, c: tp, ldc: r)
+            t.withUnsafeMutablePointer { tp in p.downLayer.apply(x: x, ldx: ldx, rows: rows, y: tp, ldy: r) }
+            if case .resident(let up) = p.upLayer.weight {
+                t.withUnsafePointer { tp in
+                    up.withUnsafePointer { upp in
+                        BLAS.sgemm(transA: false, transB: true, m: rows, n: n, k: r, alpha: p.scale,
+                                   a: tp, lda: r, b: upp, ldb: r, beta: 1, c: y + p.outputOffset, ldc: ldy)
+                    }
                 }
-                p.up.withUnsafePointer { up in
-                    BLAS.sgemm(transA: false, transB: true, m: rows, n: p.up.shape[0], k: r, alpha: p.scale,
-                               a: tp, lda: r, b: up, ldb: r, beta: 1, c: y + p.outputOffset, ldc: ldy)
+            } else {
+                t.scale(by: p.scale)
+                let u = p.upLayer(t)
+                u.withUnsafePointer { up in
+                    for row in 0..<rows {
+                        let dst = y + row * ldy + p.outputOffset, src = up + row * n
+                        for j in 0..<n { dst[j] += src[j] }
+                    }
                 }
             }
         }
