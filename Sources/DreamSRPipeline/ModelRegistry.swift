@@ -57,18 +57,15 @@ public enum WeightRole: String, Sendable, CaseIterable {
     /// than using the mapped bytes in place, as every Linear weight is: low-precision GEMM on GGUF / FP8 / bf16 / f16
     /// bytes, a float32 view of F32 ones). Mirrors the loaders: 1-D tensors (biases, norm scales) are always copied;
     /// T5 / CLIP embeddings and the relative attention bias are copied; the VAE copies everything; the DreamSR
-    /// checkpoint copies its LoRA (A and B), the image MLPs, the Context Cross-Attention and `controlnet_x_embedder`.
+    /// checkpoint's Linears (ControlNet, image MLPs, Context Cross-Attention, LoRA A and B) are used in place like
+    /// FLUX's.
     public func copiesToFloat32(name: String, shape: [Int]) -> Bool {
         if shape.count <= 1 { return self != .unknown }
         switch self {
-        case .flux, .unknown: return false
+        case .flux, .dreamsr, .unknown: return false
         case .vae: return true
         case .t5: return name.hasSuffix("shared.weight") || name.hasSuffix("embed_tokens.weight") || name.contains("relative_attention_bias")
         case .clip: return name.contains("embeddings.") || shape.count != 2
-        case .dreamsr:
-            return name.contains(".lora_A.") || name.contains(".lora_B.") || name.contains(".lora_down.")
-                || name.contains(".lora_up.") || name.hasPrefix("controlnet.controlnet_x_embedder.")
-                || name.hasPrefix("controlnet.controlnet_img_mlps.") || name.hasPrefix("controlnet.context_attn.")
         }
     }
 
@@ -418,7 +415,7 @@ public final class ModelRegistry: Sendable {
             ModelComponent(key: "t5_tokenizer", path: paths.t5Tokenizer, kind: .t5Tokenizer,
                            expectedLayout: "T5 tokenizer: HF tokenizer_2/ folder with tokenizer.json"),
             ModelComponent(key: "dreamsr", path: paths.dreamsr, kind: .safetensors,
-                           expectedLayout: "DreamSR checkpoint: one .safetensors file with `dreamsr_config` metadata "
+                           expectedLayout: "DreamSR checkpoint: one .safetensors or .gguf file with `dreamsr_config` metadata "
                            + "(controlnet.*, transformer.*.lora_A/B tensors)"),
         ]
     }

@@ -41,6 +41,18 @@ import Testing
         #expect(unknown.float32CopyBytes == 0 && unknown.residentBytes == unknown.tensorBytes)
     }
 
+    /// The DreamSR loader reads every Linear (ControlNet, image MLPs, Context Cross-Attention, LoRA A/B) in place:
+    /// only biases and norm scales count as float32 copies.
+    @Test func dreamsrCheckpointCopiesOnlyBiasesAndNorms() throws {
+        let url = Self.fixtures.appendingPathComponent("dreamsr/dreamsr-tiny.safetensors")
+        let f = try #require(try WeightFileSummary.summarize(url).first)
+        let infos = try SafeTensorsFile(url: url).tensorInfos
+        #expect(f.role == .dreamsr)
+        #expect(infos.contains { $0.name.contains(".lora_A.") } && infos.contains { $0.name.hasPrefix("controlnet.context_attn.") })
+        #expect(f.float32CopyBytes == infos.filter { $0.shape.count <= 1 }.reduce(0) { $0 + $1.elementCount * 4 })
+        #expect(f.residentBytes == f.tensorBytes + f.float32CopyBytes)
+    }
+
     @Test func ggufFluxScaledFP8AndVAEFixtures() throws {
         let q8 = try #require(try WeightFileSummary.summarize(Self.fixtures.appendingPathComponent("flux/gguf/flux-q8_0.gguf")).first)
         let gguf = try GGUFFile(url: Self.fixtures.appendingPathComponent("flux/gguf/flux-q8_0.gguf"))
