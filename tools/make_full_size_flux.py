@@ -42,6 +42,10 @@ Kinds (all by default; each is streamed tensor by tensor, peak memory ~1.5 GB, t
                  `context_attn.L.{to_q,to_k,to_v,to_out,norm_q,norm_k}`), and the rank-256 LoRA (alpha 256) on every
                  Linear of the main double / single blocks (`transformer.transformer_blocks.N.<module>.lora_A/B.weight`)
                  and of the ControlNet blocks (`controlnet.transformer_blocks.L.<module>.lora_A/B.weight`); BF16.
+  dreamsr-q8_0   dreamsr-full-Q8_0.gguf  the same DreamSR weights (same seeded values as `dreamsr`) as GGUF v3, the
+                 same tensor names, `dreamsr_config` as a GGUF string key; 2-D weights Q8_0 where the row length is a
+                 multiple of 32 (all of them at full size), else F16; 1-D F32. Loads with `DreamSRModel.load` like the
+                 safetensors file, every Linear and LoRA matrix read in place.
   clip-l         clip-l.safetensors  CLIP-L text encoder (12 layers, d 768, MLP 3072, vocab 49408, 77 positions), HF
                  names under `text_model.` as our CLIP loader reads them (config from the shapes), F16, 123.06 M
                  params (~0.23 GiB). Always full size.
@@ -395,10 +399,13 @@ def check_q6_k(seed):
 
 # ---------------------------------------------------------------------------------------------------------- writers
 
-def write_gguf(path, entries, encode, arch):
-    """entries: (name, shape, kind); encode(name, shape, kind) -> (numpy array to write, raw ggml type or None)."""
+def write_gguf(path, entries, encode, arch, strings=None):
+    """entries: (name, shape, kind); encode(name, shape, kind) -> (numpy array to write, raw ggml type or None);
+    strings: extra string metadata keys."""
     w = gguf.GGUFWriter(path, arch)
     w.add_string("general.name", f"dreamsr random {arch}")
+    for k, v in (strings or {}).items():
+        w.add_string(k, v)
     plan = []
     for name, shape, kind in entries:
         t = encode.type_of(shape, kind)
@@ -517,7 +524,8 @@ def check_q4_k(seed):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("outdir")
-    ap.add_argument("--only", default="flux-bf16,flux-q8_0,flux-q6_k,flux-q4_k,flux-fp8,t5-q8_0,dreamsr,clip-l,vae")
+    ap.add_argument("--only", default="flux-bf16,flux-q8_0,flux-q6_k,flux-q4_k,flux-fp8,t5-q8_0,dreamsr,clip-l,vae",
+                    help="comma-separated kinds; dreamsr-q8_0 is written only when named")
     ap.add_argument("--seed", type=int, default=14)
     ap.add_argument("--depth", type=int, default=19, help="double blocks (19; fewer for quick full-width checks)")
     ap.add_argument("--depth-single", type=int, default=38)
@@ -526,6 +534,7 @@ def main():
     a = ap.parse_args()
     os.makedirs(a.outdir, exist_ok=True)
     flux = flux_tensors(a.depth, a.depth_single)
+    dreamsr_config = json.dumps({"controlnet_depth": a.controlnet_depth, "lora_rank": 256, "lora_alpha": 256})
     jobs = {
         "flux-bf16": ("flux1-dev-bf16.safetensors", lambda p: write_safetensors(
             p, flux, SafetensorsEncoding(a.seed, "bf16", ""), {"format": "pt"})),
@@ -542,8 +551,10 @@ def main():
             p, t5_tensors(a.t5_layers), GGUFEncoding(a.seed, T.Q8_0, ""), "t5encoder")),
         "dreamsr": ("dreamsr-full.safetensors", lambda p: write_safetensors(
             p, dreamsr_tensors(a.depth, a.depth_single, a.controlnet_depth),
-            SafetensorsEncoding(a.seed, "bf16", ""),
-            {"dreamsr_config": json.dumps({"controlnet_depth": a.controlnet_depth, "lora_rank": 256, "lora_alpha": 256})})),
+            SafetensorsEncoding(a.seed, "bf16", ""), {"dreamsr_config": dreamsr_config})),
+        "dreamsr-q8_0": ("dreamsr-full-Q8_0.gguf", lambda p: write_gguf(
+            p, dreamsr_tensors(a.depth, a.depth_single, a.controlnet_depth),
+            GGUFEncoding(a.seed, T.Q8_0, ""), "dreamsr", {"dreamsr_config": dreamsr_config})),
         "clip-l": ("clip-l.safetensors", lambda p: write_safetensors(
             p, clip_l_tensors(), SafetensorsEncoding(a.seed, "f16", ""), {"format": "pt"})),
         "vae": ("ae.safetensors", lambda p: write_safetensors(

@@ -22,6 +22,13 @@ public struct DreamSRForward: ForwardComponent {
 
     private var name: String { mode == .step ? "dreamsr-step" : "dreamsr-restore" }
 
+    /// `{"<kernel path>": count}` over every Linear the DreamSR checkpoint supplies (written into the output file's
+    /// metadata as `dreamsr_kernel_paths`, so a run shows whether its weights were read in place).
+    public var kernelPathsJSON: String {
+        let data = try? JSONSerialization.data(withJSONObject: model.checkpointKernelPaths, options: [.sortedKeys])
+        return data.flatMap { String(data: $0, encoding: .utf8) } ?? "{}"
+    }
+
     public var inputNames: [(name: String, required: Bool)] {
         var n: [(String, Bool)] = []
         if mode == .step { n.append(("hidden_states", true)) }

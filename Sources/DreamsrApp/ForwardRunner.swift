@@ -75,7 +75,7 @@ public enum ForwardRegistry {
             model = try factory(weights, config)
         } else if let factory = controlnetComponents[component] {
             guard controlnets.count <= 1, controlnetConfigs.isEmpty, let checkpoint = controlnet ?? controlnets.first else {
-                throw ForwardError(.missingInput, "\(component) needs exactly one --controlnet DREAMSR_CHECKPOINT.safetensors "
+                throw ForwardError(.missingInput, "\(component) needs exactly one --controlnet DREAMSR_CHECKPOINT (.safetensors or .gguf) "
                                    + "(and no --controlnet-config)")
             }
             model = try factory(weights, config, checkpoint)
@@ -84,7 +84,9 @@ public enum ForwardRegistry {
         }
         let outputs = try model.run(try SafeTensorsFile(url: inputs).allTensors())
         let ordered = outputs.keys.sorted().map { ($0, outputs[$0]!) }
-        try SafeTensorsWriter.write(tensors: ordered, metadata: ["dreamsr_forward_component": component], to: out)
+        var metadata = ["dreamsr_forward_component": component]
+        if let dreamsr = model as? DreamSRForward { metadata["dreamsr_kernel_paths"] = dreamsr.kernelPathsJSON }
+        try SafeTensorsWriter.write(tensors: ordered, metadata: metadata, to: out)
         return ordered.map { ($0.0, $0.1.shape) }
     }
 }

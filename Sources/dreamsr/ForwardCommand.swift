@@ -27,7 +27,7 @@ struct ForwardCommand: ParsableCommand {
     @Option(help: "Model config (diffusers config.json); default: beside the weights, metadata, or inferred from the tensor names and shapes.")
     var config: String?
 
-    @Option(help: "flux: a FLUX ControlNet (diffusers FluxControlNetModel folder or file; repeat for several). dreamsr-step / dreamsr-restore: the DreamSR checkpoint (.safetensors with `dreamsr_config` metadata).")
+    @Option(help: "flux: a FLUX ControlNet (diffusers FluxControlNetModel folder or file; repeat for several). dreamsr-step / dreamsr-restore: the DreamSR checkpoint (.safetensors or .gguf with `dreamsr_config` metadata).")
     var controlnet: [String] = []
 
     @Option(name: .customLong("controlnet-config"),
