@@ -68,16 +68,7 @@ final class DreamSRInPlaceTests {
     @Test func bf16CheckpointRunsInPlace() throws {
         let (tensors, metadata) = try Self.fixtureTensors()
         let bf16URL = scratch.appendingPathComponent("dreamsr-bf16.safetensors")
-        try SafeTensorsWriter.write(tensors.map { name, t in
-            SafeTensorsWriter.Entry(name: name, dtype: .bf16, shape: t.shape) { buf in
-                let v = t.toArray()
-                for (i, x) in v.enumerated() {
-                    let b = x.bitPattern
-                    buf.storeBytes(of: UInt16(truncatingIfNeeded: (b &+ 0x7FFF &+ ((b >> 16) & 1)) >> 16).littleEndian,
-                                   toByteOffset: 2 * i, as: UInt16.self)
-                }
-            }
-        }, metadata: metadata, to: bf16URL)
+        try SafeTensorsWriter.write(tensors.map { Self.bf16Entry($0.0, $0.1) }, metadata: metadata, to: bf16URL)
         let bf16Set = try CheckpointSet(url: bf16URL)
         let f32URL = try float32Copy(of: bf16Set, metadata: metadata, name: "dreamsr-bf16-as-f32.safetensors")
 
@@ -93,6 +84,37 @@ final class DreamSRInPlaceTests {
         let s = try DreamSRModelTests.tensors("step.safetensors")
         let inp = DreamSRModelTests.inputs(s, hidden: s["hidden_states"]!, timestep: s["timestep"]!.toArray())
         #expect(try zeroed.velocity(inp, lora: true).maxAbsDifference(try zeroed.velocity(inp, lora: false, useControlNet: false)) == 0)
+    }
+
+    /// In bf16 precision (the FLUX model's, which the DreamSR loader follows) the bf16 checkpoint's Linears run the
+    /// bf16 kernel on the stored bytes; the result stays near the fp32 one.
+    @Test func bf16PrecisionRunsTheBF16Kernel() throws {
+        let (tensors, metadata) = try Self.fixtureTensors()
+        let url = scratch.appendingPathComponent("dreamsr-bf16.safetensors")
+        try SafeTensorsWriter.write(tensors.map { Self.bf16Entry($0.0, $0.1) }, metadata: metadata, to: url)
+        let fluxURL = DreamSRModelTests.fixtures.appendingPathComponent("flux-tiny.safetensors")
+        let m = try DreamSRModel.load(checkpoint: url, flux: try FluxTransformer.load(from: CheckpointSet(url: fluxURL), precision: .bf16))
+        let ref = try DreamSRModel.load(checkpoint: url, flux: try Self.flux())
+        let (a, b) = (try Self.outputs(m), try Self.outputs(ref))
+        for (x, y) in zip(a, b) {
+            let e = DreamSRModelTests.relError(x, y)
+            #expect(e <= 2e-2 && e > 0, "bf16 vs fp32 activations: \(e)")
+        }
+        for l in m.checkpointLinears {
+            #expect(l.kernelPath.contains("BF16 in place: bf16 kernel"), "\(l.name): \(l.kernelPath)")
+            #expect(l.calls.converted == 0 && l.calls.inPlace > 0, "\(l.name): \(l.calls.inPlace) in place, \(l.calls.converted) converted")
+        }
+    }
+
+    /// A bf16 entry with round-to-nearest-even values of `t`.
+    static func bf16Entry(_ name: String, _ t: Tensor) -> SafeTensorsWriter.Entry {
+        SafeTensorsWriter.Entry(name: name, dtype: .bf16, shape: t.shape) { buf in
+            for (i, x) in t.toArray().enumerated() {
+                let b = x.bitPattern
+                buf.storeBytes(of: UInt16(truncatingIfNeeded: (b &+ 0x7FFF &+ ((b >> 16) & 1)) >> 16).littleEndian,
+                               toByteOffset: 2 * i, as: UInt16.self)
+            }
+        }
     }
 
     /// A GGUF v3 checkpoint (2-D weights Q8_0 where rows are whole blocks, else F16; 1-D F32; `dreamsr_config` as a
