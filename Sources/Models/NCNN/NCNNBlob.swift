@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 import Tensor
 
@@ -35,18 +36,39 @@ struct NCNNBlob {
         return tensor.rank == 3 ? (tensor.shape[0], tensor.shape[1], tensor.shape[2]) : nil
     }
 
-    /// The planar tensor (unpacked when P16).
+    /// The planar tensor (unpacked when P16; channel blocks shared out across the workers).
     func planar(_ context: NCNNRunContext) -> Tensor {
         guard let c = p16Channels else { return tensor }
         return context.timed("unpack16") {
-            tensor.unpacked16(channels: c).reshaped([c, tensor.shape[1], tensor.shape[2]])
+            let hw = tensor.shape[1] * tensor.shape[2]
+            let out = Tensor(zeros: [c, tensor.shape[1], tensor.shape[2]])
+            tensor.withUnsafePointer { src in
+                out.withUnsafeMutablePointer { dst in
+                    context.parallel(tensor.shape[0]) { blocks in
+                        for b in blocks { ck_unpack16(dst + b * 16 * hw, src + b * hw * 16, min(16, c - b * 16), hw) }
+                    }
+                }
+            }
+            return out
         }
     }
 
-    /// The P16 tensor of a 3-D blob (packed when planar: a new tensor).
+    /// The P16 tensor of a 3-D blob (packed when planar: a new tensor; blocks shared out across the workers).
     func p16(_ context: NCNNRunContext) -> Tensor {
         if isP16 { return tensor }
-        return context.timed("pack16") { tensor.packed16() }
+        return context.timed("pack16") {
+            let (c, h, w) = (tensor.shape[0], tensor.shape[1], tensor.shape[2])
+            let hw = h * w, blocks = (c + 15) / 16
+            let out = Tensor(zeros: [blocks, h, w, 16])
+            tensor.withUnsafePointer { src in
+                out.withUnsafeMutablePointer { dst in
+                    context.parallel(blocks) { range in
+                        for b in range { ck_pack16(dst + b * hw * 16, src + b * 16 * hw, min(16, c - b * 16), hw) }
+                    }
+                }
+            }
+            return out
+        }
     }
 
     /// A P16 tensor the caller may overwrite: this blob's own P16 tensor when `mayOverwrite`, else a new one.
@@ -66,17 +88,19 @@ enum NCNNPacked {
     }
 
     /// Rows `h` and columns `w` of every block (all channels).
-    static func cropped(_ t: Tensor, h: Range<Int>, w: Range<Int>) -> Tensor {
+    static func cropped(_ t: Tensor, h: Range<Int>, w: Range<Int>, context: NCNNRunContext) -> Tensor {
         let blocks = t.shape[0], H = t.shape[1], W = t.shape[2]
         let out = Tensor(zeros: [blocks, h.count, w.count, 16])
         let rowLen = w.count * 16
         t.withUnsafePointer { src in
             out.withUnsafeMutablePointer { dst in
-                var d = dst
-                for b in 0..<blocks {
-                    for y in h {
-                        d.update(from: src + ((b * H + y) * W + w.lowerBound) * 16, count: rowLen)
-                        d += rowLen
+                context.parallel(blocks) { range in
+                    for b in range {
+                        var d = dst + b * h.count * rowLen
+                        for y in h {
+                            d.update(from: src + ((b * H + y) * W + w.lowerBound) * 16, count: rowLen)
+                            d += rowLen
+                        }
                     }
                 }
             }
@@ -85,17 +109,17 @@ enum NCNNPacked {
     }
 
     /// `x = x >= 0 ? x : slope[c] * x` in place, per channel (`slopes` holds whole blocks, zero padded).
-    static func prelu(_ t: Tensor, slopes: [Float]) {
+    static func prelu(_ t: Tensor, slopes: [Float], context: NCNNRunContext) {
         let blocks = t.shape[0], hw = t.shape[1] * t.shape[2]
         t.withUnsafeMutablePointer { p in
             slopes.withUnsafeBufferPointer { s in
-                for b in 0..<blocks {
+                context.parallel(blocks) { range in for b in range {
                     let q = p + b * hw * 16, sb = s.baseAddress! + b * 16
                     for i in 0..<hw {
                         let r = q + i * 16
                         for l in 0..<16 { let v = r[l]; r[l] = v >= 0 ? v : v * sb[l] }
                     }
-                }
+                } }
             }
         }
     }
@@ -103,35 +127,45 @@ enum NCNNPacked {
     /// BinaryOp ops that keep zero padding lanes at zero (0 op 0 == 0): add, sub, mul, max, min, rsub.
     static func keepsZero(_ op: Int) -> Bool { [0, 1, 2, 4, 5, 7].contains(op) }
 
+    /// `f(a[i], b[i])` into `a`, in slices shared out across the workers.
     @inline(__always)
-    static func map(_ t: Tensor, _ other: Tensor, _ f: (Float, Float) -> Float) {
-        t.withUnsafeMutableBufferPointer { a in
-            other.withUnsafeBufferPointer { b in for i in a.indices { a[i] = f(a[i], b[i]) } }
+    static func map(_ t: Tensor, _ other: Tensor, context: NCNNRunContext,
+                    _ f: (UnsafeMutablePointer<Float>, UnsafePointer<Float>, Int) -> Void) {
+        precondition(t.count == other.count, "elementwise op of \(t.shape) and \(other.shape)")
+        let n = t.count, slice = 1 << 16
+        t.withUnsafeMutablePointer { a in
+            other.withUnsafePointer { b in
+                context.parallel((n + slice - 1) / slice) { range in
+                    for k in range { f(a + k * slice, b + k * slice, min(slice, n - k * slice)) }
+                }
+            }
         }
     }
 
     /// `a = a op b` in place, elementwise (same shape; `keepsZero(op)`).
-    static func binary(op: Int, _ a: Tensor, _ b: Tensor) {
+    static func binary(op: Int, _ a: Tensor, _ b: Tensor, context: NCNNRunContext) {
         switch op {
-        case 0: a.add(b)
-        case 1: a.axpby(b, a: 1, b: -1)
-        case 2: map(a, b) { $0 * $1 }
-        case 4: map(a, b) { max($0, $1) }
-        case 5: map(a, b) { min($0, $1) }
-        default: a.axpby(b, a: -1, b: 1)  // 7: b - a
+        case 0: map(a, b, context: context) { ck_add_inplace($0, $1, $2) }
+        case 1: map(a, b, context: context) { ck_axpby($0, $1, 1, -1, $2) }
+        case 2: map(a, b, context: context) { p, q, n in for i in 0..<n { p[i] *= q[i] } }
+        case 4: map(a, b, context: context) { p, q, n in for i in 0..<n { p[i] = max(p[i], q[i]) } }
+        case 5: map(a, b, context: context) { p, q, n in for i in 0..<n { p[i] = min(p[i], q[i]) } }
+        default: map(a, b, context: context) { ck_axpby($0, $1, -1, 1, $2) }  // 7: b - a
         }
     }
 
     @inline(__always)
-    static func perChannelMap(_ t: Tensor, _ s: [Float], _ f: (Float, Float) -> Float) {
+    static func perChannelMap(_ t: Tensor, _ s: [Float], context: NCNNRunContext, _ f: (Float, Float) -> Float) {
         let blocks = t.shape[0], hw = t.shape[1] * t.shape[2]
         t.withUnsafeMutablePointer { p in
             s.withUnsafeBufferPointer { sp in
-                for b in 0..<blocks {
-                    let q = p + b * hw * 16, sb = sp.baseAddress! + b * 16
-                    for i in 0..<hw {
-                        let r = q + i * 16
-                        for l in 0..<16 { r[l] = f(r[l], sb[l]) }
+                context.parallel(blocks) { range in
+                    for b in range {
+                        let q = p + b * hw * 16, sb = sp.baseAddress! + b * 16
+                        for i in 0..<hw {
+                            let r = q + i * 16
+                            for l in 0..<16 { r[l] = f(r[l], sb[l]) }
+                        }
                     }
                 }
             }
@@ -140,14 +174,14 @@ enum NCNNPacked {
 
     /// `t = t op s[c]` (or `s[c] op t` when `vectorFirst`) in place; `s` holds whole blocks, zero padded;
     /// `keepsZero(op)`.
-    static func perChannel(op: Int, _ t: Tensor, _ s: [Float], vectorFirst: Bool) {
+    static func perChannel(op: Int, _ t: Tensor, _ s: [Float], vectorFirst: Bool, context: NCNNRunContext) {
         switch (op, vectorFirst) {
-        case (0, _): perChannelMap(t, s) { $0 + $1 }
-        case (2, _): perChannelMap(t, s) { $0 * $1 }
-        case (4, _): perChannelMap(t, s) { max($0, $1) }
-        case (5, _): perChannelMap(t, s) { min($0, $1) }
-        case (1, false), (7, true): perChannelMap(t, s) { $0 - $1 }
-        default: perChannelMap(t, s) { $1 - $0 }  // (1, true), (7, false)
+        case (0, _): perChannelMap(t, s, context: context) { $0 + $1 }
+        case (2, _): perChannelMap(t, s, context: context) { $0 * $1 }
+        case (4, _): perChannelMap(t, s, context: context) { max($0, $1) }
+        case (5, _): perChannelMap(t, s, context: context) { min($0, $1) }
+        case (1, false), (7, true): perChannelMap(t, s, context: context) { $0 - $1 }
+        default: perChannelMap(t, s, context: context) { $1 - $0 }  // (1, true), (7, false)
         }
     }
 }
@@ -185,7 +219,7 @@ extension NCNNLayerOp {
         case .convolution(let c):
             return [try c.forward(ins[0], context: context)]
         case .deconvolution(let d):
-            return [NCNNBlob(planar: try d.forward(ins[0]))]
+            return [NCNNBlob(planar: try d.forward(ins[0], workers: context.workers))]
         case .prelu(let slopes) where ins[0].isP16:
             let c = ins[0].p16Channels!
             guard slopes.count == 1 || slopes.count == c else {
@@ -193,7 +227,7 @@ extension NCNNLayerOp {
             }
             let t = ins[0].p16ForWriting(context, mayOverwrite: mayOverwrite)
             let s = slopes.count == 1 ? [Float](repeating: slopes[0], count: c) : slopes
-            NCNNPacked.prelu(t, slopes: NCNNPacked.lanes(s, blocks: t.shape[0]))
+            NCNNPacked.prelu(t, slopes: NCNNPacked.lanes(s, blocks: t.shape[0]), context: context)
             return [NCNNBlob(p16: t, channels: c)]
         case .binary(let op, nil) where NCNNPacked.keepsZero(op) && ins.contains(where: \.isP16):
             if let r = try Self.binaryP16(op: op, ins[0], ins[1], mayOverwrite: mayOverwrite, context: context) { return [r] }
@@ -205,9 +239,13 @@ extension NCNNLayerOp {
             if op == 1, !coeffs.isEmpty { out.scale(by: coeffs[0]) }
             for (k, t) in rest.enumerated() {
                 switch op {
-                case 1: if coeffs.isEmpty { out.add(t) } else { out.axpby(t, a: 1, b: coeffs[k + 1]) }
-                case 0: NCNNPacked.binary(op: 2, out, t)
-                default: NCNNPacked.binary(op: 4, out, t)
+                case 1:
+                    if coeffs.isEmpty { NCNNPacked.binary(op: 0, out, t, context: context) } else {
+                        let c = coeffs[k + 1]
+                        NCNNPacked.map(out, t, context: context) { ck_axpby($0, $1, 1, c, $2) }
+                    }
+                case 0: NCNNPacked.binary(op: 2, out, t, context: context)
+                default: NCNNPacked.binary(op: 4, out, t, context: context)
                 }
             }
             return [NCNNBlob(p16: out, channels: d.c)]
@@ -217,17 +255,17 @@ extension NCNNLayerOp {
             guard ins[1].p16Channels == nil, ins[1].tensor.count == c else { break }
             let out = ins[0].p16ForWriting(context, mayOverwrite: mayOverwrite)
             NCNNPacked.perChannel(op: 2, out, NCNNPacked.lanes(ins[1].tensor.toArray(), blocks: out.shape[0]),
-                                  vectorFirst: false)
+                                  vectorFirst: false, context: context)
             return [NCNNBlob(p16: out, channels: c)]
         case .cropLike(let wo, let ho, let co) where ins[0].isP16 && co == 0:
             let (c, h, w) = ins[0].chw!
             guard let r = ins[1].chw, r.c == c, ho >= 0, wo >= 0, ho + r.h <= h, wo + r.w <= w else { break }
-            return [NCNNBlob(p16: NCNNPacked.cropped(ins[0].tensor, h: ho..<(ho + r.h), w: wo..<(wo + r.w)),
+            return [NCNNBlob(p16: NCNNPacked.cropped(ins[0].tensor, h: ho..<(ho + r.h), w: wo..<(wo + r.w), context: context),
                              channels: c)]
         case .cropRanges(let starts, let ends) where ins[0].isP16:
             let (c, h, w) = ins[0].chw!
             guard let r = Self.cropRanges(starts: starts, ends: ends, dims: [c, h, w]), r[0] == 0..<c else { break }
-            return [NCNNBlob(p16: NCNNPacked.cropped(ins[0].tensor, h: r[1], w: r[2]), channels: c)]
+            return [NCNNBlob(p16: NCNNPacked.cropped(ins[0].tensor, h: r[1], w: r[2], context: context), channels: c)]
         default:
             break
         }
@@ -241,7 +279,7 @@ extension NCNNLayerOp {
                           context: NCNNRunContext) throws -> NCNNBlob? {
         if let da = a.chw, let db = b.chw, da == db {
             let out = a.p16ForWriting(context, mayOverwrite: mayOverwrite)
-            NCNNPacked.binary(op: op, out, b.p16(context))
+            NCNNPacked.binary(op: op, out, b.p16(context), context: context)
             return NCNNBlob(p16: out, channels: da.c)
         }
         // A per-channel vector ([C] or one value per channel) against a P16 blob.
@@ -250,12 +288,14 @@ extension NCNNLayerOp {
         }
         if a.isP16, let d = a.chw, isVector(b, d.c), d.c > 1 {
             let out = a.p16ForWriting(context, mayOverwrite: mayOverwrite)
-            NCNNPacked.perChannel(op: op, out, NCNNPacked.lanes(b.tensor.toArray(), blocks: out.shape[0]), vectorFirst: false)
+            NCNNPacked.perChannel(op: op, out, NCNNPacked.lanes(b.tensor.toArray(), blocks: out.shape[0]), vectorFirst: false,
+                                  context: context)
             return NCNNBlob(p16: out, channels: d.c)
         }
         if b.isP16, let d = b.chw, isVector(a, d.c), d.c > 1 {
             let out = b.tensor.copy()
-            NCNNPacked.perChannel(op: op, out, NCNNPacked.lanes(a.tensor.toArray(), blocks: out.shape[0]), vectorFirst: true)
+            NCNNPacked.perChannel(op: op, out, NCNNPacked.lanes(a.tensor.toArray(), blocks: out.shape[0]), vectorFirst: true,
+                                  context: context)
             return NCNNBlob(p16: out, channels: d.c)
         }
         return nil

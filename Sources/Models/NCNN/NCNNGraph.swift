@@ -214,6 +214,16 @@ final class NCNNRunContext: @unchecked Sendable {
         self.profile = profile ? [:] : nil
     }
 
+    /// Runs `body` over contiguous slices of `0..<n`, one per worker (on the calling thread alone when `n` < 2).
+    func parallel(_ n: Int, _ body: (Range<Int>) -> Void) {
+        let parts = min(workers.count, n)
+        guard parts > 1 else { body(0..<n); return }
+        workers.run { i in
+            guard i < parts else { return }
+            body((i * n / parts)..<((i + 1) * n / parts))
+        }
+    }
+
     /// Runs `body`, adding its wall time to `label` when profiling.
     func timed<T>(_ label: String, _ body: () throws -> T) rethrows -> T {
         guard profile != nil else { return try body() }

@@ -177,11 +177,11 @@ struct NCNNDeconvOp: Sendable {
         weightT = t
     }
 
-    func forward(_ x: Tensor) throws -> Tensor { try forward(NCNNBlob(planar: x)) }
+    func forward(_ x: Tensor) throws -> Tensor { try forward(NCNNBlob(planar: x), workers: nil) }
 
     /// A P16 input is read in place: the product is summed over its 16-channel blocks (each block `[H*W, 16]` is the
     /// transposed `[16, H*W]` operand).
-    func forward(_ blob: NCNNBlob) throws -> Tensor {
+    func forward(_ blob: NCNNBlob, workers: ParallelWorkers?) throws -> Tensor {
         guard let d = blob.chw, d.c == inChannels else {
             throw NCNNGraphError(.badShape, "Deconvolution expects [\(inChannels), H, W], got \(blob.tensor.shape)")
         }
@@ -212,26 +212,37 @@ struct NCNNDeconvOp: Sendable {
         }
         let out = Tensor(zeros: [outChannels, outH, outW])
         let (kw, kh, sw, sh, dw, dh, pl, pt) = (kernelW, kernelH, strideW, strideH, dilationW, dilationH, padLeft, padTop)
-        cols.withUnsafePointer { col in
-            out.withUnsafeMutablePointer { dst in
-                for oc in 0..<outChannels {
-                    let plane = dst + oc * outH * outW
-                    for ky in 0..<kh {
-                        for kx in 0..<kw {
-                            let src = col + ((oc * kh + ky) * kw + kx) * n
-                            let ox0 = kx * dw - pl
-                            for y in 0..<h {
-                                let oy = y * sh + ky * dh - pt
-                                if oy < 0 || oy >= outH { continue }
-                                let row = plane + oy * outW
-                                let s = src + y * w
-                                for xx in 0..<w {
-                                    let ox = xx * sw + ox0
-                                    if ox >= 0 && ox < outW { row[ox] += s[xx] }
-                                }
+        // Output channels are independent: shared out across the workers.
+        let scatter = { (ocs: Range<Int>, col: UnsafePointer<Float>, dst: UnsafeMutablePointer<Float>) in
+            for oc in ocs {
+                let plane = dst + oc * outH * outW
+                for ky in 0..<kh {
+                    for kx in 0..<kw {
+                        let src = col + ((oc * kh + ky) * kw + kx) * n
+                        let ox0 = kx * dw - pl
+                        for y in 0..<h {
+                            let oy = y * sh + ky * dh - pt
+                            if oy < 0 || oy >= outH { continue }
+                            let row = plane + oy * outW
+                            let s = src + y * w
+                            for xx in 0..<w {
+                                let ox = xx * sw + ox0
+                                if ox >= 0 && ox < outW { row[ox] += s[xx] }
                             }
                         }
                     }
+                }
+            }
+        }
+        cols.withUnsafePointer { col in
+            out.withUnsafeMutablePointer { dst in
+                let parts = min(workers?.count ?? 1, outChannels)
+                if let workers, parts > 1 {
+                    workers.run { i in
+                        if i < parts { scatter((i * outChannels / parts)..<((i + 1) * outChannels / parts), col, dst) }
+                    }
+                } else {
+                    scatter(0..<outChannels, col, dst)
                 }
             }
         }
