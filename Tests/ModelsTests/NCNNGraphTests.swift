@@ -161,6 +161,8 @@ struct NCNNGraphTests {
             + Self.tagged(values(2601)) + Self.raw(values(17)) + Self.tagged(values(289)) + Self.raw(values(17))
             + Self.tagged(values(765)) + Self.raw(values(5))
         let g = try Self.graph(text, bin)
+        var b3 = NCNNModelBin(data: bin)
+        let threaded = try NCNNGraph(param: NCNNParam(text: text), bin: &b3, source: "test.param", threads: 3)
         let x = Tensor(shape: [1, 3, 11, 13]) { Float(($0 * 37) % 101) / 50 - 1 }
         let packed = try g.forward(x)
         let planar = try g.forward(x, keepPacked: false)
@@ -169,5 +171,8 @@ struct NCNNGraphTests {
         let err = zip(packed.toArray(), planar.toArray()).map { abs($0 - $1) }.max()!
         #expect(err < 1e-5, "max abs difference \(err)")
         #expect(planar.toArray().contains { $0 != 0 })
+        // The layers' worker-thread split (3 threads, 2 channel blocks) gives the same values.
+        let errThreads = zip(try threaded.forward(x).toArray(), packed.toArray()).map { abs($0 - $1) }.max()!
+        #expect(errThreads < 1e-5, "3 threads vs 1: max abs difference \(errThreads)")
     }
 }
