@@ -177,6 +177,9 @@ struct NCNNDeconvOp: Sendable {
         weightT = t
     }
 
+    /// Upper bound on the column buffer (`out*kh*kw` x a band of input rows); at least one row is always used.
+    static let columnBudgetBytes = 2 << 20
+
     func forward(_ x: Tensor) throws -> Tensor { try forward(NCNNBlob(planar: x), workers: nil) }
 
     /// A P16 input is read in place: the product is summed over its 16-channel blocks (each block `[H*W, 16]` is the
@@ -193,38 +196,27 @@ struct NCNNDeconvOp: Sendable {
         guard outW > 0, outH > 0 else { throw NCNNGraphError(.badShape, "Deconvolution output would be empty for \(x.shape)") }
         let maxk = kernelW * kernelH
         let m = outChannels * maxk, n = h * w
-        let cols = Tensor(zeros: [m, n])
-        let ci = inChannels
-        weightT.withUnsafePointer { a in
-            x.withUnsafePointer { b in
-                cols.withUnsafeMutablePointer { c in
-                    if blob.isP16 {
-                        for block in 0..<((ci + 15) / 16) {
-                            let k = min(16, ci - block * 16)
-                            BLAS.sgemm(transB: true, m: m, n: n, k: k, a: a + block * 16, lda: ci, b: b + block * n * 16,
-                                       ldb: 16, beta: block == 0 ? 0 : 1, c: c, ldc: n)
-                        }
-                    } else {
-                        BLAS.sgemm(m: m, n: n, k: ci, a: a, lda: ci, b: b, ldb: n, c: c, ldc: n)
-                    }
-                }
-            }
-        }
+        // Bands of input rows keep the column buffer small (`columnBudgetBytes`) instead of `m x H*W` floats.
+        let bandRows = max(1, min(h, Self.columnBudgetBytes / max(1, m * w * 4)))
+        let cols = Tensor(zeros: [m, bandRows * w])
         let out = Tensor(zeros: [outChannels, outH, outW])
+        let ci = inChannels
         let (kw, kh, sw, sh, dw, dh, pl, pt) = (kernelW, kernelH, strideW, strideH, dilationW, dilationH, padLeft, padTop)
-        // Output channels are independent: shared out across the workers.
-        let scatter = { (ocs: Range<Int>, col: UnsafePointer<Float>, dst: UnsafeMutablePointer<Float>) in
+        // Scatters the columns of input rows `rows` (column j = (y - rows.lowerBound) * w + x) for output channels
+        // `ocs`; output channels are independent, so they are shared out across the workers.
+        let scatter = { (ocs: Range<Int>, rows: Range<Int>, col: UnsafePointer<Float>, dst: UnsafeMutablePointer<Float>) in
+            let nb = rows.count * w
             for oc in ocs {
                 let plane = dst + oc * outH * outW
                 for ky in 0..<kh {
                     for kx in 0..<kw {
-                        let src = col + ((oc * kh + ky) * kw + kx) * n
+                        let src = col + ((oc * kh + ky) * kw + kx) * nb
                         let ox0 = kx * dw - pl
-                        for y in 0..<h {
+                        for y in rows {
                             let oy = y * sh + ky * dh - pt
                             if oy < 0 || oy >= outH { continue }
                             let row = plane + oy * outW
-                            let s = src + y * w
+                            let s = src + (y - rows.lowerBound) * w
                             for xx in 0..<w {
                                 let ox = xx * sw + ox0
                                 if ox >= 0 && ox < outW { row[ox] += s[xx] }
@@ -234,15 +226,36 @@ struct NCNNDeconvOp: Sendable {
                 }
             }
         }
-        cols.withUnsafePointer { col in
-            out.withUnsafeMutablePointer { dst in
-                let parts = min(workers?.count ?? 1, outChannels)
-                if let workers, parts > 1 {
-                    workers.run { i in
-                        if i < parts { scatter((i * outChannels / parts)..<((i + 1) * outChannels / parts), col, dst) }
+        weightT.withUnsafePointer { a in
+            x.withUnsafePointer { b in
+                cols.withUnsafeMutablePointer { c in
+                    out.withUnsafeMutablePointer { dst in
+                        var y0 = 0
+                        while y0 < h {
+                            let rows = y0..<min(h, y0 + bandRows), nb = rows.count * w
+                            if blob.isP16 {
+                                for block in 0..<((ci + 15) / 16) {
+                                    let k = min(16, ci - block * 16)
+                                    BLAS.sgemm(transB: true, m: m, n: nb, k: k, a: a + block * 16, lda: ci,
+                                               b: b + (block * n + y0 * w) * 16, ldb: 16, beta: block == 0 ? 0 : 1,
+                                               c: c, ldc: nb)
+                                }
+                            } else {
+                                BLAS.sgemm(m: m, n: nb, k: ci, a: a, lda: ci, b: b + y0 * w, ldb: n, c: c, ldc: nb)
+                            }
+                            let parts = min(workers?.count ?? 1, outChannels)
+                            if let workers, parts > 1 {
+                                workers.run { i in
+                                    if i < parts {
+                                        scatter((i * outChannels / parts)..<((i + 1) * outChannels / parts), rows, c, dst)
+                                    }
+                                }
+                            } else {
+                                scatter(0..<outChannels, rows, c, dst)
+                            }
+                            y0 = rows.upperBound
+                        }
                     }
-                } else {
-                    scatter(0..<outChannels, col, dst)
                 }
             }
         }
