@@ -100,7 +100,9 @@ public final class WinogradConv3x3: Sendable {
         let (oh, ow) = outputSize(height: h, width: w)
         precondition(oh > 0 && ow > 0, "Winograd conv output would be empty for a \(h)x\(w) input")
         let tilesX = (ow + 3) / 4, tilesY = (oh + 3) / 4
-        let rowsPerBatch = max(1, min(tilesY, scratch.maxTilesPerBatch / tilesX))
+        // Small images (a few tile rows): batches of at most tilesY / threads rows, so every thread gets work.
+        let threads = workers?.count ?? 1
+        let rowsPerBatch = max(1, min(tilesY, scratch.maxTilesPerBatch / tilesX, (tilesY + threads - 1) / threads))
         let batchTiles = rowsPerBatch * tilesX
         let parts = min(workers?.count ?? 1, (tilesY + rowsPerBatch - 1) / rowsPerBatch)
         let buffers = scratch.reserve(slots: parts, v: 36 * (batchTiles * cinPad + 16),
