@@ -156,12 +156,12 @@ CK_INLINE void bt6(float out[6][16], float in[6][16]) {
 }
 
 CK_INLINE void wino_in_body(float *restrict v, const float *restrict src, size_t h, size_t w, size_t ty0,
-                            size_t tile_rows, size_t cb0, size_t cb1, size_t ldv, size_t xs) {
-    const size_t tiles_x = (w + 3) / 4;
+                            size_t tile_rows, size_t cb0, size_t cb1, size_t ldv, size_t xs, size_t pad) {
+    const size_t tiles_x = (w + 2 * pad - 2 + 3) / 4;
     const size_t plane = h * w * 16;
     for (size_t ty = ty0; ty < ty0 + tile_rows; ty++) {
         for (size_t tx = 0; tx < tiles_x; tx++) {
-            const long y0 = (long)ty * 4 - 1, x0 = (long)tx * 4 - 1;
+            const long y0 = (long)ty * 4 - (long)pad, x0 = (long)tx * 4 - (long)pad;
             const int interior = y0 >= 0 && x0 >= 0 && y0 + 6 <= (long)h && x0 + 6 <= (long)w;
             const size_t tt = (ty - ty0) * tiles_x + tx;
             for (size_t cb = cb0; cb < cb1; cb++) {
@@ -269,8 +269,8 @@ CK_INLINE void wino_out_body(float *restrict dst, const float *restrict m, const
 }
 
 void ck_wino43_input_p16_scalar(float *v, const float *src, size_t h, size_t w, size_t ty0, size_t tile_rows,
-                                size_t cb0, size_t cb1, size_t ldv, size_t xi_stride) {
-    wino_in_body(v, src, h, w, ty0, tile_rows, cb0, cb1, ldv, xi_stride);
+                                size_t cb0, size_t cb1, size_t ldv, size_t xi_stride, size_t pad) {
+    wino_in_body(v, src, h, w, ty0, tile_rows, cb0, cb1, ldv, xi_stride, pad);
 }
 void ck_wino43_output_p16_scalar(float *dst, const float *m, const float *bias, size_t h, size_t w, size_t ty0,
                                  size_t tile_rows, size_t cb0, size_t cb1, size_t ldm, size_t xi_stride,
@@ -318,8 +318,9 @@ CK_TARGET_AVX512 static inline void wino_in_patch_avx512(float *v, const float *
 }
 
 CK_TARGET_AVX512 static void wino_in_avx512(float *v, const float *src, size_t h, size_t w, size_t ty0,
-                                            size_t tile_rows, size_t cb0, size_t cb1, size_t ldv, size_t xs) {
-    const size_t tiles_x = (w + 3) / 4;
+                                            size_t tile_rows, size_t cb0, size_t cb1, size_t ldv, size_t xs,
+                                            size_t pad) {
+    const size_t tiles_x = (w + 2 * pad - 2 + 3) / 4;
     const size_t plane = h * w * 16;
     float patch[6 * 6 * 16] __attribute__((aligned(64)));
     /* channel block outermost: each block's 6 source rows stream through the cache once */
@@ -327,7 +328,7 @@ CK_TARGET_AVX512 static void wino_in_avx512(float *v, const float *src, size_t h
         const float *s = src + cb * plane;
         for (size_t ty = ty0; ty < ty0 + tile_rows; ty++) {
             for (size_t tx = 0; tx < tiles_x; tx++) {
-                const long y0 = (long)ty * 4 - 1, x0 = (long)tx * 4 - 1;
+                const long y0 = (long)ty * 4 - (long)pad, x0 = (long)tx * 4 - (long)pad;
                 const int interior = y0 >= 0 && x0 >= 0 && y0 + 6 <= (long)h && x0 + 6 <= (long)w;
                 const size_t tt = (ty - ty0) * tiles_x + tx;
                 float *vp = v + tt * ldv + cb * 16;
@@ -403,8 +404,8 @@ CK_TARGET_AVX512 static void wino_out_avx512(float *dst, const float *m, const f
     }
 }
 CK_TARGET_AVX2 static void wino_in_avx2(float *v, const float *src, size_t h, size_t w, size_t ty0,
-                                        size_t tile_rows, size_t cb0, size_t cb1, size_t ldv, size_t xs) {
-    wino_in_body(v, src, h, w, ty0, tile_rows, cb0, cb1, ldv, xs);
+                                        size_t tile_rows, size_t cb0, size_t cb1, size_t ldv, size_t xs, size_t pad) {
+    wino_in_body(v, src, h, w, ty0, tile_rows, cb0, cb1, ldv, xs, pad);
 }
 CK_TARGET_AVX2 static void wino_out_avx2(float *dst, const float *m, const float *bias, size_t h, size_t w,
                                          size_t ty0, size_t tile_rows, size_t cb0, size_t cb1, size_t ldm,
@@ -426,15 +427,15 @@ void ck_upsample_nearest2x(float *dst, const float *src, size_t planes, size_t h
 }
 
 void ck_wino43_input_p16(float *v, const float *src, size_t h, size_t w, size_t ty0, size_t tile_rows,
-                         size_t cb0, size_t cb1, size_t ldv, size_t xi_stride) {
+                         size_t cb0, size_t cb1, size_t ldv, size_t xi_stride, size_t pad) {
 #if CK_X86
     switch (ck_isa_active()) {
-    case CK_ISA_AVX512: wino_in_avx512(v, src, h, w, ty0, tile_rows, cb0, cb1, ldv, xi_stride); return;
-    case CK_ISA_AVX2: wino_in_avx2(v, src, h, w, ty0, tile_rows, cb0, cb1, ldv, xi_stride); return;
+    case CK_ISA_AVX512: wino_in_avx512(v, src, h, w, ty0, tile_rows, cb0, cb1, ldv, xi_stride, pad); return;
+    case CK_ISA_AVX2: wino_in_avx2(v, src, h, w, ty0, tile_rows, cb0, cb1, ldv, xi_stride, pad); return;
     default: break;
     }
 #endif
-    ck_wino43_input_p16_scalar(v, src, h, w, ty0, tile_rows, cb0, cb1, ldv, xi_stride);
+    ck_wino43_input_p16_scalar(v, src, h, w, ty0, tile_rows, cb0, cb1, ldv, xi_stride, pad);
 }
 
 void ck_wino43_output_p16(float *dst, const float *m, const float *bias, size_t h, size_t w, size_t ty0,
@@ -579,9 +580,10 @@ void ck_sgemm_n16(float *c, const float *a, const float *b, size_t m, size_t n, 
 }
 
 void ck_wino43_conv_p16(float *dst, const float *src, const float *u, const float *bias, size_t h, size_t w,
-                        size_t cin_pad, size_t cout_pad, size_t ty0, size_t ty1, size_t batch_tiles, float *v,
-                        float *m, int leaky, float slope, const float *res, float alpha, float beta) {
-    const size_t tiles_x = (w + 3) / 4;
+                        size_t pad, size_t cin_pad, size_t cout_pad, size_t ty0, size_t ty1, size_t batch_tiles,
+                        float *v, float *m, int leaky, float slope, const float *res, float alpha, float beta) {
+    const size_t oh = h + 2 * pad - 2, ow = w + 2 * pad - 2;
+    const size_t tiles_x = (ow + 3) / 4;
     size_t rows_per_batch = batch_tiles / tiles_x;
     if (rows_per_batch < 1) rows_per_batch = 1;
     for (size_t ty = ty0; ty < ty1; ty += rows_per_batch) {
@@ -589,11 +591,11 @@ void ck_wino43_conv_p16(float *dst, const float *src, const float *u, const floa
         size_t tiles = rows * tiles_x;
         /* +16 floats per slice: 36 slices a multiple of 4 KiB apart would share one L1 set (conflict misses) */
         size_t vs = tiles * cin_pad + 16, ms = tiles * cout_pad + 16;
-        ck_wino43_input_p16(v, src, h, w, ty, rows, 0, cin_pad / 16, cin_pad, vs);
+        ck_wino43_input_p16(v, src, h, w, ty, rows, 0, cin_pad / 16, cin_pad, vs, pad);
         for (size_t xi = 0; xi < 36; xi++)
             ck_sgemm_n16(m + xi * ms, v + xi * vs, u + xi * cin_pad * cout_pad, tiles, cout_pad, cin_pad, cin_pad,
                          cout_pad, cout_pad);
-        ck_wino43_output_p16(dst, m, bias, h, w, ty, rows, 0, cout_pad / 16, cout_pad, ms, leaky, slope, res, alpha,
+        ck_wino43_output_p16(dst, m, bias, oh, ow, ty, rows, 0, cout_pad / 16, cout_pad, ms, leaky, slope, res, alpha,
                              beta);
     }
 }

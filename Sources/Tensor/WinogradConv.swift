@@ -45,8 +45,9 @@ public final class ConvScratch: @unchecked Sendable {
     public var bytes: Int { (vCapacity.reduce(0, +) + mCapacity.reduce(0, +)) * 4 }
 }
 
-/// A 3x3, stride 1, padding 1 convolution computed with Winograd F(4x4, 3x3) on activations in the 16-channel-block
-/// layout `[ceil(C/16), H, W, 16]` ("P16", see `Tensor.packed16`). Transforms and the 36 per-frequency products run
+/// A 3x3, stride 1, padding 1 (or 0) convolution computed with Winograd F(4x4, 3x3) on activations in the
+/// 16-channel-block layout `[ceil(C/16), H, W, 16]` ("P16", see `Tensor.packed16`). With padding 0 an h x w input
+/// gives an (h-2) x (w-2) output. Transforms and the 36 per-frequency products run
 /// in C kernels (an AVX-512 small-N GEMM, no BLAS), in cache-sized batches of tiles. Bias, activation and a residual `alpha*y + beta*res` are fused into the output
 /// transform.
 public final class WinogradConv3x3: Sendable {
@@ -55,14 +56,18 @@ public final class WinogradConv3x3: Sendable {
     public let inBlocks: Int
     public let outBlocks: Int
     public let activation: Activation
+    /// Zero padding on each side: 1 (same size) or 0 (the output loses a 1-pixel border).
+    public let padding: Int
     /// Transformed weights `[36, inBlocks*16, outBlocks*16]`.
     private let u: Tensor
     /// Bias padded to `outBlocks*16`.
     private let bias: Tensor
 
-    public init(weight: Tensor, bias: Tensor?, activation: Activation = .none) {
+    public init(weight: Tensor, bias: Tensor?, activation: Activation = .none, padding: Int = 1) {
         precondition(weight.rank == 4 && weight.shape[2] == 3 && weight.shape[3] == 3,
                      "Winograd conv needs [out, in, 3, 3] weights, got \(weight.shape)")
+        precondition(padding == 0 || padding == 1, "Winograd conv padding must be 0 or 1, got \(padding)")
+        self.padding = padding
         outChannels = weight.shape[0]
         inChannels = weight.shape[1]
         inBlocks = (inChannels + 15) / 16
@@ -79,16 +84,25 @@ public final class WinogradConv3x3: Sendable {
         self.bias = b
     }
 
+    /// Output size for an `h` x `w` input.
+    public func outputSize(height h: Int, width w: Int) -> (height: Int, width: Int) {
+        (h + 2 * padding - 2, w + 2 * padding - 2)
+    }
+
     /// Convolves a P16 image (`input` holds at least `inBlocks` blocks of `h*w*16` floats) into the P16 `output`
-    /// (`outBlocks` blocks). With `residual`, writes `alpha*conv + beta*residual` (residual may alias output).
+    /// (`outBlocks` blocks of the output size, `outputSize`). With `residual`, writes `alpha*conv + beta*residual` (residual may alias output).
     /// With `workers`, batches of tile rows are shared out across its threads.
     public func forward(input: UnsafePointer<Float>, height h: Int, width w: Int,
                         output: UnsafeMutablePointer<Float>,
                         residual: (pointer: UnsafePointer<Float>, alpha: Float, beta: Float)? = nil,
                         scratch: ConvScratch, workers: ParallelWorkers? = nil) {
         let cinPad = inBlocks * 16, coutPad = outBlocks * 16
-        let tilesX = (w + 3) / 4, tilesY = (h + 3) / 4
-        let rowsPerBatch = max(1, min(tilesY, scratch.maxTilesPerBatch / tilesX))
+        let (oh, ow) = outputSize(height: h, width: w)
+        precondition(oh > 0 && ow > 0, "Winograd conv output would be empty for a \(h)x\(w) input")
+        let tilesX = (ow + 3) / 4, tilesY = (oh + 3) / 4
+        // Small images (a few tile rows): batches of at most tilesY / threads rows, so every thread gets work.
+        let threads = workers?.count ?? 1
+        let rowsPerBatch = max(1, min(tilesY, scratch.maxTilesPerBatch / tilesX, (tilesY + threads - 1) / threads))
         let batchTiles = rowsPerBatch * tilesX
         let parts = min(workers?.count ?? 1, (tilesY + rowsPerBatch - 1) / rowsPerBatch)
         let buffers = scratch.reserve(slots: parts, v: 36 * (batchTiles * cinPad + 16),
@@ -100,7 +114,7 @@ public final class WinogradConv3x3: Sendable {
         case .relu: leaky = 1
         case .leakyReLU(let s): leaky = 1; slope = s
         }
-        let u = self.u.data, bias = self.bias.data
+        let u = self.u.data, bias = self.bias.data, pad = padding
         let res = residual?.pointer, alpha = residual?.alpha ?? 1, beta = residual?.beta ?? 0
         // Work is handed out in batches of tile rows from a shared counter, so a thread that gets descheduled
         // (busy machine) does not hold the others back; each thread uses its own scratch slot.
@@ -114,7 +128,7 @@ public final class WinogradConv3x3: Sendable {
                 let c = ck_atomic_fetch_add(counter, 1)
                 if c >= chunks { break }
                 let ty0 = c * rowsPerBatch, ty1 = min(tilesY, ty0 + rowsPerBatch)
-                ck_wino43_conv_p16(output, input, u, bias, h, w, cinPad, coutPad, ty0, ty1, batchTiles,
+                ck_wino43_conv_p16(output, input, u, bias, h, w, pad, cinPad, coutPad, ty0, ty1, batchTiles,
                                    buffers[i].v, buffers[i].m, leaky, slope, res, alpha, beta)
             }
         }
@@ -128,10 +142,11 @@ public final class WinogradConv3x3: Sendable {
     public func forward(_ input: Tensor, height h: Int, width w: Int, into output: Tensor, outputBlock: Int = 0,
                         residual: (tensor: Tensor, alpha: Float, beta: Float)? = nil,
                         scratch: ConvScratch, workers: ParallelWorkers? = nil) {
-        let plane = h * w * 16
-        precondition(input.count >= inBlocks * plane, "conv input \(input.shape) has fewer than \(inBlocks) blocks of \(h)×\(w)")
+        let (oh, ow) = outputSize(height: h, width: w)
+        let inPlane = h * w * 16, plane = oh * ow * 16
+        precondition(input.count >= inBlocks * inPlane, "conv input \(input.shape) has fewer than \(inBlocks) blocks of \(h)×\(w)")
         precondition(outputBlock >= 0 && output.count >= (outputBlock + outBlocks) * plane,
-                     "conv output \(output.shape) cannot hold \(outBlocks) blocks of \(h)×\(w) at block \(outputBlock)")
+                     "conv output \(output.shape) cannot hold \(outBlocks) blocks of \(oh)×\(ow) at block \(outputBlock)")
         if let r = residual {
             precondition(r.tensor.count >= outBlocks * plane, "conv residual \(r.tensor.shape) smaller than the output")
         }
@@ -145,7 +160,8 @@ public final class WinogradConv3x3: Sendable {
     /// Convenience: convolves a P16 tensor `[>=inBlocks, H, W, 16]` into a new P16 tensor `[outBlocks, H, W, 16]`.
     public func callAsFunction(_ x: Tensor, scratch: ConvScratch = ConvScratch()) -> Tensor {
         precondition(x.rank == 4 && x.shape[3] == 16 && x.shape[0] >= inBlocks, "P16 input expected, got \(x.shape)")
-        let out = Tensor(zeros: [outBlocks, x.shape[1], x.shape[2], 16])
+        let (oh, ow) = outputSize(height: x.shape[1], width: x.shape[2])
+        let out = Tensor(zeros: [outBlocks, oh, ow, 16])
         forward(input: x.data, height: x.shape[1], width: x.shape[2], output: out.data, scratch: scratch)
         return out
     }

@@ -128,4 +128,51 @@ struct NCNNGraphTests {
         let err = zip(got, ref).map { abs($0 - $1) }.max()!
         #expect(err < 1e-5, "max abs error \(err)")
     }
+
+    @Test("blobs kept in the 16-channel layout between convolutions give the planar path's result; in-place layers leave Split aliases intact")
+    func packedBlobsMatchPlanar() throws {
+        // 17 channels: the second 16-channel block is mostly padding lanes. `sub` reads d1 first, whose Split alias d2
+        // is read later by `el` (must not be overwritten); `pr`, `add`, `mul` may work in place.
+        let text = """
+        7767517
+        16 23
+        Input        in0  0 1 in0
+        Convolution  c1   1 1 in0 a 0=17 1=3 4=1 5=1 6=459 9=2 -23310=1,0.1
+        PReLU        pr   1 1 a b 0=17
+        Split        sp   1 3 b b1 b2 b3
+        Convolution  c2   1 1 b1 c 0=17 1=3 5=1 6=2601
+        Crop         cr   1 1 b2 d -23309=2,1,1 -23310=2,-1,-1 -23311=2,-2,-1
+        Split        sp3  1 2 d d1 d2
+        BinaryOp     sub  2 1 d1 c e 0=1
+        Pooling      gap  1 1 b3 g 0=1 4=1
+        InnerProduct ip   1 1 g s 0=17 1=1 2=289 9=4
+        Split        sp2  1 2 s s1 s2
+        BinaryOp     mul  2 1 e s1 f 0=2
+        Scale        sc   2 1 f s2 h 0=-233
+        Eltwise      el   2 1 h d2 x 0=1 -23301=2,0.5,2.0
+        BinaryOp     add  2 1 x d2 y 0=0
+        Convolution  c3   1 1 y out 0=5 1=3 4=1 5=1 6=765
+        """
+        var seed: UInt32 = 7
+        func values(_ n: Int) -> [Float] {
+            (0..<n).map { _ in seed = seed &* 1_664_525 &+ 1_013_904_223; return Float(seed >> 8) / Float(1 << 24) - 0.5 }
+        }
+        let bin = Self.tagged(values(459)) + Self.raw(values(17)) + Self.raw(values(17))
+            + Self.tagged(values(2601)) + Self.raw(values(17)) + Self.tagged(values(289)) + Self.raw(values(17))
+            + Self.tagged(values(765)) + Self.raw(values(5))
+        let g = try Self.graph(text, bin)
+        var b3 = NCNNModelBin(data: bin)
+        let threaded = try NCNNGraph(param: NCNNParam(text: text), bin: &b3, source: "test.param", threads: 3)
+        let x = Tensor(shape: [1, 3, 11, 13]) { Float(($0 * 37) % 101) / 50 - 1 }
+        let packed = try g.forward(x)
+        let planar = try g.forward(x, keepPacked: false)
+        #expect(packed.shape == [1, 5, 9, 11])
+        #expect(packed.shape == planar.shape)
+        let err = zip(packed.toArray(), planar.toArray()).map { abs($0 - $1) }.max()!
+        #expect(err < 1e-5, "max abs difference \(err)")
+        #expect(planar.toArray().contains { $0 != 0 })
+        // The layers' worker-thread split (3 threads, 2 channel blocks) gives the same values.
+        let errThreads = zip(try threaded.forward(x).toArray(), packed.toArray()).map { abs($0 - $1) }.max()!
+        #expect(errThreads < 1e-5, "3 threads vs 1: max abs difference \(errThreads)")
+    }
 }

@@ -91,6 +91,29 @@ struct ConvTests {
         }
     }
 
+    @Test("Winograd F(4,3) with padding 0 matches the direct reference (output 2 smaller), threads and tiny batches")
+    func winogradPadding0() {
+        let workers = ParallelWorkers(count: 2)
+        defer { workers.shutdown() }
+        for (h, w) in [(9, 11), (6, 6), (3, 7), (14, 5)] {
+            let x = randomTensor([1, 19, h, w], seed: UInt64(h * 31 + w))
+            let wt = randomTensor([21, 19, 3, 3], seed: 41)
+            let b = randomTensor([21], seed: 42)
+            let ref = naiveConv(x, wt, b, stride: 1, pad: 0)
+            ref.leakyReLU(slope: 0.1)
+            let wino = WinogradConv3x3(weight: wt, bias: b, activation: .leakyReLU(slope: 0.1), padding: 0)
+            let size = wino.outputSize(height: h, width: w)
+            #expect(size.height == h - 2 && size.width == w - 2)
+            let y = wino(x.packed16(), scratch: ConvScratch(maxTilesPerBatch: 2))
+            #expect(y.shape == [2, h - 2, w - 2, 16])
+            #expect(y.unpacked16(channels: 21).maxAbsDifference(ref) < 2e-4, "h=\(h) w=\(w)")
+            let multi = Tensor(zeros: y.shape)
+            wino.forward(x.packed16(), height: h, width: w, into: multi, scratch: ConvScratch(maxTilesPerBatch: 2),
+                         workers: workers)
+            #expect(multi.maxAbsDifference(y) == 0, "threads h=\(h) w=\(w)")
+        }
+    }
+
     @Test("Winograd conv split across worker threads equals the single-threaded result")
     func winogradThreads() {
         let x = randomTensor([1, 32, 23, 9], seed: 31)
@@ -156,7 +179,11 @@ struct ConvKernelDispatchTests {
         let tilesX = (w + 3) / 4, tilesY = (h + 3) / 4, tiles = tilesX * tilesY
         let ld = blocks * 16
         let refV = Tensor(zeros: [36, tiles, ld])
-        ck_wino43_input_p16_scalar(refV.data, src.data, h, w, 0, tilesY, 0, blocks, ld, tiles * ld)
+        ck_wino43_input_p16_scalar(refV.data, src.data, h, w, 0, tilesY, 0, blocks, ld, tiles * ld, 1)
+        // padding 0: an (h-2) x (w-2) output, tiles read from row/column 0
+        let tiles0X = (w - 2 + 3) / 4, tiles0Y = (h - 2 + 3) / 4, tiles0 = tiles0X * tiles0Y
+        let refV0 = Tensor(zeros: [36, tiles0, ld])
+        ck_wino43_input_p16_scalar(refV0.data, src.data, h, w, 0, tiles0Y, 0, blocks, ld, tiles0 * ld, 0)
         let mIn = randomTensor([36, tiles, ld], seed: 22)
         let bias = randomTensor([ld], seed: 23)
         let res = randomTensor([blocks, h, w, 16], seed: 24)
@@ -181,8 +208,11 @@ struct ConvKernelDispatchTests {
             for isa in [KernelISA.scalar, .avx2, .avx512] where isa.rawValue <= KernelISA.detected.rawValue {
                 KernelISA.force(isa)
                 let v = Tensor(zeros: [36, tiles, ld])
-                ck_wino43_input_p16(v.data, src.data, h, w, 0, tilesY, 0, blocks, ld, tiles * ld)
+                ck_wino43_input_p16(v.data, src.data, h, w, 0, tilesY, 0, blocks, ld, tiles * ld, 1)
                 #expect(v.maxAbsDifference(refV) < 1e-4, "input transform \(isa)")
+                let v0 = Tensor(zeros: [36, tiles0, ld])
+                ck_wino43_input_p16(v0.data, src.data, h, w, 0, tiles0Y, 0, blocks, ld, tiles0 * ld, 0)
+                #expect(v0.maxAbsDifference(refV0) < 1e-4, "input transform, padding 0, \(isa)")
                 let out = Tensor(zeros: [blocks, h, w, 16])
                 ck_wino43_output_p16(out.data, mIn.data, bias.data, h, w, 0, tilesY, 0, blocks, ld, tiles * ld,
                                      1, 0.2, res.data, 0.2, 1.0)

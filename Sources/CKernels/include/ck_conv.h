@@ -29,21 +29,24 @@ void ck_upsample_nearest2x_scalar(float *dst, const float *src, size_t planes, s
 void ck_pack16(float *dst, const float *src, size_t channels, size_t hw);
 void ck_unpack16(float *dst, const float *src, size_t channels, size_t hw);
 
-/* Winograd F(4x4, 3x3), stride 1, padding 1, on P16 activations.
- * Tiles: tiles_x = ceil(w/4); tile t covers output rows 4*ty..4*ty+3, columns 4*tx..4*tx+3.
+/* Winograd F(4x4, 3x3), stride 1, padding `pad` (0 or 1), on P16 activations: an h x w input gives an
+ * oh x ow = (h + 2*pad - 2) x (w + 2*pad - 2) output.
+ * Tiles: tiles_x = ceil(ow/4); tile t covers output rows 4*ty..4*ty+3, columns 4*tx..4*tx+3 (input rows from
+ * 4*ty - pad).
  *
  * Weight transform: w is [cout][cin][3][3] (PyTorch / ncnn order); u is [36][cin_pad][cout_pad] (zero padded). */
 void ck_wino43_weight_transform(float *u, const float *w, size_t cout, size_t cin, size_t cout_pad, size_t cin_pad);
 
-/* Input transform of tile rows [ty0, ty0+tile_rows) for channel blocks [cb0, cb1) of a P16 image [cblocks][h][w][16]:
- * v[xi][t][cb*16 + lane], xi in 0..35, t = (ty-ty0)*tiles_x + tx, row stride ldv (>= cin_pad) and xi stride
- * xi_stride (>= tiles*ldv). */
+/* Input transform of tile rows [ty0, ty0+tile_rows) for channel blocks [cb0, cb1) of a P16 image [cblocks][h][w][16]
+ * (padding `pad`, 0 or 1): v[xi][t][cb*16 + lane], xi in 0..35, t = (ty-ty0)*tiles_x + tx, row stride ldv
+ * (>= cin_pad) and xi stride xi_stride (>= tiles*ldv). */
 void ck_wino43_input_p16(float *v, const float *src, size_t h, size_t w, size_t ty0, size_t tile_rows,
-                         size_t cb0, size_t cb1, size_t ldv, size_t xi_stride);
+                         size_t cb0, size_t cb1, size_t ldv, size_t xi_stride, size_t pad);
 void ck_wino43_input_p16_scalar(float *v, const float *src, size_t h, size_t w, size_t ty0, size_t tile_rows,
-                                size_t cb0, size_t cb1, size_t ldv, size_t xi_stride);
+                                size_t cb0, size_t cb1, size_t ldv, size_t xi_stride, size_t pad);
 
-/* Output transform: m[xi][t][co] (row stride ldm, xi stride xi_stride) to P16 dst [coblocks][h][w][16] for output
+/* Output transform: m[xi][t][co] (row stride ldm, xi stride xi_stride) to P16 dst [coblocks][h][w][16] (h, w: the
+ * output size) for output
  * channel blocks [cb0, cb1), tile rows [ty0, ty0+tile_rows):
  *   y = conv + bias[co];  if (leaky) y = y >= 0 ? y : slope*y;
  *   if (res) y = alpha*y + beta*res[same index]   (res may equal dst). bias may be NULL. */
@@ -61,13 +64,14 @@ void ck_sgemm_n16(float *c, const float *a, const float *b, size_t m, size_t n, 
 void ck_sgemm_n16_scalar(float *c, const float *a, const float *b, size_t m, size_t n, size_t k, size_t lda,
                          size_t ldb, size_t ldc);
 
-/* A whole Winograd F(4x4,3x3) convolution (stride 1, pad 1) over tile rows [ty0, ty1) of a P16 image, single-threaded:
+/* A whole Winograd F(4x4,3x3) convolution (stride 1, padding `pad` 0 or 1) of an h x w P16 image over output tile
+ * rows [ty0, ty1), single-threaded:
  * input transform, 36 ck_sgemm_n16 products with u ([36][cin_pad][cout_pad], from ck_wino43_weight_transform) and
  * the output transform (bias, LeakyReLU, residual as in ck_wino43_output_p16), in batches of `batch_tiles` tiles.
  * Scratch: v holds 36*(batch_tiles*cin_pad+16) floats, m 36*(batch_tiles*cout_pad+16) (batch_tiles >= tiles_x). */
 void ck_wino43_conv_p16(float *dst, const float *src, const float *u, const float *bias, size_t h, size_t w,
-                        size_t cin_pad, size_t cout_pad, size_t ty0, size_t ty1, size_t batch_tiles, float *v,
-                        float *m, int leaky, float slope, const float *res, float alpha, float beta);
+                        size_t pad, size_t cin_pad, size_t cout_pad, size_t ty0, size_t ty1, size_t batch_tiles,
+                        float *v, float *m, int leaky, float slope, const float *res, float alpha, float beta);
 
 /* Atomically adds `v` to *p and returns the previous value (work distribution across worker threads). */
 size_t ck_atomic_fetch_add(size_t *p, size_t v);

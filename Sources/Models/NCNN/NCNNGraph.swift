@@ -25,6 +25,9 @@ public final class NCNNGraph: Sendable {
         let outputs: [Int]
         /// Blobs whose last reader is this step (freed after it).
         let frees: [Int]
+        /// The first input's buffer is read by nothing after this step (no later reader, no live Split alias, not
+        /// the graph input or output): the layer may write its result into it.
+        let mayOverwrite: Bool
     }
 
     public let source: String
@@ -121,12 +124,28 @@ public final class NCNNGraph: Sendable {
         var lastUse: [Int: Int] = [:]
         for (pos, li) in order.enumerated() { for i in param.layers[li].inputs { lastUse[id(i)] = pos } }
         let outputId = id(unread[0])
+        // Split outputs share their input's buffer: `root` maps every blob to the blob that owns its buffer.
+        var root: [Int: Int] = [:]
+        for li in order {
+            let l = param.layers[li]
+            for o in l.outputs.map(id) { root[o] = l.type == "Split" ? root[id(l.inputs[0]), default: id(l.inputs[0])] : o }
+        }
+        var aliases: [Int: [Int]] = [:]
+        for (b, r) in root { aliases[r, default: []].append(b) }
         var steps: [Step] = []
         for (pos, li) in order.enumerated() {
             let l = param.layers[li]
             let ins = l.inputs.map(id)
             let frees = Set(ins).filter { lastUse[$0] == pos && $0 != outputId }.sorted()
-            steps.append(Step(op: ops[li], layer: l.name, inputs: ins, outputs: l.outputs.map(id), frees: frees))
+            var mayOverwrite = false
+            if let first = ins.first, let r = root[first] {
+                let shared = aliases[r] ?? [first]
+                mayOverwrite = r != id(inputs[0].element.outputs[0]) && !shared.contains(outputId)
+                    && shared.allSatisfy { (lastUse[$0] ?? -1) <= pos }
+                    && ins.dropFirst().allSatisfy { root[$0] != r }
+            }
+            steps.append(Step(op: ops[li], layer: l.name, inputs: ins, outputs: l.outputs.map(id), frees: frees,
+                              mayOverwrite: mayOverwrite))
         }
         self.steps = steps
         self.inputBlob = inputs[0].element.outputs[0]
@@ -138,7 +157,11 @@ public final class NCNNGraph: Sendable {
     }
 
     /// Runs the network on `[1, C, H, W]` (or `[C, H, W]`) and returns the output blob as `[1, C', H', W']`.
-    public func forward(_ input: Tensor) throws -> Tensor {
+    public func forward(_ input: Tensor) throws -> Tensor { try forward(input, keepPacked: true) }
+
+    /// `keepPacked: false` converts every blob to planar after each layer (and runs every layer's planar form): the
+    /// reference the packed path is tested against.
+    func forward(_ input: Tensor, keepPacked: Bool) throws -> Tensor {
         let x: Tensor
         switch input.rank {
         case 4 where input.shape[0] == 1: x = input.reshaped(Array(input.shape.dropFirst()))
@@ -146,25 +169,31 @@ public final class NCNNGraph: Sendable {
         default: throw NCNNGraphError(.badInput, "expected a [1, C, H, W] tensor, got \(input.shape)")
         }
         guard x.shape.allSatisfy({ $0 > 0 }) else { throw NCNNGraphError(.badInput, "empty input \(input.shape)") }
-        let context = NCNNRunContext(threads: threads)
+        let context = NCNNRunContext(threads: threads, profile: NCNNRunContext.profilingEnabled)
         defer { context.workers.shutdown() }
-        var blobs = [Tensor?](repeating: nil, count: blobCount)
-        blobs[inputIndex] = x
+        var blobs = [NCNNBlob?](repeating: nil, count: blobCount)
+        blobs[inputIndex] = NCNNBlob(planar: x)
         for step in steps {
             if case .input = step.op { continue }
             let ins = step.inputs.map { blobs[$0]! }
-            let outs: [Tensor]
+            var outs: [NCNNBlob]
             do {
-                outs = try step.op.forward(ins, outputs: step.outputs.count, context: context)
+                outs = try context.timed(step.op.typeName) {
+                    try step.op.forward(blobs: ins, outputs: step.outputs.count,
+                                        mayOverwrite: step.mayOverwrite && keepPacked, context: context)
+                }
+                if !keepPacked { outs = outs.map { NCNNBlob(planar: $0.planar(context)) } }
             } catch let e as NCNNGraphError {
                 throw NCNNGraphError(e.code, "\(source): layer '\(step.layer)': \(e.message)")
             }
             for (b, t) in zip(step.outputs, outs) { blobs[b] = t }
             for b in step.frees { blobs[b] = nil }
         }
-        guard let out = blobs[outputIndex] else {
+        guard let result = blobs[outputIndex] else {
             throw NCNNGraphError(.badGraph, "\(source): the output blob '\(outputBlob)' was not produced")
         }
+        let out = result.planar(context)
+        context.reportProfile(source)
         return out.rank == 3 ? out.reshaped([1] + out.shape) : out
     }
 }
@@ -173,5 +202,43 @@ public final class NCNNGraph: Sendable {
 final class NCNNRunContext: @unchecked Sendable {
     let workers: ParallelWorkers
     let scratch = ConvScratch()
-    init(threads: Int) { workers = ParallelWorkers(count: threads) }
+    /// Seconds per layer type (and "pack16" / "unpack16" layout conversions, also counted in their layer's time)
+    /// when profiling; nil otherwise.
+    private var profile: [String: Double]?
+
+    /// `DREAMSR_NCNN_PROFILE=1`: every forward prints its time per layer type to stderr (diagnosis only).
+    static let profilingEnabled = ProcessInfo.processInfo.environment["DREAMSR_NCNN_PROFILE"] == "1"
+
+    init(threads: Int, profile: Bool = false) {
+        workers = ParallelWorkers(count: threads)
+        self.profile = profile ? [:] : nil
+    }
+
+    /// Runs `body` over contiguous slices of `0..<n`, one per worker (on the calling thread alone when `n` < 2).
+    func parallel(_ n: Int, _ body: (Range<Int>) -> Void) {
+        let parts = min(workers.count, n)
+        guard parts > 1 else { body(0..<n); return }
+        workers.run { i in
+            guard i < parts else { return }
+            body((i * n / parts)..<((i + 1) * n / parts))
+        }
+    }
+
+    /// Runs `body`, adding its wall time to `label` when profiling.
+    func timed<T>(_ label: String, _ body: () throws -> T) rethrows -> T {
+        guard profile != nil else { return try body() }
+        let t = DispatchTime.now()
+        defer { profile![label, default: 0] += Double(DispatchTime.now().uptimeNanoseconds - t.uptimeNanoseconds) / 1e9 }
+        return try body()
+    }
+
+    /// Prints the profile (largest first) to stderr when profiling.
+    func reportProfile(_ source: String) {
+        guard let profile else { return }
+        let total = profile.filter { !$0.key.hasPrefix("pack16") && !$0.key.hasPrefix("unpack16") }.values.reduce(0, +)
+        let parts = profile.sorted { $0.value > $1.value }.map { "\($0.key) " + String(format: "%.4f", $0.value) }
+        let line = "ncnn profile \(URL(fileURLWithPath: source).lastPathComponent): total " + String(format: "%.4f", total)
+            + " s: " + parts.joined(separator: ", ") + "\n"
+        FileHandle.standardError.write(Data(line.utf8))
+    }
 }

@@ -29,6 +29,14 @@ enum NCNNActivation: Sendable, Equatable {
         }
     }
 
+    /// The activation the kernels apply when fusing `fused` (equal to `self` when nothing is left for `applyRest`).
+    var fusedPart: NCNNActivation {
+        switch self {
+        case .relu, .leaky: return self
+        default: return .none
+        }
+    }
+
     /// Applies what `fused` does not cover.
     func applyRest(_ t: Tensor) {
         switch self {
@@ -50,7 +58,7 @@ enum NCNNActivation: Sendable, Equatable {
     }
 }
 
-/// A convolution: Winograd for 3x3 stride 1 (padding 0 or 1), im2col + BLAS otherwise.
+/// A convolution: Winograd for 3x3 stride 1 (padding 0 or 1, on P16 blobs), im2col + BLAS otherwise.
 struct NCNNConvOp: Sendable {
     let conv: NCNNConvolution
     let winograd: WinogradConv3x3?
@@ -63,7 +71,7 @@ struct NCNNConvOp: Sendable {
         let pads = [c.padLeft, c.padTop, c.padRight, c.padBottom]
         if c.kernelW == 3, c.kernelH == 3, c.strideW == 1, c.strideH == 1, c.dilationW == 1, c.dilationH == 1,
            pads.allSatisfy({ $0 == pads[0] }), pads[0] <= 1 {
-            winograd = WinogradConv3x3(weight: c.weight, bias: c.bias, activation: activation.fused)
+            winograd = WinogradConv3x3(weight: c.weight, bias: c.bias, activation: activation.fused, padding: pads[0])
             general = nil
         } else {
             winograd = nil
@@ -73,41 +81,42 @@ struct NCNNConvOp: Sendable {
         }
     }
 
-    func forward(_ x: Tensor, context: NCNNRunContext) throws -> Tensor {
-        guard x.rank == 3, x.shape[0] == conv.inChannels else {
-            throw NCNNGraphError(.badShape, "Convolution expects [\(conv.inChannels), H, W], got \(x.shape)")
+    /// Winograd convolutions read and write P16 blobs (a planar input is packed); the output stays P16 unless the
+    /// activation has a part the kernel does not fuse. Other convolutions read and write planar blobs.
+    func forward(_ x: NCNNBlob, context: NCNNRunContext) throws -> NCNNBlob {
+        guard let d = x.chw, d.c == conv.inChannels else {
+            throw NCNNGraphError(.badShape, "Convolution expects [\(conv.inChannels), H, W], got \(x.tensor.shape)")
         }
-        let h = x.shape[1], w = x.shape[2]
-        let out: Tensor
+        let (c, h, w) = d
         if let winograd {
-            // Winograd pads by 1; a padding-0 convolution is the same result without its 1-pixel border.
-            let p = conv.padLeft
-            guard h > 2 - 2 * p, w > 2 - 2 * p else {
-                throw NCNNGraphError(.badShape, "Convolution 3x3 without padding needs at least 3x3 input, got \(x.shape)")
+            let (oh, ow) = winograd.outputSize(height: h, width: w)
+            guard oh > 0, ow > 0 else {
+                throw NCNNGraphError(.badShape, "Convolution 3x3 without padding needs at least 3x3 input, got \([c, h, w])")
             }
-            let packed = x.packed16()
-            let y = Tensor(zeros: [winograd.outBlocks, h, w, 16])
+            let packed = x.p16(context)
+            let y = Tensor(zeros: [winograd.outBlocks, oh, ow, 16])
             packed.withUnsafePointer { src in
                 y.withUnsafeMutablePointer { dst in
                     winograd.forward(input: src, height: h, width: w, output: dst, scratch: context.scratch,
                                      workers: context.workers)
                 }
             }
-            let full = y.unpacked16(channels: conv.outChannels)
-            out = p == 1 ? full.reshaped([conv.outChannels, h, w])
-                : NCNNLayerOp.cropped(full.reshaped([conv.outChannels, h, w]), c: 0..<conv.outChannels,
-                                      h: 1..<(h - 1), w: 1..<(w - 1))
-        } else {
-            let g = general!
-            let (oh, ow) = g.outputSize(height: h, width: w)
-            guard oh > 0, ow > 0 else {
-                throw NCNNGraphError(.badShape, "Convolution output would be empty for input \(x.shape)")
-            }
-            out = Tensor(zeros: [conv.outChannels, oh, ow])
-            x.withUnsafePointer { src in out.withUnsafeMutablePointer { dst in g.forward(src, height: h, width: w, into: dst) } }
+            let out = NCNNBlob(p16: y, channels: conv.outChannels)
+            guard activation != activation.fusedPart else { return out }
+            let planar = out.planar(context)
+            activation.applyRest(planar)
+            return NCNNBlob(planar: planar)
         }
+        let g = general!
+        let input = x.planar(context)
+        let (oh, ow) = g.outputSize(height: h, width: w)
+        guard oh > 0, ow > 0 else {
+            throw NCNNGraphError(.badShape, "Convolution output would be empty for input \([c, h, w])")
+        }
+        let out = Tensor(zeros: [conv.outChannels, oh, ow])
+        input.withUnsafePointer { src in out.withUnsafeMutablePointer { dst in g.forward(src, height: h, width: w, into: dst) } }
         activation.applyRest(out)
-        return out
+        return NCNNBlob(planar: out)
     }
 }
 
@@ -168,45 +177,83 @@ struct NCNNDeconvOp: Sendable {
         weightT = t
     }
 
-    func forward(_ x: Tensor) throws -> Tensor {
-        guard x.rank == 3, x.shape[0] == inChannels else {
-            throw NCNNGraphError(.badShape, "Deconvolution expects [\(inChannels), H, W], got \(x.shape)")
+    /// Upper bound on the column buffer (`out*kh*kw` x a band of input rows); at least one row is always used.
+    static let columnBudgetBytes = 2 << 20
+
+    func forward(_ x: Tensor) throws -> Tensor { try forward(NCNNBlob(planar: x), workers: nil) }
+
+    /// A P16 input is read in place: the product is summed over its 16-channel blocks (each block `[H*W, 16]` is the
+    /// transposed `[16, H*W]` operand).
+    func forward(_ blob: NCNNBlob, workers: ParallelWorkers?) throws -> Tensor {
+        guard let d = blob.chw, d.c == inChannels else {
+            throw NCNNGraphError(.badShape, "Deconvolution expects [\(inChannels), H, W], got \(blob.tensor.shape)")
         }
-        let h = x.shape[1], w = x.shape[2]
+        let x = blob.tensor
+        let h = d.h, w = d.w
         let kextW = dilationW * (kernelW - 1) + 1, kextH = dilationH * (kernelH - 1) + 1
         let fullW = (w - 1) * strideW + kextW + outputPadRight, fullH = (h - 1) * strideH + kextH + outputPadBottom
         let outW = fullW - padLeft - padRight, outH = fullH - padTop - padBottom
         guard outW > 0, outH > 0 else { throw NCNNGraphError(.badShape, "Deconvolution output would be empty for \(x.shape)") }
         let maxk = kernelW * kernelH
         let m = outChannels * maxk, n = h * w
-        let cols = Tensor(zeros: [m, n])
-        weightT.withUnsafePointer { a in
-            x.withUnsafePointer { b in
-                cols.withUnsafeMutablePointer { c in
-                    BLAS.sgemm(m: m, n: n, k: inChannels, a: a, lda: inChannels, b: b, ldb: n, c: c, ldc: n)
+        // Bands of input rows keep the column buffer small (`columnBudgetBytes`) instead of `m x H*W` floats.
+        let bandRows = max(1, min(h, Self.columnBudgetBytes / max(1, m * w * 4)))
+        let cols = Tensor(zeros: [m, bandRows * w])
+        let out = Tensor(zeros: [outChannels, outH, outW])
+        let ci = inChannels
+        let (kw, kh, sw, sh, dw, dh, pl, pt) = (kernelW, kernelH, strideW, strideH, dilationW, dilationH, padLeft, padTop)
+        // Scatters the columns of input rows `rows` (column j = (y - rows.lowerBound) * w + x) for output channels
+        // `ocs`; output channels are independent, so they are shared out across the workers.
+        let scatter = { (ocs: Range<Int>, rows: Range<Int>, col: UnsafePointer<Float>, dst: UnsafeMutablePointer<Float>) in
+            let nb = rows.count * w
+            for oc in ocs {
+                let plane = dst + oc * outH * outW
+                for ky in 0..<kh {
+                    for kx in 0..<kw {
+                        let src = col + ((oc * kh + ky) * kw + kx) * nb
+                        let ox0 = kx * dw - pl
+                        for y in rows {
+                            let oy = y * sh + ky * dh - pt
+                            if oy < 0 || oy >= outH { continue }
+                            let row = plane + oy * outW
+                            let s = src + (y - rows.lowerBound) * w
+                            for xx in 0..<w {
+                                let ox = xx * sw + ox0
+                                if ox >= 0 && ox < outW { row[ox] += s[xx] }
+                            }
+                        }
+                    }
                 }
             }
         }
-        let out = Tensor(zeros: [outChannels, outH, outW])
-        let (kw, kh, sw, sh, dw, dh, pl, pt) = (kernelW, kernelH, strideW, strideH, dilationW, dilationH, padLeft, padTop)
-        cols.withUnsafePointer { col in
-            out.withUnsafeMutablePointer { dst in
-                for oc in 0..<outChannels {
-                    let plane = dst + oc * outH * outW
-                    for ky in 0..<kh {
-                        for kx in 0..<kw {
-                            let src = col + ((oc * kh + ky) * kw + kx) * n
-                            let ox0 = kx * dw - pl
-                            for y in 0..<h {
-                                let oy = y * sh + ky * dh - pt
-                                if oy < 0 || oy >= outH { continue }
-                                let row = plane + oy * outW
-                                let s = src + y * w
-                                for xx in 0..<w {
-                                    let ox = xx * sw + ox0
-                                    if ox >= 0 && ox < outW { row[ox] += s[xx] }
+        weightT.withUnsafePointer { a in
+            x.withUnsafePointer { b in
+                cols.withUnsafeMutablePointer { c in
+                    out.withUnsafeMutablePointer { dst in
+                        var y0 = 0
+                        while y0 < h {
+                            let rows = y0..<min(h, y0 + bandRows), nb = rows.count * w
+                            if blob.isP16 {
+                                for block in 0..<((ci + 15) / 16) {
+                                    let k = min(16, ci - block * 16)
+                                    BLAS.sgemm(transB: true, m: m, n: nb, k: k, a: a + block * 16, lda: ci,
+                                               b: b + (block * n + y0 * w) * 16, ldb: 16, beta: block == 0 ? 0 : 1,
+                                               c: c, ldc: nb)
                                 }
+                            } else {
+                                BLAS.sgemm(m: m, n: nb, k: ci, a: a, lda: ci, b: b + y0 * w, ldb: n, c: c, ldc: nb)
                             }
+                            let parts = min(workers?.count ?? 1, outChannels)
+                            if let workers, parts > 1 {
+                                workers.run { i in
+                                    if i < parts {
+                                        scatter((i * outChannels / parts)..<((i + 1) * outChannels / parts), rows, c, dst)
+                                    }
+                                }
+                            } else {
+                                scatter(0..<outChannels, rows, c, dst)
+                            }
+                            y0 = rows.upperBound
                         }
                     }
                 }
@@ -381,6 +428,18 @@ enum NCNNLayerOp: Sendable {
         return (t.shape[0], t.shape[1], t.shape[2])
     }
 
+    /// The (c, h, w) ranges of a one-input Crop on a blob of `dims`; nil when one is empty or out of bounds.
+    static func cropRanges(starts: [Int], ends: [Int], dims: [Int]) -> [Range<Int>]? {
+        var r: [Range<Int>] = []
+        for a in 0..<3 {
+            let s = starts[a] < 0 ? starts[a] + dims[a] : starts[a]
+            let e = ends[a] == Int.max ? dims[a] : (ends[a] < 0 ? ends[a] + dims[a] : min(ends[a], dims[a]))
+            guard s >= 0, s < e, e <= dims[a] else { return nil }
+            r.append(s..<e)
+        }
+        return r
+    }
+
     static func cropped(_ t: Tensor, c: Range<Int>, h: Range<Int>, w: Range<Int>) -> Tensor {
         let (H, W) = (t.shape[1], t.shape[2])
         let out = Tensor(zeros: [c.count, h.count, w.count])
@@ -405,7 +464,7 @@ enum NCNNLayerOp: Sendable {
         case .split:
             return Array(repeating: ins[0], count: outputs)
         case .convolution(let c):
-            return [try c.forward(ins[0], context: context)]
+            return [try c.forward(NCNNBlob(planar: ins[0]), context: context).planar(context)]
         case .deconvolution(let d):
             return [try d.forward(ins[0])]
         case .concat:
@@ -450,15 +509,8 @@ enum NCNNLayerOp: Sendable {
             return [Self.cropped(ins[0], c: co..<(co + rc), h: ho..<(ho + rh), w: wo..<(wo + rw))]
         case .cropRanges(let starts, let ends):
             let (c, h, w) = try Self.chw(ins[0], "Crop")
-            let dims = [c, h, w]
-            var r: [Range<Int>] = []
-            for a in 0..<3 {
-                let s = starts[a] < 0 ? starts[a] + dims[a] : starts[a]
-                let e = ends[a] == Int.max ? dims[a] : (ends[a] < 0 ? ends[a] + dims[a] : min(ends[a], dims[a]))
-                guard s >= 0, s < e, e <= dims[a] else {
-                    throw Self.bad("Crop of \(ins[0].shape) from \(starts) to \(ends) is empty or out of bounds")
-                }
-                r.append(s..<e)
+            guard let r = Self.cropRanges(starts: starts, ends: ends, dims: [c, h, w]) else {
+                throw Self.bad("Crop of \(ins[0].shape) from \(starts) to \(ends) is empty or out of bounds")
             }
             return [Self.cropped(ins[0], c: r[0], h: r[1], w: r[2])]
         case .globalPooling(let average):
