@@ -139,6 +139,12 @@ public final class NCNNGraph: Sendable {
 
     /// Runs the network on `[1, C, H, W]` (or `[C, H, W]`) and returns the output blob as `[1, C', H', W']`.
     public func forward(_ input: Tensor) throws -> Tensor {
+        let out = try run(try Self.chwInput(input), replacingPooling: [], stopAtNextPooling: false)
+        return out.rank == 3 ? out.reshaped([1] + out.shape) : out
+    }
+
+    /// `[1, C, H, W]` or `[C, H, W]` as `[C, H, W]`.
+    static func chwInput(_ input: Tensor) throws -> Tensor {
         let x: Tensor
         switch input.rank {
         case 4 where input.shape[0] == 1: x = input.reshaped(Array(input.shape.dropFirst()))
@@ -146,18 +152,34 @@ public final class NCNNGraph: Sendable {
         default: throw NCNNGraphError(.badInput, "expected a [1, C, H, W] tensor, got \(input.shape)")
         }
         guard x.shape.allSatisfy({ $0 > 0 }) else { throw NCNNGraphError(.badInput, "empty input \(input.shape)") }
+        return x
+    }
+
+    /// Runs the steps on a `[C, H, W]` input and returns the output blob. The first `replacingPooling.count` global
+    /// pooling layers output those vectors instead of pooling their input; with `stopAtNextPooling`, the run stops at
+    /// the next global pooling layer and returns that layer's input (statistics shared across tiles:
+    /// NCNNSharedStatistics.swift).
+    func run(_ x: Tensor, replacingPooling: [Tensor], stopAtNextPooling: Bool) throws -> Tensor {
         let context = NCNNRunContext(threads: threads)
         defer { context.workers.shutdown() }
         var blobs = [Tensor?](repeating: nil, count: blobCount)
         blobs[inputIndex] = x
+        var pooling = 0
         for step in steps {
             if case .input = step.op { continue }
             let ins = step.inputs.map { blobs[$0]! }
             let outs: [Tensor]
-            do {
-                outs = try step.op.forward(ins, outputs: step.outputs.count, context: context)
-            } catch let e as NCNNGraphError {
-                throw NCNNGraphError(e.code, "\(source): layer '\(step.layer)': \(e.message)")
+            if case .globalPooling = step.op, pooling < replacingPooling.count || stopAtNextPooling {
+                if pooling == replacingPooling.count { return ins[0] }
+                outs = [replacingPooling[pooling]]
+                pooling += 1
+            } else {
+                if case .globalPooling = step.op { pooling += 1 }
+                do {
+                    outs = try step.op.forward(ins, outputs: step.outputs.count, context: context)
+                } catch let e as NCNNGraphError {
+                    throw NCNNGraphError(e.code, "\(source): layer '\(step.layer)': \(e.message)")
+                }
             }
             for (b, t) in zip(step.outputs, outs) { blobs[b] = t }
             for b in step.frees { blobs[b] = nil }
@@ -165,7 +187,7 @@ public final class NCNNGraph: Sendable {
         guard let out = blobs[outputIndex] else {
             throw NCNNGraphError(.badGraph, "\(source): the output blob '\(outputBlob)' was not produced")
         }
-        return out.rank == 3 ? out.reshaped([1] + out.shape) : out
+        return out
     }
 }
 
