@@ -117,7 +117,7 @@ let package = Package(
         .testTarget(name: "RasterTests", dependencies: ["Raster", "CKernels"]),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "Raster", "DreamsrTestKit"]),
         .testTarget(name: "UpscalingTests", dependencies: ["Upscaling", "Raster", "Models", "Tensor", "Checkpoints",
-                                                        "DreamsrTestKit"]),
+                                                        "DreamsrTestKit", "Imaging"]),
         .testTarget(name: "DreamSRPipelineTests", dependencies: ["DreamSRPipeline", "Raster", "Models", "Tensor", "Checkpoints"]),
         .testTarget(name: "PipelineRuntimeTests", dependencies: ["PipelineRuntime", "Jobs", "Support", "DreamsrTestKit",
                                                               .product(name: "Logging", package: "swift-log"),
