@@ -61,8 +61,9 @@ public struct TiledUpscaler: Sendable {
         try TileGrid(width: width, height: height, tileSize: tileSize, overlap: overlap).count
     }
 
-    /// Upscales a 3-channel image. `progress(done, total)` is called after each tile; `isCancelled` is polled between
-    /// tiles and stops the work with `UpscalingError.cancelled`.
+    /// Upscales a 3-channel image. `progress(done, total)` is called after each tile run (total: tiles x passes, one
+    /// pass plus one per shared average); `isCancelled` is polled between tile runs and stops the work with
+    /// `UpscalingError.cancelled`.
     public func upscale(
         _ image: PlanarImage,
         progress: ((Int, Int) -> Void)? = nil,

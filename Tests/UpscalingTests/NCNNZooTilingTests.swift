@@ -93,6 +93,7 @@ struct NCNNZooTilingTests {
         }
         let r = try NCNNModelRestorer(located)
         #expect(r.sharedStatisticsStages == 4, "\(name): \(r.sharedStatisticsStages) global averages")
+        #expect(r.sharedStatisticsAlignment == (m.scale == 3 ? 4 : 2), "\(name): alignment \(r.sharedStatisticsAlignment)")
         let start = Date()
         let d = try Self.compare(r, img, tile: 96, overlap: 8)
         print("\(name) tiled (12 tiles, averages shared) vs untiled: interior max \(d.interiorMax * 255)/255, "
