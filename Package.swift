@@ -135,7 +135,7 @@ let package = Package(
                                                              .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
         .testTarget(name: "DreamsrAppTests", dependencies: [
             "DreamsrApp", "DreamSRPipeline", "DreamsrTestKit", "Checkpoints", "Imaging", "Jobs", "KafkaConnector",
-            "ObjectStorage", "PipelineRuntime", "Raster",
+            "ObjectStorage", "PipelineRuntime", "Raster", "Models",
             "Support", "Tensor", "Upscaling", "WatchFolderConnector",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),

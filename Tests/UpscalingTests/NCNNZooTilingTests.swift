@@ -78,7 +78,7 @@ struct NCNNZooTilingTests {
     /// across tiles (SharedStatisticsTilingTests), so they meet the bounds RealESRGANTilingTests asserts for x4plus
     /// (away from seams 0.5/255, p99.9 2/255, mean 0.5/255) on a 300 x 200 photo crop cut into 12 tiles (measured:
     /// away from seams <= 0.006/255). With per-tile averages they did not (p99.9 up to 4.2/255 on the 76 x 76 crop).
-    /// One case per model (each takes 1.5-3.5 minutes in a debug build on 2 busy cores).
+    /// One case per model (each took 1-3.5 minutes in a debug build on 2 busy cores).
     @Test("squeeze-excitation models (Real-CUGAN, waifu2x cunet), averages shared: the x4plus tiling bounds hold",
           arguments: squeezeExcitation)
     func squeezeExcitationModel(_ name: String) throws {

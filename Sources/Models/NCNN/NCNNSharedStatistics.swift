@@ -47,6 +47,11 @@ public struct NCNNPoolingSums: Sendable, Equatable {
         count = 0
     }
 
+    public init(sums: [Double], count: Int) {
+        self.sums = sums
+        self.count = count
+    }
+
     /// Adds another tile's sums (same channel count).
     public mutating func add(_ other: NCNNPoolingSums) throws {
         guard other.sums.count == sums.count else {
@@ -200,11 +205,5 @@ extension NCNNGraph {
     }
 }
 
-extension NCNNPoolingSums {
-    init(sums: [Double], count: Int) {
-        self.sums = sums
-        self.count = count
-    }
-}
 
 private func gcd(_ a: Int, _ b: Int) -> Int { b == 0 ? a : gcd(b, a % b) }
