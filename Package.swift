@@ -117,7 +117,7 @@ let package = Package(
         .testTarget(name: "RasterTests", dependencies: ["Raster", "CKernels"]),
         .testTarget(name: "ImagingTests", dependencies: ["Imaging", "Raster", "DreamsrTestKit"]),
         .testTarget(name: "UpscalingTests", dependencies: ["Upscaling", "Raster", "Models", "Tensor", "Checkpoints",
-                                                        "DreamsrTestKit"]),
+                                                        "DreamsrTestKit", "Imaging"]),
         .testTarget(name: "DreamSRPipelineTests", dependencies: ["DreamSRPipeline", "Raster", "Models", "Tensor", "Checkpoints"]),
         .testTarget(name: "PipelineRuntimeTests", dependencies: ["PipelineRuntime", "Jobs", "Support", "DreamsrTestKit",
                                                               .product(name: "Logging", package: "swift-log"),
@@ -135,7 +135,7 @@ let package = Package(
                                                              .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
         .testTarget(name: "DreamsrAppTests", dependencies: [
             "DreamsrApp", "DreamSRPipeline", "DreamsrTestKit", "Checkpoints", "Imaging", "Jobs", "KafkaConnector",
-            "ObjectStorage", "PipelineRuntime", "Raster",
+            "ObjectStorage", "PipelineRuntime", "Raster", "Models",
             "Support", "Tensor", "Upscaling", "WatchFolderConnector",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "Metrics", package: "swift-metrics"),

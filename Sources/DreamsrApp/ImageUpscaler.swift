@@ -15,6 +15,8 @@ public struct UpscaleOptions: Sendable {
     public var contextPadding: Int
     /// Test-time augmentation: each tile restored in 8 orientations, averaged (about 8x the time).
     public var tta: Bool
+    /// Squeeze-excitation models: the whole image's global averages in every tile (`TiledUpscaler.sharedStatistics`).
+    public var sharedStatistics: Bool
 
     /// The output scales accepted everywhere: the CLI's `--scale` follows the rule of a job's `scale` (one documented
     /// rule, docs/kafka.md), so a command line and a message accept exactly the same integers.
@@ -22,12 +24,13 @@ public struct UpscaleOptions: Sendable {
 
     public init(scale: Double? = nil, tileSize: Int = TiledUpscaler.defaultTileSize,
                 overlap: Int = TiledUpscaler.defaultOverlap, contextPadding: Int = TiledUpscaler.defaultContextPadding,
-                tta: Bool = false) {
+                tta: Bool = false, sharedStatistics: Bool = true) {
         self.scale = scale
         self.tileSize = tileSize
         self.overlap = overlap
         self.contextPadding = contextPadding
         self.tta = tta
+        self.sharedStatistics = sharedStatistics
     }
 }
 
@@ -42,7 +45,8 @@ public struct ImageUpscaler: Sendable {
     public init(restorer: any TileRestorer, options: UpscaleOptions) throws {
         self.upscaler = try TiledUpscaler(restorer: options.tta ? TestTimeAugmentedRestorer(restorer) : restorer,
                                            tileSize: options.tileSize, overlap: options.overlap,
-                                           contextPadding: options.contextPadding)
+                                           contextPadding: options.contextPadding,
+                                           sharedStatistics: options.sharedStatistics)
         self.options = options
     }
 
@@ -59,7 +63,7 @@ public struct ImageUpscaler: Sendable {
         var tiler = upscaler
         if upscaler.overlap >= side {
             tiler = try TiledUpscaler(restorer: upscaler.restorer, tileSize: upscaler.tileSize, overlap: max(0, side - 1),
-                                      contextPadding: upscaler.contextPadding)
+                                      contextPadding: upscaler.contextPadding, sharedStatistics: upscaler.sharedStatistics)
         }
         var out = try tiler.upscale(image.color, progress: progress, isCancelled: isCancelled)
         let (w, h) = outputSize(width: image.color.width, height: image.color.height, scale: scale)

@@ -7,7 +7,7 @@ import Tensor
 /// faster than the general runner on them; every other graph runs on `NCNNGraph`. Networks that trim their input
 /// (Real-CUGAN, waifu2x) get `networkPad` edge-replicated pixels on each side, and the right/bottom extended to
 /// their `sizeMultiple`; the output is cropped back to exactly `scale` x the tile.
-public final class NCNNModelRestorer: TileRestorer {
+public final class NCNNModelRestorer: SharedStatisticsRestorer {
     public let model: CatalogModel
     public var scale: Int { model.scale }
     public var name: String { model.name }
@@ -15,6 +15,9 @@ public final class NCNNModelRestorer: TileRestorer {
     public let engine: String
     private let rrdb: RealESRGAN?
     private let graph: NCNNGraph?
+    /// The graph's global average pooling stages (squeeze-excitation), nil when it has none or they cannot be shared
+    /// (`NCNNGraph.sharedPooling`); `TiledUpscaler` then restores tiles independently.
+    public let sharedPooling: NCNNSharedPooling?
 
     public init(_ located: ModelLocator.Located, threads: Int? = nil) throws {
         model = located.model
@@ -23,10 +26,13 @@ public final class NCNNModelRestorer: TileRestorer {
             rrdb = m
             graph = nil
             engine = "rrdbnet"
+            sharedPooling = nil
         } else {
             rrdb = nil
             graph = try NCNNGraph(paramPath: located.paramPath, binPath: located.binPath, threads: threads)
             engine = "ncnn-graph"
+            let plan = try? graph!.sharedPooling()
+            sharedPooling = plan?.stages.isEmpty == false ? plan : nil
         }
     }
 
@@ -36,11 +42,49 @@ public final class NCNNModelRestorer: TileRestorer {
     }
 
     public func restore(_ tile: Tensor) throws -> Tensor {
+        if let rrdb {
+            try Self.checkTile(tile, name)
+            return try rrdb.forward(tile)
+        }
+        return try restoreOnGraph(tile) { try graph!.forward($0) }
+    }
+
+    public var sharedStatisticsStages: Int { sharedPooling?.stages.count ?? 0 }
+
+    /// The graph's pooling lattices and the network's size multiple, together.
+    public var sharedStatisticsAlignment: Int {
+        sharedPooling?.alignment(multipleOf: model.sizeMultiple) ?? max(1, model.sizeMultiple)
+    }
+
+    public func statisticsSums(_ tile: Tensor, shared: [Tensor], x: Range<Double>, y: Range<Double>) throws -> NCNNPoolingSums {
+        guard let graph, let sharedPooling else {
+            throw UpscalingError(.invalidInput, "\(name) has no global averages to share")
+        }
+        try Self.checkTile(tile, name)
+        // Tile pixel (0, 0) is graph input pixel (networkPad, networkPad).
+        let p = Double(model.networkPad)
+        let padded = graphInput(tile)
+        return try graph.poolingSums(padded.input, plan: sharedPooling, shared: shared,
+                                     x: (x.lowerBound + p)..<(x.upperBound + p), y: (y.lowerBound + p)..<(y.upperBound + p))
+    }
+
+    public func restore(_ tile: Tensor, shared: [Tensor]) throws -> Tensor {
+        guard let graph, let sharedPooling else {
+            throw UpscalingError(.invalidInput, "\(name) has no global averages to share")
+        }
+        return try restoreOnGraph(tile) { try graph.forward($0, plan: sharedPooling, shared: shared) }
+    }
+
+    static func checkTile(_ tile: Tensor, _ name: String) throws {
         guard tile.rank == 4, tile.shape[0] == 1, tile.shape[1] == 3 else {
             throw UpscalingError(.invalidInput, "\(name) expects a [1, 3, H, W] tile, got \(tile.shape)")
         }
-        if let rrdb { return try rrdb.forward(tile) }
-        let h = tile.shape[2], w = tile.shape[3], s = model.scale
+    }
+
+    /// The graph's input for a tile: `networkPad` edge-replicated pixels around it, the right/bottom extended to the
+    /// size multiple (`extraH`, `extraW`), the pro models' range mapping.
+    private func graphInput(_ tile: Tensor) -> (input: Tensor, extraH: Int, extraW: Int) {
+        let h = tile.shape[2], w = tile.shape[3]
         let p = model.networkPad, m = max(1, model.sizeMultiple)
         let ph = h + 2 * p, pw = w + 2 * p
         let extraH = (m - ph % m) % m, extraW = (m - pw % m) % m
@@ -49,7 +93,16 @@ public final class NCNNModelRestorer: TileRestorer {
             if padded === tile { padded = tile.copy() }
             padded.withUnsafeMutableBufferPointer { b in for i in b.indices { b[i] = b[i] * 0.7 + 0.15 } }
         }
-        let graphOut = try graph!.forward(padded)
+        return (padded, extraH, extraW)
+    }
+
+    /// Pads the tile (`graphInput`), runs `forward` on it and turns the graph's output into the tile's upscaled
+    /// pixels (crop, Real-CUGAN's nearest residual and range mapping).
+    private func restoreOnGraph(_ tile: Tensor, _ forward: (Tensor) throws -> Tensor) throws -> Tensor {
+        try Self.checkTile(tile, name)
+        let h = tile.shape[2], w = tile.shape[3], s = model.scale
+        let (padded, extraH, extraW) = graphInput(tile)
+        let graphOut = try forward(padded)
         let wantH = s * (h + extraH), wantW = s * (w + extraW)
         guard graphOut.rank == 4, graphOut.shape[1] == 3, graphOut.shape[2] == wantH, graphOut.shape[3] == wantW else {
             throw UpscalingError(.modelOutputShape, "\(name) returned \(graphOut.shape) for a padded \(padded.shape) tile, "

@@ -80,6 +80,9 @@ struct UpscaleCommand: AsyncParsableCommand {
           help: "Test-time augmentation: each tile restored in 8 flips/rotations, averaged (about 8x slower).")
     var tta = false
 
+    @Flag(help: "Real-CUGAN / waifu2x cunet: each tile uses its own squeeze-excitation averages instead of the whole image's (faster, but tiled output then differs from untiled output; see docs/models.md).")
+    var perTileStatistics = false
+
     @Flag(help: "Write no metadata: EXIF, XMP, IPTC and the ICC profile are kept by default (wide-gamut inputs stay in their profile); with --strip outputs are sRGB without metadata.")
     var strip = false
 
@@ -237,6 +240,12 @@ struct UpscaleCommand: AsyncParsableCommand {
                     throw UsageError("--tta applies to the realesrgan restorer; pipeline '\(def.name)' restores with \(def.stages[i].restorer.rawValue)")
                 }
                 def.stages[i].tta = true
+            }
+            if def.stages[i].kind == .restore, perTileStatistics {
+                guard def.stages[i].restorer == .realesrgan else {
+                    throw UsageError("--per-tile-statistics applies to the realesrgan restorer; pipeline '\(def.name)' restores with \(def.stages[i].restorer.rawValue)")
+                }
+                def.stages[i].sharedStatistics = false
             }
         }
         return def

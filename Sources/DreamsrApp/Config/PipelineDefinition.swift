@@ -65,6 +65,9 @@ public struct StageDefinition: Sendable, Equatable {
     public var tilePad: Int?
     /// Restore stage (realesrgan): test-time augmentation, 8 flips/rotations averaged (`tta`; about 8x the time).
     public var tta: Bool = false
+    /// Restore stage (realesrgan): a model with squeeze-excitation blocks (Real-CUGAN, waifu2x cunet) gets the whole
+    /// image's global averages in every tile (`shared_statistics`, default true; false: per tile, faster).
+    public var sharedStatistics: Bool = true
     /// Encode stage: JPEG/WebP quality 1-100 (`quality`).
     public var quality: Int = 92
 
@@ -172,7 +175,7 @@ public struct PipelineDefinition: Sendable, Equatable {
         let list = try root.list("stages")
         guard !list.isEmpty else { throw root.error("stages", "at least one stage is required") }
         for item in list {
-            try item.checkKeys(["stage", "concurrency", "queue", "model", "tile", "overlap", "restorer", "tile_pad", "tta", "quality"])
+            try item.checkKeys(["stage", "concurrency", "queue", "model", "tile", "overlap", "restorer", "tile_pad", "tta", "shared_statistics", "quality"])
             let kindText = try item.requiredString("stage")
             guard let kind = StageKind(rawValue: kindText) else {
                 throw item.error("stage", "unknown stage '\(kindText)' (known: \(StageKind.allCases.map(\.rawValue).joined(separator: ", ")))")
@@ -191,11 +194,12 @@ public struct PipelineDefinition: Sendable, Equatable {
             } else if item.has("restorer") {
                 throw item.error("restorer", "only a 'restore' stage has a restorer")
             }
-            for key in ["tile_pad", "tta"] where item.has(key) && !(kind == .restore && def.restorer == .realesrgan) {
+            for key in ["tile_pad", "tta", "shared_statistics"] where item.has(key) && !(kind == .restore && def.restorer == .realesrgan) {
                 throw item.error(key, "only a 'restore' stage with restorer realesrgan has '\(key)'")
             }
             if item.has("tile_pad") { def.tilePad = try item.int("tile_pad", default: 24, min: 0, max: 1024) }
             def.tta = try item.bool("tta", default: false)
+            def.sharedStatistics = try item.bool("shared_statistics", default: true)
             if item.has("quality") && kind != .encode { throw item.error("quality", "only the 'encode' stage has a quality") }
             def.quality = try item.int("quality", default: 92, min: 1, max: 100)
             if let previous = stages.last, StageKind.allCases.firstIndex(of: previous.kind)! >= StageKind.allCases.firstIndex(of: kind)! {

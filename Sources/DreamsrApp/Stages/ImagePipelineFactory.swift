@@ -149,7 +149,8 @@ public struct ImagePipelineFactory: PipelineFactory {
         let upscalers = Locked<[ImageUpscaler]>([])
         let loader = loadRestorer
         let options = UpscaleOptions(tileSize: def.tileSize, overlap: def.tileOverlap,
-                                     contextPadding: def.tilePad ?? TiledUpscaler.defaultContextPadding, tta: def.tta)
+                                     contextPadding: def.tilePad ?? TiledUpscaler.defaultContextPadding, tta: def.tta,
+                                     sharedStatistics: def.sharedStatistics)
         let prepare: @Sendable () async throws -> Void = {
             // One model instance (it is safe to call concurrently), one tiler per worker lane.
             let restorer: any TileRestorer

@@ -162,6 +162,12 @@ public final class NCNNGraph: Sendable {
     /// `keepPacked: false` converts every blob to planar after each layer (and runs every layer's planar form): the
     /// reference the packed path is tested against.
     func forward(_ input: Tensor, keepPacked: Bool) throws -> Tensor {
+        let out = try run(try Self.chwInput(input), replacingPooling: [], stopAtNextPooling: false, keepPacked: keepPacked)
+        return out.rank == 3 ? out.reshaped([1] + out.shape) : out
+    }
+
+    /// `[1, C, H, W]` or `[C, H, W]` as `[C, H, W]`.
+    static func chwInput(_ input: Tensor) throws -> Tensor {
         let x: Tensor
         switch input.rank {
         case 4 where input.shape[0] == 1: x = input.reshaped(Array(input.shape.dropFirst()))
@@ -169,22 +175,38 @@ public final class NCNNGraph: Sendable {
         default: throw NCNNGraphError(.badInput, "expected a [1, C, H, W] tensor, got \(input.shape)")
         }
         guard x.shape.allSatisfy({ $0 > 0 }) else { throw NCNNGraphError(.badInput, "empty input \(input.shape)") }
+        return x
+    }
+
+    /// Runs the steps on a `[C, H, W]` input and returns the output blob (planar). The first
+    /// `replacingPooling.count` global pooling layers output those vectors instead of pooling their input; with
+    /// `stopAtNextPooling`, the run stops at the next global pooling layer and returns that layer's input (statistics
+    /// shared across tiles: NCNNSharedStatistics.swift).
+    func run(_ x: Tensor, replacingPooling: [Tensor], stopAtNextPooling: Bool, keepPacked: Bool = true) throws -> Tensor {
         let context = NCNNRunContext(threads: threads, profile: NCNNRunContext.profilingEnabled)
         defer { context.workers.shutdown() }
         var blobs = [NCNNBlob?](repeating: nil, count: blobCount)
         blobs[inputIndex] = NCNNBlob(planar: x)
+        var pooling = 0
         for step in steps {
             if case .input = step.op { continue }
             let ins = step.inputs.map { blobs[$0]! }
             var outs: [NCNNBlob]
-            do {
-                outs = try context.timed(step.op.typeName) {
-                    try step.op.forward(blobs: ins, outputs: step.outputs.count,
-                                        mayOverwrite: step.mayOverwrite && keepPacked, context: context)
+            if case .globalPooling = step.op, pooling < replacingPooling.count || stopAtNextPooling {
+                if pooling == replacingPooling.count { return ins[0].planar(context) }
+                outs = [NCNNBlob(planar: replacingPooling[pooling])]
+                pooling += 1
+            } else {
+                if case .globalPooling = step.op { pooling += 1 }
+                do {
+                    outs = try context.timed(step.op.typeName) {
+                        try step.op.forward(blobs: ins, outputs: step.outputs.count,
+                                            mayOverwrite: step.mayOverwrite && keepPacked, context: context)
+                    }
+                    if !keepPacked { outs = outs.map { NCNNBlob(planar: $0.planar(context)) } }
+                } catch let e as NCNNGraphError {
+                    throw NCNNGraphError(e.code, "\(source): layer '\(step.layer)': \(e.message)")
                 }
-                if !keepPacked { outs = outs.map { NCNNBlob(planar: $0.planar(context)) } }
-            } catch let e as NCNNGraphError {
-                throw NCNNGraphError(e.code, "\(source): layer '\(step.layer)': \(e.message)")
             }
             for (b, t) in zip(step.outputs, outs) { blobs[b] = t }
             for b in step.frees { blobs[b] = nil }
@@ -194,7 +216,7 @@ public final class NCNNGraph: Sendable {
         }
         let out = result.planar(context)
         context.reportProfile(source)
-        return out.rank == 3 ? out.reshaped([1] + out.shape) : out
+        return out
     }
 }
 
