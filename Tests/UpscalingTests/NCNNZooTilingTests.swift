@@ -1,7 +1,7 @@
-// Needs libvips (Imaging) to read the sample photo: not part of the engine-only AddressSanitizer build.
-#if canImport(Imaging)
 import Foundation
+#if canImport(Imaging)  // libvips: absent from the engine-only AddressSanitizer build
 import Imaging
+#endif
 import Raster
 import Tensor
 import Testing
@@ -73,7 +73,11 @@ struct NCNNZooTilingTests {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
         let path = root.appendingPathComponent("samples/astronaut.png").path
         guard FileManager.default.fileExists(atPath: path) else { return nil }
+        #if canImport(Imaging)
         return try ImageCodec.decode(path: path).color.cropped(to: PixelRect(x: 160, y: 30, width: 300, height: 200))
+        #else
+        return nil  // no image decoder in this build: the test names itself skipped
+        #endif
     }
 
     /// Their squeeze-excitation blocks average over the whole feature map; the tiler shares the whole image's averages
@@ -105,4 +109,3 @@ struct NCNNZooTilingTests {
         #expect(d.mean <= 0.5 / 255, "\(name): mean \(d.mean * 255)/255")
     }
 }
-#endif
