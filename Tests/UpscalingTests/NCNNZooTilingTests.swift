@@ -37,18 +37,8 @@ struct NCNNZooTilingTests {
         let tiled = try TiledUpscaler(restorer: r, tileSize: tile, overlap: overlap, contextPadding: r.model.tilePad).upscale(img)
         let s = r.scale
         let grid = try TileGrid(width: img.width, height: img.height, tileSize: tile, overlap: overlap).scaled(by: s)
-        let xEdges = grid.xs.dropFirst() + grid.xs.dropLast().map { $0 + grid.tileWidth }
-        let yEdges = grid.ys.dropFirst() + grid.ys.dropLast().map { $0 + grid.tileHeight }
-        let seam = overlap * s
-        var interior: Float = 0
-        var diffs: [Float] = []
-        for c in 0..<3 { for y in 0..<tiled.height { for x in 0..<tiled.width {
-            let d = abs(tiled[c, y, x] - untiled[c, y, x])
-            diffs.append(d)
-            if !(xEdges.contains { abs($0 - x) < seam } || yEdges.contains { abs($0 - y) < seam }) { interior = max(interior, d) }
-        } } }
-        diffs.sort()
-        return Diff(interiorMax: interior, p999: diffs[diffs.count * 999 / 1000], mean: diffs.reduce(0, +) / Float(diffs.count))
+        let d = SharedStatisticsTilingTests.compare(tiled, untiled, grid: grid, seam: overlap * s)
+        return Diff(interiorMax: d.interior, p999: d.p999, mean: d.mean)
     }
 
     @Test("models without global pooling: the x4plus tiling bounds hold")
