@@ -63,4 +63,5 @@ void ck_bf16_to_f32_scalar(float *dst, const uint16_t *src, size_t n);
 #include "ck_colorfix.h"
 #include "ck_resize.h"
 #include "ck_thread.h"
+#include "ck_heap.h"
 #endif
