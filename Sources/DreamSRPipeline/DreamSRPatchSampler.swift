@@ -198,7 +198,8 @@ public struct DreamSRPatchSampler: Sendable {
     }
 
     /// Runs the restoration pass (when `restore`) and the texture stage on `zLQ` `[C, H, W]` with `noise` of the
-    /// same shape. `onStep(k, total)` is called after every pass (k = 0 is the restoration pass).
+    /// same shape. `onStep(k, total)` is called after every pass (k = 0 is the restoration pass). After each pass the
+    /// heap's free pages go back to the system (`HeapMemory`): a full-size pass frees about a gigabyte of activations.
     public func run(zLQ: Tensor, noise: Tensor, denoiser: any DreamSRPatchDenoiser, restore: Bool = true,
                     onStep: ((Int, Int) -> Void)? = nil) throws -> DreamSRSampleResult {
         let zl = try plan.pad(zLQ)
@@ -210,12 +211,14 @@ public struct DreamSRPatchSampler: Sendable {
             let t = Float(config.restoreT)
             let v = try velocity(of: zl, sigma: t, pass: .restore, denoiser: denoiser)
             zdr = DreamSRLatentSteps.restored(zl, velocity: v, t: t)
+            HeapMemory.returnFreedPages()
             onStep?(0, total)
         }
         let x = DreamSRLatentSteps.noised(zdr, noise: nz, sigma: Float(sigmas[0]))
         for k in 0..<(sigmas.count - 1) {
             let v = try velocity(of: x, sigma: Float(sigmas[k]), pass: .texture, denoiser: denoiser)
             DreamSRLatentSteps.euler(x, velocity: v, dt: Float(sigmas[k + 1]) - Float(sigmas[k]))
+            HeapMemory.returnFreedPages()
             onStep?(k + (restore ? 1 : 0) + 1, total)
         }
         return DreamSRSampleResult(zDR: plan.crop(zdr), zOut: plan.crop(x), sigmas: sigmas)

@@ -213,15 +213,25 @@ public final class FluxTextEncoders: @unchecked Sendable {
 
     /// Drops the encoders now, or when the encodings running now finish; the next uncached prompt loads them again.
     public func release() {
-        state.withLock { s in
-            guard s.encoders != nil else { return }
+        var dropped = state.withLock { s -> Encoders? in
+            guard let e = s.encoders else { return nil }
             if s.users == 0 {
                 s.encoders = nil
                 s.releases += 1
-            } else {
-                s.releaseWhenIdle = true
+                return e
             }
+            s.releaseWhenIdle = true
+            return nil
         }
+        Self.free(&dropped)
+    }
+
+    /// Drops the last reference to released encoders outside the lock, then hands the heap's free pages back: their
+    /// float32 embedding copies and the encodings' activations would otherwise stay resident in malloc's arenas.
+    private static func free(_ dropped: inout Encoders?) {
+        guard dropped != nil else { return }
+        dropped = nil
+        HeapMemory.returnFreedPages()
     }
 
     private func acquire() throws -> Encoders {
@@ -241,14 +251,15 @@ public final class FluxTextEncoders: @unchecked Sendable {
     }
 
     private func relinquish() {
-        state.withLock { s in
+        var dropped = state.withLock { s -> Encoders? in
             s.users -= 1
-            if s.users == 0 && s.releaseWhenIdle {
-                s.encoders = nil
-                s.releaseWhenIdle = false
-                s.releases += 1
-            }
+            guard s.users == 0 && s.releaseWhenIdle, let e = s.encoders else { return nil }
+            s.encoders = nil
+            s.releaseWhenIdle = false
+            s.releases += 1
+            return e
         }
+        Self.free(&dropped)
     }
 
     /// T5 states `[512, D]` and CLIP pooled `[D]` of a prompt (dreamsr-architecture item 10), cached per string;
