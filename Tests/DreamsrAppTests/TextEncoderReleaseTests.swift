@@ -27,20 +27,20 @@ import Testing
     }
 
     /// pipelines/dreamsr-full-q8_0.yaml: the file names make_full_size_flux.py writes, 16 texture steps, batch 1,
-    /// auto release; the documented sed gives its bf16 twin; a 128x128 input at x4 is one 512x512 patch.
+    /// bf16 precision, auto release; the documented sed gives its fp32 twin; a 128x128 input at x4 is one 512x512 patch.
     @Test func theFullSizePipelineFile() throws {
         let path = repoRoot + "/pipelines/dreamsr-full-q8_0.yaml"
         let def = try PipelineDefinition.load(path: path)
         let m = try #require(def.models)
-        #expect([m.flux, m.dreamsr, m.t5, m.clip, m.vae] == ["flux1-dev-Q8_0.gguf", "dreamsr-full.safetensors", "t5xxl-Q8_0.gguf",
+        #expect([m.flux, m.dreamsr, m.t5, m.clip, m.vae] == ["flux1-dev-Q8_0.gguf", "dreamsr-full-Q8_0.gguf", "t5xxl-Q8_0.gguf",
                                                              "clip-l.safetensors", "ae.safetensors"])
         #expect(m.clipTokenizer == "tokenizers/clip" && m.t5Tokenizer == "tokenizers/t5")
         #expect(def.dreamsr.steps == 16 && def.dreamsr.batch == 1 && def.dreamsr.mode == .dualBranch)
-        #expect(def.dreamsr.precision == .fp32 && def.dreamsr.releaseTextEncoders == .auto)
+        #expect(def.dreamsr.precision == .bf16 && def.dreamsr.releaseTextEncoders == .auto)
         #expect(def.stages.map(\.kind) == [.decode, .caption, .restore, .texture, .blend, .encode])
         let text = try String(contentsOfFile: path, encoding: .utf8)
-        let bf16 = text.replacingOccurrences(of: "\n  precision: fp32 ", with: "\n  precision: bf16 ")  // docs/generative.md's sed
-        #expect(try PipelineDefinition.parse(yaml: bf16, file: "bf16.yaml").dreamsr.precision == .bf16)
+        let fp32 = text.replacingOccurrences(of: "\n  precision: bf16 ", with: "\n  precision: fp32 ")  // docs/generative.md's sed
+        #expect(try PipelineDefinition.parse(yaml: fp32, file: "fp32.yaml").dreamsr.precision == .fp32)
         let g = try DreamSRImageGeometry(lrWidth: 128, lrHeight: 128, scale: 4)
         #expect(g.outWidth == 512 && g.latentWidth == 64 && g.latentHeight == 64)
         // The checkpoint config's patch (512 px = 64 cells) and overlap (128 px = 16 cells).
