@@ -471,9 +471,32 @@ void ck_sgemm_n16_scalar(float *c, const float *a, const float *b, size_t m, siz
     }
 }
 
+void ck_sgemm_n16_p16_scalar(float *c, const float *a, const float *b, const float *bias, size_t m, size_t n,
+                             size_t k, size_t lda, size_t ldb, size_t ldc, size_t ldq, int leaky, float slope) {
+    for (size_t i = 0; i < m; i++) {
+        for (size_t j = 0; j < n; j++) {
+            float s = 0.0f;
+            for (size_t p = 0; p < k; p++) s += a[i * lda + p] * b[p * ldb + j];
+            if (bias) s += bias[j];
+            if (leaky && s < 0.0f) s *= slope;
+            c[i * ldc + (j / 16) * ldq + (j % 16)] = s;
+        }
+    }
+}
+
 #if CK_X86
+/* Epilogue of the GEMM variants: bias per column, then LeakyReLU (slope 0 = ReLU). */
+#define CK_EPI_AVX2(acc, bp, leaky, vslope)                                                                         \
+    do {                                                                                                            \
+        if (bp) acc = _mm256_add_ps(acc, _mm256_loadu_ps(bp));                                                      \
+        if (leaky) acc = _mm256_blendv_ps(acc, _mm256_mul_ps(acc, vslope),                                         \
+                                          _mm256_cmp_ps(acc, _mm256_setzero_ps(), _CMP_LT_OQ));                     \
+    } while (0)
+
 CK_TARGET_AVX2 static void sgemm_n16_avx2(float *c, const float *a, const float *b, size_t m, size_t n, size_t k,
-                                          size_t lda, size_t ldb, size_t ldc) {
+                                          size_t lda, size_t ldb, size_t ldc, size_t ldq, const float *bias,
+                                          int leaky, float slope) {
+    const __m256 vslope = _mm256_set1_ps(slope);
     /* 4 rows x 16 columns per step, 8 ymm accumulators */
     for (size_t j0 = 0; j0 < n; j0 += 16) {
         size_t i = 0;
@@ -489,9 +512,13 @@ CK_TARGET_AVX2 static void sgemm_n16_avx2(float *c, const float *a, const float 
                     acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
                 }
             }
+            const float *bp = bias ? bias + j0 : 0;
+            float *cq = c + (j0 / 16) * ldq;
             for (int r = 0; r < 4; r++) {
-                _mm256_storeu_ps(c + (i + r) * ldc + j0, acc[r][0]);
-                _mm256_storeu_ps(c + (i + r) * ldc + j0 + 8, acc[r][1]);
+                CK_EPI_AVX2(acc[r][0], bp, leaky, vslope);
+                CK_EPI_AVX2(acc[r][1], bp ? bp + 8 : 0, leaky, vslope);
+                _mm256_storeu_ps(cq + (i + r) * ldc, acc[r][0]);
+                _mm256_storeu_ps(cq + (i + r) * ldc + 8, acc[r][1]);
             }
         }
         for (; i < m; i++) {
@@ -502,8 +529,12 @@ CK_TARGET_AVX2 static void sgemm_n16_avx2(float *c, const float *a, const float 
                 acc0 = _mm256_fmadd_ps(av, _mm256_loadu_ps(bp), acc0);
                 acc1 = _mm256_fmadd_ps(av, _mm256_loadu_ps(bp + 8), acc1);
             }
-            _mm256_storeu_ps(c + i * ldc + j0, acc0);
-            _mm256_storeu_ps(c + i * ldc + j0 + 8, acc1);
+            const float *bp = bias ? bias + j0 : 0;
+            float *cq = c + (j0 / 16) * ldq;
+            CK_EPI_AVX2(acc0, bp, leaky, vslope);
+            CK_EPI_AVX2(acc1, bp ? bp + 8 : 0, leaky, vslope);
+            _mm256_storeu_ps(cq + i * ldc, acc0);
+            _mm256_storeu_ps(cq + i * ldc + 8, acc1);
         }
     }
 }
@@ -511,7 +542,8 @@ CK_TARGET_AVX2 static void sgemm_n16_avx2(float *c, const float *a, const float 
 /* R rows x NC zmm columns micro-kernel. */
 #define CK_GEMM_MICRO(R, NC)                                                                                        \
     CK_TARGET_AVX512 static inline void gemm_micro_##R##x##NC(float *c, const float *a, const float *b, size_t k,  \
-                                                              size_t lda, size_t ldb, size_t ldc) {              \
+                                                              size_t lda, size_t ldb, size_t ldc, size_t ldq,    \
+                                                              const float *bias, int leaky, float slope) {       \
         __m512 acc[R][NC];                                                                                          \
         for (int r = 0; r < R; r++)                                                                                 \
             for (int q = 0; q < NC; q++) acc[r][q] = _mm512_setzero_ps();                                           \
@@ -523,45 +555,86 @@ CK_TARGET_AVX2 static void sgemm_n16_avx2(float *c, const float *a, const float 
                 for (int q = 0; q < NC; q++) acc[r][q] = _mm512_fmadd_ps(av, bv[q], acc[r][q]);                     \
             }                                                                                                       \
         }                                                                                                           \
+        if (bias || leaky) {                                                                                        \
+            const __m512 vslope = _mm512_set1_ps(slope), zero = _mm512_setzero_ps();                                \
+            for (int q = 0; q < NC; q++) {                                                                          \
+                const __m512 bq = bias ? _mm512_loadu_ps(bias + q * 16) : zero;                                     \
+                for (int r = 0; r < R; r++) {                                                                       \
+                    __m512 y = _mm512_add_ps(acc[r][q], bq);                                                        \
+                    if (leaky) y = _mm512_mask_mul_ps(y, _mm512_cmp_ps_mask(y, zero, _CMP_LT_OQ), y, vslope);       \
+                    acc[r][q] = y;                                                                                  \
+                }                                                                                                   \
+            }                                                                                                       \
+        }                                                                                                           \
         for (int r = 0; r < R; r++)                                                                                 \
-            for (int q = 0; q < NC; q++) _mm512_storeu_ps(c + r * ldc + q * 16, acc[r][q]);                         \
+            for (int q = 0; q < NC; q++) _mm512_storeu_ps(c + r * ldc + q * ldq, acc[r][q]);                        \
     }
 CK_GEMM_MICRO(6, 4)
+CK_GEMM_MICRO(4, 4)
+CK_GEMM_MICRO(2, 4)
 CK_GEMM_MICRO(1, 4)
 CK_GEMM_MICRO(8, 3)
+CK_GEMM_MICRO(4, 3)
+CK_GEMM_MICRO(2, 3)
 CK_GEMM_MICRO(1, 3)
 CK_GEMM_MICRO(12, 2)
+CK_GEMM_MICRO(8, 2)
+CK_GEMM_MICRO(4, 2)
+CK_GEMM_MICRO(2, 2)
 CK_GEMM_MICRO(1, 2)
 CK_GEMM_MICRO(12, 1)
+CK_GEMM_MICRO(8, 1)
+CK_GEMM_MICRO(4, 1)
+CK_GEMM_MICRO(2, 1)
 CK_GEMM_MICRO(1, 1)
 
 CK_TARGET_AVX512 static void sgemm_n16_avx512(float *c, const float *a, const float *b, size_t m, size_t n, size_t k,
-                                              size_t lda, size_t ldb, size_t ldc) {
+                                              size_t lda, size_t ldb, size_t ldc, size_t ldq, const float *bias,
+                                              int leaky, float slope) {
     size_t j0 = 0;
     while (j0 < n) {
         size_t nc = (n - j0) / 16;
         if (nc > 4) nc = 4;
         const float *bj = b + j0;
-        float *cj = c + j0;
+        float *cj = c + (j0 / 16) * ldq;
+        const float *bb = bias ? bias + j0 : 0;
         size_t i = 0;
+        /* Full R-row micro tiles, then the remaining rows in tiles of 8, 4, 2, 1 (not one row at a time: a
+         * one-row tile reloads the whole B panel for a handful of FMAs). */
+#define CK_MICRO(R, NC)                                                                                             \
+    do {                                                                                                            \
+        gemm_micro_##R##x##NC(cj + i * ldc, a + i * lda, bj, k, lda, ldb, ldc, ldq, bb, leaky, slope);              \
+        i += R;                                                                                                     \
+    } while (0)
         switch (nc) {
         case 4:
-            for (; i + 6 <= m; i += 6) gemm_micro_6x4(cj + i * ldc, a + i * lda, bj, k, lda, ldb, ldc);
-            for (; i < m; i++) gemm_micro_1x4(cj + i * ldc, a + i * lda, bj, k, lda, ldb, ldc);
+            while (i + 6 <= m) CK_MICRO(6, 4);
+            if (i + 4 <= m) CK_MICRO(4, 4);
+            if (i + 2 <= m) CK_MICRO(2, 4);
+            if (i < m) CK_MICRO(1, 4);
             break;
         case 3:
-            for (; i + 8 <= m; i += 8) gemm_micro_8x3(cj + i * ldc, a + i * lda, bj, k, lda, ldb, ldc);
-            for (; i < m; i++) gemm_micro_1x3(cj + i * ldc, a + i * lda, bj, k, lda, ldb, ldc);
+            while (i + 8 <= m) CK_MICRO(8, 3);
+            if (i + 4 <= m) CK_MICRO(4, 3);
+            if (i + 2 <= m) CK_MICRO(2, 3);
+            if (i < m) CK_MICRO(1, 3);
             break;
         case 2:
-            for (; i + 12 <= m; i += 12) gemm_micro_12x2(cj + i * ldc, a + i * lda, bj, k, lda, ldb, ldc);
-            for (; i < m; i++) gemm_micro_1x2(cj + i * ldc, a + i * lda, bj, k, lda, ldb, ldc);
+            while (i + 12 <= m) CK_MICRO(12, 2);
+            if (i + 8 <= m) CK_MICRO(8, 2);
+            if (i + 4 <= m) CK_MICRO(4, 2);
+            if (i + 2 <= m) CK_MICRO(2, 2);
+            if (i < m) CK_MICRO(1, 2);
             break;
         default:
-            for (; i + 12 <= m; i += 12) gemm_micro_12x1(cj + i * ldc, a + i * lda, bj, k, lda, ldb, ldc);
-            for (; i < m; i++) gemm_micro_1x1(cj + i * ldc, a + i * lda, bj, k, lda, ldb, ldc);
+            while (i + 12 <= m) CK_MICRO(12, 1);
+            if (i + 8 <= m) CK_MICRO(8, 1);
+            if (i + 4 <= m) CK_MICRO(4, 1);
+            if (i + 2 <= m) CK_MICRO(2, 1);
+            if (i < m) CK_MICRO(1, 1);
             break;
         }
+#undef CK_MICRO
         j0 += nc * 16;
     }
 }
@@ -571,12 +644,49 @@ void ck_sgemm_n16(float *c, const float *a, const float *b, size_t m, size_t n, 
                   size_t ldc) {
 #if CK_X86
     switch (ck_isa_active()) {
-    case CK_ISA_AVX512: sgemm_n16_avx512(c, a, b, m, n, k, lda, ldb, ldc); return;
-    case CK_ISA_AVX2: sgemm_n16_avx2(c, a, b, m, n, k, lda, ldb, ldc); return;
+    case CK_ISA_AVX512: sgemm_n16_avx512(c, a, b, m, n, k, lda, ldb, ldc, 16, 0, 0, 0.0f); return;
+    case CK_ISA_AVX2: sgemm_n16_avx2(c, a, b, m, n, k, lda, ldb, ldc, 16, 0, 0, 0.0f); return;
     default: break;
     }
 #endif
     ck_sgemm_n16_scalar(c, a, b, m, n, k, lda, ldb, ldc);
+}
+
+void ck_sgemm_n16_p16(float *c, const float *a, const float *b, const float *bias, size_t m, size_t n, size_t k,
+                      size_t lda, size_t ldb, size_t ldc, size_t ldq, int leaky, float slope) {
+#if CK_X86
+    switch (ck_isa_active()) {
+    case CK_ISA_AVX512: sgemm_n16_avx512(c, a, b, m, n, k, lda, ldb, ldc, ldq, bias, leaky, slope); return;
+    case CK_ISA_AVX2: sgemm_n16_avx2(c, a, b, m, n, k, lda, ldb, ldc, ldq, bias, leaky, slope); return;
+    default: break;
+    }
+#endif
+    ck_sgemm_n16_p16_scalar(c, a, b, bias, m, n, k, lda, ldb, ldc, ldq, leaky, slope);
+}
+
+/* ---------------------------------------------------------------- im2col on P16 (pixel-major rows) */
+
+void ck_im2col_p16(float *col, const float *src, size_t cblocks, size_t h, size_t w, size_t kh, size_t kw,
+                   size_t stride_h, size_t stride_w, size_t pad_top, size_t pad_left, size_t dil_h, size_t dil_w,
+                   size_t out_w, size_t p0, size_t np, size_t ldcol) {
+    const size_t plane = h * w * 16;
+    for (size_t r = 0; r < np; r++) {
+        const size_t oy = (p0 + r) / out_w, ox = (p0 + r) % out_w;
+        float *d = col + r * ldcol;
+        for (size_t ky = 0; ky < kh; ky++) {
+            const long iy = (long)(oy * stride_h + ky * dil_h) - (long)pad_top;
+            for (size_t kx = 0; kx < kw; kx++) {
+                const long ix = (long)(ox * stride_w + kx * dil_w) - (long)pad_left;
+                float *dk = d + (ky * kw + kx) * cblocks * 16;
+                if (iy < 0 || iy >= (long)h || ix < 0 || ix >= (long)w) {
+                    memset(dk, 0, cblocks * 16 * sizeof(float));
+                    continue;
+                }
+                const float *s = src + ((size_t)iy * w + (size_t)ix) * 16;
+                for (size_t cb = 0; cb < cblocks; cb++) memcpy(dk + cb * 16, s + cb * plane, 16 * sizeof(float));
+            }
+        }
+    }
 }
 
 void ck_wino43_conv_p16(float *dst, const float *src, const float *u, const float *bias, size_t h, size_t w,

@@ -64,6 +64,21 @@ void ck_sgemm_n16(float *c, const float *a, const float *b, size_t m, size_t n, 
 void ck_sgemm_n16_scalar(float *c, const float *a, const float *b, size_t m, size_t n, size_t k, size_t lda,
                          size_t ldb, size_t ldc);
 
+/* The same product with a P16-friendly output and a fused epilogue: column group q (columns 16q..16q+15) of row i is
+ * stored at c + i*ldc + q*ldq (ldq = 16: a plain row-major C; ldq = a P16 plane: one output channel block per
+ * group), after adding bias[j] (may be NULL) and, when `leaky`, y = y >= 0 ? y : slope*y. */
+void ck_sgemm_n16_p16(float *c, const float *a, const float *b, const float *bias, size_t m, size_t n, size_t k,
+                      size_t lda, size_t ldb, size_t ldc, size_t ldq, int leaky, float slope);
+void ck_sgemm_n16_p16_scalar(float *c, const float *a, const float *b, const float *bias, size_t m, size_t n,
+                             size_t k, size_t lda, size_t ldb, size_t ldc, size_t ldq, int leaky, float slope);
+
+/* im2col of a P16 image [cblocks][h][w][16] for output pixels [p0, p0+np) (p = oy*out_w + ox), one pixel-major row
+ * each: col[r*ldcol + ((ky*kw + kx)*cblocks + cb)*16 + lane] = src[cb][oy*sh - pt + ky*dh][ox*sw - pl + kx*dw][lane]
+ * (0 outside the image). */
+void ck_im2col_p16(float *col, const float *src, size_t cblocks, size_t h, size_t w, size_t kh, size_t kw,
+                   size_t stride_h, size_t stride_w, size_t pad_top, size_t pad_left, size_t dil_h, size_t dil_w,
+                   size_t out_w, size_t p0, size_t np, size_t ldcol);
+
 /* A whole Winograd F(4x4,3x3) convolution (stride 1, padding `pad` 0 or 1) of an h x w P16 image over output tile
  * rows [ty0, ty1), single-threaded:
  * input transform, 36 ck_sgemm_n16 products with u ([36][cin_pad][cout_pad], from ck_wino43_weight_transform) and
