@@ -41,7 +41,7 @@ struct NCNNBlob {
         guard let c = p16Channels else { return tensor }
         return context.timed("unpack16") {
             let hw = tensor.shape[1] * tensor.shape[2]
-            let out = Tensor(uninitialized: [c, tensor.shape[1], tensor.shape[2]])
+            let out = context.uninitializedTensor([c, tensor.shape[1], tensor.shape[2]])
             tensor.withUnsafePointer { src in
                 out.withUnsafeMutablePointer { dst in
                     context.parallel(tensor.shape[0]) { blocks in
@@ -59,7 +59,7 @@ struct NCNNBlob {
         return context.timed("pack16") {
             let (c, h, w) = (tensor.shape[0], tensor.shape[1], tensor.shape[2])
             let hw = h * w, blocks = (c + 15) / 16
-            let out = Tensor(uninitialized: [blocks, h, w, 16])  // pack writes the padding lanes as 0
+            let out = context.uninitializedTensor([blocks, h, w, 16])  // pack writes the padding lanes as 0
             tensor.withUnsafePointer { src in
                 out.withUnsafeMutablePointer { dst in
                     context.parallel(blocks) { range in
@@ -73,7 +73,12 @@ struct NCNNBlob {
 
     /// A P16 tensor the caller may overwrite: this blob's own P16 tensor when `mayOverwrite`, else a new one.
     func p16ForWriting(_ context: NCNNRunContext, mayOverwrite: Bool) -> Tensor {
-        if isP16 { return mayOverwrite ? tensor : tensor.copy() }
+        if isP16 {
+            if mayOverwrite { return tensor }
+            let t = context.uninitializedTensor(tensor.shape)
+            t.copyValues(from: tensor)
+            return t
+        }
         return p16(context)
     }
 }
@@ -90,7 +95,7 @@ enum NCNNPacked {
     /// Rows `h` and columns `w` of every block (all channels).
     static func cropped(_ t: Tensor, h: Range<Int>, w: Range<Int>, context: NCNNRunContext) -> Tensor {
         let blocks = t.shape[0], H = t.shape[1], W = t.shape[2]
-        let out = Tensor(uninitialized: [blocks, h.count, w.count, 16])
+        let out = context.uninitializedTensor([blocks, h.count, w.count, 16])
         let rowLen = w.count * 16
         t.withUnsafePointer { src in
             out.withUnsafeMutablePointer { dst in
@@ -120,7 +125,7 @@ enum NCNNPacked {
         }
         let parts = ins.map { $0.p16(context) }
         let plane = d0.h * d0.w * 16
-        let out = Tensor(uninitialized: [parts.reduce(0) { $0 + $1.shape[0] }, d0.h, d0.w, 16])
+        let out = context.uninitializedTensor([parts.reduce(0) { $0 + $1.shape[0] }, d0.h, d0.w, 16])
         var block = 0
         for t in parts {
             out.copyValues(from: t, count: t.count, to: block * plane)
@@ -162,7 +167,7 @@ enum NCNNPacked {
         if outH == 2 * h, outW == 2 * w, xofs == (0..<outW).map({ $0 / 2 }), yofs == (0..<outH).map({ $0 / 2 }) {
             return t.upsampledNearest2xPacked16()
         }
-        let out = Tensor(uninitialized: [blocks, outH, outW, 16])
+        let out = context.uninitializedTensor([blocks, outH, outW, 16])
         t.withUnsafePointer { src in
             out.withUnsafeMutablePointer { dst in
                 context.parallel(blocks) { range in

@@ -96,7 +96,7 @@ struct NCNNConvOp: Sendable {
                 throw NCNNGraphError(.badShape, "Convolution 3x3 without padding needs at least 3x3 input, got \([c, h, w])")
             }
             // Every value (padding lanes included) is written by the output transform.
-            y = Tensor(uninitialized: [winograd.outBlocks, oh, ow, 16])
+            y = context.uninitializedTensor([winograd.outBlocks, oh, ow, 16])
             winograd.forward(packed, height: h, width: w, into: y, scratch: context.scratch, workers: context.workers)
         } else {
             let g = general!
@@ -104,7 +104,7 @@ struct NCNNConvOp: Sendable {
             guard oh > 0, ow > 0 else {
                 throw NCNNGraphError(.badShape, "Convolution output would be empty for input \([c, h, w])")
             }
-            y = Tensor(uninitialized: [g.outBlocks, oh, ow, 16])
+            y = context.uninitializedTensor([g.outBlocks, oh, ow, 16])
             g.forward(packed, height: h, width: w, into: y, workers: context.workers)
         }
         let out = NCNNBlob(p16: y, channels: conv.outChannels)
@@ -188,7 +188,7 @@ struct NCNNDeconvOp: Sendable {
             throw NCNNGraphError(.badShape, "Deconvolution expects [\(inChannels), H, W], got \(blob.tensor.shape)")
         }
         let x = blob.p16(context)
-        let y = Tensor(uninitialized: [p.outBlocks, d.h * strideH, d.w * strideW, 16])
+        let y = context.uninitializedTensor([p.outBlocks, d.h * strideH, d.w * strideW, 16])
         p.forward(x, height: d.h, width: d.w, into: y, workers: context.workers)
         return NCNNBlob(p16: y, channels: outChannels)
     }
