@@ -114,6 +114,31 @@ struct ConvTests {
         }
     }
 
+    @Test("Winograd F(6,3) (6x6 output tiles) matches the direct reference: padding 0 and 1, ragged tiles, padded channels, threads")
+    func winogradF63() {
+        let workers = ParallelWorkers(count: 2)
+        defer { workers.shutdown() }
+        for (h, w, pad) in [(9, 11, 1), (14, 13, 0), (3, 8, 0), (1, 6, 1), (20, 7, 1)] {
+            let x = randomTensor([1, 19, h, w], seed: UInt64(h * 53 + w + pad))
+            let wt = randomTensor([21, 19, 3, 3], seed: 71)
+            let b = randomTensor([21], seed: 72)
+            let ref = naiveConv(x, wt, b, stride: 1, pad: pad)
+            ref.leakyReLU(slope: 0.1)
+            let wino = WinogradConv3x3(weight: wt, bias: b, activation: .leakyReLU(slope: 0.1), padding: pad,
+                                       outputTile: 6)
+            let y = wino(x.packed16(), scratch: ConvScratch(maxTilesPerBatch: 2))
+            #expect(y.shape == [2, h + 2 * pad - 2, w + 2 * pad - 2, 16])
+            // F(6,3) rounds more than F(4,3) (transform entries up to 32 and 5.25); values here are about 1-10
+            let err = y.unpacked16(channels: 21).maxAbsDifference(ref)
+            print("Winograd F(6,3) h=\(h) w=\(w) pad=\(pad): max abs error \(err) (output max abs \(ref.maxAbs()))")
+            #expect(err < 5e-4, "h=\(h) w=\(w) pad=\(pad)")
+            let multi = Tensor(zeros: y.shape)
+            wino.forward(x.packed16(), height: h, width: w, into: multi, scratch: ConvScratch(maxTilesPerBatch: 2),
+                         workers: workers)
+            #expect(multi.maxAbsDifference(y) == 0, "threads h=\(h) w=\(w)")
+        }
+    }
+
     @Test("Winograd conv split across worker threads equals the single-threaded result")
     func winogradThreads() {
         let x = randomTensor([1, 32, 23, 9], seed: 31)
@@ -269,6 +294,17 @@ struct ConvKernelDispatchTests {
             ck_sgemm_n16_scalar(c.data, a.data, b.data, gm, gn, gk, gk + 3, gn, gn)
             gemmRefs.append((gn, a, b, c))
         }
+        // F(6,3) transforms (8x8 input tiles, 6x6 output tiles), padding 1 and 0
+        let t6X = (w + 5) / 6, t6Y = (h + 5) / 6, tiles6 = t6X * t6Y
+        let ref6V = Tensor(zeros: [64, tiles6, ld])
+        ck_wino63_input_p16_scalar(ref6V.data, src.data, h, w, 0, t6Y, 0, blocks, ld, tiles6 * ld, 1)
+        let t60X = (w - 2 + 5) / 6, t60Y = (h - 2 + 5) / 6, tiles60 = t60X * t60Y
+        let ref6V0 = Tensor(zeros: [64, tiles60, ld])
+        ck_wino63_input_p16_scalar(ref6V0.data, src.data, h, w, 0, t60Y, 0, blocks, ld, tiles60 * ld, 0)
+        let m6In = randomTensor([64, tiles6, ld], seed: 25)
+        let ref6Out = Tensor(zeros: [blocks, h, w, 16])
+        ck_wino63_output_p16_scalar(ref6Out.data, m6In.data, bias.data, h, w, 0, t6Y, 0, blocks, ld, tiles6 * ld,
+                                    1, 0.2, res.data, 0.2, 1.0)
         // the P16-output GEMM: column groups `ldq` apart, bias and LeakyReLU fused
         let pm = 23, pk = 21, ldq = 23 * 16 + 5  // 23 rows: remainder tiles of 8, 4, 2 and 1 rows
         var p16Refs: [(Int, Tensor, Tensor, Tensor, Tensor)] = []
@@ -297,6 +333,17 @@ struct ConvKernelDispatchTests {
                 ck_wino43_output_p16(out.data, mIn.data, bias.data, h, w, 0, tilesY, 0, blocks, ld, tiles * ld,
                                      1, 0.2, res.data, 0.2, 1.0)
                 #expect(out.maxAbsDifference(refOut) < 1e-4, "output transform \(isa)")
+                let v6 = Tensor(zeros: [64, tiles6, ld])
+                ck_wino63_input_p16(v6.data, src.data, h, w, 0, t6Y, 0, blocks, ld, tiles6 * ld, 1)
+                #expect(v6.maxAbsDifference(ref6V) < 1e-4, "F(6,3) input transform \(isa)")
+                let v60 = Tensor(zeros: [64, tiles60, ld])
+                ck_wino63_input_p16(v60.data, src.data, h, w, 0, t60Y, 0, blocks, ld, tiles60 * ld, 0)
+                #expect(v60.maxAbsDifference(ref6V0) < 1e-4, "F(6,3) input transform, padding 0, \(isa)")
+                let out6 = Tensor(zeros: [blocks, h, w, 16])
+                ck_wino63_output_p16(out6.data, m6In.data, bias.data, h, w, 0, t6Y, 0, blocks, ld, tiles6 * ld,
+                                     1, 0.2, res.data, 0.2, 1.0)
+                // outputs reach ~1e3 here (A^T entries up to 32, random products): rounding-level bound, relative
+                #expect(out6.maxAbsDifference(ref6Out) <= 1e-6 * max(1, ref6Out.maxAbs()), "F(6,3) output transform \(isa)")
                 let up = Tensor(zeros: [blocks, 2 * h, 2 * w, 16])
                 ck_upsample_nearest2x(up.data, src.data, blocks, h, w, 16)
                 #expect(up.maxAbsDifference(refUp) == 0, "upsample \(isa)")

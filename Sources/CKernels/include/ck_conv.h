@@ -88,6 +88,25 @@ void ck_wino43_conv_p16(float *dst, const float *src, const float *u, const floa
                         size_t pad, size_t cin_pad, size_t cout_pad, size_t ty0, size_t ty1, size_t batch_tiles,
                         float *v, float *m, int leaky, float slope, const float *res, float alpha, float beta);
 
+/* Winograd F(6x6, 3x3): the same interface as the F(4x4, 3x3) functions above with 6x6 output tiles
+ * (tiles_x = ceil(ow/6), tile rows from input row 6*ty - pad), 8x8 transformed tiles and 64 products:
+ * u is [64][cin_pad][cout_pad], v / m hold 64 slices (xi in 0..63). */
+void ck_wino63_weight_transform(float *u, const float *w, size_t cout, size_t cin, size_t cout_pad, size_t cin_pad);
+void ck_wino63_input_p16(float *v, const float *src, size_t h, size_t w, size_t ty0, size_t tile_rows,
+                         size_t cb0, size_t cb1, size_t ldv, size_t xi_stride, size_t pad);
+void ck_wino63_input_p16_scalar(float *v, const float *src, size_t h, size_t w, size_t ty0, size_t tile_rows,
+                                size_t cb0, size_t cb1, size_t ldv, size_t xi_stride, size_t pad);
+void ck_wino63_output_p16(float *dst, const float *m, const float *bias, size_t h, size_t w, size_t ty0,
+                          size_t tile_rows, size_t cb0, size_t cb1, size_t ldm, size_t xi_stride,
+                          int leaky, float slope, const float *res, float alpha, float beta);
+void ck_wino63_output_p16_scalar(float *dst, const float *m, const float *bias, size_t h, size_t w, size_t ty0,
+                                 size_t tile_rows, size_t cb0, size_t cb1, size_t ldm, size_t xi_stride,
+                                 int leaky, float slope, const float *res, float alpha, float beta);
+/* Scratch: v holds 64*(batch_tiles*cin_pad+16) floats, m 64*(batch_tiles*cout_pad+16) (batch_tiles >= tiles_x). */
+void ck_wino63_conv_p16(float *dst, const float *src, const float *u, const float *bias, size_t h, size_t w,
+                        size_t pad, size_t cin_pad, size_t cout_pad, size_t ty0, size_t ty1, size_t batch_tiles,
+                        float *v, float *m, int leaky, float slope, const float *res, float alpha, float beta);
+
 /* Atomically adds `v` to *p and returns the previous value (work distribution across worker threads). */
 size_t ck_atomic_fetch_add(size_t *p, size_t v);
 
