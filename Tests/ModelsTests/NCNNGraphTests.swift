@@ -215,4 +215,57 @@ struct NCNNGraphTests {
         let errThreads = zip(try threaded.forward(x).toArray(), packed.toArray()).map { abs($0 - $1) }.max()!
         #expect(errThreads < 1e-5, "3 threads vs 1: max abs difference \(errThreads)")
     }
+
+    @Test("3x3 convolutions match a direct convolution on maps that take F(6x6,3x3) tiles and on small ones (F(4x4,3x3)), padding 0 and 1, 1 and 2 threads")
+    func winogradTileSelection() throws {
+        // 30x28 outputs: 25 8x8 tiles (1600 products) vs 56 6x6 tiles (2016): F(6,3). 8x8 outputs: 256 vs 144: F(4,3).
+        #expect(NCNNConvOp.prefersLargeTiles(height: 30, width: 28))
+        #expect(!NCNNConvOp.prefersLargeTiles(height: 8, width: 8))
+        #expect(!NCNNConvOp.prefersLargeTiles(height: 20, width: 20))
+        let cin = 17, cout = 19
+        var seed: UInt32 = 5
+        func values(_ n: Int) -> [Float] {
+            (0..<n).map { _ in seed = seed &* 1_664_525 &+ 1_013_904_223; return Float(seed >> 8) / Float(1 << 24) - 0.5 }
+        }
+        let weight = values(cout * cin * 9), bias = values(cout)
+        for (pad, h, w) in [(1, 30, 28), (0, 32, 30), (1, 8, 8), (0, 10, 10)] {
+            let text = """
+            7767517
+            2 2
+            Input        in0  0 1 in0
+            Convolution  c1   1 1 in0 out 0=\(cout) 1=3 4=\(pad) 5=1 6=\(cout * cin * 9) 9=2 -23310=1,0.1
+            """
+            let x = Tensor(shape: [1, cin, h, w]) { Float(($0 * 37) % 101) / 50 - 1 }
+            let xs = x.toArray()
+            let oh = h + 2 * pad - 2, ow = w + 2 * pad - 2
+            var ref = [Float](repeating: 0, count: cout * oh * ow)
+            for co in 0..<cout {
+                for y in 0..<oh {
+                    for xx in 0..<ow {
+                        var acc = Double(bias[co])
+                        for ci in 0..<cin {
+                            for ky in 0..<3 {
+                                for kx in 0..<3 {
+                                    let iy = y + ky - pad, ix = xx + kx - pad
+                                    guard iy >= 0, iy < h, ix >= 0, ix < w else { continue }
+                                    acc += Double(weight[((co * cin + ci) * 3 + ky) * 3 + kx]) * Double(xs[(ci * h + iy) * w + ix])
+                                }
+                            }
+                        }
+                        ref[(co * oh + y) * ow + xx] = Float(acc >= 0 ? acc : 0.1 * acc)
+                    }
+                }
+            }
+            for threads in [1, 2] {
+                var b = NCNNModelBin(data: Self.tagged(weight) + Self.raw(bias))
+                let g = try NCNNGraph(param: NCNNParam(text: text), bin: &b, source: "test.param", threads: threads)
+                let out = try g.forward(x)
+                #expect(out.shape == [1, cout, oh, ow])
+                let err = zip(out.toArray(), ref).map { abs($0 - $1) }.max()!
+                print("ncnn 3x3 conv pad \(pad) \(h)x\(w), \(threads) threads: max abs error \(err) (output max abs \(ref.map(abs).max()!))")
+                // outputs reach about 7; measured max abs error 1.4e-5 to 1.6e-5 on the F(4,3) maps, 1.5e-5 to 4.8e-5 on F(6,3)'s
+                #expect(err < 1e-4, "pad \(pad) \(h)x\(w), \(threads) threads: max abs difference \(err)")
+            }
+        }
+    }
 }

@@ -58,10 +58,13 @@ enum NCNNActivation: Sendable, Equatable {
     }
 }
 
-/// A convolution on P16 blobs: Winograd for 3x3 stride 1 (padding 0 or 1), P16 im2col + small-N GEMM otherwise.
+/// A convolution on P16 blobs: Winograd for 3x3 stride 1 (padding 0 or 1; F(6x6,3x3) on maps large enough for its
+/// bigger tiles, F(4x4,3x3) otherwise), P16 im2col + small-N GEMM otherwise.
 struct NCNNConvOp: Sendable {
     let conv: NCNNConvolution
     let winograd: WinogradConv3x3?
+    /// The same convolution as F(6x6,3x3) (`winograd` is F(4x4,3x3)); see `prefersLargeTiles`.
+    let winograd6: WinogradConv3x3?
     let general: PackedConv2D?
     let activation: NCNNActivation
 
@@ -72,13 +75,25 @@ struct NCNNConvOp: Sendable {
         if c.kernelW == 3, c.kernelH == 3, c.strideW == 1, c.strideH == 1, c.dilationW == 1, c.dilationH == 1,
            pads.allSatisfy({ $0 == pads[0] }), pads[0] <= 1 {
             winograd = WinogradConv3x3(weight: c.weight, bias: c.bias, activation: activation.fused, padding: pads[0])
+            winograd6 = WinogradConv3x3(weight: c.weight, bias: c.bias, activation: activation.fused, padding: pads[0],
+                                        outputTile: 6)
             general = nil
         } else {
             winograd = nil
+            winograd6 = nil
             general = PackedConv2D(weight: c.weight, bias: c.bias, stride: (c.strideH, c.strideW),
                              padding: (c.padTop, c.padLeft, c.padBottom, c.padRight),
                              dilation: (c.dilationH, c.dilationW), activation: activation.fused)
         }
+    }
+
+    /// F(6x6,3x3) for an `height` x `width` output when its 8x8 tiles need at most 85% of the products of F(4x4,3x3)'s
+    /// 6x6 tiles (64 vs 36 per tile, edge tiles counted whole). Measured on this project's AVX-512 kernels
+    /// (1 thread): F(6,3) takes 0.79-0.87x of F(4,3)'s time where this estimate is 0.73-0.82, and the same time at
+    /// 0.91 (26x26 outputs), so the margin keeps small maps on F(4,3).
+    static func prefersLargeTiles(height oh: Int, width ow: Int) -> Bool {
+        let small = ((oh + 3) / 4) * ((ow + 3) / 4) * 36, large = ((oh + 5) / 6) * ((ow + 5) / 6) * 64
+        return Double(large) <= 0.85 * Double(small)
     }
 
     /// Reads and writes P16 blobs (a planar input is packed); the output stays P16 unless the activation has a part
@@ -97,7 +112,8 @@ struct NCNNConvOp: Sendable {
             }
             // Every value (padding lanes included) is written by the output transform.
             y = context.uninitializedTensor([winograd.outBlocks, oh, ow, 16])
-            winograd.forward(packed, height: h, width: w, into: y, scratch: context.scratch, workers: context.workers)
+            let kernel = Self.prefersLargeTiles(height: oh, width: ow) ? winograd6! : winograd
+            kernel.forward(packed, height: h, width: w, into: y, scratch: context.scratch, workers: context.workers)
         } else {
             let g = general!
             let (oh, ow) = g.outputSize(height: h, width: w)
