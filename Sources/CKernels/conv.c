@@ -471,9 +471,32 @@ void ck_sgemm_n16_scalar(float *c, const float *a, const float *b, size_t m, siz
     }
 }
 
+void ck_sgemm_n16_p16_scalar(float *c, const float *a, const float *b, const float *bias, size_t m, size_t n,
+                             size_t k, size_t lda, size_t ldb, size_t ldc, size_t ldq, int leaky, float slope) {
+    for (size_t i = 0; i < m; i++) {
+        for (size_t j = 0; j < n; j++) {
+            float s = 0.0f;
+            for (size_t p = 0; p < k; p++) s += a[i * lda + p] * b[p * ldb + j];
+            if (bias) s += bias[j];
+            if (leaky && s < 0.0f) s *= slope;
+            c[i * ldc + (j / 16) * ldq + (j % 16)] = s;
+        }
+    }
+}
+
 #if CK_X86
+/* Epilogue of the GEMM variants: bias per column, then LeakyReLU (slope 0 = ReLU). */
+#define CK_EPI_AVX2(acc, bp, leaky, vslope)                                                                         \
+    do {                                                                                                            \
+        if (bp) acc = _mm256_add_ps(acc, _mm256_loadu_ps(bp));                                                      \
+        if (leaky) acc = _mm256_blendv_ps(acc, _mm256_mul_ps(acc, vslope),                                         \
+                                          _mm256_cmp_ps(acc, _mm256_setzero_ps(), _CMP_LT_OQ));                     \
+    } while (0)
+
 CK_TARGET_AVX2 static void sgemm_n16_avx2(float *c, const float *a, const float *b, size_t m, size_t n, size_t k,
-                                          size_t lda, size_t ldb, size_t ldc) {
+                                          size_t lda, size_t ldb, size_t ldc, size_t ldq, const float *bias,
+                                          int leaky, float slope) {
+    const __m256 vslope = _mm256_set1_ps(slope);
     /* 4 rows x 16 columns per step, 8 ymm accumulators */
     for (size_t j0 = 0; j0 < n; j0 += 16) {
         size_t i = 0;
@@ -489,9 +512,13 @@ CK_TARGET_AVX2 static void sgemm_n16_avx2(float *c, const float *a, const float 
                     acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
                 }
             }
+            const float *bp = bias ? bias + j0 : 0;
+            float *cq = c + (j0 / 16) * ldq;
             for (int r = 0; r < 4; r++) {
-                _mm256_storeu_ps(c + (i + r) * ldc + j0, acc[r][0]);
-                _mm256_storeu_ps(c + (i + r) * ldc + j0 + 8, acc[r][1]);
+                CK_EPI_AVX2(acc[r][0], bp, leaky, vslope);
+                CK_EPI_AVX2(acc[r][1], bp ? bp + 8 : 0, leaky, vslope);
+                _mm256_storeu_ps(cq + (i + r) * ldc, acc[r][0]);
+                _mm256_storeu_ps(cq + (i + r) * ldc + 8, acc[r][1]);
             }
         }
         for (; i < m; i++) {
@@ -502,8 +529,12 @@ CK_TARGET_AVX2 static void sgemm_n16_avx2(float *c, const float *a, const float 
                 acc0 = _mm256_fmadd_ps(av, _mm256_loadu_ps(bp), acc0);
                 acc1 = _mm256_fmadd_ps(av, _mm256_loadu_ps(bp + 8), acc1);
             }
-            _mm256_storeu_ps(c + i * ldc + j0, acc0);
-            _mm256_storeu_ps(c + i * ldc + j0 + 8, acc1);
+            const float *bp = bias ? bias + j0 : 0;
+            float *cq = c + (j0 / 16) * ldq;
+            CK_EPI_AVX2(acc0, bp, leaky, vslope);
+            CK_EPI_AVX2(acc1, bp ? bp + 8 : 0, leaky, vslope);
+            _mm256_storeu_ps(cq + i * ldc, acc0);
+            _mm256_storeu_ps(cq + i * ldc + 8, acc1);
         }
     }
 }
@@ -511,7 +542,8 @@ CK_TARGET_AVX2 static void sgemm_n16_avx2(float *c, const float *a, const float 
 /* R rows x NC zmm columns micro-kernel. */
 #define CK_GEMM_MICRO(R, NC)                                                                                        \
     CK_TARGET_AVX512 static inline void gemm_micro_##R##x##NC(float *c, const float *a, const float *b, size_t k,  \
-                                                              size_t lda, size_t ldb, size_t ldc) {              \
+                                                              size_t lda, size_t ldb, size_t ldc, size_t ldq,    \
+                                                              const float *bias, int leaky, float slope) {       \
         __m512 acc[R][NC];                                                                                          \
         for (int r = 0; r < R; r++)                                                                                 \
             for (int q = 0; q < NC; q++) acc[r][q] = _mm512_setzero_ps();                                           \
@@ -523,45 +555,86 @@ CK_TARGET_AVX2 static void sgemm_n16_avx2(float *c, const float *a, const float 
                 for (int q = 0; q < NC; q++) acc[r][q] = _mm512_fmadd_ps(av, bv[q], acc[r][q]);                     \
             }                                                                                                       \
         }                                                                                                           \
+        if (bias || leaky) {                                                                                        \
+            const __m512 vslope = _mm512_set1_ps(slope), zero = _mm512_setzero_ps();                                \
+            for (int q = 0; q < NC; q++) {                                                                          \
+                const __m512 bq = bias ? _mm512_loadu_ps(bias + q * 16) : zero;                                     \
+                for (int r = 0; r < R; r++) {                                                                       \
+                    __m512 y = _mm512_add_ps(acc[r][q], bq);                                                        \
+                    if (leaky) y = _mm512_mask_mul_ps(y, _mm512_cmp_ps_mask(y, zero, _CMP_LT_OQ), y, vslope);       \
+                    acc[r][q] = y;                                                                                  \
+                }                                                                                                   \
+            }                                                                                                       \
+        }                                                                                                           \
         for (int r = 0; r < R; r++)                                                                                 \
-            for (int q = 0; q < NC; q++) _mm512_storeu_ps(c + r * ldc + q * 16, acc[r][q]);                         \
+            for (int q = 0; q < NC; q++) _mm512_storeu_ps(c + r * ldc + q * ldq, acc[r][q]);                        \
     }
 CK_GEMM_MICRO(6, 4)
+CK_GEMM_MICRO(4, 4)
+CK_GEMM_MICRO(2, 4)
 CK_GEMM_MICRO(1, 4)
 CK_GEMM_MICRO(8, 3)
+CK_GEMM_MICRO(4, 3)
+CK_GEMM_MICRO(2, 3)
 CK_GEMM_MICRO(1, 3)
 CK_GEMM_MICRO(12, 2)
+CK_GEMM_MICRO(8, 2)
+CK_GEMM_MICRO(4, 2)
+CK_GEMM_MICRO(2, 2)
 CK_GEMM_MICRO(1, 2)
 CK_GEMM_MICRO(12, 1)
+CK_GEMM_MICRO(8, 1)
+CK_GEMM_MICRO(4, 1)
+CK_GEMM_MICRO(2, 1)
 CK_GEMM_MICRO(1, 1)
 
 CK_TARGET_AVX512 static void sgemm_n16_avx512(float *c, const float *a, const float *b, size_t m, size_t n, size_t k,
-                                              size_t lda, size_t ldb, size_t ldc) {
+                                              size_t lda, size_t ldb, size_t ldc, size_t ldq, const float *bias,
+                                              int leaky, float slope) {
     size_t j0 = 0;
     while (j0 < n) {
         size_t nc = (n - j0) / 16;
         if (nc > 4) nc = 4;
         const float *bj = b + j0;
-        float *cj = c + j0;
+        float *cj = c + (j0 / 16) * ldq;
+        const float *bb = bias ? bias + j0 : 0;
         size_t i = 0;
+        /* Full R-row micro tiles, then the remaining rows in tiles of 8, 4, 2, 1 (not one row at a time: a
+         * one-row tile reloads the whole B panel for a handful of FMAs). */
+#define CK_MICRO(R, NC)                                                                                             \
+    do {                                                                                                            \
+        gemm_micro_##R##x##NC(cj + i * ldc, a + i * lda, bj, k, lda, ldb, ldc, ldq, bb, leaky, slope);              \
+        i += R;                                                                                                     \
+    } while (0)
         switch (nc) {
         case 4:
-            for (; i + 6 <= m; i += 6) gemm_micro_6x4(cj + i * ldc, a + i * lda, bj, k, lda, ldb, ldc);
-            for (; i < m; i++) gemm_micro_1x4(cj + i * ldc, a + i * lda, bj, k, lda, ldb, ldc);
+            while (i + 6 <= m) CK_MICRO(6, 4);
+            if (i + 4 <= m) CK_MICRO(4, 4);
+            if (i + 2 <= m) CK_MICRO(2, 4);
+            if (i < m) CK_MICRO(1, 4);
             break;
         case 3:
-            for (; i + 8 <= m; i += 8) gemm_micro_8x3(cj + i * ldc, a + i * lda, bj, k, lda, ldb, ldc);
-            for (; i < m; i++) gemm_micro_1x3(cj + i * ldc, a + i * lda, bj, k, lda, ldb, ldc);
+            while (i + 8 <= m) CK_MICRO(8, 3);
+            if (i + 4 <= m) CK_MICRO(4, 3);
+            if (i + 2 <= m) CK_MICRO(2, 3);
+            if (i < m) CK_MICRO(1, 3);
             break;
         case 2:
-            for (; i + 12 <= m; i += 12) gemm_micro_12x2(cj + i * ldc, a + i * lda, bj, k, lda, ldb, ldc);
-            for (; i < m; i++) gemm_micro_1x2(cj + i * ldc, a + i * lda, bj, k, lda, ldb, ldc);
+            while (i + 12 <= m) CK_MICRO(12, 2);
+            if (i + 8 <= m) CK_MICRO(8, 2);
+            if (i + 4 <= m) CK_MICRO(4, 2);
+            if (i + 2 <= m) CK_MICRO(2, 2);
+            if (i < m) CK_MICRO(1, 2);
             break;
         default:
-            for (; i + 12 <= m; i += 12) gemm_micro_12x1(cj + i * ldc, a + i * lda, bj, k, lda, ldb, ldc);
-            for (; i < m; i++) gemm_micro_1x1(cj + i * ldc, a + i * lda, bj, k, lda, ldb, ldc);
+            while (i + 12 <= m) CK_MICRO(12, 1);
+            if (i + 8 <= m) CK_MICRO(8, 1);
+            if (i + 4 <= m) CK_MICRO(4, 1);
+            if (i + 2 <= m) CK_MICRO(2, 1);
+            if (i < m) CK_MICRO(1, 1);
             break;
         }
+#undef CK_MICRO
         j0 += nc * 16;
     }
 }
@@ -571,12 +644,49 @@ void ck_sgemm_n16(float *c, const float *a, const float *b, size_t m, size_t n, 
                   size_t ldc) {
 #if CK_X86
     switch (ck_isa_active()) {
-    case CK_ISA_AVX512: sgemm_n16_avx512(c, a, b, m, n, k, lda, ldb, ldc); return;
-    case CK_ISA_AVX2: sgemm_n16_avx2(c, a, b, m, n, k, lda, ldb, ldc); return;
+    case CK_ISA_AVX512: sgemm_n16_avx512(c, a, b, m, n, k, lda, ldb, ldc, 16, 0, 0, 0.0f); return;
+    case CK_ISA_AVX2: sgemm_n16_avx2(c, a, b, m, n, k, lda, ldb, ldc, 16, 0, 0, 0.0f); return;
     default: break;
     }
 #endif
     ck_sgemm_n16_scalar(c, a, b, m, n, k, lda, ldb, ldc);
+}
+
+void ck_sgemm_n16_p16(float *c, const float *a, const float *b, const float *bias, size_t m, size_t n, size_t k,
+                      size_t lda, size_t ldb, size_t ldc, size_t ldq, int leaky, float slope) {
+#if CK_X86
+    switch (ck_isa_active()) {
+    case CK_ISA_AVX512: sgemm_n16_avx512(c, a, b, m, n, k, lda, ldb, ldc, ldq, bias, leaky, slope); return;
+    case CK_ISA_AVX2: sgemm_n16_avx2(c, a, b, m, n, k, lda, ldb, ldc, ldq, bias, leaky, slope); return;
+    default: break;
+    }
+#endif
+    ck_sgemm_n16_p16_scalar(c, a, b, bias, m, n, k, lda, ldb, ldc, ldq, leaky, slope);
+}
+
+/* ---------------------------------------------------------------- im2col on P16 (pixel-major rows) */
+
+void ck_im2col_p16(float *col, const float *src, size_t cblocks, size_t h, size_t w, size_t kh, size_t kw,
+                   size_t stride_h, size_t stride_w, size_t pad_top, size_t pad_left, size_t dil_h, size_t dil_w,
+                   size_t out_w, size_t p0, size_t np, size_t ldcol) {
+    const size_t plane = h * w * 16;
+    for (size_t r = 0; r < np; r++) {
+        const size_t oy = (p0 + r) / out_w, ox = (p0 + r) % out_w;
+        float *d = col + r * ldcol;
+        for (size_t ky = 0; ky < kh; ky++) {
+            const long iy = (long)(oy * stride_h + ky * dil_h) - (long)pad_top;
+            for (size_t kx = 0; kx < kw; kx++) {
+                const long ix = (long)(ox * stride_w + kx * dil_w) - (long)pad_left;
+                float *dk = d + (ky * kw + kx) * cblocks * 16;
+                if (iy < 0 || iy >= (long)h || ix < 0 || ix >= (long)w) {
+                    memset(dk, 0, cblocks * 16 * sizeof(float));
+                    continue;
+                }
+                const float *s = src + ((size_t)iy * w + (size_t)ix) * 16;
+                for (size_t cb = 0; cb < cblocks; cb++) memcpy(dk + cb * 16, s + cb * plane, 16 * sizeof(float));
+            }
+        }
+    }
 }
 
 void ck_wino43_conv_p16(float *dst, const float *src, const float *u, const float *bias, size_t h, size_t w,
@@ -596,6 +706,365 @@ void ck_wino43_conv_p16(float *dst, const float *src, const float *u, const floa
             ck_sgemm_n16(m + xi * ms, v + xi * vs, u + xi * cin_pad * cout_pad, tiles, cout_pad, cin_pad, cin_pad,
                          cout_pad, cout_pad);
         ck_wino43_output_p16(dst, m, bias, oh, ow, ty, rows, 0, cout_pad / 16, cout_pad, ms, leaky, slope, res, alpha,
+                             beta);
+    }
+}
+
+/* ---------------------------------------------------------------- Winograd F(6x6,3x3) */
+/* Same layout and conventions as F(4x4,3x3) above with 8x8 input tiles, 6x6 output tiles and 64 products
+ * (points 0, +-1, +-2, +-1/2; matrices as in Lavin & Gray / wincnn). Fewer multiply-adds per output (64/36 vs
+ * 36/16 per input-output channel pair) at the price of larger transforms and rounding error. */
+
+static const double G63[8][3] = {
+    {1.0, 0, 0},
+    {-2.0 / 9, -2.0 / 9, -2.0 / 9},
+    {-2.0 / 9, 2.0 / 9, -2.0 / 9},
+    {1.0 / 90, 1.0 / 45, 2.0 / 45},
+    {1.0 / 90, -1.0 / 45, 2.0 / 45},
+    {32.0 / 45, 16.0 / 45, 8.0 / 45},
+    {32.0 / 45, -16.0 / 45, 8.0 / 45},
+    {0, 0, 1.0},
+};
+
+void ck_wino63_weight_transform(float *u, const float *w, size_t cout, size_t cin, size_t cout_pad, size_t cin_pad) {
+    memset(u, 0, 64 * cin_pad * cout_pad * sizeof(float));
+    for (size_t co = 0; co < cout; co++) {
+        for (size_t ci = 0; ci < cin; ci++) {
+            const float *g = w + (co * cin + ci) * 9;
+            double tmp[8][3]; /* G g */
+            for (int i = 0; i < 8; i++)
+                for (int j = 0; j < 3; j++)
+                    tmp[i][j] = G63[i][0] * g[0 * 3 + j] + G63[i][1] * g[1 * 3 + j] + G63[i][2] * g[2 * 3 + j];
+            for (int i = 0; i < 8; i++)
+                for (int j = 0; j < 8; j++) {
+                    double v = tmp[i][0] * G63[j][0] + tmp[i][1] * G63[j][1] + tmp[i][2] * G63[j][2];
+                    u[((size_t)(i * 8 + j) * cin_pad + ci) * cout_pad + co] = (float)v;
+                }
+        }
+    }
+}
+
+/* B^T (8x8) applied to 8 vectors of 16 lanes. */
+CK_INLINE void bt8(float out[8][16], float in[8][16]) {
+    for (int l = 0; l < 16; l++) {
+        float d0 = in[0][l], d1 = in[1][l], d2 = in[2][l], d3 = in[3][l], d4 = in[4][l], d5 = in[5][l],
+              d6 = in[6][l], d7 = in[7][l];
+        out[0][l] = d0 - d6 + 5.25f * (d4 - d2);
+        out[7][l] = d7 - d1 + 5.25f * (d3 - d5);
+        float t1 = d2 + d6 - 4.25f * d4, t2 = d1 + d5 - 4.25f * d3;
+        out[1][l] = t1 + t2;
+        out[2][l] = t1 - t2;
+        t1 = 0.25f * d2 + d6 - 1.25f * d4;
+        t2 = 0.5f * d1 - 2.5f * d3 + 2.0f * d5;
+        out[3][l] = t1 + t2;
+        out[4][l] = t1 - t2;
+        t1 = 4.0f * d2 + d6 - 5.0f * d4;
+        t2 = 2.0f * d1 - 2.5f * d3 + 0.5f * d5;
+        out[5][l] = t1 + t2;
+        out[6][l] = t1 - t2;
+    }
+}
+
+/* A^T (6x8) applied to 8 vectors -> 6 vectors. */
+CK_INLINE void at8(float out[6][16], float in[8][16]) {
+    for (int l = 0; l < 16; l++) {
+        float m0 = in[0][l], m1 = in[1][l], m2 = in[2][l], m3 = in[3][l], m4 = in[4][l], m5 = in[5][l],
+              m6 = in[6][l], m7 = in[7][l];
+        float a = m1 + m2, b = m1 - m2, c = m3 + m4, d = m3 - m4, e = m5 + m6, f = m5 - m6;
+        out[0][l] = m0 + a + c + e;
+        out[1][l] = b + 2.0f * d + 0.5f * f;
+        out[2][l] = a + 4.0f * c + 0.25f * e;
+        out[3][l] = b + 8.0f * d + 0.125f * f;
+        out[4][l] = a + 16.0f * c + 0.0625f * e;
+        out[5][l] = b + 32.0f * d + 0.03125f * f + m7;
+    }
+}
+
+CK_INLINE void wino63_in_body(float *restrict v, const float *restrict src, size_t h, size_t w, size_t ty0,
+                              size_t tile_rows, size_t cb0, size_t cb1, size_t ldv, size_t xs, size_t pad) {
+    const size_t tiles_x = (w + 2 * pad - 2 + 5) / 6;
+    const size_t plane = h * w * 16;
+    for (size_t ty = ty0; ty < ty0 + tile_rows; ty++) {
+        for (size_t tx = 0; tx < tiles_x; tx++) {
+            const long y0 = (long)ty * 6 - (long)pad, x0 = (long)tx * 6 - (long)pad;
+            const size_t tt = (ty - ty0) * tiles_x + tx;
+            for (size_t cb = cb0; cb < cb1; cb++) {
+                const float *s = src + cb * plane;
+                float d[8][8][16];
+                for (int i = 0; i < 8; i++) {
+                    long yy = y0 + i;
+                    for (int j = 0; j < 8; j++) {
+                        long xx = x0 + j;
+                        const int inside = yy >= 0 && yy < (long)h && xx >= 0 && xx < (long)w;
+                        const float *p = inside ? s + ((size_t)yy * w + (size_t)xx) * 16 : 0;
+                        for (int l = 0; l < 16; l++) d[i][j][l] = inside ? p[l] : 0.0f;
+                    }
+                }
+                float t[8][8][16];
+                for (int j = 0; j < 8; j++) {
+                    float col[8][16], res[8][16];
+                    for (int i = 0; i < 8; i++)
+                        for (int l = 0; l < 16; l++) col[i][l] = d[i][j][l];
+                    bt8(res, col);
+                    for (int i = 0; i < 8; i++)
+                        for (int l = 0; l < 16; l++) t[i][j][l] = res[i][l];
+                }
+                float *vp = v + tt * ldv + cb * 16;
+                for (int i = 0; i < 8; i++) {
+                    float res[8][16];
+                    bt8(res, t[i]);
+                    for (int j = 0; j < 8; j++) {
+                        float *o = vp + (size_t)(i * 8 + j) * xs;
+                        for (int l = 0; l < 16; l++) o[l] = res[j][l];
+                    }
+                }
+            }
+        }
+    }
+}
+
+CK_INLINE void wino63_out_body(float *restrict dst, const float *restrict m, const float *restrict bias, size_t h,
+                               size_t w, size_t ty0, size_t tile_rows, size_t cb0, size_t cb1, size_t ldm, size_t xs,
+                               int leaky, float slope, const float *res, float alpha, float beta) {
+    const size_t tiles_x = (w + 5) / 6;
+    const size_t plane = h * w * 16;
+    for (size_t ty = ty0; ty < ty0 + tile_rows; ty++) {
+        for (size_t tx = 0; tx < tiles_x; tx++) {
+            const size_t tt = (ty - ty0) * tiles_x + tx;
+            const size_t oy0 = ty * 6, ox0 = tx * 6;
+            const size_t ny = h - oy0 < 6 ? h - oy0 : 6, nx = w - ox0 < 6 ? w - ox0 : 6;
+            for (size_t cb = cb0; cb < cb1; cb++) {
+                const float *mp = m + tt * ldm + cb * 16;
+                float t[6][8][16];
+                for (int j = 0; j < 8; j++) {
+                    float col[8][16], r6[6][16];
+                    for (int i = 0; i < 8; i++) {
+                        const float *q = mp + (size_t)(i * 8 + j) * xs;
+                        for (int l = 0; l < 16; l++) col[i][l] = q[l];
+                    }
+                    at8(r6, col);
+                    for (int i = 0; i < 6; i++)
+                        for (int l = 0; l < 16; l++) t[i][j][l] = r6[i][l];
+                }
+                float bv[16];
+                for (int l = 0; l < 16; l++) bv[l] = bias ? bias[cb * 16 + l] : 0.0f;
+                for (size_t i = 0; i < ny; i++) {
+                    float o[6][16];
+                    at8(o, t[i]);
+                    const size_t base = cb * plane + ((oy0 + i) * w + ox0) * 16;
+                    float *dp = dst + base;
+                    const float *rp = res ? res + base : 0;
+                    for (size_t j = 0; j < nx; j++) {
+                        for (int l = 0; l < 16; l++) {
+                            float y = o[j][l] + bv[l];
+                            if (leaky) y = y >= 0.0f ? y : slope * y;
+                            if (rp) y = alpha * y + beta * rp[j * 16 + l];
+                            dp[j * 16 + l] = y;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+void ck_wino63_input_p16_scalar(float *v, const float *src, size_t h, size_t w, size_t ty0, size_t tile_rows,
+                                size_t cb0, size_t cb1, size_t ldv, size_t xi_stride, size_t pad) {
+    wino63_in_body(v, src, h, w, ty0, tile_rows, cb0, cb1, ldv, xi_stride, pad);
+}
+void ck_wino63_output_p16_scalar(float *dst, const float *m, const float *bias, size_t h, size_t w, size_t ty0,
+                                 size_t tile_rows, size_t cb0, size_t cb1, size_t ldm, size_t xi_stride,
+                                 int leaky, float slope, const float *res, float alpha, float beta) {
+    wino63_out_body(dst, m, bias, h, w, ty0, tile_rows, cb0, cb1, ldm, xi_stride, leaky, slope, res, alpha, beta);
+}
+
+#if CK_X86
+CK_TARGET_AVX512 static inline void bt8_avx512(__m512 o[8], const __m512 d[8]) {
+    const __m512 c525 = _mm512_set1_ps(5.25f), cm425 = _mm512_set1_ps(-4.25f), c025 = _mm512_set1_ps(0.25f),
+                 cm125 = _mm512_set1_ps(-1.25f), c05 = _mm512_set1_ps(0.5f), cm25 = _mm512_set1_ps(-2.5f),
+                 c2 = _mm512_set1_ps(2.0f), c4 = _mm512_set1_ps(4.0f), cm5 = _mm512_set1_ps(-5.0f);
+    o[0] = _mm512_fmadd_ps(c525, _mm512_sub_ps(d[4], d[2]), _mm512_sub_ps(d[0], d[6]));
+    o[7] = _mm512_fmadd_ps(c525, _mm512_sub_ps(d[3], d[5]), _mm512_sub_ps(d[7], d[1]));
+    __m512 t1 = _mm512_fmadd_ps(cm425, d[4], _mm512_add_ps(d[2], d[6]));
+    __m512 t2 = _mm512_fmadd_ps(cm425, d[3], _mm512_add_ps(d[1], d[5]));
+    o[1] = _mm512_add_ps(t1, t2);
+    o[2] = _mm512_sub_ps(t1, t2);
+    t1 = _mm512_fmadd_ps(c025, d[2], _mm512_fmadd_ps(cm125, d[4], d[6]));
+    t2 = _mm512_fmadd_ps(c05, d[1], _mm512_fmadd_ps(cm25, d[3], _mm512_mul_ps(c2, d[5])));
+    o[3] = _mm512_add_ps(t1, t2);
+    o[4] = _mm512_sub_ps(t1, t2);
+    t1 = _mm512_fmadd_ps(c4, d[2], _mm512_fmadd_ps(cm5, d[4], d[6]));
+    t2 = _mm512_fmadd_ps(c2, d[1], _mm512_fmadd_ps(cm25, d[3], _mm512_mul_ps(c05, d[5])));
+    o[5] = _mm512_add_ps(t1, t2);
+    o[6] = _mm512_sub_ps(t1, t2);
+}
+
+/* One 8x8x16 patch (row stride `rs` floats, pixel stride 16) to 64 vectors at v + xi*xs. */
+CK_TARGET_AVX512 static inline void wino63_in_patch_avx512(float *v, const float *p, size_t rs, size_t xs) {
+    __m512 t[8][8];
+    for (int j = 0; j < 8; j++) {
+        const float *q = p + j * 16;
+        __m512 d[8], o[8];
+        for (int i = 0; i < 8; i++) d[i] = _mm512_loadu_ps(q + i * rs);
+        bt8_avx512(o, d);
+        for (int i = 0; i < 8; i++) t[i][j] = o[i];
+    }
+    for (int i = 0; i < 8; i++) {
+        __m512 o[8];
+        bt8_avx512(o, t[i]);
+        for (int j = 0; j < 8; j++) _mm512_storeu_ps(v + (size_t)(i * 8 + j) * xs, o[j]);
+    }
+}
+
+CK_TARGET_AVX512 static void wino63_in_avx512(float *v, const float *src, size_t h, size_t w, size_t ty0,
+                                              size_t tile_rows, size_t cb0, size_t cb1, size_t ldv, size_t xs,
+                                              size_t pad) {
+    const size_t tiles_x = (w + 2 * pad - 2 + 5) / 6;
+    const size_t plane = h * w * 16;
+    float patch[8 * 8 * 16] __attribute__((aligned(64)));
+    for (size_t cb = cb0; cb < cb1; cb++) {
+        const float *s = src + cb * plane;
+        for (size_t ty = ty0; ty < ty0 + tile_rows; ty++) {
+            for (size_t tx = 0; tx < tiles_x; tx++) {
+                const long y0 = (long)ty * 6 - (long)pad, x0 = (long)tx * 6 - (long)pad;
+                const int interior = y0 >= 0 && x0 >= 0 && y0 + 8 <= (long)h && x0 + 8 <= (long)w;
+                const size_t tt = (ty - ty0) * tiles_x + tx;
+                float *vp = v + tt * ldv + cb * 16;
+                if (interior) {
+                    wino63_in_patch_avx512(vp, s + ((size_t)y0 * w + (size_t)x0) * 16, w * 16, xs);
+                } else {
+                    for (int i = 0; i < 8; i++) {
+                        long yy = y0 + i;
+                        for (int j = 0; j < 8; j++) {
+                            long xx = x0 + j;
+                            __m512 val = _mm512_setzero_ps();
+                            if (yy >= 0 && yy < (long)h && xx >= 0 && xx < (long)w)
+                                val = _mm512_loadu_ps(s + ((size_t)yy * w + (size_t)xx) * 16);
+                            _mm512_store_ps(patch + (i * 8 + j) * 16, val);
+                        }
+                    }
+                    wino63_in_patch_avx512(vp, patch, 8 * 16, xs);
+                }
+            }
+        }
+    }
+}
+
+CK_TARGET_AVX512 static inline void at8_avx512(__m512 o[6], const __m512 m[8]) {
+    const __m512 c2 = _mm512_set1_ps(2.0f), c4 = _mm512_set1_ps(4.0f), c8 = _mm512_set1_ps(8.0f),
+                 c16 = _mm512_set1_ps(16.0f), c32 = _mm512_set1_ps(32.0f), h1 = _mm512_set1_ps(0.5f),
+                 h2 = _mm512_set1_ps(0.25f), h3 = _mm512_set1_ps(0.125f), h4 = _mm512_set1_ps(0.0625f),
+                 h5 = _mm512_set1_ps(0.03125f);
+    __m512 a = _mm512_add_ps(m[1], m[2]), b = _mm512_sub_ps(m[1], m[2]), c = _mm512_add_ps(m[3], m[4]),
+           d = _mm512_sub_ps(m[3], m[4]), e = _mm512_add_ps(m[5], m[6]), f = _mm512_sub_ps(m[5], m[6]);
+    o[0] = _mm512_add_ps(_mm512_add_ps(m[0], a), _mm512_add_ps(c, e));
+    o[1] = _mm512_fmadd_ps(h1, f, _mm512_fmadd_ps(c2, d, b));
+    o[2] = _mm512_fmadd_ps(h2, e, _mm512_fmadd_ps(c4, c, a));
+    o[3] = _mm512_fmadd_ps(h3, f, _mm512_fmadd_ps(c8, d, b));
+    o[4] = _mm512_fmadd_ps(h4, e, _mm512_fmadd_ps(c16, c, a));
+    o[5] = _mm512_add_ps(_mm512_fmadd_ps(h5, f, _mm512_fmadd_ps(c32, d, b)), m[7]);
+}
+
+CK_TARGET_AVX512 static void wino63_out_avx512(float *dst, const float *m, const float *bias, size_t h, size_t w,
+                                               size_t ty0, size_t tile_rows, size_t cb0, size_t cb1, size_t ldm,
+                                               size_t xs, int leaky, float slope, const float *res, float alpha,
+                                               float beta) {
+    const size_t tiles_x = (w + 5) / 6;
+    const size_t plane = h * w * 16;
+    const __m512 vslope = _mm512_set1_ps(slope), valpha = _mm512_set1_ps(alpha), vbeta = _mm512_set1_ps(beta);
+    const __m512 zero = _mm512_setzero_ps();
+    for (size_t ty = ty0; ty < ty0 + tile_rows; ty++) {
+        for (size_t tx = 0; tx < tiles_x; tx++) {
+            const size_t tt = (ty - ty0) * tiles_x + tx;
+            const size_t oy0 = ty * 6, ox0 = tx * 6;
+            const size_t ny = h - oy0 < 6 ? h - oy0 : 6, nx = w - ox0 < 6 ? w - ox0 : 6;
+            for (size_t cb = cb0; cb < cb1; cb++) {
+                const float *mp = m + tt * ldm + cb * 16;
+                __m512 t[6][8];
+                for (int j = 0; j < 8; j++) {
+                    __m512 col[8], o[6];
+                    for (int i = 0; i < 8; i++) col[i] = _mm512_loadu_ps(mp + (size_t)(i * 8 + j) * xs);
+                    at8_avx512(o, col);
+                    for (int i = 0; i < 6; i++) t[i][j] = o[i];
+                }
+                const __m512 bv = bias ? _mm512_loadu_ps(bias + cb * 16) : zero;
+                for (size_t i = 0; i < ny; i++) {
+                    __m512 o[6];
+                    at8_avx512(o, t[i]);
+                    const size_t base = cb * plane + ((oy0 + i) * w + ox0) * 16;
+                    float *dp = dst + base;
+                    const float *rp = res ? res + base : 0;
+                    for (size_t j = 0; j < nx; j++) {
+                        __m512 y = _mm512_add_ps(o[j], bv);
+                        if (leaky) y = _mm512_mask_mul_ps(y, _mm512_cmp_ps_mask(y, zero, _CMP_LT_OQ), y, vslope);
+                        if (rp) y = _mm512_fmadd_ps(valpha, y, _mm512_mul_ps(vbeta, _mm512_loadu_ps(rp + j * 16)));
+                        _mm512_storeu_ps(dp + j * 16, y);
+                    }
+                }
+            }
+        }
+    }
+}
+CK_TARGET_AVX2 static void wino63_in_avx2(float *v, const float *src, size_t h, size_t w, size_t ty0,
+                                          size_t tile_rows, size_t cb0, size_t cb1, size_t ldv, size_t xs,
+                                          size_t pad) {
+    wino63_in_body(v, src, h, w, ty0, tile_rows, cb0, cb1, ldv, xs, pad);
+}
+CK_TARGET_AVX2 static void wino63_out_avx2(float *dst, const float *m, const float *bias, size_t h, size_t w,
+                                           size_t ty0, size_t tile_rows, size_t cb0, size_t cb1, size_t ldm,
+                                           size_t xs, int leaky, float slope, const float *res, float alpha,
+                                           float beta) {
+    wino63_out_body(dst, m, bias, h, w, ty0, tile_rows, cb0, cb1, ldm, xs, leaky, slope, res, alpha, beta);
+}
+#endif
+
+void ck_wino63_input_p16(float *v, const float *src, size_t h, size_t w, size_t ty0, size_t tile_rows,
+                         size_t cb0, size_t cb1, size_t ldv, size_t xi_stride, size_t pad) {
+#if CK_X86
+    switch (ck_isa_active()) {
+    case CK_ISA_AVX512: wino63_in_avx512(v, src, h, w, ty0, tile_rows, cb0, cb1, ldv, xi_stride, pad); return;
+    case CK_ISA_AVX2: wino63_in_avx2(v, src, h, w, ty0, tile_rows, cb0, cb1, ldv, xi_stride, pad); return;
+    default: break;
+    }
+#endif
+    ck_wino63_input_p16_scalar(v, src, h, w, ty0, tile_rows, cb0, cb1, ldv, xi_stride, pad);
+}
+
+void ck_wino63_output_p16(float *dst, const float *m, const float *bias, size_t h, size_t w, size_t ty0,
+                          size_t tile_rows, size_t cb0, size_t cb1, size_t ldm, size_t xi_stride,
+                          int leaky, float slope, const float *res, float alpha, float beta) {
+#if CK_X86
+    switch (ck_isa_active()) {
+    case CK_ISA_AVX512:
+        wino63_out_avx512(dst, m, bias, h, w, ty0, tile_rows, cb0, cb1, ldm, xi_stride, leaky, slope, res, alpha,
+                          beta);
+        return;
+    case CK_ISA_AVX2:
+        wino63_out_avx2(dst, m, bias, h, w, ty0, tile_rows, cb0, cb1, ldm, xi_stride, leaky, slope, res, alpha, beta);
+        return;
+    default: break;
+    }
+#endif
+    ck_wino63_output_p16_scalar(dst, m, bias, h, w, ty0, tile_rows, cb0, cb1, ldm, xi_stride, leaky, slope, res,
+                                alpha, beta);
+}
+
+void ck_wino63_conv_p16(float *dst, const float *src, const float *u, const float *bias, size_t h, size_t w,
+                        size_t pad, size_t cin_pad, size_t cout_pad, size_t ty0, size_t ty1, size_t batch_tiles,
+                        float *v, float *m, int leaky, float slope, const float *res, float alpha, float beta) {
+    const size_t oh = h + 2 * pad - 2, ow = w + 2 * pad - 2;
+    const size_t tiles_x = (ow + 5) / 6;
+    size_t rows_per_batch = batch_tiles / tiles_x;
+    if (rows_per_batch < 1) rows_per_batch = 1;
+    for (size_t ty = ty0; ty < ty1; ty += rows_per_batch) {
+        size_t rows = ty1 - ty < rows_per_batch ? ty1 - ty : rows_per_batch;
+        size_t tiles = rows * tiles_x;
+        size_t vs = tiles * cin_pad + 16, ms = tiles * cout_pad + 16;
+        ck_wino63_input_p16(v, src, h, w, ty, rows, 0, cin_pad / 16, cin_pad, vs, pad);
+        for (size_t xi = 0; xi < 64; xi++)
+            ck_sgemm_n16(m + xi * ms, v + xi * vs, u + xi * cin_pad * cout_pad, tiles, cout_pad, cin_pad, cin_pad,
+                         cout_pad, cout_pad);
+        ck_wino63_output_p16(dst, m, bias, oh, ow, ty, rows, 0, cout_pad / 16, cout_pad, ms, leaky, slope, res, alpha,
                              beta);
     }
 }

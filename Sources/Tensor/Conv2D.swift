@@ -124,3 +124,202 @@ public final class Conv2D: Sendable {
         activation.apply(output, count: outChannels * outPlane)
     }
 }
+
+/// A general 2-D convolution (any kernel size, stride, padding, dilation) on activations in the 16-channel-block
+/// layout `[ceil(C/16), H, W, 16]` ("P16", see `Tensor.packed16`), so layers around it need no pack/unpack: the P16
+/// input is unrolled into pixel-major rows (`ck_im2col_p16`, a band of output pixels at a time) and multiplied by the
+/// `[kh*kw*cinPad, coutPad]` weights with the small-N GEMM (`ck_sgemm_n16_p16`), which stores each 16-channel group
+/// straight into its P16 output block with the bias and ReLU / LeakyReLU fused. Padding lanes of the output are 0.
+public final class PackedConv2D: Sendable {
+    public let inChannels: Int
+    public let outChannels: Int
+    public let inBlocks: Int
+    public let outBlocks: Int
+    public let kernelH: Int
+    public let kernelW: Int
+    public let strideH: Int
+    public let strideW: Int
+    public let padTop: Int
+    public let padLeft: Int
+    public let padBottom: Int
+    public let padRight: Int
+    public let dilationH: Int
+    public let dilationW: Int
+    public let activation: Activation
+    /// `[kh*kw*inBlocks*16, outBlocks*16]`, row `(ky*kw + kx)*cinPad + ci`, zero padded.
+    private let weightRows: Tensor
+    /// Bias padded to `outBlocks*16` (zeros without a bias).
+    private let bias: Tensor
+    /// Upper bound on one worker's im2col rows (at least 16 pixels are always used).
+    public static let columnBudgetBytes = 256 << 10
+
+    public init(weight: Tensor, bias: Tensor?, stride: (Int, Int) = (1, 1),
+                padding: (top: Int, left: Int, bottom: Int, right: Int) = (0, 0, 0, 0),
+                dilation: (Int, Int) = (1, 1), activation: Activation = .none) {
+        precondition(weight.rank == 4, "conv weight must be [out, in, kh, kw], got \(weight.shape)")
+        precondition(stride.0 > 0 && stride.1 > 0 && dilation.0 > 0 && dilation.1 > 0, "stride/dilation must be > 0")
+        precondition(padding.top >= 0 && padding.left >= 0 && padding.bottom >= 0 && padding.right >= 0,
+                     "padding must be >= 0")
+        outChannels = weight.shape[0]
+        inChannels = weight.shape[1]
+        kernelH = weight.shape[2]
+        kernelW = weight.shape[3]
+        inBlocks = (inChannels + 15) / 16
+        outBlocks = (outChannels + 15) / 16
+        (strideH, strideW) = stride
+        (dilationH, dilationW) = dilation
+        (padTop, padLeft, padBottom, padRight) = padding
+        self.activation = activation
+        let cinPad = inBlocks * 16, coutPad = outBlocks * 16, kk = kernelH * kernelW
+        let rows = Tensor(zeros: [kk * cinPad, coutPad])
+        for co in 0..<outChannels {
+            for ci in 0..<inChannels {
+                for k in 0..<kk { rows.data[(k * cinPad + ci) * coutPad + co] = weight.data[(co * inChannels + ci) * kk + k] }
+            }
+        }
+        weightRows = rows
+        let b = Tensor(zeros: [coutPad])
+        if let bias {
+            precondition(bias.count == outChannels, "bias has \(bias.count) values for \(outChannels) outputs")
+            b.data.update(from: bias.data, count: outChannels)
+        }
+        self.bias = b
+    }
+
+    public func outputSize(height h: Int, width w: Int) -> (height: Int, width: Int) {
+        ((h + padTop + padBottom - dilationH * (kernelH - 1) - 1) / strideH + 1,
+         (w + padLeft + padRight - dilationW * (kernelW - 1) - 1) / strideW + 1)
+    }
+
+    /// Convolves the first `inBlocks` blocks of the P16 `input` (`[>=inBlocks, h, w, 16]`) into the P16 `output`
+    /// (`outBlocks` blocks of `outputSize`, every value written). With `workers`, bands of output pixels are shared
+    /// out across its threads. Bounds-checked.
+    public func forward(_ input: Tensor, height h: Int, width w: Int, into output: Tensor,
+                        workers: ParallelWorkers? = nil) {
+        let (oh, ow) = outputSize(height: h, width: w)
+        precondition(oh > 0 && ow > 0, "conv output would be empty for a \(h)x\(w) input")
+        precondition(input.count >= inBlocks * h * w * 16, "conv input \(input.shape) has fewer than \(inBlocks) blocks of \(h)x\(w)")
+        precondition(output.count >= outBlocks * oh * ow * 16, "conv output \(output.shape) cannot hold \(outBlocks) blocks of \(oh)x\(ow)")
+        let cinPad = inBlocks * 16, coutPad = outBlocks * 16, k = kernelH * kernelW * cinPad
+        let pixels = oh * ow, plane = pixels * 16
+        let band = max(16, min(pixels, Self.columnBudgetBytes / (k * 4)))
+        let chunks = (pixels + band - 1) / band
+        let parts = min(workers?.count ?? 1, chunks)
+        var leaky: Int32 = 0
+        var slope: Float = 0
+        switch activation {
+        case .none: break
+        case .relu: leaky = 1
+        case .leakyReLU(let s): leaky = 1; slope = s
+        }
+        let cols = UnsafeMutablePointer<Float>.allocate(capacity: parts * band * k)
+        defer { cols.deallocate() }
+        let counter = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+        counter.initialize(to: 0)
+        defer { counter.deallocate() }
+        let (src, dst, wr, bp) = (input.data, output.data, weightRows.data, bias.data)
+        let (kh, kw, sh, sw, pt, pl, dh, dw, cb) = (kernelH, kernelW, strideH, strideW, padTop, padLeft, dilationH,
+                                                    dilationW, inBlocks)
+        let body = { (i: Int) in
+            guard i < parts else { return }
+            let col = cols + i * band * k
+            while true {
+                let c = ck_atomic_fetch_add(counter, 1)
+                if c >= chunks { break }
+                let p0 = c * band, np = min(band, pixels - p0)
+                ck_im2col_p16(col, src, cb, h, w, kh, kw, sh, sw, pt, pl, dh, dw, ow, p0, np, k)
+                ck_sgemm_n16_p16(dst + p0 * 16, col, wr, bp, np, coutPad, k, k, coutPad, 16, plane, leaky, slope)
+            }
+        }
+        withExtendedLifetime((input, output, weightRows, bias)) {
+            if let workers, parts > 1 { workers.run(body) } else { body(0) }
+        }
+    }
+}
+
+/// A transposed convolution whose kernel equals its stride (no padding, no dilation: every output pixel comes from
+/// exactly one input pixel and one kernel tap, as in the 2x2 stride-2 upsamplers of U-Nets) on P16 activations.
+/// For each input row and tap `(ky, kx)`, one small-N GEMM of the row's pixels `[w, cinPad]` (`ck_im2col_p16` with a
+/// 1x1 kernel) by the tap's `[cinPad, coutPad]` weights writes P16 output pixels `(sh*y + ky, sw*x + kx)` directly,
+/// bias and ReLU / LeakyReLU fused.
+public final class PackedStridedTransposedConv2D: Sendable {
+    public let inChannels: Int
+    public let outChannels: Int
+    public let inBlocks: Int
+    public let outBlocks: Int
+    public let strideH: Int
+    public let strideW: Int
+    public let activation: Activation
+    /// `[sh*sw, cinPad, coutPad]`, zero padded.
+    private let taps: Tensor
+    private let bias: Tensor
+
+    /// `weight`: `[out, in, kh, kw]` (ncnn Deconvolution order: output `(sh*y + ky, sw*x + kx)` of channel `co` adds
+    /// `weight[co][ci][ky][kx] * input[ci][y][x]`), the kernel size being the stride.
+    public init(weight: Tensor, bias: Tensor?, activation: Activation = .none) {
+        precondition(weight.rank == 4, "transposed conv weight must be [out, in, kh, kw], got \(weight.shape)")
+        outChannels = weight.shape[0]
+        inChannels = weight.shape[1]
+        strideH = weight.shape[2]
+        strideW = weight.shape[3]
+        inBlocks = (inChannels + 15) / 16
+        outBlocks = (outChannels + 15) / 16
+        self.activation = activation
+        let cinPad = inBlocks * 16, coutPad = outBlocks * 16, kk = strideH * strideW
+        let t = Tensor(zeros: [kk, cinPad, coutPad])
+        for ci in 0..<inChannels {
+            for co in 0..<outChannels {
+                for k in 0..<kk { t.data[(k * cinPad + ci) * coutPad + co] = weight.data[(co * inChannels + ci) * kk + k] }
+            }
+        }
+        taps = t
+        let b = Tensor(zeros: [coutPad])
+        if let bias {
+            precondition(bias.count == outChannels, "bias has \(bias.count) values for \(outChannels) outputs")
+            b.data.update(from: bias.data, count: outChannels)
+        }
+        self.bias = b
+    }
+
+    /// Upsamples the first `inBlocks` blocks of the P16 `input` (`[>=inBlocks, h, w, 16]`) into the P16 `output`
+    /// (`outBlocks` blocks of `[h*sh, w*sw]`, every value written); input rows are shared out across `workers`.
+    public func forward(_ input: Tensor, height h: Int, width w: Int, into output: Tensor,
+                        workers: ParallelWorkers? = nil) {
+        let oh = h * strideH, ow = w * strideW
+        precondition(h > 0 && w > 0 && input.count >= inBlocks * h * w * 16, "transposed conv input \(input.shape) for \(h)x\(w)")
+        precondition(output.count >= outBlocks * oh * ow * 16, "transposed conv output \(output.shape) cannot hold \(outBlocks) blocks of \(oh)x\(ow)")
+        let cinPad = inBlocks * 16, coutPad = outBlocks * 16, plane = oh * ow * 16
+        let parts = min(workers?.count ?? 1, h)
+        var leaky: Int32 = 0
+        var slope: Float = 0
+        switch activation {
+        case .none: break
+        case .relu: leaky = 1
+        case .leakyReLU(let s): leaky = 1; slope = s
+        }
+        let cols = UnsafeMutablePointer<Float>.allocate(capacity: parts * w * cinPad)
+        defer { cols.deallocate() }
+        let counter = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+        counter.initialize(to: 0)
+        defer { counter.deallocate() }
+        let (src, dst, tp, bp, cb, sh, sw) = (input.data, output.data, taps.data, bias.data, inBlocks, strideH, strideW)
+        let body = { (i: Int) in
+            guard i < parts else { return }
+            let col = cols + i * w * cinPad
+            while true {
+                let y = ck_atomic_fetch_add(counter, 1)
+                if y >= h { break }
+                ck_im2col_p16(col, src, cb, h, w, 1, 1, 1, 1, 0, 0, 1, 1, w, y * w, w, cinPad)
+                for ky in 0..<sh {
+                    for kx in 0..<sw {
+                        ck_sgemm_n16_p16(dst + ((y * sh + ky) * ow + kx) * 16, col, tp + (ky * sw + kx) * cinPad * coutPad,
+                                         bp, w, coutPad, cinPad, cinPad, coutPad, sw * 16, plane, leaky, slope)
+                    }
+                }
+            }
+        }
+        withExtendedLifetime((input, output, taps, bias)) {
+            if let workers, parts > 1 { workers.run(body) } else { body(0) }
+        }
+    }
+}

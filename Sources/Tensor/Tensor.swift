@@ -31,6 +31,23 @@ public final class Tensor: @unchecked Sendable {
         self.ownsBuffer = true
     }
 
+    /// A tensor whose values are not initialised, for kernels that write every value before anything reads it
+    /// (package-internal; debug builds fill it with NaN, so a value left unwritten fails the parity tests loudly).
+    package init(uninitialized shape: [Int]) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        self.shape = shape
+        self.count = shape.reduce(1, *)
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 4, alignment: 64)
+        #if DEBUG
+        raw.initializeMemory(as: Float.self, repeating: .nan, count: max(count, 1))
+        #else
+        raw.bindMemory(to: Float.self, capacity: max(count, 1))
+        #endif
+        self.data = raw.assumingMemoryBound(to: Float.self)
+        self.owner = nil
+        self.ownsBuffer = true
+    }
+
     /// A tensor holding a copy of `values` (count must match the shape).
     public convenience init(shape: [Int], values: [Float]) {
         self.init(zeros: shape)
@@ -75,7 +92,7 @@ public final class Tensor: @unchecked Sendable {
 
     /// A deep copy.
     public func copy() -> Tensor {
-        let t = Tensor(zeros: shape)
+        let t = Tensor(uninitialized: shape)
         t.data.update(from: data, count: count)
         return t
     }

@@ -45,7 +45,8 @@ public final class ConvScratch: @unchecked Sendable {
     public var bytes: Int { (vCapacity.reduce(0, +) + mCapacity.reduce(0, +)) * 4 }
 }
 
-/// A 3x3, stride 1, padding 1 (or 0) convolution computed with Winograd F(4x4, 3x3) on activations in the
+/// A 3x3, stride 1, padding 1 (or 0) convolution computed with Winograd F(4x4, 3x3) (or F(6x6, 3x3):
+/// `outputTile` 6) on activations in the
 /// 16-channel-block layout `[ceil(C/16), H, W, 16]` ("P16", see `Tensor.packed16`). With padding 0 an h x w input
 /// gives an (h-2) x (w-2) output. Transforms and the 36 per-frequency products run
 /// in C kernels (an AVX-512 small-N GEMM, no BLAS), in cache-sized batches of tiles. Bias, activation and a residual `alpha*y + beta*res` are fused into the output
@@ -58,24 +59,34 @@ public final class WinogradConv3x3: Sendable {
     public let activation: Activation
     /// Zero padding on each side: 1 (same size) or 0 (the output loses a 1-pixel border).
     public let padding: Int
-    /// Transformed weights `[36, inBlocks*16, outBlocks*16]`.
+    /// Output tile side: 4 (F(4x4,3x3), 36 products per tile) or 6 (F(6x6,3x3), 64 products: fewer multiply-adds
+    /// per output on large maps, more rounding error and more edge waste on small ones).
+    public let outputTile: Int
+    /// Transformed weights `[(outputTile+2)^2, inBlocks*16, outBlocks*16]`.
     private let u: Tensor
     /// Bias padded to `outBlocks*16`.
     private let bias: Tensor
 
-    public init(weight: Tensor, bias: Tensor?, activation: Activation = .none, padding: Int = 1) {
+    public init(weight: Tensor, bias: Tensor?, activation: Activation = .none, padding: Int = 1, outputTile: Int = 4) {
         precondition(weight.rank == 4 && weight.shape[2] == 3 && weight.shape[3] == 3,
                      "Winograd conv needs [out, in, 3, 3] weights, got \(weight.shape)")
         precondition(padding == 0 || padding == 1, "Winograd conv padding must be 0 or 1, got \(padding)")
+        precondition(outputTile == 4 || outputTile == 6, "Winograd output tile must be 4 or 6, got \(outputTile)")
         self.padding = padding
+        self.outputTile = outputTile
         outChannels = weight.shape[0]
         inChannels = weight.shape[1]
         inBlocks = (inChannels + 15) / 16
         outBlocks = (outChannels + 15) / 16
         self.activation = activation
         let cinPad = inBlocks * 16, coutPad = outBlocks * 16
-        u = Tensor(zeros: [36, cinPad, coutPad])
-        ck_wino43_weight_transform(u.data, weight.data, outChannels, inChannels, coutPad, cinPad)
+        let products = (outputTile + 2) * (outputTile + 2)
+        u = Tensor(zeros: [products, cinPad, coutPad])
+        if outputTile == 6 {
+            ck_wino63_weight_transform(u.data, weight.data, outChannels, inChannels, coutPad, cinPad)
+        } else {
+            ck_wino43_weight_transform(u.data, weight.data, outChannels, inChannels, coutPad, cinPad)
+        }
         let b = Tensor(zeros: [coutPad])
         if let bias {
             precondition(bias.count == outChannels, "bias has \(bias.count) values for \(outChannels) outputs")
@@ -99,14 +110,15 @@ public final class WinogradConv3x3: Sendable {
         let cinPad = inBlocks * 16, coutPad = outBlocks * 16
         let (oh, ow) = outputSize(height: h, width: w)
         precondition(oh > 0 && ow > 0, "Winograd conv output would be empty for a \(h)x\(w) input")
-        let tilesX = (ow + 3) / 4, tilesY = (oh + 3) / 4
+        let t = outputTile, products = (t + 2) * (t + 2)
+        let tilesX = (ow + t - 1) / t, tilesY = (oh + t - 1) / t
         // Small images (a few tile rows): batches of at most tilesY / threads rows, so every thread gets work.
         let threads = workers?.count ?? 1
         let rowsPerBatch = max(1, min(tilesY, scratch.maxTilesPerBatch / tilesX, (tilesY + threads - 1) / threads))
         let batchTiles = rowsPerBatch * tilesX
         let parts = min(workers?.count ?? 1, (tilesY + rowsPerBatch - 1) / rowsPerBatch)
-        let buffers = scratch.reserve(slots: parts, v: 36 * (batchTiles * cinPad + 16),
-                                      m: 36 * (batchTiles * coutPad + 16))
+        let buffers = scratch.reserve(slots: parts, v: products * (batchTiles * cinPad + 16),
+                                      m: products * (batchTiles * coutPad + 16))
         var leaky: Int32 = 0
         var slope: Float = 0
         switch activation {
@@ -128,8 +140,13 @@ public final class WinogradConv3x3: Sendable {
                 let c = ck_atomic_fetch_add(counter, 1)
                 if c >= chunks { break }
                 let ty0 = c * rowsPerBatch, ty1 = min(tilesY, ty0 + rowsPerBatch)
-                ck_wino43_conv_p16(output, input, u, bias, h, w, pad, cinPad, coutPad, ty0, ty1, batchTiles,
-                                   buffers[i].v, buffers[i].m, leaky, slope, res, alpha, beta)
+                if t == 6 {
+                    ck_wino63_conv_p16(output, input, u, bias, h, w, pad, cinPad, coutPad, ty0, ty1, batchTiles,
+                                       buffers[i].v, buffers[i].m, leaky, slope, res, alpha, beta)
+                } else {
+                    ck_wino43_conv_p16(output, input, u, bias, h, w, pad, cinPad, coutPad, ty0, ty1, batchTiles,
+                                       buffers[i].v, buffers[i].m, leaky, slope, res, alpha, beta)
+                }
             }
         }
         if let workers, parts > 1 { workers.run(body) } else { body(0) }

@@ -98,9 +98,10 @@ struct NCNNGraphTests {
         #expect(out.toArray() == expected)
     }
 
-    @Test("Deconvolution: stride 2, kernel 4, padding 1, bias and LeakyReLU, against a direct scatter")
-    func deconvolution() throws {
-        let cin = 2, cout = 3, k = 4, s = 2, pad = 1, h = 3, w = 5
+    @Test("Deconvolution: stride 2, kernel 4, padding 1 (planar scatter) and kernel 2 = stride (P16 GEMM), bias and LeakyReLU, against a direct scatter",
+          arguments: [(4, 1), (2, 0)])
+    func deconvolution(k: Int, pad: Int) throws {
+        let cin = 2, cout = 3, s = 2, h = 3, w = 5
         let weights = (0..<(cout * cin * k * k)).map { Float(($0 * 7) % 11) / 10 - 0.5 }
         let bias: [Float] = [0.1, -0.2, 0.3]
         let text = """
@@ -110,6 +111,8 @@ struct NCNNGraphTests {
         Deconvolution    up     1 1 in0 out 0=\(cout) 1=\(k) 3=\(s) 4=\(pad) 5=1 6=\(weights.count) 9=2 -23310=1,0.1
         """
         let g = try Self.graph(text, Self.tagged(weights) + Self.raw(bias))
+        guard case .deconvolution(let op) = g.steps[1].op else { Issue.record("not a deconvolution"); return }
+        #expect((op.packed != nil) == (k == s && pad == 0))
         let x = Tensor(shape: [1, cin, h, w]) { Float(($0 * 5) % 9) / 8 - 0.4 }
         let out = try g.forward(x)
         let oh = (h - 1) * s + k - 2 * pad, ow = (w - 1) * s + k - 2 * pad
@@ -127,6 +130,43 @@ struct NCNNGraphTests {
         let got = out.toArray()
         let err = zip(got, ref).map { abs($0 - $1) }.max()!
         #expect(err < 1e-5, "max abs error \(err)")
+    }
+
+    @Test("Concat and nearest Interp on 16-channel blobs (feeding a 2x2 stride-2 convolution) give the planar path's result")
+    func packedConcatInterp() throws {
+        // cat: 16 + 7 channels (P16 block copy: only the last input may be ragged); cat2: 7 + 16 (planar fallback).
+        let text = """
+        7767517
+        12 16
+        Input        in0  0 1 in0
+        Convolution  c1   1 1 in0 a 0=16 1=3 4=1 5=1 6=432 9=1
+        Split        sp   1 3 a a1 a2 a3
+        Convolution  c2   1 1 a1 b 0=7 1=3 4=1 5=1 6=1008
+        Split        spb  1 2 b b1 b2
+        Concat       cat  2 1 a2 b1 c
+        Concat       cat2 2 1 b2 a3 c2
+        Eltwise      el   2 1 c c2 e 0=1
+        Interp       up   1 1 e f 0=1 1=2.0 2=2.0
+        Interp       up3  1 1 f g 0=1 1=1.5 2=0.5
+        Convolution  down 1 1 g h 0=17 1=2 3=2 5=1 6=1564 9=2 -23310=1,0.1
+        Convolution  c3   1 1 h out 0=5 1=3 4=1 5=1 6=765
+        """
+        var seed: UInt32 = 11
+        func values(_ n: Int) -> [Float] {
+            (0..<n).map { _ in seed = seed &* 1_664_525 &+ 1_013_904_223; return Float(seed >> 8) / Float(1 << 24) - 0.5 }
+        }
+        let bin = Self.tagged(values(432)) + Self.raw(values(16)) + Self.tagged(values(1008)) + Self.raw(values(7))
+            + Self.tagged(values(1564)) + Self.raw(values(17)) + Self.tagged(values(765)) + Self.raw(values(5))
+        let g = try Self.graph(text, bin)
+        let x = Tensor(shape: [1, 3, 9, 14]) { Float(($0 * 37) % 101) / 50 - 1 }
+        let packed = try g.forward(x)
+        let planar = try g.forward(x, keepPacked: false)
+        // 9x14 -> 18x28 -> 27x14 -> (2x2 stride 2) 13x7 -> 13x7
+        #expect(packed.shape == [1, 5, 13, 7])
+        #expect(packed.shape == planar.shape)
+        let err = zip(packed.toArray(), planar.toArray()).map { abs($0 - $1) }.max()!
+        #expect(err < 1e-5, "max abs difference \(err)")
+        #expect(planar.toArray().contains { $0 != 0 })
     }
 
     @Test("blobs kept in the 16-channel layout between convolutions give the planar path's result; in-place layers leave Split aliases intact")
@@ -174,5 +214,58 @@ struct NCNNGraphTests {
         // The layers' worker-thread split (3 threads, 2 channel blocks) gives the same values.
         let errThreads = zip(try threaded.forward(x).toArray(), packed.toArray()).map { abs($0 - $1) }.max()!
         #expect(errThreads < 1e-5, "3 threads vs 1: max abs difference \(errThreads)")
+    }
+
+    @Test("3x3 convolutions match a direct convolution on maps that take F(6x6,3x3) tiles and on small ones (F(4x4,3x3)), padding 0 and 1, 1 and 2 threads")
+    func winogradTileSelection() throws {
+        // 30x28 outputs: 25 8x8 tiles (1600 products) vs 56 6x6 tiles (2016): F(6,3). 8x8 outputs: 256 vs 144: F(4,3).
+        #expect(NCNNConvOp.prefersLargeTiles(height: 30, width: 28))
+        #expect(!NCNNConvOp.prefersLargeTiles(height: 8, width: 8))
+        #expect(!NCNNConvOp.prefersLargeTiles(height: 20, width: 20))
+        let cin = 17, cout = 19
+        var seed: UInt32 = 5
+        func values(_ n: Int) -> [Float] {
+            (0..<n).map { _ in seed = seed &* 1_664_525 &+ 1_013_904_223; return Float(seed >> 8) / Float(1 << 24) - 0.5 }
+        }
+        let weight = values(cout * cin * 9), bias = values(cout)
+        for (pad, h, w) in [(1, 30, 28), (0, 32, 30), (1, 8, 8), (0, 10, 10)] {
+            let text = """
+            7767517
+            2 2
+            Input        in0  0 1 in0
+            Convolution  c1   1 1 in0 out 0=\(cout) 1=3 4=\(pad) 5=1 6=\(cout * cin * 9) 9=2 -23310=1,0.1
+            """
+            let x = Tensor(shape: [1, cin, h, w]) { Float(($0 * 37) % 101) / 50 - 1 }
+            let xs = x.toArray()
+            let oh = h + 2 * pad - 2, ow = w + 2 * pad - 2
+            var ref = [Float](repeating: 0, count: cout * oh * ow)
+            for co in 0..<cout {
+                for y in 0..<oh {
+                    for xx in 0..<ow {
+                        var acc = Double(bias[co])
+                        for ci in 0..<cin {
+                            for ky in 0..<3 {
+                                for kx in 0..<3 {
+                                    let iy = y + ky - pad, ix = xx + kx - pad
+                                    guard iy >= 0, iy < h, ix >= 0, ix < w else { continue }
+                                    acc += Double(weight[((co * cin + ci) * 3 + ky) * 3 + kx]) * Double(xs[(ci * h + iy) * w + ix])
+                                }
+                            }
+                        }
+                        ref[(co * oh + y) * ow + xx] = Float(acc >= 0 ? acc : 0.1 * acc)
+                    }
+                }
+            }
+            for threads in [1, 2] {
+                var b = NCNNModelBin(data: Self.tagged(weight) + Self.raw(bias))
+                let g = try NCNNGraph(param: NCNNParam(text: text), bin: &b, source: "test.param", threads: threads)
+                let out = try g.forward(x)
+                #expect(out.shape == [1, cout, oh, ow])
+                let err = zip(out.toArray(), ref).map { abs($0 - $1) }.max()!
+                print("ncnn 3x3 conv pad \(pad) \(h)x\(w), \(threads) threads: max abs error \(err) (output max abs \(ref.map(abs).max()!))")
+                // outputs reach about 7; measured max abs error 1.4e-5 to 1.6e-5 on the F(4,3) maps, 1.5e-5 to 4.8e-5 on F(6,3)'s
+                #expect(err < 1e-4, "pad \(pad) \(h)x\(w), \(threads) threads: max abs difference \(err)")
+            }
+        }
     }
 }

@@ -114,6 +114,31 @@ struct ConvTests {
         }
     }
 
+    @Test("Winograd F(6,3) (6x6 output tiles) matches the direct reference: padding 0 and 1, ragged tiles, padded channels, threads")
+    func winogradF63() {
+        let workers = ParallelWorkers(count: 2)
+        defer { workers.shutdown() }
+        for (h, w, pad) in [(9, 11, 1), (14, 13, 0), (3, 8, 0), (1, 6, 1), (20, 7, 1)] {
+            let x = randomTensor([1, 19, h, w], seed: UInt64(h * 53 + w + pad))
+            let wt = randomTensor([21, 19, 3, 3], seed: 71)
+            let b = randomTensor([21], seed: 72)
+            let ref = naiveConv(x, wt, b, stride: 1, pad: pad)
+            ref.leakyReLU(slope: 0.1)
+            let wino = WinogradConv3x3(weight: wt, bias: b, activation: .leakyReLU(slope: 0.1), padding: pad,
+                                       outputTile: 6)
+            let y = wino(x.packed16(), scratch: ConvScratch(maxTilesPerBatch: 2))
+            #expect(y.shape == [2, h + 2 * pad - 2, w + 2 * pad - 2, 16])
+            // F(6,3) rounds more than F(4,3) (transform entries up to 32 and 5.25); values here are about 1-10
+            let err = y.unpacked16(channels: 21).maxAbsDifference(ref)
+            print("Winograd F(6,3) h=\(h) w=\(w) pad=\(pad): max abs error \(err) (output max abs \(ref.maxAbs()))")
+            #expect(err < 5e-4, "h=\(h) w=\(w) pad=\(pad)")
+            let multi = Tensor(zeros: y.shape)
+            wino.forward(x.packed16(), height: h, width: w, into: multi, scratch: ConvScratch(maxTilesPerBatch: 2),
+                         workers: workers)
+            #expect(multi.maxAbsDifference(y) == 0, "threads h=\(h) w=\(w)")
+        }
+    }
+
     @Test("Winograd conv split across worker threads equals the single-threaded result")
     func winogradThreads() {
         let x = randomTensor([1, 32, 23, 9], seed: 31)
@@ -144,6 +169,75 @@ struct ConvTests {
             input: p.data, height: 6, width: 7, output: out.data,
             residual: (UnsafePointer(out.data), 0.2, 1.0), scratch: ConvScratch())
         #expect(out.unpacked16(channels: 16).maxAbsDifference(ref) < 2e-4)
+    }
+
+    @Test("P16 im2col conv (2x2 stride 2, 3x3 dilation 2 asymmetric padding, 1x1) matches the direct reference, threads")
+    func packedConv() {
+        let workers = ParallelWorkers(count: 3)
+        defer { workers.shutdown() }
+        let x = randomTensor([1, 17, 11, 9], seed: 51)
+        let b = randomTensor([20], seed: 52)
+        // (kernel, stride, padding t/l/b/r, dilation); the reference pads symmetrically, so asymmetric cases crop it
+        for (k, s, pad, dil) in [(2, 2, 0, 1), (3, 1, 2, 2), (1, 1, 0, 1), (3, 2, 1, 1)] {
+            let w = randomTensor([20, 17, k, k], seed: UInt64(53 + k * 10 + s))
+            let ref = naiveConv(x, w, b, stride: s, pad: pad, dilation: dil)
+            ref.leakyReLU(slope: 0.1)
+            let conv = PackedConv2D(weight: w, bias: b, stride: (s, s), padding: (pad, pad, pad, pad),
+                                    dilation: (dil, dil), activation: .leakyReLU(slope: 0.1))
+            let (oh, ow) = conv.outputSize(height: 11, width: 9)
+            #expect([1, 20, oh, ow] == ref.shape)
+            for threads in [nil, workers] {
+                let y = Tensor(uninitialized: [2, oh, ow, 16])
+                conv.forward(x.packed16(), height: 11, width: 9, into: y, workers: threads)
+                #expect(y.unpacked16(channels: 20).maxAbsDifference(ref) < 1e-4, "k=\(k) s=\(s) threads \(threads != nil)")
+                // padding lanes of the last block are written as 0
+                #expect((0..<(oh * ow)).allSatisfy { p in (4..<16).allSatisfy { y[flat: (oh * ow + p) * 16 + $0] == 0 } })
+            }
+        }
+        // asymmetric padding (0 top/left, 1 bottom/right), against a direct sum
+        let w = randomTensor([20, 17, 3, 3], seed: 60)
+        let conv = PackedConv2D(weight: w, bias: nil, stride: (2, 2), padding: (0, 0, 1, 1))
+        let (oh, ow) = conv.outputSize(height: 11, width: 9)
+        let y = Tensor(uninitialized: [2, oh, ow, 16])
+        conv.forward(x.packed16(), height: 11, width: 9, into: y)
+        let got = y.unpacked16(channels: 20)
+        var err: Float = 0
+        for c in 0..<20 { for yy in 0..<oh { for xx in 0..<ow {
+            var acc: Float = 0
+            for ci in 0..<17 { for ky in 0..<3 { for kx in 0..<3 {
+                let iy = 2 * yy + ky, ix = 2 * xx + kx
+                if iy < 11, ix < 9 { acc += x[flat: (ci * 11 + iy) * 9 + ix] * w[flat: ((c * 17 + ci) * 3 + ky) * 3 + kx] }
+            } } }
+            err = max(err, abs(acc - got[flat: (c * oh + yy) * ow + xx]))
+        } } }
+        #expect(oh == 5 && ow == 4)
+        #expect(err < 1e-4, "asymmetric padding: max abs error \(err)")
+    }
+
+    @Test("P16 transposed conv with kernel = stride (2x2, 3x2) matches a direct scatter, threads")
+    func packedStridedTransposedConv() {
+        let workers = ParallelWorkers(count: 2)
+        defer { workers.shutdown() }
+        let (cin, cout, h, w) = (18, 33, 5, 7)
+        let x = randomTensor([1, cin, h, w], seed: 61)
+        let b = randomTensor([cout], seed: 62)
+        for (kh, kw) in [(2, 2), (3, 2)] {
+            let wt = randomTensor([cout, cin, kh, kw], seed: UInt64(63 + kh))
+            let oh = h * kh, ow = w * kw
+            let ref = Tensor(zeros: [1, cout, oh, ow])
+            for o in 0..<cout { for c in 0..<cin { for y in 0..<h { for xx in 0..<w { for ky in 0..<kh { for kx in 0..<kw {
+                ref[flat: (o * oh + y * kh + ky) * ow + xx * kw + kx] +=
+                    x[flat: (c * h + y) * w + xx] * wt[flat: ((o * cin + c) * kh + ky) * kw + kx]
+            } } } } } }
+            ref.addChannelBias(b)
+            ref.leakyReLU(slope: 0.1)
+            let deconv = PackedStridedTransposedConv2D(weight: wt, bias: b, activation: .leakyReLU(slope: 0.1))
+            for threads in [nil, workers] {
+                let y = Tensor(uninitialized: [3, oh, ow, 16])
+                deconv.forward(x.packed16(), height: h, width: w, into: y, workers: threads)
+                #expect(y.unpacked16(channels: cout).maxAbsDifference(ref) < 1e-4, "\(kh)x\(kw) threads \(threads != nil)")
+            }
+        }
     }
 
     @Test("nearest 2x upsample, concat, pack/unpack")
@@ -200,6 +294,28 @@ struct ConvKernelDispatchTests {
             ck_sgemm_n16_scalar(c.data, a.data, b.data, gm, gn, gk, gk + 3, gn, gn)
             gemmRefs.append((gn, a, b, c))
         }
+        // F(6,3) transforms (8x8 input tiles, 6x6 output tiles), padding 1 and 0
+        let t6X = (w + 5) / 6, t6Y = (h + 5) / 6, tiles6 = t6X * t6Y
+        let ref6V = Tensor(zeros: [64, tiles6, ld])
+        ck_wino63_input_p16_scalar(ref6V.data, src.data, h, w, 0, t6Y, 0, blocks, ld, tiles6 * ld, 1)
+        let t60X = (w - 2 + 5) / 6, t60Y = (h - 2 + 5) / 6, tiles60 = t60X * t60Y
+        let ref6V0 = Tensor(zeros: [64, tiles60, ld])
+        ck_wino63_input_p16_scalar(ref6V0.data, src.data, h, w, 0, t60Y, 0, blocks, ld, tiles60 * ld, 0)
+        let m6In = randomTensor([64, tiles6, ld], seed: 25)
+        let ref6Out = Tensor(zeros: [blocks, h, w, 16])
+        ck_wino63_output_p16_scalar(ref6Out.data, m6In.data, bias.data, h, w, 0, t6Y, 0, blocks, ld, tiles6 * ld,
+                                    1, 0.2, res.data, 0.2, 1.0)
+        // the P16-output GEMM: column groups `ldq` apart, bias and LeakyReLU fused
+        let pm = 23, pk = 21, ldq = 23 * 16 + 5  // 23 rows: remainder tiles of 8, 4, 2 and 1 rows
+        var p16Refs: [(Int, Tensor, Tensor, Tensor, Tensor)] = []
+        for gn in [16, 32, 48, 64, 80] {
+            let a = randomTensor([pm, pk + 2], seed: UInt64(100 + gn))
+            let b = randomTensor([pk, gn + 16], seed: UInt64(101 + gn))
+            let bias = randomTensor([gn], seed: UInt64(102 + gn))
+            let c = Tensor(zeros: [gn / 16, ldq])
+            ck_sgemm_n16_p16_scalar(c.data, a.data, b.data, bias.data, pm, gn, pk, pk + 2, gn + 16, 16, ldq, 1, 0.1)
+            p16Refs.append((gn, a, b, bias, c))
+        }
         let refUp = Tensor(zeros: [blocks, 2 * h, 2 * w, 16])
         ck_upsample_nearest2x_scalar(refUp.data, src.data, blocks, h, w, 16)
         KernelISATestLock.withLock {
@@ -217,6 +333,17 @@ struct ConvKernelDispatchTests {
                 ck_wino43_output_p16(out.data, mIn.data, bias.data, h, w, 0, tilesY, 0, blocks, ld, tiles * ld,
                                      1, 0.2, res.data, 0.2, 1.0)
                 #expect(out.maxAbsDifference(refOut) < 1e-4, "output transform \(isa)")
+                let v6 = Tensor(zeros: [64, tiles6, ld])
+                ck_wino63_input_p16(v6.data, src.data, h, w, 0, t6Y, 0, blocks, ld, tiles6 * ld, 1)
+                #expect(v6.maxAbsDifference(ref6V) < 1e-4, "F(6,3) input transform \(isa)")
+                let v60 = Tensor(zeros: [64, tiles60, ld])
+                ck_wino63_input_p16(v60.data, src.data, h, w, 0, t60Y, 0, blocks, ld, tiles60 * ld, 0)
+                #expect(v60.maxAbsDifference(ref6V0) < 1e-4, "F(6,3) input transform, padding 0, \(isa)")
+                let out6 = Tensor(zeros: [blocks, h, w, 16])
+                ck_wino63_output_p16(out6.data, m6In.data, bias.data, h, w, 0, t6Y, 0, blocks, ld, tiles6 * ld,
+                                     1, 0.2, res.data, 0.2, 1.0)
+                // outputs reach ~1e3 here (A^T entries up to 32, random products): rounding-level bound, relative
+                #expect(out6.maxAbsDifference(ref6Out) <= 1e-6 * max(1, ref6Out.maxAbs()), "F(6,3) output transform \(isa)")
                 let up = Tensor(zeros: [blocks, 2 * h, 2 * w, 16])
                 ck_upsample_nearest2x(up.data, src.data, blocks, h, w, 16)
                 #expect(up.maxAbsDifference(refUp) == 0, "upsample \(isa)")
@@ -224,6 +351,12 @@ struct ConvKernelDispatchTests {
                     let c = Tensor(zeros: [gm, gn])
                     ck_sgemm_n16(c.data, a.data, b.data, gm, gn, gk, gk + 3, gn, gn)
                     #expect(c.maxAbsDifference(ref) < 1e-4, "sgemm_n16 n=\(gn) \(isa)")
+                }
+                for (gn, a, b, bias, ref) in p16Refs {
+                    let c = Tensor(zeros: [gn / 16, ldq])
+                    ck_sgemm_n16_p16(c.data, a.data, b.data, bias.data, pm, gn, pk, pk + 2, gn + 16, 16, ldq, 1, 0.1)
+                    #expect(c.maxAbsDifference(ref) < 1e-4, "sgemm_n16_p16 n=\(gn) \(isa)")
+                    #expect(ref.toArray().contains { $0 < 0 } && ref.toArray().contains { $0 > 0.5 })
                 }
             }
         }

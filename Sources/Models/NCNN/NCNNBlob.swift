@@ -41,7 +41,7 @@ struct NCNNBlob {
         guard let c = p16Channels else { return tensor }
         return context.timed("unpack16") {
             let hw = tensor.shape[1] * tensor.shape[2]
-            let out = Tensor(zeros: [c, tensor.shape[1], tensor.shape[2]])
+            let out = context.uninitializedTensor([c, tensor.shape[1], tensor.shape[2]])
             tensor.withUnsafePointer { src in
                 out.withUnsafeMutablePointer { dst in
                     context.parallel(tensor.shape[0]) { blocks in
@@ -59,7 +59,7 @@ struct NCNNBlob {
         return context.timed("pack16") {
             let (c, h, w) = (tensor.shape[0], tensor.shape[1], tensor.shape[2])
             let hw = h * w, blocks = (c + 15) / 16
-            let out = Tensor(zeros: [blocks, h, w, 16])
+            let out = context.uninitializedTensor([blocks, h, w, 16])  // pack writes the padding lanes as 0
             tensor.withUnsafePointer { src in
                 out.withUnsafeMutablePointer { dst in
                     context.parallel(blocks) { range in
@@ -73,7 +73,12 @@ struct NCNNBlob {
 
     /// A P16 tensor the caller may overwrite: this blob's own P16 tensor when `mayOverwrite`, else a new one.
     func p16ForWriting(_ context: NCNNRunContext, mayOverwrite: Bool) -> Tensor {
-        if isP16 { return mayOverwrite ? tensor : tensor.copy() }
+        if isP16 {
+            if mayOverwrite { return tensor }
+            let t = context.uninitializedTensor(tensor.shape)
+            t.copyValues(from: tensor)
+            return t
+        }
         return p16(context)
     }
 }
@@ -90,7 +95,7 @@ enum NCNNPacked {
     /// Rows `h` and columns `w` of every block (all channels).
     static func cropped(_ t: Tensor, h: Range<Int>, w: Range<Int>, context: NCNNRunContext) -> Tensor {
         let blocks = t.shape[0], H = t.shape[1], W = t.shape[2]
-        let out = Tensor(zeros: [blocks, h.count, w.count, 16])
+        let out = context.uninitializedTensor([blocks, h.count, w.count, 16])
         let rowLen = w.count * 16
         t.withUnsafePointer { src in
             out.withUnsafeMutablePointer { dst in
@@ -100,6 +105,77 @@ enum NCNNPacked {
                         for y in h {
                             d.update(from: src + ((b * H + y) * W + w.lowerBound) * 16, count: rowLen)
                             d += rowLen
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// Channel concatenation into one P16 tensor: the blocks of each input one after the other, so every input
+    /// but the last must hold a whole number of blocks; nil otherwise (or for sizes that differ: the planar path
+    /// handles and reports those).
+    static func concat(_ ins: [NCNNBlob], context: NCNNRunContext) -> NCNNBlob? {
+        guard let d0 = ins[0].chw else { return nil }
+        var channels = 0
+        for (i, b) in ins.enumerated() {
+            guard let d = b.chw, d.h == d0.h, d.w == d0.w, i == ins.count - 1 || d.c % 16 == 0 else { return nil }
+            channels += d.c
+        }
+        let parts = ins.map { $0.p16(context) }
+        let plane = d0.h * d0.w * 16
+        let out = context.uninitializedTensor([parts.reduce(0) { $0 + $1.shape[0] }, d0.h, d0.w, 16])
+        var block = 0
+        for t in parts {
+            out.copyValues(from: t, count: t.count, to: block * plane)
+            block += t.shape[0]
+        }
+        return NCNNBlob(p16: out, channels: channels)
+    }
+
+    /// Global average or max pooling of a P16 tensor to a `[channels]` vector (16 lanes at a time, blocks shared
+    /// out across the workers).
+    static func globalPooling(_ t: Tensor, channels: Int, average: Bool, context: NCNNRunContext) -> Tensor {
+        let blocks = t.shape[0], hw = t.shape[1] * t.shape[2]
+        let lanes = Tensor(uninitialized: [blocks * 16])
+        t.withUnsafePointer { src in
+            lanes.withUnsafeMutablePointer { dst in
+                context.parallel(blocks) { range in
+                    for b in range {
+                        let q = UnsafeRawPointer(src + b * hw * 16)
+                        var acc = average ? SIMD16<Float>(repeating: 0) : SIMD16<Float>(repeating: -.infinity)
+                        for i in 0..<hw {
+                            let v = q.loadUnaligned(fromByteOffset: i * 64, as: SIMD16<Float>.self)
+                            acc = average ? acc + v : pointwiseMax(acc, v)
+                        }
+                        if average { acc /= SIMD16<Float>(repeating: Float(hw)) }
+                        UnsafeMutableRawPointer(dst + b * 16).storeBytes(of: acc, as: SIMD16<Float>.self)
+                    }
+                }
+            }
+        }
+        return Tensor(shape: [channels], values: Array(lanes.toArray()[0..<channels]))
+    }
+
+    /// ncnn nearest resize of a P16 tensor (source index `min(Int(dst * (1/scale)), size - 1)`, as the planar
+    /// `NCNNLayerOp.nearest`); exact 2x uses the upsampling kernel.
+    static func nearest(_ t: Tensor, outH: Int, outW: Int, hs: Float, ws: Float, context: NCNNRunContext) -> Tensor {
+        let blocks = t.shape[0], h = t.shape[1], w = t.shape[2]
+        let xofs = (0..<outW).map { min(Int(Float($0) * (1 / ws)), w - 1) }
+        let yofs = (0..<outH).map { min(Int(Float($0) * (1 / hs)), h - 1) }
+        if outH == 2 * h, outW == 2 * w, xofs == (0..<outW).map({ $0 / 2 }), yofs == (0..<outH).map({ $0 / 2 }) {
+            return t.upsampledNearest2xPacked16()
+        }
+        let out = context.uninitializedTensor([blocks, outH, outW, 16])
+        t.withUnsafePointer { src in
+            out.withUnsafeMutablePointer { dst in
+                context.parallel(blocks) { range in
+                    for b in range {
+                        for oy in 0..<outH {
+                            let s = src + (b * h + yofs[oy]) * w * 16
+                            let d = dst + (b * outH + oy) * outW * 16
+                            for ox in 0..<outW { (d + ox * 16).update(from: s + xofs[ox] * 16, count: 16) }
                         }
                     }
                 }
@@ -218,8 +294,23 @@ extension NCNNLayerOp {
             return Array(repeating: ins[0], count: outputs)
         case .convolution(let c):
             return [try c.forward(ins[0], context: context)]
+        case .deconvolution(let d) where d.packed != nil:
+            return [try d.forwardP16(ins[0], context: context)]
         case .deconvolution(let d):
             return [NCNNBlob(planar: try d.forward(ins[0], workers: context.workers))]
+        case .globalPooling(let average) where ins[0].isP16:
+            return [NCNNBlob(planar: NCNNPacked.globalPooling(ins[0].tensor, channels: ins[0].p16Channels!,
+                                                              average: average, context: context))]
+        case .concat where ins.contains(where: \.isP16):
+            if let r = NCNNPacked.concat(ins, context: context) { return [r] }
+        case .interp(1, let hs, let ws, let outH0, let outW0) where ins[0].isP16:
+            let (c, h, w) = ins[0].chw!
+            let outH = outH0 > 0 ? outH0 : Int(Float(h) * hs), outW = outW0 > 0 ? outW0 : Int(Float(w) * ws)
+            guard outH > 0, outW > 0 else { break }
+            return [NCNNBlob(p16: NCNNPacked.nearest(ins[0].tensor, outH: outH, outW: outW,
+                                                     hs: outH0 > 0 ? Float(outH) / Float(h) : hs,
+                                                     ws: outW0 > 0 ? Float(outW) / Float(w) : ws, context: context),
+                             channels: c)]
         case .prelu(let slopes) where ins[0].isP16:
             let c = ins[0].p16Channels!
             guard slopes.count == 1 || slopes.count == c else {

@@ -190,26 +190,30 @@ public final class NCNNGraph: Sendable {
         var pooling = 0
         for step in steps {
             if case .input = step.op { continue }
-            let ins = step.inputs.map { blobs[$0]! }
             var outs: [NCNNBlob]
-            if case .globalPooling = step.op, pooling < replacingPooling.count || stopAtNextPooling {
-                if pooling == replacingPooling.count { return ins[0].planar(context) }
-                outs = [NCNNBlob(planar: replacingPooling[pooling])]
-                pooling += 1
-            } else {
-                if case .globalPooling = step.op { pooling += 1 }
-                do {
-                    outs = try context.timed(step.op.typeName) {
-                        try step.op.forward(blobs: ins, outputs: step.outputs.count,
-                                            mayOverwrite: step.mayOverwrite && keepPacked, context: context)
+            do {
+                // `ins` ends here, so the buffers of blobs freed below are no longer referenced by this step.
+                let ins = step.inputs.map { blobs[$0]! }
+                if case .globalPooling = step.op, pooling < replacingPooling.count || stopAtNextPooling {
+                    if pooling == replacingPooling.count { return ins[0].planar(context) }
+                    outs = [NCNNBlob(planar: replacingPooling[pooling])]
+                    pooling += 1
+                } else {
+                    if case .globalPooling = step.op { pooling += 1 }
+                    do {
+                        outs = try context.timed(step.op.typeName) {
+                            try step.op.forward(blobs: ins, outputs: step.outputs.count,
+                                                mayOverwrite: step.mayOverwrite && keepPacked, context: context)
+                        }
+                        if !keepPacked { outs = outs.map { NCNNBlob(planar: $0.planar(context)) } }
+                    } catch let e as NCNNGraphError {
+                        throw NCNNGraphError(e.code, "\(source): layer '\(step.layer)': \(e.message)")
                     }
-                    if !keepPacked { outs = outs.map { NCNNBlob(planar: $0.planar(context)) } }
-                } catch let e as NCNNGraphError {
-                    throw NCNNGraphError(e.code, "\(source): layer '\(step.layer)': \(e.message)")
                 }
             }
             for (b, t) in zip(step.outputs, outs) { blobs[b] = t }
-            for b in step.frees { blobs[b] = nil }
+            outs = []
+            for b in step.frees { context.release(&blobs[b]) }
         }
         guard let result = blobs[outputIndex] else {
             throw NCNNGraphError(.badGraph, "\(source): the output blob '\(outputBlob)' was not produced")
@@ -220,10 +224,38 @@ public final class NCNNGraph: Sendable {
     }
 }
 
-/// Per-forward resources shared by the layers (worker threads, Winograd scratch).
+/// Per-forward resources shared by the layers (worker threads, Winograd scratch, recycled blob buffers).
 final class NCNNRunContext: @unchecked Sendable {
     let workers: ParallelWorkers
     let scratch = ConvScratch()
+    /// Buffers of blobs that died during this forward, by shape: a later layer output of the same shape reuses one
+    /// instead of a fresh allocation (whose pages the kernel would fault in and clear again). Used from the
+    /// forward's own thread only (never inside `parallel`).
+    private var pool: [[Int]: [Tensor]] = [:]
+    private var pooledBytes = 0
+    /// Upper bound on the bytes the pool holds (buffers beyond it are freed).
+    static let poolBudgetBytes = 256 << 20
+
+    /// A tensor of `shape` whose values are unspecified (a recycled buffer or an uninitialised one): for outputs
+    /// the layer writes completely.
+    func uninitializedTensor(_ shape: [Int]) -> Tensor {
+        if var list = pool[shape], let t = list.popLast() {
+            pool[shape] = list
+            pooledBytes -= t.count * 4
+            return t
+        }
+        return Tensor(uninitialized: shape)
+    }
+
+    /// Drops a blob whose last reader has run; its buffer joins the pool when nothing else references it (no
+    /// Split alias, view or caller).
+    func release(_ blob: inout NCNNBlob?) {
+        guard var t = blob?.tensor else { return }
+        blob = nil
+        guard isKnownUniquelyReferenced(&t), pooledBytes + t.count * 4 <= Self.poolBudgetBytes else { return }
+        pool[t.shape, default: []].append(t)
+        pooledBytes += t.count * 4
+    }
     /// Seconds per layer type (and "pack16" / "unpack16" layout conversions, also counted in their layer's time)
     /// when profiling; nil otherwise.
     private var profile: [String: Double]?

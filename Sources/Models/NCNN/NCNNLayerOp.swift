@@ -58,11 +58,14 @@ enum NCNNActivation: Sendable, Equatable {
     }
 }
 
-/// A convolution: Winograd for 3x3 stride 1 (padding 0 or 1, on P16 blobs), im2col + BLAS otherwise.
+/// A convolution on P16 blobs: Winograd for 3x3 stride 1 (padding 0 or 1; F(6x6,3x3) on maps large enough for its
+/// bigger tiles, F(4x4,3x3) otherwise), P16 im2col + small-N GEMM otherwise.
 struct NCNNConvOp: Sendable {
     let conv: NCNNConvolution
     let winograd: WinogradConv3x3?
-    let general: Conv2D?
+    /// The same convolution as F(6x6,3x3) (`winograd` is F(4x4,3x3)); see `prefersLargeTiles`.
+    let winograd6: WinogradConv3x3?
+    let general: PackedConv2D?
     let activation: NCNNActivation
 
     init(_ c: NCNNConvolution, activation: NCNNActivation) {
@@ -72,51 +75,59 @@ struct NCNNConvOp: Sendable {
         if c.kernelW == 3, c.kernelH == 3, c.strideW == 1, c.strideH == 1, c.dilationW == 1, c.dilationH == 1,
            pads.allSatisfy({ $0 == pads[0] }), pads[0] <= 1 {
             winograd = WinogradConv3x3(weight: c.weight, bias: c.bias, activation: activation.fused, padding: pads[0])
+            winograd6 = WinogradConv3x3(weight: c.weight, bias: c.bias, activation: activation.fused, padding: pads[0],
+                                        outputTile: 6)
             general = nil
         } else {
             winograd = nil
-            general = Conv2D(weight: c.weight, bias: c.bias, stride: (c.strideH, c.strideW),
+            winograd6 = nil
+            general = PackedConv2D(weight: c.weight, bias: c.bias, stride: (c.strideH, c.strideW),
                              padding: (c.padTop, c.padLeft, c.padBottom, c.padRight),
                              dilation: (c.dilationH, c.dilationW), activation: activation.fused)
         }
     }
 
-    /// Winograd convolutions read and write P16 blobs (a planar input is packed); the output stays P16 unless the
-    /// activation has a part the kernel does not fuse. Other convolutions read and write planar blobs.
+    /// F(6x6,3x3) for an `height` x `width` output when its 8x8 tiles need at most 85% of the products of F(4x4,3x3)'s
+    /// 6x6 tiles (64 vs 36 per tile, edge tiles counted whole). Measured on this project's AVX-512 kernels
+    /// (1 thread): F(6,3) takes 0.79-0.87x of F(4,3)'s time where this estimate is 0.73-0.82, and the same time at
+    /// 0.91 (26x26 outputs), so the margin keeps small maps on F(4,3).
+    static func prefersLargeTiles(height oh: Int, width ow: Int) -> Bool {
+        let small = ((oh + 3) / 4) * ((ow + 3) / 4) * 36, large = ((oh + 5) / 6) * ((ow + 5) / 6) * 64
+        return Double(large) <= 0.85 * Double(small)
+    }
+
+    /// Reads and writes P16 blobs (a planar input is packed); the output stays P16 unless the activation has a part
+    /// the kernels do not fuse.
     func forward(_ x: NCNNBlob, context: NCNNRunContext) throws -> NCNNBlob {
         guard let d = x.chw, d.c == conv.inChannels else {
             throw NCNNGraphError(.badShape, "Convolution expects [\(conv.inChannels), H, W], got \(x.tensor.shape)")
         }
         let (c, h, w) = d
+        let packed = x.p16(context)
+        let y: Tensor
         if let winograd {
             let (oh, ow) = winograd.outputSize(height: h, width: w)
             guard oh > 0, ow > 0 else {
                 throw NCNNGraphError(.badShape, "Convolution 3x3 without padding needs at least 3x3 input, got \([c, h, w])")
             }
-            let packed = x.p16(context)
-            let y = Tensor(zeros: [winograd.outBlocks, oh, ow, 16])
-            packed.withUnsafePointer { src in
-                y.withUnsafeMutablePointer { dst in
-                    winograd.forward(input: src, height: h, width: w, output: dst, scratch: context.scratch,
-                                     workers: context.workers)
-                }
+            // Every value (padding lanes included) is written by the output transform.
+            y = context.uninitializedTensor([winograd.outBlocks, oh, ow, 16])
+            let kernel = Self.prefersLargeTiles(height: oh, width: ow) ? winograd6! : winograd
+            kernel.forward(packed, height: h, width: w, into: y, scratch: context.scratch, workers: context.workers)
+        } else {
+            let g = general!
+            let (oh, ow) = g.outputSize(height: h, width: w)
+            guard oh > 0, ow > 0 else {
+                throw NCNNGraphError(.badShape, "Convolution output would be empty for input \([c, h, w])")
             }
-            let out = NCNNBlob(p16: y, channels: conv.outChannels)
-            guard activation != activation.fusedPart else { return out }
-            let planar = out.planar(context)
-            activation.applyRest(planar)
-            return NCNNBlob(planar: planar)
+            y = context.uninitializedTensor([g.outBlocks, oh, ow, 16])
+            g.forward(packed, height: h, width: w, into: y, workers: context.workers)
         }
-        let g = general!
-        let input = x.planar(context)
-        let (oh, ow) = g.outputSize(height: h, width: w)
-        guard oh > 0, ow > 0 else {
-            throw NCNNGraphError(.badShape, "Convolution output would be empty for input \([c, h, w])")
-        }
-        let out = Tensor(zeros: [conv.outChannels, oh, ow])
-        input.withUnsafePointer { src in out.withUnsafeMutablePointer { dst in g.forward(src, height: h, width: w, into: dst) } }
-        activation.applyRest(out)
-        return NCNNBlob(planar: out)
+        let out = NCNNBlob(p16: y, channels: conv.outChannels)
+        guard activation != activation.fusedPart else { return out }
+        let planar = out.planar(context)
+        activation.applyRest(planar)
+        return NCNNBlob(planar: planar)
     }
 }
 
@@ -134,6 +145,9 @@ struct NCNNDeconvOp: Sendable {
     let weightT: Tensor
     let bias: Tensor?
     let activation: NCNNActivation
+    /// The P16 GEMM form, when the kernel equals the stride (no dilation, padding or output padding) and the
+    /// activation is fusable: each output pixel then comes from one input pixel (U-Net 2x2 stride-2 upsamplers).
+    let packed: PackedStridedTransposedConv2D?
 
     init(layer: NCNNLayer, bin: inout NCNNModelBin, refuse: (String) -> NCNNGraphError) throws {
         let p = layer.params
@@ -175,6 +189,24 @@ struct NCNNDeconvOp: Sendable {
             }
         }
         weightT = t
+        if kernelW == strideW, kernelH == strideH, dilationW == 1, dilationH == 1,
+           [padLeft, padTop, padRight, padBottom, outputPadRight, outputPadBottom].allSatisfy({ $0 == 0 }),
+           activation == activation.fusedPart {
+            packed = PackedStridedTransposedConv2D(weight: w, bias: bias, activation: activation.fused)
+        } else {
+            packed = nil
+        }
+    }
+
+    /// The P16 form (`packed` must exist): a P16 blob of `[outChannels, H*sh, W*sw]`.
+    func forwardP16(_ blob: NCNNBlob, context: NCNNRunContext) throws -> NCNNBlob {
+        guard let p = packed, let d = blob.chw, d.c == inChannels else {
+            throw NCNNGraphError(.badShape, "Deconvolution expects [\(inChannels), H, W], got \(blob.tensor.shape)")
+        }
+        let x = blob.p16(context)
+        let y = context.uninitializedTensor([p.outBlocks, d.h * strideH, d.w * strideW, 16])
+        p.forward(x, height: d.h, width: d.w, into: y, workers: context.workers)
+        return NCNNBlob(p16: y, channels: outChannels)
     }
 
     /// Upper bound on the column buffer (`out*kh*kw` x a band of input rows); at least one row is always used.
