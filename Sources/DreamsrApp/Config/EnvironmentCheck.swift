@@ -2,7 +2,7 @@ extension DaemonConfig {
     /// `DREAMSR_*` variables that are not configuration keys but are read elsewhere (kernel selection and tuning, the
     /// test and reference tooling); every other `DREAMSR_*` variable must be one a configuration key reads.
     public static let nonConfigurationVariables: Set<String> = [
-        "DREAMSR_KERNEL_ISA", "DREAMSR_WINOGRAD_TILES",
+        "DREAMSR_KERNEL_ISA", "DREAMSR_WINOGRAD_TILES", "DREAMSR_NCNN_PROFILE",
         "DREAMSR_BIN", "DREAMSR_TEST_LOG", "DREAMSR_TOKENIZERS_DIR", "DREAMSR_REF_PYTHON",
         "DREAMSR_MOTO_PYTHON", "DREAMSR_MOTO_VENV",
     ]
