@@ -15,6 +15,15 @@ public enum Activation: Sendable, Equatable {
         case .leakyReLU(let slope): ck_leaky_relu_inplace(p, slope, n)
         }
     }
+
+    /// The `leaky, slope` pair the C kernels take for a fused activation (relu: slope 0).
+    var kernelArguments: (leaky: Int32, slope: Float) {
+        switch self {
+        case .none: return (0, 0)
+        case .relu: return (1, 0)
+        case .leakyReLU(let slope): return (1, slope)
+        }
+    }
 }
 
 /// A 2-D convolution on NCHW float32 tensors (im2col + BLAS sgemm), with optional bias and fused activation.
@@ -205,13 +214,7 @@ public final class PackedConv2D: Sendable {
         let band = max(16, min(pixels, Self.columnBudgetBytes / (k * 4)))
         let chunks = (pixels + band - 1) / band
         let parts = min(workers?.count ?? 1, chunks)
-        var leaky: Int32 = 0
-        var slope: Float = 0
-        switch activation {
-        case .none: break
-        case .relu: leaky = 1
-        case .leakyReLU(let s): leaky = 1; slope = s
-        }
+        let (leaky, slope) = activation.kernelArguments
         let cols = UnsafeMutablePointer<Float>.allocate(capacity: parts * band * k)
         defer { cols.deallocate() }
         let counter = UnsafeMutablePointer<Int>.allocate(capacity: 1)
@@ -290,13 +293,7 @@ public final class PackedStridedTransposedConv2D: Sendable {
         precondition(output.count >= outBlocks * oh * ow * 16, "transposed conv output \(output.shape) cannot hold \(outBlocks) blocks of \(oh)x\(ow)")
         let cinPad = inBlocks * 16, coutPad = outBlocks * 16, plane = oh * ow * 16
         let parts = min(workers?.count ?? 1, h)
-        var leaky: Int32 = 0
-        var slope: Float = 0
-        switch activation {
-        case .none: break
-        case .relu: leaky = 1
-        case .leakyReLU(let s): leaky = 1; slope = s
-        }
+        let (leaky, slope) = activation.kernelArguments
         let cols = UnsafeMutablePointer<Float>.allocate(capacity: parts * w * cinPad)
         defer { cols.deallocate() }
         let counter = UnsafeMutablePointer<Int>.allocate(capacity: 1)

@@ -119,13 +119,7 @@ public final class WinogradConv3x3: Sendable {
         let parts = min(workers?.count ?? 1, (tilesY + rowsPerBatch - 1) / rowsPerBatch)
         let buffers = scratch.reserve(slots: parts, v: products * (batchTiles * cinPad + 16),
                                       m: products * (batchTiles * coutPad + 16))
-        var leaky: Int32 = 0
-        var slope: Float = 0
-        switch activation {
-        case .none: break
-        case .relu: leaky = 1
-        case .leakyReLU(let s): leaky = 1; slope = s
-        }
+        let (leaky, slope) = activation.kernelArguments
         let u = self.u.data, bias = self.bias.data, pad = padding
         let res = residual?.pointer, alpha = residual?.alpha ?? 1, beta = residual?.beta ?? 0
         // Work is handed out in batches of tile rows from a shared counter, so a thread that gets descheduled
