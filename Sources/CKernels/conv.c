@@ -493,48 +493,53 @@ void ck_sgemm_n16_p16_scalar(float *c, const float *a, const float *b, const flo
                                           _mm256_cmp_ps(acc, _mm256_setzero_ps(), _CMP_LT_OQ));                     \
     } while (0)
 
+/* R rows x 16 columns (two ymm) micro-kernel: 2R accumulators. R = 6 (12 accumulators, 2 B loads and 6 broadcasts
+ * per k step) keeps both FMA pipes of a Zen 2 / Haswell-class core busy past the FMA latency; the 4-row form used
+ * before reached about half the FMA peak there. Smaller R serve the remainder rows. */
+#define CK_GEMM_AVX2_MICRO(R)                                                                                       \
+    CK_TARGET_AVX2 static inline void gemm_avx2_##R##x16(float *c, const float *a, const float *b, size_t k,      \
+                                                         size_t lda, size_t ldb, size_t ldc, const float *bp,      \
+                                                         int leaky, __m256 vslope) {                               \
+        __m256 acc[R][2];                                                                                           \
+        for (int r = 0; r < R; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();                                  \
+        for (size_t p = 0; p < k; p++) {                                                                            \
+            const __m256 b0 = _mm256_loadu_ps(b + p * ldb), b1 = _mm256_loadu_ps(b + p * ldb + 8);                 \
+            for (int r = 0; r < R; r++) {                                                                           \
+                const __m256 av = _mm256_broadcast_ss(a + r * lda + p);                                             \
+                acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);                                                     \
+                acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);                                                     \
+            }                                                                                                       \
+        }                                                                                                           \
+        for (int r = 0; r < R; r++) {                                                                               \
+            CK_EPI_AVX2(acc[r][0], bp, leaky, vslope);                                                              \
+            CK_EPI_AVX2(acc[r][1], bp ? bp + 8 : 0, leaky, vslope);                                                 \
+            _mm256_storeu_ps(c + r * ldc, acc[r][0]);                                                               \
+            _mm256_storeu_ps(c + r * ldc + 8, acc[r][1]);                                                           \
+        }                                                                                                           \
+    }
+CK_GEMM_AVX2_MICRO(6)
+CK_GEMM_AVX2_MICRO(5)
+CK_GEMM_AVX2_MICRO(4)
+CK_GEMM_AVX2_MICRO(3)
+CK_GEMM_AVX2_MICRO(2)
+CK_GEMM_AVX2_MICRO(1)
+
 CK_TARGET_AVX2 static void sgemm_n16_avx2(float *c, const float *a, const float *b, size_t m, size_t n, size_t k,
                                           size_t lda, size_t ldb, size_t ldc, size_t ldq, const float *bias,
                                           int leaky, float slope) {
     const __m256 vslope = _mm256_set1_ps(slope);
-    /* 4 rows x 16 columns per step, 8 ymm accumulators */
     for (size_t j0 = 0; j0 < n; j0 += 16) {
+        const float *bj = b + j0, *bp = bias ? bias + j0 : 0;
+        float *cq = c + (j0 / 16) * ldq;
         size_t i = 0;
-        for (; i + 4 <= m; i += 4) {
-            __m256 acc[4][2];
-            for (int r = 0; r < 4; r++) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
-            for (size_t p = 0; p < k; p++) {
-                const float *bp = b + p * ldb + j0;
-                __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8);
-                for (int r = 0; r < 4; r++) {
-                    __m256 av = _mm256_broadcast_ss(a + (i + r) * lda + p);
-                    acc[r][0] = _mm256_fmadd_ps(av, b0, acc[r][0]);
-                    acc[r][1] = _mm256_fmadd_ps(av, b1, acc[r][1]);
-                }
-            }
-            const float *bp = bias ? bias + j0 : 0;
-            float *cq = c + (j0 / 16) * ldq;
-            for (int r = 0; r < 4; r++) {
-                CK_EPI_AVX2(acc[r][0], bp, leaky, vslope);
-                CK_EPI_AVX2(acc[r][1], bp ? bp + 8 : 0, leaky, vslope);
-                _mm256_storeu_ps(cq + (i + r) * ldc, acc[r][0]);
-                _mm256_storeu_ps(cq + (i + r) * ldc + 8, acc[r][1]);
-            }
-        }
-        for (; i < m; i++) {
-            __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-            for (size_t p = 0; p < k; p++) {
-                const float *bp = b + p * ldb + j0;
-                __m256 av = _mm256_broadcast_ss(a + i * lda + p);
-                acc0 = _mm256_fmadd_ps(av, _mm256_loadu_ps(bp), acc0);
-                acc1 = _mm256_fmadd_ps(av, _mm256_loadu_ps(bp + 8), acc1);
-            }
-            const float *bp = bias ? bias + j0 : 0;
-            float *cq = c + (j0 / 16) * ldq;
-            CK_EPI_AVX2(acc0, bp, leaky, vslope);
-            CK_EPI_AVX2(acc1, bp ? bp + 8 : 0, leaky, vslope);
-            _mm256_storeu_ps(cq + i * ldc, acc0);
-            _mm256_storeu_ps(cq + i * ldc + 8, acc1);
+        for (; i + 6 <= m; i += 6) gemm_avx2_6x16(cq + i * ldc, a + i * lda, bj, k, lda, ldb, ldc, bp, leaky, vslope);
+        switch (m - i) {
+        case 5: gemm_avx2_5x16(cq + i * ldc, a + i * lda, bj, k, lda, ldb, ldc, bp, leaky, vslope); break;
+        case 4: gemm_avx2_4x16(cq + i * ldc, a + i * lda, bj, k, lda, ldb, ldc, bp, leaky, vslope); break;
+        case 3: gemm_avx2_3x16(cq + i * ldc, a + i * lda, bj, k, lda, ldb, ldc, bp, leaky, vslope); break;
+        case 2: gemm_avx2_2x16(cq + i * ldc, a + i * lda, bj, k, lda, ldb, ldc, bp, leaky, vslope); break;
+        case 1: gemm_avx2_1x16(cq + i * ldc, a + i * lda, bj, k, lda, ldb, ldc, bp, leaky, vslope); break;
+        default: break;
         }
     }
 }

@@ -240,82 +240,126 @@ public final class PackedConv2D: Sendable {
     }
 }
 
-/// A transposed convolution whose kernel equals its stride (no padding, no dilation: every output pixel comes from
-/// exactly one input pixel and one kernel tap, as in the 2x2 stride-2 upsamplers of U-Nets) on P16 activations.
-/// For each input row and tap `(ky, kx)`, one small-N GEMM of the row's pixels `[w, cinPad]` (`ck_im2col_p16` with a
-/// 1x1 kernel) by the tap's `[cinPad, coutPad]` weights writes P16 output pixels `(sh*y + ky, sw*x + kx)` directly,
-/// bias and ReLU / LeakyReLU fused.
-public final class PackedStridedTransposedConv2D: Sendable {
+/// A transposed convolution (no dilation, no output padding) on P16 activations, as `stride.h * stride.w` ordinary
+/// convolutions, one per output phase `(ry, rx)`: with `T = ceil(k / s)` per axis and the kernel zero-extended to
+/// `T*s` taps, output pixel `(s*y + ry - pad, s*x + rx - pad)` is a `T x T` correlation of the input (padded by
+/// `T - 1`) at `(y, x)` with the taps `(T - 1 - a)*s + r`. For each row `y` of that `(h + T - 1) x (w + T - 1)`
+/// domain, one P16 im2col (`ck_im2col_p16`) feeds one small-N GEMM per phase (`ck_sgemm_n16_p16`, bias and
+/// ReLU / LeakyReLU fused) that stores its pixels straight into every `s`-th output pixel; the padding crops whole
+/// pixels away, so nothing outside the output is computed beyond the domain's border. Kernel = stride (the 2x2
+/// stride-2 U-Net upsamplers) is the case `T = 1`; DreamSR-style 4x4 stride-2 and 5x5 stride-3 upsamplers are `T = 2`.
+public final class PackedTransposedConv2D: Sendable {
     public let inChannels: Int
     public let outChannels: Int
     public let inBlocks: Int
     public let outBlocks: Int
+    public let kernelH: Int
+    public let kernelW: Int
     public let strideH: Int
     public let strideW: Int
+    public let padTop: Int
+    public let padLeft: Int
+    public let padBottom: Int
+    public let padRight: Int
     public let activation: Activation
-    /// `[sh*sw, cinPad, coutPad]`, zero padded.
-    private let taps: Tensor
+    /// Taps per phase and axis: `ceil(kernel / stride)`.
+    let tapsH: Int, tapsW: Int
+    /// `[sh*sw, tapsH*tapsW*cinPad, coutPad]`: phase `ry*sw + rx`, row `(a*tapsW + b)*cinPad + ci`, zero padded.
+    private let phases: Tensor
     private let bias: Tensor
 
-    /// `weight`: `[out, in, kh, kw]` (ncnn Deconvolution order: output `(sh*y + ky, sw*x + kx)` of channel `co` adds
-    /// `weight[co][ci][ky][kx] * input[ci][y][x]`), the kernel size being the stride.
-    public init(weight: Tensor, bias: Tensor?, activation: Activation = .none) {
+    /// `weight`: `[out, in, kh, kw]` (ncnn Deconvolution order: full-output pixel `(sh*y + ky, sw*x + kx)` of channel
+    /// `co` adds `weight[co][ci][ky][kx] * input[ci][y][x]`; the output is the full output less the padding).
+    public init(weight: Tensor, bias: Tensor?, stride: (Int, Int),
+                padding: (top: Int, left: Int, bottom: Int, right: Int) = (0, 0, 0, 0), activation: Activation = .none) {
         precondition(weight.rank == 4, "transposed conv weight must be [out, in, kh, kw], got \(weight.shape)")
+        precondition(stride.0 > 0 && stride.1 > 0, "stride must be > 0")
+        precondition(padding.top >= 0 && padding.left >= 0 && padding.bottom >= 0 && padding.right >= 0,
+                     "padding must be >= 0")
         outChannels = weight.shape[0]
         inChannels = weight.shape[1]
-        strideH = weight.shape[2]
-        strideW = weight.shape[3]
+        kernelH = weight.shape[2]
+        kernelW = weight.shape[3]
+        (strideH, strideW) = stride
+        (padTop, padLeft, padBottom, padRight) = padding
         inBlocks = (inChannels + 15) / 16
         outBlocks = (outChannels + 15) / 16
+        tapsH = (kernelH + strideH - 1) / strideH
+        tapsW = (kernelW + strideW - 1) / strideW
         self.activation = activation
-        let cinPad = inBlocks * 16, coutPad = outBlocks * 16, kk = strideH * strideW
-        let t = Tensor(zeros: [kk, cinPad, coutPad])
-        for ci in 0..<inChannels {
-            for co in 0..<outChannels {
-                for k in 0..<kk { t.data[(k * cinPad + ci) * coutPad + co] = weight.data[(co * inChannels + ci) * kk + k] }
-            }
-        }
-        taps = t
-        let b = Tensor(zeros: [coutPad])
+        let cinPad = inBlocks * 16, coutPad = outBlocks * 16, rows = tapsH * tapsW * cinPad
+        let (kh, kw, sh, sw, th, tw, ci, co) = (kernelH, kernelW, strideH, strideW, tapsH, tapsW, inChannels, outChannels)
+        let t = Tensor(zeros: [sh * sw, rows, coutPad])
+        for ry in 0..<sh { for rx in 0..<sw { for a in 0..<th { for b in 0..<tw {
+            let ky = (th - 1 - a) * sh + ry, kx = (tw - 1 - b) * sw + rx
+            guard ky < kh, kx < kw else { continue }
+            let base = ((ry * sw + rx) * rows + (a * tw + b) * cinPad) * coutPad
+            for i in 0..<ci { for o in 0..<co { t.data[base + i * coutPad + o] = weight.data[((o * ci + i) * kh + ky) * kw + kx] } }
+        } } } }
+        phases = t
+        let bp = Tensor(zeros: [coutPad])
         if let bias {
             precondition(bias.count == outChannels, "bias has \(bias.count) values for \(outChannels) outputs")
-            b.data.update(from: bias.data, count: outChannels)
+            bp.data.update(from: bias.data, count: outChannels)
         }
-        self.bias = b
+        self.bias = bp
+    }
+
+    /// Kernel = stride, no padding.
+    public convenience init(weight: Tensor, bias: Tensor?, activation: Activation = .none) {
+        self.init(weight: weight, bias: bias, stride: (weight.shape[2], weight.shape[3]), activation: activation)
+    }
+
+    public func outputSize(height h: Int, width w: Int) -> (height: Int, width: Int) {
+        ((h - 1) * strideH + kernelH - padTop - padBottom, (w - 1) * strideW + kernelW - padLeft - padRight)
     }
 
     /// Upsamples the first `inBlocks` blocks of the P16 `input` (`[>=inBlocks, h, w, 16]`) into the P16 `output`
-    /// (`outBlocks` blocks of `[h*sh, w*sw]`, every value written); input rows are shared out across `workers`.
+    /// (`outBlocks` blocks of `outputSize`, every value written); rows of the phase domain are shared out across
+    /// `workers`. Bounds-checked.
     public func forward(_ input: Tensor, height h: Int, width w: Int, into output: Tensor,
                         workers: ParallelWorkers? = nil) {
-        let oh = h * strideH, ow = w * strideW
-        precondition(h > 0 && w > 0 && input.count >= inBlocks * h * w * 16, "transposed conv input \(input.shape) for \(h)x\(w)")
+        let (oh, ow) = outputSize(height: h, width: w)
+        precondition(h > 0 && w > 0 && oh > 0 && ow > 0 && input.count >= inBlocks * h * w * 16,
+                     "transposed conv input \(input.shape) for \(h)x\(w) (output \(oh)x\(ow))")
         precondition(output.count >= outBlocks * oh * ow * 16, "transposed conv output \(output.shape) cannot hold \(outBlocks) blocks of \(oh)x\(ow)")
         let cinPad = inBlocks * 16, coutPad = outBlocks * 16, plane = oh * ow * 16
-        let parts = min(workers?.count ?? 1, h)
+        let (th, tw, sh, sw, pt, pl, cb) = (tapsH, tapsW, strideH, strideW, padTop, padLeft, inBlocks)
+        let dh = h + th - 1, dw = w + tw - 1, k = th * tw * cinPad
+        // Per phase column rx: the domain columns whose output column lies inside the output.
+        let columns: [Range<Int>] = (0..<sw).map { rx in
+            let lo = pl > rx ? (pl - rx + sw - 1) / sw : 0
+            let hi = ow - 1 + pl - rx < 0 ? 0 : min(dw, (ow - 1 + pl - rx) / sw + 1)
+            return lo..<max(lo, hi)
+        }
+        let parts = min(workers?.count ?? 1, dh)
         let (leaky, slope) = activation.kernelArguments
-        let cols = UnsafeMutablePointer<Float>.allocate(capacity: parts * w * cinPad)
+        let cols = UnsafeMutablePointer<Float>.allocate(capacity: parts * dw * k)
         defer { cols.deallocate() }
         let counter = UnsafeMutablePointer<Int>.allocate(capacity: 1)
         counter.initialize(to: 0)
         defer { counter.deallocate() }
-        let (src, dst, tp, bp, cb, sh, sw) = (input.data, output.data, taps.data, bias.data, inBlocks, strideH, strideW)
+        let (src, dst, ph, bp) = (input.data, output.data, phases.data, bias.data)
         let body = { (i: Int) in
             guard i < parts else { return }
-            let col = cols + i * w * cinPad
+            let col = cols + i * dw * k
             while true {
                 let y = ck_atomic_fetch_add(counter, 1)
-                if y >= h { break }
-                ck_im2col_p16(col, src, cb, h, w, 1, 1, 1, 1, 0, 0, 1, 1, w, y * w, w, cinPad)
-                for ky in 0..<sh {
-                    for kx in 0..<sw {
-                        ck_sgemm_n16_p16(dst + ((y * sh + ky) * ow + kx) * 16, col, tp + (ky * sw + kx) * cinPad * coutPad,
-                                         bp, w, coutPad, cinPad, cinPad, coutPad, sw * 16, plane, leaky, slope)
+                if y >= dh { break }
+                let rys = (0..<sh).filter { ry in y * sh + ry - pt >= 0 && y * sh + ry - pt < oh }
+                if rys.isEmpty { continue }
+                ck_im2col_p16(col, src, cb, h, w, th, tw, 1, 1, th - 1, tw - 1, 1, 1, dw, y * dw, dw, k)
+                for ry in rys {
+                    let oy = y * sh + ry - pt
+                    for rx in 0..<sw where !columns[rx].isEmpty {
+                        let xs = columns[rx], ox = xs.lowerBound * sw + rx - pl
+                        ck_sgemm_n16_p16(dst + (oy * ow + ox) * 16, col + xs.lowerBound * k, ph + (ry * sw + rx) * k * coutPad,
+                                         bp, xs.count, coutPad, k, k, coutPad, sw * 16, plane, leaky, slope)
                     }
                 }
             }
         }
-        withExtendedLifetime((input, output, taps, bias)) {
+        withExtendedLifetime((input, output, phases, bias)) {
             if let workers, parts > 1 { workers.run(body) } else { body(0) }
         }
     }

@@ -90,6 +90,18 @@ public final class Tensor: @unchecked Sendable {
         return Tensor(viewing: data, shape: newShape, owner: self)
     }
 
+    /// The tensor whose buffer holds this one's values: itself when it owns its buffer, the tensor it views
+    /// (`reshaped`, `view`, `prefixView`), nil when it views memory owned by something else (a mapped file).
+    package var bufferOwner: Tensor? { ownsBuffer ? self : owner as? Tensor }
+
+    /// A tensor of `shape` over the first values of this one's buffer (no copy; keeps this tensor alive): a larger
+    /// recycled buffer serving a smaller tensor. Its values are whatever the buffer holds.
+    package func prefixView(_ newShape: [Int]) -> Tensor {
+        precondition(newShape.allSatisfy { $0 >= 0 } && newShape.reduce(1, *) <= count,
+                     "prefix \(newShape) does not fit in \(shape)")
+        return Tensor(viewing: data, shape: newShape, owner: self)
+    }
+
     /// A deep copy.
     public func copy() -> Tensor {
         let t = Tensor(uninitialized: shape)

@@ -98,9 +98,9 @@ struct NCNNGraphTests {
         #expect(out.toArray() == expected)
     }
 
-    @Test("Deconvolution: stride 2, kernel 4, padding 1 (planar scatter) and kernel 2 = stride (P16 GEMM), bias and LeakyReLU, against a direct scatter",
-          arguments: [(4, 1), (2, 0)])
-    func deconvolution(k: Int, pad: Int) throws {
+    @Test("Deconvolution: stride 2, kernel 4 padding 1 and kernel 2 = stride (P16 phase GEMMs), dilated kernel 3 (planar scatter), bias and LeakyReLU, against a direct scatter",
+          arguments: [(4, 1, 1), (2, 0, 1), (3, 1, 2)])
+    func deconvolution(k: Int, pad: Int, dilation d: Int) throws {
         let cin = 2, cout = 3, s = 2, h = 3, w = 5
         let weights = (0..<(cout * cin * k * k)).map { Float(($0 * 7) % 11) / 10 - 0.5 }
         let bias: [Float] = [0.1, -0.2, 0.3]
@@ -108,20 +108,20 @@ struct NCNNGraphTests {
         7767517
         2 2
         Input            in0    0 1 in0
-        Deconvolution    up     1 1 in0 out 0=\(cout) 1=\(k) 3=\(s) 4=\(pad) 5=1 6=\(weights.count) 9=2 -23310=1,0.1
+        Deconvolution    up     1 1 in0 out 0=\(cout) 1=\(k) 2=\(d) 3=\(s) 4=\(pad) 5=1 6=\(weights.count) 9=2 -23310=1,0.1
         """
         let g = try Self.graph(text, Self.tagged(weights) + Self.raw(bias))
         guard case .deconvolution(let op) = g.steps[1].op else { Issue.record("not a deconvolution"); return }
-        #expect((op.packed != nil) == (k == s && pad == 0))
+        #expect((op.packed != nil) == (d == 1))
         let x = Tensor(shape: [1, cin, h, w]) { Float(($0 * 5) % 9) / 8 - 0.4 }
         let out = try g.forward(x)
-        let oh = (h - 1) * s + k - 2 * pad, ow = (w - 1) * s + k - 2 * pad
+        let oh = (h - 1) * s + d * (k - 1) + 1 - 2 * pad, ow = (w - 1) * s + d * (k - 1) + 1 - 2 * pad
         #expect(out.shape == [1, cout, oh, ow])
         var ref = [Float](repeating: 0, count: cout * oh * ow)
         for o in 0..<cout {
             for i in 0..<(oh * ow) { ref[o * oh * ow + i] = bias[o] }
             for c in 0..<cin { for y in 0..<h { for xx in 0..<w { for ky in 0..<k { for kx in 0..<k {
-                let oy = y * s + ky - pad, ox = xx * s + kx - pad
+                let oy = y * s + ky * d - pad, ox = xx * s + kx * d - pad
                 guard oy >= 0, oy < oh, ox >= 0, ox < ow else { continue }
                 ref[(o * oh + oy) * ow + ox] += x[flat: (c * h + y) * w + xx] * weights[((o * cin + c) * k + ky) * k + kx]
             } } } } }
@@ -169,10 +169,8 @@ struct NCNNGraphTests {
         #expect(planar.toArray().contains { $0 != 0 })
     }
 
-    @Test("blobs kept in the 16-channel layout between convolutions give the planar path's result; in-place layers leave Split aliases intact")
-    func packedBlobsMatchPlanar() throws {
-        // 17 channels: the second 16-channel block is mostly padding lanes. `sub` reads d1 first, whose Split alias d2
-        // is read later by `el` (must not be overwritten); `pr`, `add`, `mul` may work in place.
+    /// A graph of every P16 layer kind, with Split aliases (`packedBlobsMatchPlanar`, `buffersRetainedBetweenForwards`).
+    static func mixedGraph(threads: Int = 1) throws -> NCNNGraph {
         let text = """
         7767517
         16 23
@@ -200,9 +198,16 @@ struct NCNNGraphTests {
         let bin = Self.tagged(values(459)) + Self.raw(values(17)) + Self.raw(values(17))
             + Self.tagged(values(2601)) + Self.raw(values(17)) + Self.tagged(values(289)) + Self.raw(values(17))
             + Self.tagged(values(765)) + Self.raw(values(5))
-        let g = try Self.graph(text, bin)
-        var b3 = NCNNModelBin(data: bin)
-        let threaded = try NCNNGraph(param: NCNNParam(text: text), bin: &b3, source: "test.param", threads: 3)
+        var b = NCNNModelBin(data: bin)
+        return try NCNNGraph(param: NCNNParam(text: text), bin: &b, source: "test.param", threads: threads)
+    }
+
+    @Test("blobs kept in the 16-channel layout between convolutions give the planar path's result; in-place layers leave Split aliases intact")
+    func packedBlobsMatchPlanar() throws {
+        // 17 channels: the second 16-channel block is mostly padding lanes. `sub` reads d1 first, whose Split alias d2
+        // is read later by `el` (must not be overwritten); `pr`, `add`, `mul` may work in place.
+        let g = try Self.mixedGraph()
+        let threaded = try Self.mixedGraph(threads: 3)
         let x = Tensor(shape: [1, 3, 11, 13]) { Float(($0 * 37) % 101) / 50 - 1 }
         let packed = try g.forward(x)
         let planar = try g.forward(x, keepPacked: false)
@@ -214,6 +219,21 @@ struct NCNNGraphTests {
         // The layers' worker-thread split (3 threads, 2 channel blocks) gives the same values.
         let errThreads = zip(try threaded.forward(x).toArray(), packed.toArray()).map { abs($0 - $1) }.max()!
         #expect(errThreads < 1e-5, "3 threads vs 1: max abs difference \(errThreads)")
+    }
+
+    @Test("blob buffers kept between forwards (reused whole or as prefixes by inputs of other sizes) give a fresh graph's results")
+    func buffersRetainedBetweenForwards() throws {
+        let g = try Self.mixedGraph(threads: 2)
+        #expect(g.retained.bytes == 0)
+        let sizes = [(11, 13), (15, 9), (7, 8), (11, 13), (20, 21), (11, 13)]
+        for (n, (h, w)) in sizes.enumerated() {
+            let x = Tensor(shape: [1, 3, h, w]) { Float(($0 * 37 + n) % 101) / 50 - 1 }
+            let got = try g.forward(x)
+            let fresh = try Self.mixedGraph(threads: 2).forward(x)
+            #expect(got.shape == fresh.shape)
+            #expect(got.toArray() == fresh.toArray(), "forward \(n) (\(h)x\(w)) after \(n) earlier forwards")
+            #expect(g.retained.bytes > 0 && g.retained.bytes <= NCNNRunContext.poolBudgetBytes)
+        }
     }
 
     @Test("3x3 convolutions match a direct convolution on maps that take F(6x6,3x3) tiles and on small ones (F(4x4,3x3)), padding 0 and 1, 1 and 2 threads")

@@ -214,28 +214,48 @@ struct ConvTests {
         #expect(err < 1e-4, "asymmetric padding: max abs error \(err)")
     }
 
-    @Test("P16 transposed conv with kernel = stride (2x2, 3x2) matches a direct scatter, threads")
-    func packedStridedTransposedConv() {
+    @Test("P16 transposed conv (kernel = stride, 4x4/2 pad 3, 5x5/3 pad 2, asymmetric) matches a direct scatter, threads")
+    func packedTransposedConv() {
         let workers = ParallelWorkers(count: 2)
         defer { workers.shutdown() }
         let (cin, cout, h, w) = (18, 33, 5, 7)
         let x = randomTensor([1, cin, h, w], seed: 61)
         let b = randomTensor([cout], seed: 62)
-        for (kh, kw) in [(2, 2), (3, 2)] {
-            let wt = randomTensor([cout, cin, kh, kw], seed: UInt64(63 + kh))
-            let oh = h * kh, ow = w * kw
-            let ref = Tensor(zeros: [1, cout, oh, ow])
+        // (kh, kw, sh, sw, top, left, bottom, right)
+        let cases = [(2, 2, 2, 2, 0, 0, 0, 0), (3, 2, 3, 2, 0, 0, 0, 0), (4, 4, 2, 2, 3, 3, 3, 3), (5, 5, 3, 3, 2, 2, 2, 2),
+                     (4, 3, 2, 1, 1, 0, 2, 1), (3, 5, 2, 2, 0, 4, 1, 0)]
+        for (n, (kh, kw, sh, sw, pt, pl, pb, pr)) in cases.enumerated() {
+            let wt = randomTensor([cout, cin, kh, kw], seed: UInt64(63 + n))
+            let fh = (h - 1) * sh + kh, fw = (w - 1) * sw + kw
+            let oh = fh - pt - pb, ow = fw - pl - pr
+            let full = Tensor(zeros: [1, cout, fh, fw])
             for o in 0..<cout { for c in 0..<cin { for y in 0..<h { for xx in 0..<w { for ky in 0..<kh { for kx in 0..<kw {
-                ref[flat: (o * oh + y * kh + ky) * ow + xx * kw + kx] +=
+                full[flat: (o * fh + y * sh + ky) * fw + xx * sw + kx] +=
                     x[flat: (c * h + y) * w + xx] * wt[flat: ((o * cin + c) * kh + ky) * kw + kx]
             } } } } } }
+            let ref = Tensor(zeros: [1, cout, oh, ow])
+            for o in 0..<cout { for y in 0..<oh { for xx in 0..<ow {
+                ref[flat: (o * oh + y) * ow + xx] = full[flat: (o * fh + y + pt) * fw + xx + pl]
+            } } }
             ref.addChannelBias(b)
             ref.leakyReLU(slope: 0.1)
-            let deconv = PackedStridedTransposedConv2D(weight: wt, bias: b, activation: .leakyReLU(slope: 0.1))
+            let deconv = PackedTransposedConv2D(weight: wt, bias: b, stride: (sh, sw), padding: (pt, pl, pb, pr),
+                                                activation: .leakyReLU(slope: 0.1))
+            #expect(deconv.outputSize(height: h, width: w) == (oh, ow))
             for threads in [nil, workers] {
-                let y = Tensor(uninitialized: [3, oh, ow, 16])
+                // NaN-filled output: every value must be written
+                let y = Tensor(zeros: [3, oh, ow, 16])
+                y.withUnsafeMutableBufferPointer { p in for i in p.indices { p[i] = .nan } }
                 deconv.forward(x.packed16(), height: h, width: w, into: y, workers: threads)
-                #expect(y.unpacked16(channels: cout).maxAbsDifference(ref) < 1e-4, "\(kh)x\(kw) threads \(threads != nil)")
+                let got = y.unpacked16(channels: cout)
+                #expect(!got.toArray().contains { $0.isNaN }, "every output value written")
+                let err = got.maxAbsDifference(ref)
+                #expect(err < 1e-4, "\(kh)x\(kw)/\(sh)x\(sw) pad \(pt),\(pl),\(pb),\(pr) threads \(threads != nil): \(err)")
+                var lanesZero = true
+                y.withUnsafeBufferPointer { p in
+                    for px in 0..<(oh * ow) { for lane in (cout - 32)..<16 where p[(2 * oh * ow + px) * 16 + lane] != 0 { lanesZero = false } }
+                }
+                #expect(lanesZero, "padding lanes stay 0")
             }
         }
     }
@@ -284,10 +304,11 @@ struct ConvKernelDispatchTests {
         let refOut = Tensor(zeros: [blocks, h, w, 16])
         ck_wino43_output_p16_scalar(refOut.data, mIn.data, bias.data, h, w, 0, tilesY, 0, blocks, ld, tiles * ld,
                                     1, 0.2, res.data, 0.2, 1.0)
-        // small-N GEMM: m not a multiple of the micro-kernel rows, n = 16, 32, 48, 64, 80
-        let gm = 13, gk = 19
+        // small-N GEMM: n = 16, 32, 48, 64, 80 with m leaving every remainder (1-5 rows) of the 6-row AVX2 kernel
+        // (and of the AVX-512 ones)
+        let gk = 19
         var gemmRefs: [(Int, Tensor, Tensor, Tensor)] = []
-        for gn in [16, 32, 48, 64, 80] {
+        for (gn, gm) in [(16, 13), (32, 16), (48, 9), (64, 8), (80, 11)] {
             let a = randomTensor([gm, gk + 3], seed: UInt64(gn))
             let b = randomTensor([gk, gn], seed: UInt64(gn + 1))
             let c = Tensor(zeros: [gm, gn])
@@ -348,6 +369,7 @@ struct ConvKernelDispatchTests {
                 ck_upsample_nearest2x(up.data, src.data, blocks, h, w, 16)
                 #expect(up.maxAbsDifference(refUp) == 0, "upsample \(isa)")
                 for (gn, a, b, ref) in gemmRefs {
+                    let gm = ref.shape[0]
                     let c = Tensor(zeros: [gm, gn])
                     ck_sgemm_n16(c.data, a.data, b.data, gm, gn, gk, gk + 3, gn, gn)
                     #expect(c.maxAbsDifference(ref) < 1e-4, "sgemm_n16 n=\(gn) \(isa)")

@@ -8,8 +8,8 @@ import Tensor
 /// turned into an `NCNNLayerOp` at load (weights read from the .bin in file order, as ncnn does), and `forward` runs
 /// them, dropping every blob after its last reader. Blobs are planar float32 tensors `[C, H, W]` (or `[W]` for the
 /// vectors of pooling / inner-product layers). 3x3 stride-1 convolutions run as Winograd F(4x4,3x3)
-/// (`WinogradConv3x3`, `threads` threads), other convolutions as im2col + BLAS (`Conv2D`), deconvolutions as BLAS +
-/// col2im. A layer type or parameter this runner does not implement is refused at load with the layer's type, name
+/// (`WinogradConv3x3`, `threads` threads), other convolutions as im2col + small-N GEMM (`PackedConv2D`),
+/// deconvolutions as one small convolution per output phase (`PackedTransposedConv2D`; BLAS + col2im when dilated). A layer type or parameter this runner does not implement is refused at load with the layer's type, name
 /// and .param line. `forward` is synchronous and blocking; it is safe to call concurrently.
 public final class NCNNGraph: Sendable {
     /// Layer types this runner implements (see `NCNNLayerOp` for the parameters each accepts).
@@ -36,6 +36,8 @@ public final class NCNNGraph: Sendable {
     /// Layer count by type, for logs and tests.
     public let layerCounts: [String: Int]
     public let threads: Int
+    /// Blob buffers and scratch kept from one forward to the next (`NCNNRetainedBuffers`).
+    let retained = NCNNRetainedBuffers()
     let steps: [Step]
     let inputIndex: Int
     let outputIndex: Int
@@ -183,8 +185,11 @@ public final class NCNNGraph: Sendable {
     /// `stopAtNextPooling`, the run stops at the next global pooling layer and returns that layer's input (statistics
     /// shared across tiles: NCNNSharedStatistics.swift).
     func run(_ x: Tensor, replacingPooling: [Tensor], stopAtNextPooling: Bool, keepPacked: Bool = true) throws -> Tensor {
-        let context = NCNNRunContext(threads: threads, profile: NCNNRunContext.profilingEnabled)
-        defer { context.workers.shutdown() }
+        let context = NCNNRunContext(threads: threads, profile: NCNNRunContext.profilingEnabled, retained: retained)
+        defer {
+            context.workers.shutdown()
+            context.retain(into: retained)
+        }
         var blobs = [NCNNBlob?](repeating: nil, count: blobCount)
         blobs[inputIndex] = NCNNBlob(planar: x)
         var pooling = 0
@@ -201,7 +206,9 @@ public final class NCNNGraph: Sendable {
                 } else {
                     if case .globalPooling = step.op { pooling += 1 }
                     do {
-                        outs = try context.timed(step.op.typeName) {
+                        let label = !NCNNRunContext.profilingPerLayer ? step.op.typeName
+                            : "\(step.layer)(\(step.op.typeName)) in " + (ins.first?.chw.map { "\($0.c)x\($0.h)x\($0.w)" } ?? "-")
+                        outs = try context.timed(label) {
                             try step.op.forward(blobs: ins, outputs: step.outputs.count,
                                                 mayOverwrite: step.mayOverwrite && keepPacked, context: context)
                         }
@@ -224,48 +231,103 @@ public final class NCNNGraph: Sendable {
     }
 }
 
+/// Blob buffers and Winograd scratch kept by a graph between forwards, so the next tile reuses the previous
+/// tile's buffers instead of faulting in (and the kernel clearing) fresh pages for every blob, as ncnn's pooled
+/// allocator does. At most `NCNNRunContext.poolBudgetBytes` of buffers; a forward takes them all at its start and
+/// gives them back at its end (concurrent forwards: the first to finish keeps its set). Freed with the graph.
+final class NCNNRetainedBuffers: @unchecked Sendable {
+    private let lock = NSLock()
+    private var buffers: [Tensor] = []
+    private var scratch: ConvScratch?
+
+    func take() -> (buffers: [Tensor], scratch: ConvScratch?) {
+        lock.lock()
+        defer { buffers = []; scratch = nil; lock.unlock() }
+        return (buffers, scratch)
+    }
+
+    func give(buffers b: [Tensor], scratch s: ConvScratch) {
+        lock.lock()
+        defer { lock.unlock() }
+        if buffers.isEmpty { buffers = b }
+        if scratch == nil { scratch = s }
+    }
+
+    /// Bytes of blob buffers held (tests).
+    var bytes: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return buffers.reduce(0) { $0 + $1.count * 4 }
+    }
+}
+
 /// Per-forward resources shared by the layers (worker threads, Winograd scratch, recycled blob buffers).
 final class NCNNRunContext: @unchecked Sendable {
     let workers: ParallelWorkers
-    let scratch = ConvScratch()
-    /// Buffers of blobs that died during this forward, by shape: a later layer output of the same shape reuses one
-    /// instead of a fresh allocation (whose pages the kernel would fault in and clear again). Used from the
-    /// forward's own thread only (never inside `parallel`).
-    private var pool: [[Int]: [Tensor]] = [:]
-    private var pooledBytes = 0
+    let scratch: ConvScratch
+    /// Buffers of blobs that died (during this forward or an earlier one of the same graph): a later layer output
+    /// reuses the smallest one that holds it (and is at most twice its size), as a prefix view, instead of a fresh
+    /// allocation (whose pages the kernel would fault in and clear again). Used from the forward's own thread only
+    /// (never inside `parallel`).
+    private var pool: [Tensor]
+    private var pooledBytes: Int
     /// Upper bound on the bytes the pool holds (buffers beyond it are freed).
     static let poolBudgetBytes = 256 << 20
 
     /// A tensor of `shape` whose values are unspecified (a recycled buffer or an uninitialised one): for outputs
     /// the layer writes completely.
     func uninitializedTensor(_ shape: [Int]) -> Tensor {
-        if var list = pool[shape], let t = list.popLast() {
-            pool[shape] = list
-            pooledBytes -= t.count * 4
-            return t
+        let n = shape.reduce(1, *)
+        var best = -1
+        for (i, t) in pool.enumerated() where t.count >= n && t.count <= 2 * n && (best < 0 || t.count < pool[best].count) {
+            best = i
         }
-        return Tensor(uninitialized: shape)
+        guard best >= 0 else { return Tensor(uninitialized: shape) }
+        let base = pool.remove(at: best)
+        pooledBytes -= base.count * 4
+        return base.shape == shape ? base : base.prefixView(shape)
     }
 
     /// Drops a blob whose last reader has run; its buffer joins the pool when nothing else references it (no
     /// Split alias, view or caller).
     func release(_ blob: inout NCNNBlob?) {
-        guard var t = blob?.tensor else { return }
+        guard var base = Self.deadBuffer(&blob), isKnownUniquelyReferenced(&base),
+              pooledBytes + base.count * 4 <= Self.poolBudgetBytes else { return }
+        pool.append(base)
+        pooledBytes += base.count * 4
+    }
+
+    /// The tensor owning the buffer of `blob`'s tensor when that tensor was referenced by `blob` alone (the blob is
+    /// cleared; a prefix view or reshape dies here, so its owner may be uniquely referenced by the caller).
+    private static func deadBuffer(_ blob: inout NCNNBlob?) -> Tensor? {
+        guard var t = blob?.tensor else { return nil }
         blob = nil
-        guard isKnownUniquelyReferenced(&t), pooledBytes + t.count * 4 <= Self.poolBudgetBytes else { return }
-        pool[t.shape, default: []].append(t)
-        pooledBytes += t.count * 4
+        guard isKnownUniquelyReferenced(&t) else { return nil }
+        return t.bufferOwner
+    }
+
+    /// Hands the pool and scratch back to `retained` for the next forward.
+    func retain(into retained: NCNNRetainedBuffers) {
+        retained.give(buffers: pool, scratch: scratch)
+        pool = []
+        pooledBytes = 0
     }
     /// Seconds per layer type (and "pack16" / "unpack16" layout conversions, also counted in their layer's time)
     /// when profiling; nil otherwise.
     private var profile: [String: Double]?
 
-    /// `DREAMSR_NCNN_PROFILE=1`: every forward prints its time per layer type to stderr (diagnosis only).
-    static let profilingEnabled = ProcessInfo.processInfo.environment["DREAMSR_NCNN_PROFILE"] == "1"
+    /// `DREAMSR_NCNN_PROFILE=1`: every forward prints its time per layer type to stderr; `=layers`: per layer
+    /// (name and type) instead (diagnosis only).
+    static let profilingEnabled = ["1", "layers"].contains(ProcessInfo.processInfo.environment["DREAMSR_NCNN_PROFILE"])
+    static let profilingPerLayer = ProcessInfo.processInfo.environment["DREAMSR_NCNN_PROFILE"] == "layers"
 
-    init(threads: Int, profile: Bool = false) {
+    init(threads: Int, profile: Bool = false, retained: NCNNRetainedBuffers? = nil) {
         workers = ParallelWorkers(count: threads)
         self.profile = profile ? [:] : nil
+        let kept = retained?.take()
+        pool = kept?.buffers ?? []
+        pooledBytes = pool.reduce(0) { $0 + $1.count * 4 }
+        scratch = kept?.scratch ?? ConvScratch()
     }
 
     /// Runs `body` over contiguous slices of `0..<n`, one per worker (on the calling thread alone when `n` < 2).

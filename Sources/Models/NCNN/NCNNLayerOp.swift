@@ -145,9 +145,9 @@ struct NCNNDeconvOp: Sendable {
     let weightT: Tensor
     let bias: Tensor?
     let activation: NCNNActivation
-    /// The P16 GEMM form, when the kernel equals the stride (no dilation, padding or output padding) and the
-    /// activation is fusable: each output pixel then comes from one input pixel (U-Net 2x2 stride-2 upsamplers).
-    let packed: PackedStridedTransposedConv2D?
+    /// The P16 form (one small-N GEMM per output phase, `PackedTransposedConv2D`), when there is no dilation or
+    /// output padding and the activation is fusable (every deconvolution of the model zoo).
+    let packed: PackedTransposedConv2D?
 
     init(layer: NCNNLayer, bin: inout NCNNModelBin, refuse: (String) -> NCNNGraphError) throws {
         let p = layer.params
@@ -189,22 +189,23 @@ struct NCNNDeconvOp: Sendable {
             }
         }
         weightT = t
-        if kernelW == strideW, kernelH == strideH, dilationW == 1, dilationH == 1,
-           [padLeft, padTop, padRight, padBottom, outputPadRight, outputPadBottom].allSatisfy({ $0 == 0 }),
-           activation == activation.fusedPart {
-            packed = PackedStridedTransposedConv2D(weight: w, bias: bias, activation: activation.fused)
+        if dilationW == 1, dilationH == 1, outputPadRight == 0, outputPadBottom == 0, activation == activation.fusedPart {
+            packed = PackedTransposedConv2D(weight: w, bias: bias, stride: (strideH, strideW),
+                                            padding: (padTop, padLeft, padBottom, padRight), activation: activation.fused)
         } else {
             packed = nil
         }
     }
 
-    /// The P16 form (`packed` must exist): a P16 blob of `[outChannels, H*sh, W*sw]`.
+    /// The P16 form (`packed` must exist): a P16 blob of `[outChannels, outH, outW]`.
     func forwardP16(_ blob: NCNNBlob, context: NCNNRunContext) throws -> NCNNBlob {
         guard let p = packed, let d = blob.chw, d.c == inChannels else {
             throw NCNNGraphError(.badShape, "Deconvolution expects [\(inChannels), H, W], got \(blob.tensor.shape)")
         }
+        let (oh, ow) = p.outputSize(height: d.h, width: d.w)
+        guard oh > 0, ow > 0 else { throw NCNNGraphError(.badShape, "Deconvolution output would be empty for \(blob.tensor.shape)") }
         let x = blob.p16(context)
-        let y = context.uninitializedTensor([p.outBlocks, d.h * strideH, d.w * strideW, 16])
+        let y = context.uninitializedTensor([p.outBlocks, oh, ow, 16])
         p.forward(x, height: d.h, width: d.w, into: y, workers: context.workers)
         return NCNNBlob(p16: y, channels: outChannels)
     }
