@@ -248,6 +248,9 @@ public final class PackedConv2D: Sendable {
 /// ReLU / LeakyReLU fused) that stores its pixels straight into every `s`-th output pixel; the padding crops whole
 /// pixels away, so nothing outside the output is computed beyond the domain's border. Kernel = stride (the 2x2
 /// stride-2 U-Net upsamplers) is the case `T = 1`; DreamSR-style 4x4 stride-2 and 5x5 stride-3 upsamplers are `T = 2`.
+/// Few output channels (the RGB output layers of waifu2x and Real-CUGAN): the phases are stacked into one GEMM of
+/// `ceil16(s*s*out)` columns (instead of `s*s` GEMMs of 16 columns each, mostly padding) into a row buffer, whose
+/// values are then scattered to their pixels.
 public final class PackedTransposedConv2D: Sendable {
     public let inChannels: Int
     public let outChannels: Int
@@ -264,9 +267,13 @@ public final class PackedTransposedConv2D: Sendable {
     public let activation: Activation
     /// Taps per phase and axis: `ceil(kernel / stride)`.
     let tapsH: Int, tapsW: Int
-    /// `[sh*sw, tapsH*tapsW*cinPad, coutPad]`: phase `ry*sw + rx`, row `(a*tapsW + b)*cinPad + ci`, zero padded.
+    /// `[sh*sw, tapsH*tapsW*cinPad, coutPad]`: phase `ry*sw + rx`, row `(a*tapsW + b)*cinPad + ci`, zero padded;
+    /// stacked: `[tapsH*tapsW*cinPad, stackedColumns]`, column `(ry*sw + rx)*out + co`.
     private let phases: Tensor
+    /// `coutPad` values, or `stackedColumns` when stacked (the bias repeated per phase).
     private let bias: Tensor
+    /// `ceil16(sh*sw*out)` when the phases are stacked into one GEMM, nil otherwise.
+    let stackedColumns: Int?
 
     /// `weight`: `[out, in, kh, kw]` (ncnn Deconvolution order: full-output pixel `(sh*y + ky, sw*x + kx)` of channel
     /// `co` adds `weight[co][ci][ky][kx] * input[ci][y][x]`; the output is the full output less the padding).
@@ -289,18 +296,23 @@ public final class PackedTransposedConv2D: Sendable {
         self.activation = activation
         let cinPad = inBlocks * 16, coutPad = outBlocks * 16, rows = tapsH * tapsW * cinPad
         let (kh, kw, sh, sw, th, tw, ci, co) = (kernelH, kernelW, strideH, strideW, tapsH, tapsW, inChannels, outChannels)
-        let t = Tensor(zeros: [sh * sw, rows, coutPad])
+        let stacked = (sh * sw * co + 15) / 16 * 16
+        stackedColumns = stacked < sh * sw * coutPad ? stacked : nil
+        // Element (phase, row, column) of the weights: phase-major blocks, or phase columns side by side.
+        let (phaseStride, rowStride, phaseColumn) = stackedColumns.map { (0, $0, co) } ?? (rows * coutPad, coutPad, 0)
+        let t = Tensor(zeros: stackedColumns.map { [rows, $0] } ?? [sh * sw, rows, coutPad])
         for ry in 0..<sh { for rx in 0..<sw { for a in 0..<th { for b in 0..<tw {
             let ky = (th - 1 - a) * sh + ry, kx = (tw - 1 - b) * sw + rx
             guard ky < kh, kx < kw else { continue }
-            let base = ((ry * sw + rx) * rows + (a * tw + b) * cinPad) * coutPad
-            for i in 0..<ci { for o in 0..<co { t.data[base + i * coutPad + o] = weight.data[((o * ci + i) * kh + ky) * kw + kx] } }
+            let phase = ry * sw + rx
+            let base = phase * phaseStride + (a * tw + b) * cinPad * rowStride + phase * phaseColumn
+            for i in 0..<ci { for o in 0..<co { t.data[base + i * rowStride + o] = weight.data[((o * ci + i) * kh + ky) * kw + kx] } }
         } } } }
         phases = t
-        let bp = Tensor(zeros: [coutPad])
+        let bp = Tensor(zeros: [stackedColumns ?? coutPad])
         if let bias {
             precondition(bias.count == outChannels, "bias has \(bias.count) values for \(outChannels) outputs")
-            bp.data.update(from: bias.data, count: outChannels)
+            for phase in 0..<(stackedColumns == nil ? 1 : sh * sw) { (bp.data + phase * co).update(from: bias.data, count: co) }
         }
         self.bias = bp
     }
@@ -334,7 +346,10 @@ public final class PackedTransposedConv2D: Sendable {
         }
         let parts = min(workers?.count ?? 1, dh)
         let (leaky, slope) = activation.kernelArguments
-        let cols = UnsafeMutablePointer<Float>.allocate(capacity: parts * dw * k)
+        let stacked = stackedColumns ?? 0, co = outChannels
+        // Per worker: the im2col rows, then (stacked) the GEMM's row of all phases.
+        let perWorker = dw * k + dw * stacked
+        let cols = UnsafeMutablePointer<Float>.allocate(capacity: parts * perWorker)
         defer { cols.deallocate() }
         let counter = UnsafeMutablePointer<Int>.allocate(capacity: 1)
         counter.initialize(to: 0)
@@ -342,13 +357,30 @@ public final class PackedTransposedConv2D: Sendable {
         let (src, dst, ph, bp) = (input.data, output.data, phases.data, bias.data)
         let body = { (i: Int) in
             guard i < parts else { return }
-            let col = cols + i * dw * k
+            let col = cols + i * perWorker, row = col + dw * k
             while true {
                 let y = ck_atomic_fetch_add(counter, 1)
                 if y >= dh { break }
                 let rys = (0..<sh).filter { ry in y * sh + ry - pt >= 0 && y * sh + ry - pt < oh }
                 if rys.isEmpty { continue }
                 ck_im2col_p16(col, src, cb, h, w, th, tw, 1, 1, th - 1, tw - 1, 1, 1, dw, y * dw, dw, k)
+                if stacked > 0 {
+                    ck_sgemm_n16_p16(row, col, ph, bp, dw, stacked, k, k, stacked, stacked, 16, leaky, slope)
+                    for ry in rys {
+                        let oy = y * sh + ry - pt
+                        for rx in 0..<sw {
+                            for x in columns[rx] {
+                                let pixel = dst + (oy * ow + x * sw + rx - pl) * 16, values = row + x * stacked + (ry * sw + rx) * co
+                                for c0 in stride(from: 0, to: co, by: 16) {
+                                    let lanes = min(16, co - c0), p = pixel + (c0 / 16) * plane
+                                    p.update(from: values + c0, count: lanes)
+                                    if lanes < 16 { (p + lanes).update(repeating: 0, count: 16 - lanes) }
+                                }
+                            }
+                        }
+                    }
+                    continue
+                }
                 for ry in rys {
                     let oy = y * sh + ry - pt
                     for rx in 0..<sw where !columns[rx].isEmpty {

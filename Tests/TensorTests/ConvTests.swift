@@ -214,48 +214,54 @@ struct ConvTests {
         #expect(err < 1e-4, "asymmetric padding: max abs error \(err)")
     }
 
-    @Test("P16 transposed conv (kernel = stride, 4x4/2 pad 3, 5x5/3 pad 2, asymmetric) matches a direct scatter, threads")
+    @Test("P16 transposed conv (kernel = stride, 4x4/2 pad 3, 5x5/3 pad 2, asymmetric; phases stacked or not) matches a direct scatter, threads")
     func packedTransposedConv() {
         let workers = ParallelWorkers(count: 2)
         defer { workers.shutdown() }
-        let (cin, cout, h, w) = (18, 33, 5, 7)
+        let (cin, h, w) = (18, 5, 7)
         let x = randomTensor([1, cin, h, w], seed: 61)
-        let b = randomTensor([cout], seed: 62)
         // (kh, kw, sh, sw, top, left, bottom, right)
         let cases = [(2, 2, 2, 2, 0, 0, 0, 0), (3, 2, 3, 2, 0, 0, 0, 0), (4, 4, 2, 2, 3, 3, 3, 3), (5, 5, 3, 3, 2, 2, 2, 2),
                      (4, 3, 2, 1, 1, 0, 2, 1), (3, 5, 2, 2, 0, 4, 1, 0)]
-        for (n, (kh, kw, sh, sw, pt, pl, pb, pr)) in cases.enumerated() {
-            let wt = randomTensor([cout, cin, kh, kw], seed: UInt64(63 + n))
-            let fh = (h - 1) * sh + kh, fw = (w - 1) * sw + kw
-            let oh = fh - pt - pb, ow = fw - pl - pr
-            let full = Tensor(zeros: [1, cout, fh, fw])
-            for o in 0..<cout { for c in 0..<cin { for y in 0..<h { for xx in 0..<w { for ky in 0..<kh { for kx in 0..<kw {
-                full[flat: (o * fh + y * sh + ky) * fw + xx * sw + kx] +=
-                    x[flat: (c * h + y) * w + xx] * wt[flat: ((o * cin + c) * kh + ky) * kw + kx]
-            } } } } } }
-            let ref = Tensor(zeros: [1, cout, oh, ow])
-            for o in 0..<cout { for y in 0..<oh { for xx in 0..<ow {
-                ref[flat: (o * oh + y) * ow + xx] = full[flat: (o * fh + y + pt) * fw + xx + pl]
-            } } }
-            ref.addChannelBias(b)
-            ref.leakyReLU(slope: 0.1)
-            let deconv = PackedTransposedConv2D(weight: wt, bias: b, stride: (sh, sw), padding: (pt, pl, pb, pr),
-                                                activation: .leakyReLU(slope: 0.1))
-            #expect(deconv.outputSize(height: h, width: w) == (oh, ow))
-            for threads in [nil, workers] {
-                // NaN-filled output: every value must be written
-                let y = Tensor(zeros: [3, oh, ow, 16])
-                y.withUnsafeMutableBufferPointer { p in for i in p.indices { p[i] = .nan } }
-                deconv.forward(x.packed16(), height: h, width: w, into: y, workers: threads)
-                let got = y.unpacked16(channels: cout)
-                #expect(!got.toArray().contains { $0.isNaN }, "every output value written")
-                let err = got.maxAbsDifference(ref)
-                #expect(err < 1e-4, "\(kh)x\(kw)/\(sh)x\(sw) pad \(pt),\(pl),\(pb),\(pr) threads \(threads != nil): \(err)")
-                var lanesZero = true
-                y.withUnsafeBufferPointer { p in
-                    for px in 0..<(oh * ow) { for lane in (cout - 32)..<16 where p[(2 * oh * ow + px) * 16 + lane] != 0 { lanesZero = false } }
+        // 32 outputs: phases as separate GEMMs (stacking saves no columns); 33 and 3: stacked.
+        for cout in [32, 33, 3] {
+            let b = randomTensor([cout], seed: 62)
+            let blocks = (cout + 15) / 16
+            for (n, (kh, kw, sh, sw, pt, pl, pb, pr)) in cases.enumerated() {
+                let wt = randomTensor([cout, cin, kh, kw], seed: UInt64(63 + n))
+                let fh = (h - 1) * sh + kh, fw = (w - 1) * sw + kw
+                let oh = fh - pt - pb, ow = fw - pl - pr
+                let full = Tensor(zeros: [1, cout, fh, fw])
+                for o in 0..<cout { for c in 0..<cin { for y in 0..<h { for xx in 0..<w { for ky in 0..<kh { for kx in 0..<kw {
+                    full[flat: (o * fh + y * sh + ky) * fw + xx * sw + kx] +=
+                        x[flat: (c * h + y) * w + xx] * wt[flat: ((o * cin + c) * kh + ky) * kw + kx]
+                } } } } } }
+                let ref = Tensor(zeros: [1, cout, oh, ow])
+                for o in 0..<cout { for y in 0..<oh { for xx in 0..<ow {
+                    ref[flat: (o * oh + y) * ow + xx] = full[flat: (o * fh + y + pt) * fw + xx + pl]
+                } } }
+                ref.addChannelBias(b)
+                ref.leakyReLU(slope: 0.1)
+                let deconv = PackedTransposedConv2D(weight: wt, bias: b, stride: (sh, sw), padding: (pt, pl, pb, pr),
+                                                    activation: .leakyReLU(slope: 0.1))
+                #expect(deconv.outputSize(height: h, width: w) == (oh, ow))
+                #expect((deconv.stackedColumns != nil) == (cout != 32))
+                let what = "\(cout) outputs, \(kh)x\(kw)/\(sh)x\(sw) pad \(pt),\(pl),\(pb),\(pr)"
+                for threads in [nil, workers] {
+                    // NaN-filled output: every value must be written
+                    let y = Tensor(zeros: [blocks, oh, ow, 16])
+                    y.withUnsafeMutableBufferPointer { p in for i in p.indices { p[i] = .nan } }
+                    deconv.forward(x.packed16(), height: h, width: w, into: y, workers: threads)
+                    let got = y.unpacked16(channels: cout)
+                    #expect(!y.toArray().contains { $0.isNaN }, "every value written: \(what)")
+                    let err = got.maxAbsDifference(ref)
+                    #expect(err < 1e-4, "\(what) threads \(threads != nil): \(err)")
+                    var lanesZero = true
+                    y.withUnsafeBufferPointer { p in
+                        for px in 0..<(oh * ow) { for lane in (cout - 16 * (blocks - 1))..<16 where p[((blocks - 1) * oh * ow + px) * 16 + lane] != 0 { lanesZero = false } }
+                    }
+                    #expect(lanesZero, "padding lanes stay 0: \(what)")
                 }
-                #expect(lanesZero, "padding lanes stay 0")
             }
         }
     }
