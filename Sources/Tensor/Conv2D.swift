@@ -217,25 +217,16 @@ public final class PackedConv2D: Sendable {
         let (leaky, slope) = activation.kernelArguments
         let cols = UnsafeMutablePointer<Float>.allocate(capacity: parts * band * k)
         defer { cols.deallocate() }
-        let counter = UnsafeMutablePointer<Int>.allocate(capacity: 1)
-        counter.initialize(to: 0)
-        defer { counter.deallocate() }
         let (src, dst, wr, bp) = (input.data, output.data, weightRows.data, bias.data)
         let (kh, kw, sh, sw, pt, pl, dh, dw, cb) = (kernelH, kernelW, strideH, strideW, padTop, padLeft, dilationH,
                                                     dilationW, inBlocks)
-        let body = { (i: Int) in
-            guard i < parts else { return }
-            let col = cols + i * band * k
-            while true {
-                let c = ck_atomic_fetch_add(counter, 1)
-                if c >= chunks { break }
+        withExtendedLifetime((input, output, weightRows, bias)) {
+            ParallelWorkers.forEachChunk(chunks, slots: parts, on: workers) { slot, c in
+                let col = cols + slot * band * k
                 let p0 = c * band, np = min(band, pixels - p0)
                 ck_im2col_p16(col, src, cb, h, w, kh, kw, sh, sw, pt, pl, dh, dw, ow, p0, np, k)
                 ck_sgemm_n16_p16(dst + p0 * 16, col, wr, bp, np, coutPad, k, k, coutPad, 16, plane, leaky, slope)
             }
-        }
-        withExtendedLifetime((input, output, weightRows, bias)) {
-            if let workers, parts > 1 { workers.run(body) } else { body(0) }
         }
     }
 }
@@ -351,48 +342,41 @@ public final class PackedTransposedConv2D: Sendable {
         let perWorker = dw * k + dw * stacked
         let cols = UnsafeMutablePointer<Float>.allocate(capacity: parts * perWorker)
         defer { cols.deallocate() }
-        let counter = UnsafeMutablePointer<Int>.allocate(capacity: 1)
-        counter.initialize(to: 0)
-        defer { counter.deallocate() }
         let (src, dst, ph, bp) = (input.data, output.data, phases.data, bias.data)
-        let body = { (i: Int) in
-            guard i < parts else { return }
-            let col = cols + i * perWorker, row = col + dw * k
-            while true {
-                let y = ck_atomic_fetch_add(counter, 1)
-                if y >= dh { break }
-                let rys = (0..<sh).filter { ry in y * sh + ry - pt >= 0 && y * sh + ry - pt < oh }
-                if rys.isEmpty { continue }
-                ck_im2col_p16(col, src, cb, h, w, th, tw, 1, 1, th - 1, tw - 1, 1, 1, dw, y * dw, dw, k)
-                if stacked > 0 {
-                    ck_sgemm_n16_p16(row, col, ph, bp, dw, stacked, k, k, stacked, stacked, 16, leaky, slope)
-                    for ry in rys {
-                        let oy = y * sh + ry - pt
-                        for rx in 0..<sw {
-                            for x in columns[rx] {
-                                let pixel = dst + (oy * ow + x * sw + rx - pl) * 16, values = row + x * stacked + (ry * sw + rx) * co
-                                for c0 in stride(from: 0, to: co, by: 16) {
-                                    let lanes = min(16, co - c0), p = pixel + (c0 / 16) * plane
-                                    p.update(from: values + c0, count: lanes)
-                                    if lanes < 16 { (p + lanes).update(repeating: 0, count: 16 - lanes) }
-                                }
+        // One chunk per phase-domain row.
+        let row = { (slot: Int, y: Int) in
+            let rys = (0..<sh).filter { ry in y * sh + ry - pt >= 0 && y * sh + ry - pt < oh }
+            if rys.isEmpty { return }
+            let col = cols + slot * perWorker, gemmRow = col + dw * k
+            ck_im2col_p16(col, src, cb, h, w, th, tw, 1, 1, th - 1, tw - 1, 1, 1, dw, y * dw, dw, k)
+            if stacked > 0 {
+                ck_sgemm_n16_p16(gemmRow, col, ph, bp, dw, stacked, k, k, stacked, stacked, 16, leaky, slope)
+                for ry in rys {
+                    let oy = y * sh + ry - pt
+                    for rx in 0..<sw {
+                        for x in columns[rx] {
+                            let pixel = dst + (oy * ow + x * sw + rx - pl) * 16, values = gemmRow + x * stacked + (ry * sw + rx) * co
+                            for c0 in stride(from: 0, to: co, by: 16) {
+                                let lanes = min(16, co - c0), p = pixel + (c0 / 16) * plane
+                                p.update(from: values + c0, count: lanes)
+                                if lanes < 16 { (p + lanes).update(repeating: 0, count: 16 - lanes) }
                             }
                         }
                     }
-                    continue
                 }
-                for ry in rys {
-                    let oy = y * sh + ry - pt
-                    for rx in 0..<sw where !columns[rx].isEmpty {
-                        let xs = columns[rx], ox = xs.lowerBound * sw + rx - pl
-                        ck_sgemm_n16_p16(dst + (oy * ow + ox) * 16, col + xs.lowerBound * k, ph + (ry * sw + rx) * k * coutPad,
-                                         bp, xs.count, coutPad, k, k, coutPad, sw * 16, plane, leaky, slope)
-                    }
+                return
+            }
+            for ry in rys {
+                let oy = y * sh + ry - pt
+                for rx in 0..<sw where !columns[rx].isEmpty {
+                    let xs = columns[rx], ox = xs.lowerBound * sw + rx - pl
+                    ck_sgemm_n16_p16(dst + (oy * ow + ox) * 16, col + xs.lowerBound * k, ph + (ry * sw + rx) * k * coutPad,
+                                     bp, xs.count, coutPad, k, k, coutPad, sw * 16, plane, leaky, slope)
                 }
             }
         }
         withExtendedLifetime((input, output, phases, bias)) {
-            if let workers, parts > 1 { workers.run(body) } else { body(0) }
+            ParallelWorkers.forEachChunk(dh, slots: parts, on: workers, row)
         }
     }
 }

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// A small fork-join pool of dedicated threads for splitting one compute step (e.g. one convolution's tile rows)
@@ -41,6 +42,29 @@ public final class ParallelWorkers: @unchecked Sendable {
             b(0)
             for _ in start { done.wait() }
             job = nil
+        }
+    }
+
+    /// Hands `chunks` chunks of work to at most `slots` threads (`workers`' threads, or the caller alone when nil or
+    /// one slot) from a shared counter: `body(slot, chunk)` runs once per chunk, slot in `0..<slots` naming the
+    /// caller's scratch. A thread that gets descheduled (busy machine) then holds no fixed share back.
+    public static func forEachChunk(_ chunks: Int, slots: Int, on workers: ParallelWorkers?,
+                                    _ body: (_ slot: Int, _ chunk: Int) -> Void) {
+        let parts = min(slots, workers?.count ?? 1, chunks)
+        guard parts > 1, let workers else {
+            for c in 0..<chunks { body(0, c) }
+            return
+        }
+        let counter = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+        counter.initialize(to: 0)
+        defer { counter.deallocate() }
+        workers.run { slot in
+            guard slot < parts else { return }
+            while true {
+                let c = ck_atomic_fetch_add(counter, 1)
+                if c >= chunks { break }
+                body(slot, c)
+            }
         }
     }
 

@@ -125,25 +125,16 @@ public final class WinogradConv3x3: Sendable {
         // Work is handed out in batches of tile rows from a shared counter, so a thread that gets descheduled
         // (busy machine) does not hold the others back; each thread uses its own scratch slot.
         let chunks = (tilesY + rowsPerBatch - 1) / rowsPerBatch
-        let counter = UnsafeMutablePointer<Int>.allocate(capacity: 1)
-        counter.initialize(to: 0)
-        defer { counter.deallocate() }
-        let body = { (i: Int) in
-            guard i < parts else { return }
-            while true {
-                let c = ck_atomic_fetch_add(counter, 1)
-                if c >= chunks { break }
-                let ty0 = c * rowsPerBatch, ty1 = min(tilesY, ty0 + rowsPerBatch)
-                if t == 6 {
-                    ck_wino63_conv_p16(output, input, u, bias, h, w, pad, cinPad, coutPad, ty0, ty1, batchTiles,
-                                       buffers[i].v, buffers[i].m, leaky, slope, res, alpha, beta)
-                } else {
-                    ck_wino43_conv_p16(output, input, u, bias, h, w, pad, cinPad, coutPad, ty0, ty1, batchTiles,
-                                       buffers[i].v, buffers[i].m, leaky, slope, res, alpha, beta)
-                }
+        ParallelWorkers.forEachChunk(chunks, slots: parts, on: workers) { slot, c in
+            let ty0 = c * rowsPerBatch, ty1 = min(tilesY, ty0 + rowsPerBatch)
+            if t == 6 {
+                ck_wino63_conv_p16(output, input, u, bias, h, w, pad, cinPad, coutPad, ty0, ty1, batchTiles,
+                                   buffers[slot].v, buffers[slot].m, leaky, slope, res, alpha, beta)
+            } else {
+                ck_wino43_conv_p16(output, input, u, bias, h, w, pad, cinPad, coutPad, ty0, ty1, batchTiles,
+                                   buffers[slot].v, buffers[slot].m, leaky, slope, res, alpha, beta)
             }
         }
-        if let workers, parts > 1 { workers.run(body) } else { body(0) }
     }
 
     /// Tensor form of `forward`: reads the first `inBlocks` blocks of the P16 `input` (`[>=inBlocks, H, W, 16]`) and
