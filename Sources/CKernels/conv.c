@@ -155,60 +155,109 @@ CK_INLINE void bt6(float out[6][16], float in[6][16]) {
     }
 }
 
-CK_INLINE void wino_in_body(float *restrict v, const float *restrict src, size_t h, size_t w, size_t ty0,
-                            size_t tile_rows, size_t cb0, size_t cb1, size_t ldv, size_t xs, size_t pad) {
-    const size_t tiles_x = (w + 2 * pad - 2 + 3) / 4;
+/* One 1-D transform of 16-lane vectors (B^T: n -> n, A^T: n -> r); every one has this type, so the tile bodies
+ * below take it as a parameter and are specialised by inlining. */
+typedef void (*ck_wino_1d)(float (*out)[16], float (*in)[16]);
+
+/* Input transform of an F(r x r, 3x3) Winograd convolution (input tiles n x n, n = r + 2; at most 8) for the tile
+ * rows [ty0, ty0 + tile_rows) and channel blocks [cb0, cb1): V[xi][tile][cb*16 + lane], xi = i*n + j, slices
+ * `xs` apart. Instantiated as F(4x4,3x3) (n 6, bt6) and F(6x6,3x3) (n 8, bt8), per ISA variant. */
+CK_INLINE void wino_in_tiles(const int n, const int r, ck_wino_1d bt, float *restrict v, const float *restrict src,
+                             size_t h, size_t w, size_t ty0, size_t tile_rows, size_t cb0, size_t cb1, size_t ldv,
+                             size_t xs, size_t pad) {
+    const size_t tiles_x = (w + 2 * pad - 2 + (size_t)r - 1) / (size_t)r;
     const size_t plane = h * w * 16;
     for (size_t ty = ty0; ty < ty0 + tile_rows; ty++) {
         for (size_t tx = 0; tx < tiles_x; tx++) {
-            const long y0 = (long)ty * 4 - (long)pad, x0 = (long)tx * 4 - (long)pad;
-            const int interior = y0 >= 0 && x0 >= 0 && y0 + 6 <= (long)h && x0 + 6 <= (long)w;
+            const long y0 = (long)ty * r - (long)pad, x0 = (long)tx * r - (long)pad;
             const size_t tt = (ty - ty0) * tiles_x + tx;
             for (size_t cb = cb0; cb < cb1; cb++) {
                 const float *s = src + cb * plane;
-                float d[6][6][16];
-                if (interior) {
-                    for (int i = 0; i < 6; i++) {
-                        const float *row = s + ((size_t)(y0 + i) * w + (size_t)x0) * 16;
-                        for (int j = 0; j < 6; j++)
-                            for (int l = 0; l < 16; l++) d[i][j][l] = row[j * 16 + l];
-                    }
-                } else {
-                    for (int i = 0; i < 6; i++) {
-                        long yy = y0 + i;
-                        for (int j = 0; j < 6; j++) {
-                            long xx = x0 + j;
-                            if (yy >= 0 && yy < (long)h && xx >= 0 && xx < (long)w) {
-                                const float *p = s + ((size_t)yy * w + (size_t)xx) * 16;
-                                for (int l = 0; l < 16; l++) d[i][j][l] = p[l];
-                            } else {
-                                for (int l = 0; l < 16; l++) d[i][j][l] = 0.0f;
-                            }
-                        }
+                float d[8][8][16];
+                for (int i = 0; i < n; i++) {
+                    long yy = y0 + i;
+                    for (int j = 0; j < n; j++) {
+                        long xx = x0 + j;
+                        const int inside = yy >= 0 && yy < (long)h && xx >= 0 && xx < (long)w;
+                        const float *p = inside ? s + ((size_t)yy * w + (size_t)xx) * 16 : 0;
+                        for (int l = 0; l < 16; l++) d[i][j][l] = inside ? p[l] : 0.0f;
                     }
                 }
                 /* columns: t[.][j] = B^T d[.][j] ; rows: o[i][.] = B^T t[i][.] */
-                float t[6][6][16];
-                for (int j = 0; j < 6; j++) {
-                    float col[6][16], res[6][16];
-                    for (int i = 0; i < 6; i++)
+                float t[8][8][16];
+                for (int j = 0; j < n; j++) {
+                    float col[8][16], res[8][16];
+                    for (int i = 0; i < n; i++)
                         for (int l = 0; l < 16; l++) col[i][l] = d[i][j][l];
-                    bt6(res, col);
-                    for (int i = 0; i < 6; i++)
+                    bt(res, col);
+                    for (int i = 0; i < n; i++)
                         for (int l = 0; l < 16; l++) t[i][j][l] = res[i][l];
                 }
                 float *vp = v + tt * ldv + cb * 16;
-                for (int i = 0; i < 6; i++) {
-                    float res[6][16];
-                    bt6(res, t[i]);
-                    for (int j = 0; j < 6; j++) {
-                        float *o = vp + (size_t)(i * 6 + j) * xs;
+                for (int i = 0; i < n; i++) {
+                    float res[8][16];
+                    bt(res, t[i]);
+                    for (int j = 0; j < n; j++) {
+                        float *o = vp + (size_t)(i * n + j) * xs;
                         for (int l = 0; l < 16; l++) o[l] = res[j][l];
                     }
                 }
             }
         }
     }
+}
+
+/* Output transform (r x r outputs from n x n products, A^T applied twice) with bias, LeakyReLU and the residual
+ * `alpha*y + beta*res` fused; edge tiles write only their pixels inside the h x w output. */
+CK_INLINE void wino_out_tiles(const int n, const int r, ck_wino_1d at, float *restrict dst, const float *restrict m,
+                              const float *restrict bias, size_t h, size_t w, size_t ty0, size_t tile_rows,
+                              size_t cb0, size_t cb1, size_t ldm, size_t xs, int leaky, float slope, const float *res,
+                              float alpha, float beta) {
+    const size_t tiles_x = (w + (size_t)r - 1) / (size_t)r;
+    const size_t plane = h * w * 16;
+    for (size_t ty = ty0; ty < ty0 + tile_rows; ty++) {
+        for (size_t tx = 0; tx < tiles_x; tx++) {
+            const size_t tt = (ty - ty0) * tiles_x + tx;
+            const size_t oy0 = ty * (size_t)r, ox0 = tx * (size_t)r;
+            const size_t ny = h - oy0 < (size_t)r ? h - oy0 : (size_t)r, nx = w - ox0 < (size_t)r ? w - ox0 : (size_t)r;
+            for (size_t cb = cb0; cb < cb1; cb++) {
+                const float *mp = m + tt * ldm + cb * 16;
+                float t[8][8][16];
+                for (int j = 0; j < n; j++) {
+                    float col[8][16], rr[8][16];
+                    for (int i = 0; i < n; i++) {
+                        const float *q = mp + (size_t)(i * n + j) * xs;
+                        for (int l = 0; l < 16; l++) col[i][l] = q[l];
+                    }
+                    at(rr, col);
+                    for (int i = 0; i < r; i++)
+                        for (int l = 0; l < 16; l++) t[i][j][l] = rr[i][l];
+                }
+                float bv[16];
+                for (int l = 0; l < 16; l++) bv[l] = bias ? bias[cb * 16 + l] : 0.0f;
+                for (size_t i = 0; i < ny; i++) {
+                    float o[8][16];
+                    at(o, t[i]);
+                    const size_t base = cb * plane + ((oy0 + i) * w + ox0) * 16;
+                    float *dp = dst + base;
+                    const float *rp = res ? res + base : 0;
+                    for (size_t j = 0; j < nx; j++) {
+                        for (int l = 0; l < 16; l++) {
+                            float y = o[j][l] + bv[l];
+                            if (leaky) y = y >= 0.0f ? y : slope * y;
+                            if (rp) y = alpha * y + beta * rp[j * 16 + l];
+                            dp[j * 16 + l] = y;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+CK_INLINE void wino_in_body(float *restrict v, const float *restrict src, size_t h, size_t w, size_t ty0,
+                            size_t tile_rows, size_t cb0, size_t cb1, size_t ldv, size_t xs, size_t pad) {
+    wino_in_tiles(6, 4, bt6, v, src, h, w, ty0, tile_rows, cb0, cb1, ldv, xs, pad);
 }
 
 /* A^T applied to 6 vectors -> 4 vectors. */
@@ -226,46 +275,7 @@ CK_INLINE void at6(float out[4][16], float in[6][16]) {
 CK_INLINE void wino_out_body(float *restrict dst, const float *restrict m, const float *restrict bias, size_t h,
                              size_t w, size_t ty0, size_t tile_rows, size_t cb0, size_t cb1, size_t ldm, size_t xs,
                              int leaky, float slope, const float *res, float alpha, float beta) {
-    const size_t tiles_x = (w + 3) / 4;
-    const size_t plane = h * w * 16;
-    for (size_t ty = ty0; ty < ty0 + tile_rows; ty++) {
-        for (size_t tx = 0; tx < tiles_x; tx++) {
-            const size_t tt = (ty - ty0) * tiles_x + tx;
-            const size_t oy0 = ty * 4, ox0 = tx * 4;
-            const size_t ny = h - oy0 < 4 ? h - oy0 : 4, nx = w - ox0 < 4 ? w - ox0 : 4;
-            for (size_t cb = cb0; cb < cb1; cb++) {
-                const float *mp = m + tt * ldm + cb * 16;
-                float t[4][6][16];
-                for (int j = 0; j < 6; j++) {
-                    float col[6][16], r4[4][16];
-                    for (int i = 0; i < 6; i++) {
-                        const float *q = mp + (size_t)(i * 6 + j) * xs;
-                        for (int l = 0; l < 16; l++) col[i][l] = q[l];
-                    }
-                    at6(r4, col);
-                    for (int i = 0; i < 4; i++)
-                        for (int l = 0; l < 16; l++) t[i][j][l] = r4[i][l];
-                }
-                float bv[16];
-                for (int l = 0; l < 16; l++) bv[l] = bias ? bias[cb * 16 + l] : 0.0f;
-                for (size_t i = 0; i < ny; i++) {
-                    float o[4][16];
-                    at6(o, t[i]);
-                    const size_t base = cb * plane + ((oy0 + i) * w + ox0) * 16;
-                    float *dp = dst + base;
-                    const float *rp = res ? res + base : 0;
-                    for (size_t j = 0; j < nx; j++) {
-                        for (int l = 0; l < 16; l++) {
-                            float y = o[j][l] + bv[l];
-                            if (leaky) y = y >= 0.0f ? y : slope * y;
-                            if (rp) y = alpha * y + beta * rp[j * 16 + l];
-                            dp[j * 16 + l] = y;
-                        }
-                    }
-                }
-            }
-        }
-    }
+    wino_out_tiles(6, 4, at6, dst, m, bias, h, w, ty0, tile_rows, cb0, cb1, ldm, xs, leaky, slope, res, alpha, beta);
 }
 
 void ck_wino43_input_p16_scalar(float *v, const float *src, size_t h, size_t w, size_t ty0, size_t tile_rows,
@@ -787,90 +797,13 @@ CK_INLINE void at8(float out[6][16], float in[8][16]) {
 
 CK_INLINE void wino63_in_body(float *restrict v, const float *restrict src, size_t h, size_t w, size_t ty0,
                               size_t tile_rows, size_t cb0, size_t cb1, size_t ldv, size_t xs, size_t pad) {
-    const size_t tiles_x = (w + 2 * pad - 2 + 5) / 6;
-    const size_t plane = h * w * 16;
-    for (size_t ty = ty0; ty < ty0 + tile_rows; ty++) {
-        for (size_t tx = 0; tx < tiles_x; tx++) {
-            const long y0 = (long)ty * 6 - (long)pad, x0 = (long)tx * 6 - (long)pad;
-            const size_t tt = (ty - ty0) * tiles_x + tx;
-            for (size_t cb = cb0; cb < cb1; cb++) {
-                const float *s = src + cb * plane;
-                float d[8][8][16];
-                for (int i = 0; i < 8; i++) {
-                    long yy = y0 + i;
-                    for (int j = 0; j < 8; j++) {
-                        long xx = x0 + j;
-                        const int inside = yy >= 0 && yy < (long)h && xx >= 0 && xx < (long)w;
-                        const float *p = inside ? s + ((size_t)yy * w + (size_t)xx) * 16 : 0;
-                        for (int l = 0; l < 16; l++) d[i][j][l] = inside ? p[l] : 0.0f;
-                    }
-                }
-                float t[8][8][16];
-                for (int j = 0; j < 8; j++) {
-                    float col[8][16], res[8][16];
-                    for (int i = 0; i < 8; i++)
-                        for (int l = 0; l < 16; l++) col[i][l] = d[i][j][l];
-                    bt8(res, col);
-                    for (int i = 0; i < 8; i++)
-                        for (int l = 0; l < 16; l++) t[i][j][l] = res[i][l];
-                }
-                float *vp = v + tt * ldv + cb * 16;
-                for (int i = 0; i < 8; i++) {
-                    float res[8][16];
-                    bt8(res, t[i]);
-                    for (int j = 0; j < 8; j++) {
-                        float *o = vp + (size_t)(i * 8 + j) * xs;
-                        for (int l = 0; l < 16; l++) o[l] = res[j][l];
-                    }
-                }
-            }
-        }
-    }
+    wino_in_tiles(8, 6, bt8, v, src, h, w, ty0, tile_rows, cb0, cb1, ldv, xs, pad);
 }
 
 CK_INLINE void wino63_out_body(float *restrict dst, const float *restrict m, const float *restrict bias, size_t h,
                                size_t w, size_t ty0, size_t tile_rows, size_t cb0, size_t cb1, size_t ldm, size_t xs,
                                int leaky, float slope, const float *res, float alpha, float beta) {
-    const size_t tiles_x = (w + 5) / 6;
-    const size_t plane = h * w * 16;
-    for (size_t ty = ty0; ty < ty0 + tile_rows; ty++) {
-        for (size_t tx = 0; tx < tiles_x; tx++) {
-            const size_t tt = (ty - ty0) * tiles_x + tx;
-            const size_t oy0 = ty * 6, ox0 = tx * 6;
-            const size_t ny = h - oy0 < 6 ? h - oy0 : 6, nx = w - ox0 < 6 ? w - ox0 : 6;
-            for (size_t cb = cb0; cb < cb1; cb++) {
-                const float *mp = m + tt * ldm + cb * 16;
-                float t[6][8][16];
-                for (int j = 0; j < 8; j++) {
-                    float col[8][16], r6[6][16];
-                    for (int i = 0; i < 8; i++) {
-                        const float *q = mp + (size_t)(i * 8 + j) * xs;
-                        for (int l = 0; l < 16; l++) col[i][l] = q[l];
-                    }
-                    at8(r6, col);
-                    for (int i = 0; i < 6; i++)
-                        for (int l = 0; l < 16; l++) t[i][j][l] = r6[i][l];
-                }
-                float bv[16];
-                for (int l = 0; l < 16; l++) bv[l] = bias ? bias[cb * 16 + l] : 0.0f;
-                for (size_t i = 0; i < ny; i++) {
-                    float o[6][16];
-                    at8(o, t[i]);
-                    const size_t base = cb * plane + ((oy0 + i) * w + ox0) * 16;
-                    float *dp = dst + base;
-                    const float *rp = res ? res + base : 0;
-                    for (size_t j = 0; j < nx; j++) {
-                        for (int l = 0; l < 16; l++) {
-                            float y = o[j][l] + bv[l];
-                            if (leaky) y = y >= 0.0f ? y : slope * y;
-                            if (rp) y = alpha * y + beta * rp[j * 16 + l];
-                            dp[j * 16 + l] = y;
-                        }
-                    }
-                }
-            }
-        }
-    }
+    wino_out_tiles(8, 6, at8, dst, m, bias, h, w, ty0, tile_rows, cb0, cb1, ldm, xs, leaky, slope, res, alpha, beta);
 }
 
 void ck_wino63_input_p16_scalar(float *v, const float *src, size_t h, size_t w, size_t ty0, size_t tile_rows,
