@@ -10,17 +10,25 @@ public final class ConvScratch: @unchecked Sendable {
     private var m: [UnsafeMutablePointer<Float>] = []
     private var vCapacity: [Int] = []
     private var mCapacity: [Int] = []
-    /// Upper bound on Winograd tiles transformed per batch (keeps scratch small and cache resident).
-    public let maxTilesPerBatch: Int
+    /// Upper bound on Winograd tiles transformed per batch (keeps scratch small and cache resident); nil: by the
+    /// convolution's channels (`tilesPerBatch`).
+    public let maxTilesPerBatch: Int?
 
-    /// Default batch: `DREAMSR_WINOGRAD_TILES` if set (for tuning), else 64 tiles.
-    public static let defaultTilesPerBatch: Int = {
+    /// `DREAMSR_WINOGRAD_TILES` (for tuning): one batch size for every convolution.
+    static let tilesOverride: Int? = {
         if let v = getenv("DREAMSR_WINOGRAD_TILES"), let n = Int(String(cString: v)), n > 0 { return n }
-        return 64
+        return nil
     }()
 
-    public init(maxTilesPerBatch: Int = ConvScratch.defaultTilesPerBatch) {
-        self.maxTilesPerBatch = max(1, maxTilesPerBatch)
+    public init(maxTilesPerBatch: Int? = nil) {
+        self.maxTilesPerBatch = maxTilesPerBatch.map { max(1, $0) } ?? Self.tilesOverride
+    }
+
+    /// Tiles per batch for a convolution of `cinPad` x `coutPad` channels: 64, or 128 when both products reach
+    /// 128 x 128 (each batch streams all the transformed weights, `products * cinPad * coutPad` floats, through the
+    /// cache once, so wide layers amortise them over more tiles; measured on the AVX2 machine, BENCHMARKS.md).
+    func tilesPerBatch(cinPad: Int, coutPad: Int) -> Int {
+        maxTilesPerBatch ?? (cinPad * coutPad >= 128 * 128 ? 128 : 64)
     }
 
     deinit {
@@ -114,7 +122,8 @@ public final class WinogradConv3x3: Sendable {
         let tilesX = (ow + t - 1) / t, tilesY = (oh + t - 1) / t
         // Small images (a few tile rows): batches of at most tilesY / threads rows, so every thread gets work.
         let threads = workers?.count ?? 1
-        let rowsPerBatch = max(1, min(tilesY, scratch.maxTilesPerBatch / tilesX, (tilesY + threads - 1) / threads))
+        let rowsPerBatch = max(1, min(tilesY, scratch.tilesPerBatch(cinPad: cinPad, coutPad: coutPad) / tilesX,
+                                      (tilesY + threads - 1) / threads))
         let batchTiles = rowsPerBatch * tilesX
         let parts = min(workers?.count ?? 1, (tilesY + rowsPerBatch - 1) / rowsPerBatch)
         let buffers = scratch.reserve(slots: parts, v: products * (batchTiles * cinPad + 16),
