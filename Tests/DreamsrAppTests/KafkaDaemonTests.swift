@@ -228,12 +228,10 @@ enum KafkaDaemon {
 
         #expect(listing(s.output) == valid.map { $0 + ".png" }.sorted(), "exactly one output per valid message")
         #expect(KafkaDaemon.outputsAreValid(s.output))
-        let results = try await KafkaTools.read(bootstrap: s.bootstrap, topic: s.topic + ".results", partitions: 1,
-                                                count: 1_000, timeout: .seconds(5))
+        let results = try await KafkaTools.readAll(bootstrap: s.bootstrap, topic: s.topic + ".results", partitions: 1)
             .map { try JSONDecoder().decode(ResultMessage.self, from: Data($0.value ?? [])) }
         #expect(Set(results.filter { $0.status == "ok" }.map(\.id)) == Set(valid), "at least one ok result per valid message")
-        let dlq = try await KafkaTools.read(bootstrap: s.bootstrap, topic: s.topic + ".dlq", partitions: 1, count: 1_000,
-                                            timeout: .seconds(3))
+        let dlq = try await KafkaTools.readAll(bootstrap: s.bootstrap, topic: s.topic + ".dlq", partitions: 1)
         #expect(Set(dlq.map { String(decoding: $0.key ?? [], as: UTF8.self) }) == Set((0..<4).map { "bad\($0)" }))
     }
 
@@ -309,11 +307,9 @@ enum KafkaDaemon {
         kill(p.processIdentifier, SIGTERM)
         #expect(try await Daemon.waitForExit(p) == 0)
 
-        let results = try await KafkaTools.read(bootstrap: s.bootstrap, topic: s.topic + ".results", partitions: 1,
-                                                count: 1_000, timeout: .seconds(5))
+        let results = try await KafkaTools.readAll(bootstrap: s.bootstrap, topic: s.topic + ".results", partitions: 1)
             .map { try JSONDecoder().decode(ResultMessage.self, from: Data($0.value ?? [])) }
-        let letters = try await KafkaTools.read(bootstrap: s.bootstrap, topic: s.topic + ".dlq", partitions: 1,
-                                                count: 1_000, timeout: .seconds(3))
+        let letters = try await KafkaTools.readAll(bootstrap: s.bootstrap, topic: s.topic + ".dlq", partitions: 1)
         let okIDs = Set(results.filter { $0.status == "ok" }.map(\.id))
         let deadIDs = Set(letters.map { String(decoding: $0.key ?? [], as: UTF8.self) })
         #expect(okIDs == Set(validIDs), "seed \(seed): ok results for exactly the valid messages")
