@@ -1,3 +1,4 @@
+import DreamsrTestKit
 import Foundation
 import Jobs
 import Logging
@@ -32,6 +33,7 @@ struct Fixture {
         try sharedCluster.createTopic("\(topic).results", partitions: 1)
         try sharedCluster.createTopic("\(topic).dlq", partitions: 1)
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("dreamsr-kafka-\(topic)")
+        ScratchFiles.removeAtExit(root.path)
         input = root.appendingPathComponent("in")
         output = root.appendingPathComponent("out")
         try FileManager.default.createDirectory(at: input, withIntermediateDirectories: true)
