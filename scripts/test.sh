@@ -47,14 +47,18 @@ timeout --kill-after=30 300 swift package resolve
 # scope) fails the run instead of passing by luck; the lifetime shortening of optimised builds is kept out by
 # Tensor's API (no public raw pointer). Engine targets only (DREAMSR_ENGINE_ONLY, see Package.swift), in their own
 # build path. Leak checks off: the Swift runtime's caches live until exit. The lazy-loading RSS test is skipped:
-# ASan's shadow memory and quarantine change what it measures. (`timeout --foreground`: stays in the step's process
-# group, which finish() stops.)
+# ASan's shadow memory and quarantine change what it measures. The ASan tests start once the main build is done
+# (they use about half a core: beside the main test passes they take cores those leave idle, beside the main build
+# they would slow it). (`timeout --foreground`: stays in the step's process group, which finish() stops.)
 background asan env DREAMSR_ENGINE_ONLY=1 ASAN_OPTIONS=detect_leaks=0 bash -c '
     set -e
     timeout --foreground --kill-after=30 1200 nice -n 10 swift build --build-tests --sanitize=address --build-path .build-asan
+    while [ ! -e "$0" ]; do sleep 2; done
     timeout --foreground --kill-after=60 900 swift test --skip-build --sanitize=address --build-path .build-asan --no-parallel \
-        --filter "TensorTests|CheckpointsTests|ModelsTests|DreamSRPipelineTests" --skip "[lL]azyBF16LoadingDoesNotHoldWholeF32Copy"'
+        --filter "TensorTests|CheckpointsTests|ModelsTests|DreamSRPipelineTests" --skip "[lL]azyBF16LoadingDoesNotHoldWholeF32Copy"' \
+    "$logs/main-build-done"
 timeout --kill-after=30 1200 swift build --build-tests
+touch "$logs/main-build-done"
 await fetch
 await moto
 # The documented systemd install, in a throw-away mount namespace (needs root, as CI runs).
