@@ -29,9 +29,18 @@ public final class MockKafkaCluster: @unchecked Sendable {
 
     public func createTopic(_ name: String, partitions: Int, replicationFactor: Int = 1) throws(KafkaConnectorError) {
         let err = rd_kafka_mock_topic_create(cluster, name, Int32(partitions), Int32(replicationFactor))
+        Self.letTheMockThreadSettle()
         if err != RD_KAFKA_RESP_ERR_NO_ERROR {
             throw KafkaConnectorError.rdkafka(err, .client, "create mock topic '\(name)'")
         }
+    }
+
+    /// librdkafka 2.0.2's mock cluster serves its command queue before it drains the queue's wake-up pipe: a
+    /// command issued right after the previous one returned can have its wake-up byte drained with the old one and
+    /// then waits for the mock thread's 1 s poll timeout (measured: every second `rd_kafka_mock_topic_create` of a
+    /// burst took 1.0 s). A short pause after each command lets the mock thread finish its loop first.
+    private static func letTheMockThreadSettle() {
+        Thread.sleep(forTimeInterval: 0.01)
     }
 
     /// Makes the next `count` produce requests to this cluster fail with "message size too large", as a broker
@@ -73,6 +82,27 @@ public enum KafkaTools {
     /// Reads every partition of `topic` from the beginning until `count` messages arrived or `timeout` passed.
     public static func read(bootstrap: String, topic: String, partitions: Int, count: Int,
                             timeout: Duration = .seconds(20)) async throws -> [ConsumedMessage] {
+        try await consume(bootstrap: bootstrap, topic: topic, partitions: partitions, timeout: timeout) { messages, _ in
+            messages.count >= count
+        }
+    }
+
+    /// Reads every partition of `topic` from the beginning to its end as it is when the call starts (its high
+    /// watermarks): every message the topic holds, without waiting for more. Stops early, with what arrived, when
+    /// `timeout` passed. For a topic whose writers are done (a stopped daemon's results and dead letters).
+    public static func readAll(bootstrap: String, topic: String, partitions: Int,
+                               timeout: Duration = .seconds(20)) async throws -> [ConsumedMessage] {
+        let ends = try await watermarks(bootstrap: bootstrap, topic: topic, partitions: partitions)
+        return try await consume(bootstrap: bootstrap, topic: topic, partitions: partitions, timeout: timeout) { _, next in
+            (0..<partitions).allSatisfy { ends[$0].high <= max(next[$0], ends[$0].low) }
+        }
+    }
+
+    /// Reads every partition of `topic` from the beginning until `done(messages, next)` holds (`next[p]`: one past
+    /// the highest offset read from partition p) or `timeout` passed.
+    private static func consume(bootstrap: String, topic: String, partitions: Int, timeout: Duration,
+                                done: @escaping @Sendable ([ConsumedMessage], [Int64]) -> Bool) async throws
+        -> [ConsumedMessage] {
         try await BlockingQueue.run(on: BlockingQueue.tools) { () -> Result<[ConsumedMessage], KafkaConnectorError> in
             do {
                 let consumer = try RDKafkaConsumer(properties: [
@@ -86,9 +116,13 @@ public enum KafkaTools {
                     throw KafkaConnectorError.rdkafka(err, .consumer, "assign \(topic)")
                 }
                 var messages: [ConsumedMessage] = []
+                var next = [Int64](repeating: 0, count: partitions)
                 let deadline = ContinuousClock.now + timeout
-                while messages.count < count && ContinuousClock.now < deadline {
-                    if case .message(let m) = consumer.poll(timeoutMs: 100) { messages.append(m) }
+                while !done(messages, next) && ContinuousClock.now < deadline {
+                    if case .message(let m) = consumer.poll(timeoutMs: 100) {
+                        messages.append(m)
+                        if Int(m.partition) < partitions { next[Int(m.partition)] = max(next[Int(m.partition)], m.offset + 1) }
+                    }
                 }
                 consumer.closeAndDestroy()
                 return .success(messages)
@@ -127,13 +161,19 @@ public enum KafkaTools {
 
     /// High watermarks (next offset to be written) of partitions 0..<partitions.
     public static func highWatermarks(bootstrap: String, topic: String, partitions: Int) async throws -> [Int64] {
-        try await BlockingQueue.run(on: BlockingQueue.tools) { () -> Result<[Int64], KafkaConnectorError> in
+        try await watermarks(bootstrap: bootstrap, topic: topic, partitions: partitions).map(\.high)
+    }
+
+    /// Low (first offset still held) and high (next offset to be written) watermarks of partitions 0..<partitions.
+    public static func watermarks(bootstrap: String, topic: String,
+                                  partitions: Int) async throws -> [(low: Int64, high: Int64)] {
+        try await BlockingQueue.run(on: BlockingQueue.tools) { () -> Result<[(low: Int64, high: Int64)], KafkaConnectorError> in
             do {
                 let consumer = try RDKafkaConsumer(properties: ["bootstrap.servers": bootstrap,
                                                                 "group.id": "dreamsr-tools-watermarks"],
                                                    logger: Logger(label: "dreamsr.kafka.tools"), rebalance: { _ in })
                 defer { consumer.closeAndDestroy() }
-                var highs: [Int64] = []
+                var marks: [(low: Int64, high: Int64)] = []
                 for partition in 0..<partitions {
                     var low: Int64 = 0
                     var high: Int64 = 0
@@ -142,9 +182,9 @@ public enum KafkaTools {
                     if err != RD_KAFKA_RESP_ERR_NO_ERROR {
                         throw KafkaConnectorError.rdkafka(err, .consumer, "watermarks of \(topic)[\(partition)]")
                     }
-                    highs.append(high)
+                    marks.append((low, high))
                 }
-                return .success(highs)
+                return .success(marks)
             } catch let error as KafkaConnectorError {
                 return .failure(error)
             } catch {

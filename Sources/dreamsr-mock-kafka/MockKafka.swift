@@ -57,6 +57,9 @@ guard let client = rd_kafka_new(RD_KAFKA_PRODUCER, conf, &errstr, errstr.count) 
 guard let cluster = rd_kafka_mock_cluster_new(client, brokers) else { fail("rd_kafka_mock_cluster_new failed") }
 for (name, partitions) in topics {
     let err = rd_kafka_mock_topic_create(cluster, name, partitions ?? defaultPartitions, min(brokers, 3))
+    // librdkafka 2.0.2's mock thread can miss the wake-up of a command issued right after the previous one and sit
+    // out its 1 s poll timeout (see MockKafkaCluster.createTopic): let it finish its loop between commands.
+    usleep(10_000)
     if err != RD_KAFKA_RESP_ERR_NO_ERROR {
         fail("cannot create topic '\(name)': \(String(cString: rd_kafka_err2str(err)))")
     }

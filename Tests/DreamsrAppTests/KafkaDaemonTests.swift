@@ -12,6 +12,12 @@ import DreamsrTestKit
 /// Daemon-level Kafka tests: the built `dreamsr` binary (`serve --kafka` and a `sources.kafka` config) with the real
 /// Real-ESRGAN model on 16x16 images, against librdkafka's mock broker running in this test process (so the daemon
 /// can be killed and restarted against the same broker). Needs `swift build` and `scripts/fetch-models.sh`.
+///
+/// Each test has its own consumer group: on librdkafka 2.0.2's mock broker a member that joins a group in which
+/// another member just left waits for the rest of the rebalance round the leaver's session timeout set (its
+/// session timeout minus 1 s), and when that round is longer than the joiner's own session timeout the mock expires
+/// the joiner while it waits and never answers its JoinGroup (the daemon then sat out the request's timeout,
+/// max_poll_interval_ms + 3 s: 63 s of the crash test when it followed the quick start test in group `dreamsr`).
 enum KafkaDaemon {
     static let cluster: MockKafkaCluster = {
         do { return try MockKafkaCluster(brokers: 1) } catch { fatalError("mock cluster: \(error)") }
@@ -22,16 +28,20 @@ enum KafkaDaemon {
         let input: String
         let output: String
         let topic: String
+        /// The daemon's consumer group.
+        let group: String
         var bootstrap: String { KafkaDaemon.cluster.bootstrapServers }
     }
 
-    static func setup(_ name: String, partitions: Int) throws -> Setup {
+    /// `group`: the consumer group the daemon is configured with (default: one of the test's own).
+    static func setup(_ name: String, partitions: Int, group: String? = nil) throws -> Setup {
         let root = try tempDir()
         let topic = "\(name)-\(UUID().uuidString.prefix(6))"
         try cluster.createTopic(topic, partitions: partitions)
         try cluster.createTopic(topic + ".results", partitions: 1)
         try cluster.createTopic(topic + ".dlq", partitions: 1)
-        let setup = Setup(root: root, input: root + "/in", output: root + "/out", topic: topic)
+        let setup = Setup(root: root, input: root + "/in", output: root + "/out", topic: topic,
+                          group: group ?? "dreamsr-\(topic)")
         try FileManager.default.createDirectory(atPath: setup.input, withIntermediateDirectories: true)
         return setup
     }
@@ -64,7 +74,10 @@ enum KafkaDaemon {
                     + chunk("IEND", []))
     }
 
-    static func config(_ s: Setup, sessionTimeoutMs: Int = 6_000) throws -> String {
+    /// The daemon's config for the kill-and-restart tests. A restarted member gets its partitions after one or two
+    /// of the mock broker's rebalance rounds of `sessionTimeoutMs` - 1 s each (one more while the killed member's
+    /// session runs out): a short session timeout, with heartbeats well inside it, keeps each restart to seconds.
+    static func config(_ s: Setup, sessionTimeoutMs: Int = 3_000) throws -> String {
         let path = s.root + "/dreamsr.yaml"
         let yaml = """
         log_level: info
@@ -75,12 +88,15 @@ enum KafkaDaemon {
           kafka:
             bootstrap: \(s.bootstrap)
             topic: \(s.topic)
+            group_id: \(s.group)
             output_dir: \(s.output)
             max_in_flight: 4
             session_timeout_ms: \(sessionTimeoutMs)
             max_poll_interval_ms: 60000
             commit_interval_ms: 200
             retry: {max_attempts: 3, initial_backoff_seconds: 0.1, max_backoff_seconds: 0.5}
+            client_properties:
+              heartbeat.interval.ms: 500
         """
         try yaml.write(toFile: path, atomically: true, encoding: .utf8)
         return path
@@ -93,7 +109,7 @@ enum KafkaDaemon {
     }
 
     static func committed(_ s: Setup, partitions: Int) async throws -> [Int64] {
-        try await KafkaTools.committedOffsets(bootstrap: s.bootstrap, group: "dreamsr", topic: s.topic,
+        try await KafkaTools.committedOffsets(bootstrap: s.bootstrap, group: s.group, topic: s.topic,
                                               partitions: partitions)
     }
 
@@ -123,7 +139,7 @@ enum KafkaDaemon {
     /// 60 messages, 6 of them poison: 54 outputs, 54 ok results, 6 dead letters with correct headers, committed
     /// offsets at the end of every partition. Uses the CLI quick start (`serve --kafka --topic --output`).
     @Test func quickStartEndToEndWithRealModel() async throws {
-        let s = try KafkaDaemon.setup("e2e", partitions: 3)
+        let s = try KafkaDaemon.setup("e2e", partitions: 3, group: "dreamsr")  // the quick start's group
         var messages: [(key: [UInt8]?, value: [UInt8], headers: [KafkaHeader])] = []
         for i in 0..<54 {
             let path = s.input + "/img\(i).png"
@@ -228,12 +244,10 @@ enum KafkaDaemon {
 
         #expect(listing(s.output) == valid.map { $0 + ".png" }.sorted(), "exactly one output per valid message")
         #expect(KafkaDaemon.outputsAreValid(s.output))
-        let results = try await KafkaTools.read(bootstrap: s.bootstrap, topic: s.topic + ".results", partitions: 1,
-                                                count: 1_000, timeout: .seconds(5))
+        let results = try await KafkaTools.readAll(bootstrap: s.bootstrap, topic: s.topic + ".results", partitions: 1)
             .map { try JSONDecoder().decode(ResultMessage.self, from: Data($0.value ?? [])) }
         #expect(Set(results.filter { $0.status == "ok" }.map(\.id)) == Set(valid), "at least one ok result per valid message")
-        let dlq = try await KafkaTools.read(bootstrap: s.bootstrap, topic: s.topic + ".dlq", partitions: 1, count: 1_000,
-                                            timeout: .seconds(3))
+        let dlq = try await KafkaTools.readAll(bootstrap: s.bootstrap, topic: s.topic + ".dlq", partitions: 1)
         #expect(Set(dlq.map { String(decoding: $0.key ?? [], as: UTF8.self) }) == Set((0..<4).map { "bad\($0)" }))
     }
 
@@ -309,11 +323,9 @@ enum KafkaDaemon {
         kill(p.processIdentifier, SIGTERM)
         #expect(try await Daemon.waitForExit(p) == 0)
 
-        let results = try await KafkaTools.read(bootstrap: s.bootstrap, topic: s.topic + ".results", partitions: 1,
-                                                count: 1_000, timeout: .seconds(5))
+        let results = try await KafkaTools.readAll(bootstrap: s.bootstrap, topic: s.topic + ".results", partitions: 1)
             .map { try JSONDecoder().decode(ResultMessage.self, from: Data($0.value ?? [])) }
-        let letters = try await KafkaTools.read(bootstrap: s.bootstrap, topic: s.topic + ".dlq", partitions: 1,
-                                                count: 1_000, timeout: .seconds(3))
+        let letters = try await KafkaTools.readAll(bootstrap: s.bootstrap, topic: s.topic + ".dlq", partitions: 1)
         let okIDs = Set(results.filter { $0.status == "ok" }.map(\.id))
         let deadIDs = Set(letters.map { String(decoding: $0.key ?? [], as: UTF8.self) })
         #expect(okIDs == Set(validIDs), "seed \(seed): ok results for exactly the valid messages")

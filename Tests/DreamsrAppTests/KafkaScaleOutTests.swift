@@ -324,8 +324,7 @@ func fileDigest(_ path: String) -> ResultMessage.OutputFile? { ResultMessage.des
         #expect(listing(output, hidden: true).filter { $0.hasPrefix(".") }.allSatisfy { OutputFiles.isTemporary($0) })
 
         // Results: every one matches the v2 schema; >= 1 ok per valid job; duplicates carry the file's digest.
-        let raw = try await KafkaTools.read(bootstrap: broker.bootstrap, topic: topic + ".results", partitions: 1,
-                                            count: 100_000, timeout: .seconds(5))
+        let raw = try await KafkaTools.readAll(bootstrap: broker.bootstrap, topic: topic + ".results", partitions: 1)
         var okByID: [String: [ResultMessage]] = [:]
         var errorsByID: [String: Int] = [:]
         // Every job's trace id (results of unparseable messages carry `<topic>-<partition>-<offset>` as their id).
@@ -355,8 +354,7 @@ func fileDigest(_ path: String) -> ResultMessage.OutputFile? { ResultMessage.des
 
         // Dead letters: every poison job; exactly once after the graceful restarts; more than once only when the
         // member that dead-lettered it first was SIGKILLed (its offset was not committed yet).
-        let letters = try await KafkaTools.read(bootstrap: broker.bootstrap, topic: topic + ".dlq", partitions: 1,
-                                                count: 100_000, timeout: .seconds(3))
+        let letters = try await KafkaTools.readAll(bootstrap: broker.bootstrap, topic: topic + ".dlq", partitions: 1)
         var lettersByID: [String: Int] = [:]
         for letter in letters { lettersByID[String(decoding: letter.key ?? [], as: UTF8.self), default: 0] += 1 }
         #expect(Set(lettersByID.keys) == Set(batch1.poison + batch2.poison), "dead letters for exactly the poison jobs")

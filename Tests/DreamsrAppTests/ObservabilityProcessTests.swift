@@ -150,6 +150,7 @@ import Testing
           kafka:
             bootstrap: \(s.bootstrap)
             topic: \(s.topic)
+            group_id: \(s.group)
             output_dir: \(s.output)
             session_timeout_ms: 6000
             commit_interval_ms: 200

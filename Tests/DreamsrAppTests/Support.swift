@@ -15,10 +15,9 @@ let repoRoot: String = {
     return url.path
 }()
 
+/// A new folder under the temporary folder, removed when the test process exits.
 func tempDir() throws -> String {
-    let dir = NSTemporaryDirectory() + "app-\(UUID().uuidString)"
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    return dir
+    try ScratchFiles.makeDirectory(prefix: "app-")
 }
 
 /// A factory building the fake stages from the definition's stage list (names and runtime settings kept), with a

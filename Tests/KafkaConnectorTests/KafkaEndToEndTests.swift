@@ -1,3 +1,4 @@
+import DreamsrTestKit
 import Foundation
 import Jobs
 import Logging
@@ -32,6 +33,7 @@ struct Fixture {
         try sharedCluster.createTopic("\(topic).results", partitions: 1)
         try sharedCluster.createTopic("\(topic).dlq", partitions: 1)
         let root = FileManager.default.temporaryDirectory.appendingPathComponent("dreamsr-kafka-\(topic)")
+        ScratchFiles.removeAtExit(root.path)
         input = root.appendingPathComponent("in")
         output = root.appendingPathComponent("out")
         try FileManager.default.createDirectory(at: input, withIntermediateDirectories: true)
@@ -44,6 +46,11 @@ struct Fixture {
         c.retry = .init(maxAttempts: 4, initialBackoff: .milliseconds(50), maxBackoff: .milliseconds(200))
         c.commitIntervalMs = 200
         c.drainTimeout = .seconds(10)
+        // The mock broker's rebalance rounds last the session timeout minus 1 s, and a member starting in a group
+        // another one just left waits for the rest of that round: a short session timeout (heartbeats well inside
+        // it) keeps every (re)start and hand-over to a few seconds instead of ~9 s with the 10 s default.
+        c.sessionTimeoutMs = 3_000
+        c.clientProperties["heartbeat.interval.ms"] = "300"
         return c
     }
 

@@ -88,11 +88,9 @@ import DreamsrTestKit
         try await running.stop()
         #expect(committed == high, "seed \(seed): committed \(committed), ends \(high)")
 
-        let results = try await KafkaTools.read(bootstrap: f.bootstrap, topic: "\(f.topic).results", partitions: 1,
-                                                count: 10_000, timeout: .seconds(3))
+        let results = try await KafkaTools.readAll(bootstrap: f.bootstrap, topic: "\(f.topic).results", partitions: 1)
             .map { try JSONDecoder().decode(ResultMessage.self, from: Data($0.value ?? [])) }
-        let letters = try await KafkaTools.read(bootstrap: f.bootstrap, topic: "\(f.topic).dlq", partitions: 1,
-                                                count: 10_000, timeout: .seconds(3))
+        let letters = try await KafkaTools.readAll(bootstrap: f.bootstrap, topic: "\(f.topic).dlq", partitions: 1)
         let okIDs = Set(results.filter { $0.status == "ok" }.map(\.id))
         let deadIDs = Set(letters.map { String(decoding: $0.key ?? [], as: UTF8.self) })
         let outputs = try f.outputs()

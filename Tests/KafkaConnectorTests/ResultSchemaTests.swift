@@ -17,8 +17,7 @@ import Testing
     }
 
     static func sample(status: JobOutcome.Status) throws -> (ResultMessage, String) {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("dreamsr-schema-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let dir = URL(fileURLWithPath: try ScratchFiles.makeDirectory(prefix: "dreamsr-schema-"))
         let path = dir.appendingPathComponent("a.png").path
         try Data("abc".utf8).write(to: URL(fileURLWithPath: path))
         var outcome = JobOutcome(id: JobID("a"), status: status, output: path, width: 64, height: 48,

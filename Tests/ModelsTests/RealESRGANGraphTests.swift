@@ -1,3 +1,4 @@
+import DreamsrTestKit
 import Foundation
 import Testing
 import Models
@@ -107,8 +108,7 @@ struct TinyRRDBNet {
 }
 
 private func writeModel(_ param: String, _ bin: Data) throws -> (String, String) {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("dreamsr-tiny-rrdb-\(UUID().uuidString)")
-    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    let dir = URL(fileURLWithPath: try ScratchFiles.makeDirectory(prefix: "dreamsr-tiny-rrdb-"))
     let p = dir.appendingPathComponent("tiny.param"), b = dir.appendingPathComponent("tiny.bin")
     try param.write(to: p, atomically: true, encoding: .utf8)
     try bin.write(to: b)

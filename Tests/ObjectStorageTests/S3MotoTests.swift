@@ -27,7 +27,7 @@ func randomFile(bytes: Int, seed: UInt64) throws -> (path: String, sha256: Strin
         let v = generator.next()
         for j in 0..<min(8, bytes - i) { data[i + j] = UInt8(truncatingIfNeeded: v >> (8 * UInt64(j))) }
     }
-    let path = FileManager.default.temporaryDirectory.appendingPathComponent("dreamsr-s3-\(UUID().uuidString)").path
+    let path = ScratchFiles.path(prefix: "dreamsr-s3-")
     try Data(data).write(to: URL(fileURLWithPath: path))
     return (path, SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined())
 }
@@ -37,7 +37,7 @@ func fileSHA256(_ path: String) throws -> String {
 }
 
 func temporaryPath() -> String {
-    FileManager.default.temporaryDirectory.appendingPathComponent("dreamsr-s3-get-\(UUID().uuidString)").path
+    ScratchFiles.path(prefix: "dreamsr-s3-get-")
 }
 
 @Suite(.timeLimit(.minutes(3)), .enabled(if: !MotoServer.isUnavailable, "PyPI unreachable: moto[server] cannot be installed"))

@@ -1,3 +1,4 @@
+import DreamsrTestKit
 import Foundation
 import Tensor
 import Testing
@@ -34,9 +35,7 @@ struct ModelCatalogTests {
     }
 
     func tempDir() throws -> String {
-        let d = NSTemporaryDirectory() + "dreamsr-catalog-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-        return d
+        try ScratchFiles.makeDirectory(prefix: "dreamsr-catalog-")
     }
 
     func install(_ name: String, in dir: String) throws {

@@ -14,9 +14,7 @@ import Testing
 // Issue 12, watch-folder items: broken folders (2, 3), symlinks (5), name collisions (7), writers that pause (8).
 
 private func makeDir() throws -> String {
-    let dir = NSTemporaryDirectory() + "wfh-\(UUID().uuidString)"
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    return dir
+    try ScratchFiles.makeDirectory(prefix: "wfh-")
 }
 
 private func entries(_ dir: String, hidden: Bool = false) -> [String] {

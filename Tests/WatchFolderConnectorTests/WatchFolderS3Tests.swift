@@ -25,8 +25,7 @@ struct WatchFolderS3Tests {
     }
 
     func folder(prefix: S3Location, storage: S3Configuration) throws -> WatchFolderConfig {
-        let dir = NSTemporaryDirectory() + "wf-s3-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        let dir = try ScratchFiles.makeDirectory(prefix: "wf-s3-")
         var c = WatchFolderConfig(directory: dir, outputDirectory: prefix.uri, pollInterval: .milliseconds(50),
                                   stabilityInterval: .milliseconds(60), maxConcurrentJobs: 2, useInotify: false,
                                   retryDelay: .milliseconds(50), maxRetries: 2)

@@ -8,9 +8,7 @@ import Testing
 import WatchFolderConnector
 
 private func tempDir() throws -> String {
-    let dir = NSTemporaryDirectory() + "wf-\(UUID().uuidString)"
-    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-    return dir
+    try ScratchFiles.makeDirectory(prefix: "wf-")
 }
 
 private func files(_ dir: String) -> [String] {
