@@ -87,6 +87,33 @@ import Testing
         }
     }
 
+    @Test func shutdownWithHalfARequestHeadInClosesTheConnectionWithoutAnAnswer() async throws {
+        // The clients stay connected through the shutdown (closing first would let the server see their EOF before
+        // the quiesce): half a head, a whole head missing its blank line, and nothing at all.
+        let parsed = try HTTPAddress.parse("127.0.0.1:0") { AppError(.http, $0) }
+        let server = HTTPServer(address: parsed, logger: Logger(label: "test")) { _ in HTTPResponse(status: 200, body: "ok\n") }
+        let group = ServiceGroup(services: [server], logger: Logger(label: "test"))
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            let port = try #require(await server.boundPort())
+            let clients = [try stalledClient(port: port, partial: "GET /heal"),
+                           try stalledClient(port: port, partial: "GET /health HTTP/1.1\r\nHost: x\r\n"),
+                           try stalledClient(port: port, partial: "")]
+            defer { for fd in clients { close(fd) } }
+            #expect(try httpGet(port: port, path: "/health", timeout: 5).status == 200)
+            usleep(200_000) // the server has read the partial heads
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+            for fd in clients {
+                var limit = timeval(tv_sec: 5, tv_usec: 0)
+                setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+                var buffer = [UInt8](repeating: 0, count: 512)
+                let n = recv(fd, &buffer, buffer.count, 0)
+                #expect(n == 0, "closed without an answer, got \(n) bytes: \(String(decoding: buffer.prefix(max(0, n)), as: UTF8.self))")
+            }
+        }
+    }
+
     @Test func aStalledClientIsDroppedAtItsTimeoutAndIdleSocketsCannotExhaustTheServer() async throws {
         var limits = HTTPServer.Limits()
         limits.requestTimeout = .milliseconds(300)

@@ -294,6 +294,14 @@ private final class RequestHeadGuard: ChannelDuplexHandler {
             context.close(promise: nil)
             return
         }
+        // Shutdown with half a request head in: nothing to answer, so close here. Passed on, NIO's pipeline handler
+        // (no request seen) would close and mark the connection done, and the decoder's end-of-input error for the
+        // partial head would then make the error handler write a 400 into it (an assertion failure in NIO's debug
+        // builds).
+        if event is ChannelShouldQuiesceEvent, pending > 0 {
+            context.close(promise: nil)
+            return
+        }
         context.fireUserInboundEventTriggered(event)
     }
 
