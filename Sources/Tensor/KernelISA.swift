@@ -16,6 +16,10 @@ public enum KernelISA: Int, Sendable, CustomStringConvertible {
     }
 
     public var description: String { String(cString: ck_isa_name(ck_isa(rawValue: UInt32(rawValue)))) }
+
+    /// Whether the bf16 / int8 kernels run on their dot-product instructions (AVX512_BF16 `vdpbf16ps`, with the
+    /// AVX-512 variant active): where they do not, they emulate them and are slower than float32 sgemm.
+    public static var hasBF16DotProducts: Bool { active == .avx512 && ck_cpu_has_avx512_bf16() != 0 }
 }
 
 /// OpenBLAS facts and settings for start-up logs and the `--threads` option.

@@ -43,7 +43,7 @@ struct ForwardCommand: ParsableCommand {
     @Option(help: "BLAS threads (default: OpenBLAS's choice).")
     var threads: Int?
 
-    @Option(help: "flux only: activation precision of the matrix products and attention, fp32 (default) or bf16.")
+    @Option(help: "flux only: activation precision of the matrix products and attention, fp32 (default), bf16, or auto (bf16 with AVX512_BF16, else fp32).")
     var precision: String?
 
     func run() throws {

@@ -1,6 +1,8 @@
 import Checkpoints
 import DreamsrApp
 import Foundation
+import Models
+import Tensor
 import Testing
 
 /// The precision setting: `dreamsr forward flux --precision fp32|bf16` and the pipeline's `dreamsr.precision`.
@@ -45,10 +47,14 @@ import Testing
         #expect(try PipelineDefinition.parse(yaml: yaml, file: "dreamsr.yaml").dreamsr.precision == .fp32)
         let bf16 = yaml.replacingOccurrences(of: "  batch: 4\n", with: "  batch: 4\n  precision: bf16\n")
         #expect(try PipelineDefinition.parse(yaml: bf16, file: "dreamsr.yaml").dreamsr.precision == .bf16)
+        let auto = yaml.replacingOccurrences(of: "  batch: 4\n", with: "  batch: 4\n  precision: auto\n")
+        #expect(try PipelineDefinition.parse(yaml: auto, file: "dreamsr.yaml").dreamsr.precision
+                == (KernelISA.hasBF16DotProducts ? .bf16 : .fp32))
+        #expect(try ComputePrecision(parsing: "auto", key: "--precision") == ComputePrecision.forThisCPU)
         let bad = yaml.replacingOccurrences(of: "  batch: 4\n", with: "  batch: 4\n  precision: fp16\n")
         #expect { try PipelineDefinition.parse(yaml: bad, file: "dreamsr.yaml") } throws: { e in
             guard let e = e as? ConfigError else { return false }
-            return e.key.hasSuffix("precision") && "\(e)".contains("fp16")
+            return e.key.hasSuffix("precision") && "\(e)".contains("fp16") && "\(e)".contains("auto")
         }
     }
 }

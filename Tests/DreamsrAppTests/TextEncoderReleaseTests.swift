@@ -3,6 +3,8 @@ import DreamsrApp
 import Foundation
 import Imaging
 import Jobs
+import Models
+import Tensor
 import Testing
 
 /// `dreamsr.release_text_encoders: auto|true|false`: with `true` the T5 / CLIP encoders are dropped once a job's
@@ -27,7 +29,7 @@ import Testing
     }
 
     /// pipelines/dreamsr-full-q8_0.yaml: the file names make_full_size_flux.py writes, 16 texture steps, batch 1,
-    /// bf16 precision, auto release; the documented sed gives its fp32 twin; a 128x128 input at x4 is one 512x512 patch.
+    /// precision auto (bf16 with AVX512_BF16, else fp32), auto release; the documented sed gives its fp32 twin; a 128x128 input at x4 is one 512x512 patch.
     @Test func theFullSizePipelineFile() throws {
         let path = repoRoot + "/pipelines/dreamsr-full-q8_0.yaml"
         let def = try PipelineDefinition.load(path: path)
@@ -36,11 +38,16 @@ import Testing
                                                              "clip-l.safetensors", "ae.safetensors"])
         #expect(m.clipTokenizer == "tokenizers/clip" && m.t5Tokenizer == "tokenizers/t5")
         #expect(def.dreamsr.steps == 16 && def.dreamsr.batch == 1 && def.dreamsr.mode == .dualBranch)
-        #expect(def.dreamsr.precision == .bf16 && def.dreamsr.releaseTextEncoders == .auto)
+        // precision: auto — bf16 where the dot-product instructions are, fp32 elsewhere
+        #expect(def.dreamsr.precision == (KernelISA.hasBF16DotProducts ? .bf16 : .fp32))
+        #expect(def.dreamsr.precision == ComputePrecision.forThisCPU && def.dreamsr.releaseTextEncoders == .auto)
         #expect(def.stages.map(\.kind) == [.decode, .caption, .restore, .texture, .blend, .encode])
         let text = try String(contentsOfFile: path, encoding: .utf8)
-        let fp32 = text.replacingOccurrences(of: "\n  precision: bf16 ", with: "\n  precision: fp32 ")  // docs/generative.md's sed
+        let fp32 = text.replacingOccurrences(of: "\n  precision: auto ", with: "\n  precision: fp32 ")  // docs/generative.md's sed
+        #expect(fp32 != text)
         #expect(try PipelineDefinition.parse(yaml: fp32, file: "fp32.yaml").dreamsr.precision == .fp32)
+        let bf16 = text.replacingOccurrences(of: "\n  precision: auto ", with: "\n  precision: bf16 ")
+        #expect(try PipelineDefinition.parse(yaml: bf16, file: "bf16.yaml").dreamsr.precision == .bf16)
         let g = try DreamSRImageGeometry(lrWidth: 128, lrHeight: 128, scale: 4)
         #expect(g.outWidth == 512 && g.latentWidth == 64 && g.latentHeight == 64)
         // The checkpoint config's patch (512 px = 64 cells) and overlap (128 px = 16 cells).

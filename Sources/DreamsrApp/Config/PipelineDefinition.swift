@@ -254,7 +254,14 @@ public struct PipelineDefinition: Sendable, Equatable {
         def.dreamsr.vaeTileMemoryMB = try d.int("vae_tile_memory_mb", default: 1024, min: 0, max: 1 << 20)
         def.dreamsr.vaeScratchDirectory = try d.optionalString("vae_scratch_dir")
         def.dreamsr.batch = try d.int("batch", default: 4, min: 1, max: 64)
-        def.dreamsr.precision = try d.choice("precision", default: ComputePrecision.fp32)
+        let precision = try d.string("precision", default: ComputePrecision.fp32.rawValue)
+        if precision == "auto" {
+            def.dreamsr.precision = .forThisCPU
+        } else if let p = ComputePrecision(rawValue: precision) {
+            def.dreamsr.precision = p
+        } else {
+            throw d.error("precision", "'\(precision)' is not one of fp32, bf16, auto", at: d.node?.mapping?["precision"])
+        }
         def.dreamsr.releaseTextEncoders = try d.choice("release_text_encoders", default: DreamSRPipelineOptions.TextEncoderRelease.auto)
         let c = try root.child("caption")
         try c.checkKeys(["endpoint", "model", "fixed_prompt", "fixed_local_prompt", "timeout_seconds", "retries",

@@ -13,13 +13,19 @@ public enum ComputePrecision: String, Sendable, CaseIterable, CustomStringConver
 
     public var description: String { rawValue }
 
-    /// Parses a setting's value; the error names `key` and the accepted values.
+    /// Parses a setting's value (`fp32`, `bf16`, or `auto`: `forThisCPU`); the error names `key` and the accepted
+    /// values.
     public init(parsing value: String, key: String) throws {
+        if value.lowercased() == "auto" { self = .forThisCPU; return }
         guard let p = ComputePrecision(rawValue: value.lowercased()) else {
-            throw CheckpointError(.badConfig, "\(key): '\(value)' is not a precision (fp32 or bf16)")
+            throw CheckpointError(.badConfig, "\(key): '\(value)' is not a precision (fp32, bf16 or auto)")
         }
         self = p
     }
+
+    /// `bf16` where the bf16 / int8 kernels have their dot-product instructions (AVX512_BF16), `fp32` elsewhere (on
+    /// AVX2-only CPUs they are slower than float32 sgemm: BENCHMARKS.md, issue 14).
+    public static var forThisCPU: ComputePrecision { KernelISA.hasBF16DotProducts ? .bf16 : .fp32 }
 }
 
 /// A Linear weight stored narrower than float32 (GGUF block types, FP8, bf16, f16) in a memory-mapped file, read in
