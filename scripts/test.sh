@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need (system packages, the Real-ESRGAN weights, tokenizer data,
 # sample photos), builds everything and runs the whole test suite. CI runs this (.ci/run).
-# Every step has a deadline: a hung build or test fails the run instead of stalling CI (whole run < 20 min on 2 cores).
+# Every step has a deadline: a hung build or test fails the run instead of stalling CI. Goal: a whole run under 20 min
+# on 2 cores (17-18 min on the 2-core AVX-512 VM of 2026-11; 24.5 min on a 2-core AVX2 Zen VM, 2026-12-03, where
+# the two debug builds alone take ~13 min).
 #
 # To fit 2 cores, work that mostly waits runs beside work that computes: the downloads beside the builds, the
 # AddressSanitizer build (niced: it takes what the main build leaves idle) beside the main build, the
